@@ -1,0 +1,75 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Keep it off the public network.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+
+/// Serves the admin endpoints.
+pub struct AdminApp {
+    metrics: Arc<Metrics>,
+    /// `host:port` of every upstream, checked by `/readyz`.
+    upstreams: Vec<String>,
+}
+
+impl AdminApp {
+    /// An admin app over `metrics`, reporting readiness of `upstreams`.
+    pub fn new(metrics: Arc<Metrics>, upstreams: Vec<String>) -> Self {
+        AdminApp { metrics, upstreams }
+    }
+
+    /// Ready when every upstream host name resolves (the config is loaded, or we would not
+    /// be running). Connectivity is not required: an upstream may be briefly down.
+    async fn unresolvable(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for address in &self.upstreams {
+            let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(address.as_str())).await;
+            let resolved = match lookup {
+                Ok(Ok(mut addrs)) => addrs.next().is_some(),
+                _ => false,
+            };
+            if !resolved {
+                failed.push(address.clone());
+            }
+        }
+        failed
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    let length = response.body().len();
+    response.headers_mut().insert(http::header::CONTENT_LENGTH, length.into());
+    response
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let failed = self.unresolvable().await;
+                if failed.is_empty() {
+                    respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    let body = format!("not ready: upstream(s) do not resolve: {}\n", failed.join(", "));
+                    respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body.into_bytes())
+                }
+            }
+            "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The audit trail: one JSON Lines record per security-relevant event, hash-chained and
+//! periodically sealed by a signed checkpoint, written off the hot path.
+//!
+//! Requests hand an [`AuditEvent`] to the [`Auditor`] (a bounded queue); a dedicated thread
+//! numbers, timestamps, chains and writes it. What happens when the queue is full is the
+//! operator's choice (`audit.on_queue_full`) and is always counted.
+
+mod chain;
+mod signer;
+mod writer;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use chain::{hex, verify, VerifyOptions};
+pub use signer::CheckpointSigner;
+pub use writer::{channel, PendingWriter, WriterHandle};
+
+use crate::config::QueueFullPolicy;
+use crate::metrics::Metrics;
+use crate::policy::Reason;
+
+/// The kinds of audit records (kebab-case in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A configuration was loaded and the proxy started with it.
+    ConfigLoaded,
+    /// A request was forwarded to an upstream.
+    Access,
+    /// A request was refused (see `reason`).
+    AccessDenied,
+    /// A request reached a disabled app.
+    AppDisabled,
+    /// A signed checkpoint (written by the writer itself).
+    Checkpoint,
+}
+
+/// Allow or deny, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Forwarded.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+/// One event, as produced by the request pipeline; the writer adds `seq`, `ts`, `prev`, `hash`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// What happened.
+    pub event: EventKind,
+    /// Request id (also sent upstream and to the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Client address (after trusted-proxy resolution).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+    /// App id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<Arc<str>>,
+    /// HTTP method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Host as requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Normalised path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Response status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Allow or deny.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Outcome>,
+    /// Why (closed set shared with metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Free-form, non-secret detail (e.g. config file path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only its kind set.
+    pub fn new(event: EventKind) -> Self {
+        AuditEvent {
+            event,
+            request_id: None,
+            client_ip: None,
+            app: None,
+            method: None,
+            host: None,
+            path: None,
+            status: None,
+            decision: None,
+            reason: None,
+            detail: None,
+        }
+    }
+}
+
+/// Cheap, cloneable handle that requests use to record events.
+#[derive(Clone)]
+pub struct Auditor {
+    sender: mpsc::Sender<AuditEvent>,
+    policy: QueueFullPolicy,
+    dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auditor {
+    /// Records `event`. With `block`, waits for queue space (never loses a record); with
+    /// `drop`, a full queue drops the event, counts it, and the writer marks the gap.
+    pub async fn record(&self, event: AuditEvent) {
+        let result = match self.policy {
+            QueueFullPolicy::Block => self.sender.send(event).await.map_err(|_| ()),
+            QueueFullPolicy::Drop => self.sender.try_send(event).map_err(|_| ()),
+        };
+        if result.is_err() {
+            // Full (drop policy) or writer gone (shutdown): either way the record is lost.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.audit_dropped.inc();
+        }
+        self.metrics
+            .audit_queue_depth
+            .set((self.sender.max_capacity() - self.sender.capacity()) as i64);
+    }
+}
+
+impl Auditor {
+    /// [`Auditor::record`] for code outside the async runtime (start-up).
+    pub fn record_blocking(&self, event: AuditEvent) {
+        if self.sender.blocking_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.audit_dropped.inc();
+        }
+    }
+}

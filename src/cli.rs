@@ -1,0 +1,212 @@
+//! The command line. Exit codes: 0 success, 1 runtime failure or failed verification,
+//! 2 configuration problems (`check`, and `run` refusing to start).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Log, LogFormat};
+use crate::{audit, demo, keys, server};
+
+const EXAMPLES: &str = "\
+Examples:
+  portcullis demo                                  # everything on https://127.0.0.1:8443
+  portcullis check -c /etc/portcullis/portcullis.yaml
+  portcullis run -c /etc/portcullis/portcullis.yaml
+  portcullis keys generate > /etc/portcullis/keys.env
+  portcullis keys dev-cert --out certs/dev --name chat.local
+  portcullis audit verify /var/log/portcullis/audit.jsonl --key <base64 public key>";
+
+/// Identity-aware reverse proxy: SSO in front of any web app, signed identity headers,
+/// tamper-evident audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run(RunArgs),
+    /// Check a configuration file and print every problem (exit 2 if any).
+    Check(ConfigArg),
+    /// Run a self-contained demo on https://127.0.0.1:8443 with a sample chat app.
+    Demo(DemoArgs),
+    /// Audit trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Generate keys and development certificates.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (YAML).
+    #[arg(short = 'c', long = "config")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade); send
+    /// SIGQUIT to the old process once this one waits.
+    #[arg(short = 'u', long)]
+    upgrade: bool,
+    /// Run in the background (for systemd `Type=forking` with `PIDFile=`).
+    #[arg(short = 'd', long)]
+    daemon: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Directory for the demo's keys, certificate, config and audit log.
+    #[arg(long, default_value = "portcullis-demo")]
+    dir: PathBuf,
+    /// HTTPS port on 127.0.0.1.
+    #[arg(long, default_value_t = 8443)]
+    port: u16,
+    /// Plain-HTTP port on 127.0.0.1 (redirects to HTTPS).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Admin port on 127.0.0.1.
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and checkpoint signatures of an audit file; report the first
+    /// broken line (exit 1).
+    Verify {
+        /// The JSON Lines audit file.
+        file: PathBuf,
+        /// Base64 Ed25519 public key that must have signed the checkpoints.
+        #[arg(long)]
+        key: Option<String>,
+        /// Accept records after the last checkpoint (the log is still being written).
+        #[arg(long)]
+        open: bool,
+        /// Accept a file that continues an earlier one (after rotation).
+        #[arg(long)]
+        continuation: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new session key and audit signing key as environment assignments.
+    Generate,
+    /// Make a development CA and a server certificate (never for production).
+    DevCert {
+        /// Output directory.
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+        /// DNS names or IP addresses for the certificate.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn execute(self) -> ExitCode {
+        match self.command {
+            Command::Run(args) => run(args),
+            Command::Check(args) => check(&args),
+            Command::Demo(args) => demo_command(args),
+            Command::Audit(AuditCommand::Verify { file, key, open, continuation }) => verify(&file, key.as_deref(), open, continuation),
+            Command::Keys(KeysCommand::Generate) => match keys::generate_report() {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
+            Command::Keys(KeysCommand::DevCert { out, names }) => match keys::dev_certificate(&out, &names) {
+                Ok(paths) => {
+                    println!("CA certificate:     {}\nserver certificate: {}\nserver key:         {}", paths.ca_cert.display(), paths.cert.display(), paths.key.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
+        }
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}
+
+fn check(args: &ConfigArg) -> ExitCode {
+    match Config::load(&args.config) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
+            println!("{}\n{}: ok", config.summary(), args.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(report) => {
+            eprintln!("{report}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match Config::load(&args.config.config) {
+        Ok(config) => config,
+        Err(report) => {
+            eprintln!("{report}\nrefusing to start");
+            return ExitCode::from(2);
+        }
+    };
+    match server::run(config, server::RunOptions { upgrade: args.upgrade, daemon: args.daemon }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn demo_command(args: DemoArgs) -> ExitCode {
+    crate::logging::init(&Log { format: LogFormat::Text, level: "info".into() }, None);
+    let options = demo::DemoOptions { dir: args.dir, port: args.port, http_port: args.http_port, admin_port: args.admin_port };
+    match demo::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn verify(file: &std::path::Path, key: Option<&str>, open: bool, continuation: bool) -> ExitCode {
+    let key_bytes = match key.map(|k| base64::engine::general_purpose::STANDARD.decode(k.trim())) {
+        Some(Ok(bytes)) if bytes.len() == 32 => Some(bytes),
+        Some(_) => {
+            eprintln!("error: --key must be a base64 Ed25519 public key (32 bytes)");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return fail(&format!("{}: {e}", file.display())),
+    };
+    let options = audit::VerifyOptions { trusted_key: key_bytes.as_deref(), allow_open_tail: open, allow_continuation: continuation };
+    match audit::verify(&text, options) {
+        Ok(v) => {
+            let pinned = if key_bytes.is_some() { "with the given key" } else { "self-consistent (pass --key to pin the signer)" };
+            println!("{}: ok: {} records, {} checkpoint(s) {pinned}, {} unsealed at the end", file.display(), v.records, v.checkpoints, v.unsealed_tail);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Typed, validated configuration: loaded once from YAML, never parsed on the hot path.
+//!
+//! `load` reads the file, deserialises it into the `raw` structs (unknown keys are errors),
+//! and `compile`s them into the types below, collecting *every* problem into a
+//! [`ConfigReport`] with key paths, lines and hints.
+
+mod compile;
+mod summary;
+mod raw;
+mod report;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+pub use report::{ConfigIssue, ConfigReport};
+pub use values::Secret;
+
+use crate::route::{HostPattern, PathGlob};
+
+/// Default prefix of Portcullis's own endpoints on every app host.
+pub const DEFAULT_RESERVED_PREFIX: &str = "/.portcullis/";
+/// Default name of the session cookie (and the prefix of its chunks).
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-portcullis";
+
+/// A loaded configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Listeners, TLS, trusted proxies, process settings.
+    pub server: Server,
+    /// Session cookie settings.
+    pub session: Session,
+    /// Identity providers (login flows arrive with the SSO release).
+    pub identity_providers: Vec<IdentityProvider>,
+    /// Protected applications.
+    pub apps: Vec<Arc<App>>,
+    /// Audit trail.
+    pub audit: Audit,
+    /// Admin listener.
+    pub admin: Admin,
+    /// Settings that are accepted but weaken security or do nothing yet; logged at start.
+    pub warnings: Vec<String>,
+}
+
+/// `server:`
+#[derive(Debug)]
+pub struct Server {
+    /// The canonical public URL (scheme, host, optional port).
+    pub public_url: Url,
+    /// TLS listeners.
+    pub https: Option<Https>,
+    /// Plain-HTTP listeners (redirect to HTTPS unless an app allows plain HTTP).
+    pub http: Option<Http>,
+    /// `Strict-Transport-Security` value, precomputed; `None` = not sent.
+    pub hsts: Option<String>,
+    /// Peers whose `X-Forwarded-*` and `X-Request-Id` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Prefix of Portcullis's own endpoints, with leading and trailing `/`.
+    pub reserved_prefix: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// How long an old process keeps serving after a graceful upgrade or stop begins.
+    pub grace_period: Duration,
+    /// Hard limit for finishing in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+    /// PID file (for `ExecReload` and upgrades).
+    pub pid_file: PathBuf,
+    /// Socket over which listeners are handed to a new process on upgrade.
+    pub upgrade_sock: PathBuf,
+    /// Log output.
+    pub log: Log,
+}
+
+/// `server.https`
+#[derive(Debug)]
+pub struct Https {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Certificate/key pairs; chosen by SNI, the first is the default.
+    pub certificates: Vec<CertificatePair>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone)]
+pub struct CertificatePair {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `server.http`
+#[derive(Debug)]
+pub struct Http {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Port put in HTTPS redirects; `None` means the default 443.
+    pub redirect_port: Option<u16>,
+}
+
+/// `server.log`
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `portcullis=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `session:`
+#[derive(Debug)]
+pub struct Session {
+    /// AES-256 keys; the first encrypts, all decrypt.
+    pub encryption_keys: Vec<SessionKey>,
+    /// Cookie name; chunks and flow cookies share it as a prefix.
+    pub cookie_name: String,
+}
+
+/// 32 bytes of key material. `Debug` is redacted.
+#[derive(Clone)]
+pub struct SessionKey(pub [u8; 32]);
+
+impl SessionKey {
+    /// First 8 hex digits of the key's SHA-256: tells keys apart without revealing them.
+    pub fn fingerprint(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        crate::audit::hex(&digest.as_ref()[..4])
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+/// `identity_providers[]`
+#[derive(Debug)]
+pub struct IdentityProvider {
+    /// Stable id (used in `?idp=`, audit, sessions).
+    pub id: String,
+    /// Protocol.
+    pub kind: IdentityProviderKind,
+}
+
+/// The protocol of an identity provider.
+#[derive(Debug)]
+pub enum IdentityProviderKind {
+    /// OpenID Connect relying party.
+    Oidc {
+        /// Issuer URL (discovery at `/.well-known/openid-configuration`).
+        issuer: Url,
+        /// Client id registered at the OP.
+        client_id: String,
+        /// Client secret.
+        client_secret: Option<Secret>,
+    },
+    /// SAML 2.0 service provider.
+    Saml {
+        /// Metadata URL or file.
+        idp_metadata: String,
+    },
+    /// Users listed in the config.
+    Local,
+}
+
+/// `apps[]`
+#[derive(Debug)]
+pub struct App {
+    /// Stable id (assertion audience, audit, metrics label).
+    pub id: String,
+    /// The id, shared cheaply with audit records.
+    pub audit_id: Arc<str>,
+    /// Position in `apps` (indexes per-app runtime state such as upstream peers).
+    pub index: usize,
+    /// Hosts this app answers to.
+    pub hosts: Vec<HostPattern>,
+    /// Path prefix within those hosts (`/` = everything).
+    pub path_prefix: String,
+    /// A disabled app answers 503 and forwards nothing.
+    pub enabled: bool,
+    /// Where allowed requests go.
+    pub upstream: Upstream,
+    /// Keep the client's `Host` (default) or send the upstream's authority.
+    pub preserve_host: bool,
+    /// Serve this app on the plain-HTTP listener instead of redirecting to HTTPS.
+    pub insecure_allow_plain_http: bool,
+    /// Paths reachable without login (still stripped of identity headers).
+    pub public_paths: Vec<PathGlob>,
+    /// Who may use the app.
+    pub access: Access,
+}
+
+/// `apps[].upstream` and `apps[].upstream_tls`
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// As configured.
+    pub url: Url,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// `https://` upstream.
+    pub tls: bool,
+    /// Name sent in SNI and verified in the upstream certificate.
+    pub server_name: String,
+    /// Authority for the `Host` header when `preserve_host` is off.
+    pub authority: String,
+    /// Extra CA bundle trusted for this upstream (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mTLS to the upstream (PEM).
+    pub client_cert: Option<CertificatePair>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Upstream timeouts. There is no total timeout: chat answers stream for minutes.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// Longest wait for any read from the upstream: the first response byte and every gap
+    /// between chunks of a stream.
+    pub read: Duration,
+    /// Longest wait for the upstream to accept request bytes.
+    pub write: Duration,
+}
+
+/// `apps[].access` (enforced by the policy release; today: who the app is meant for).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Allowed user types.
+    pub user_types: Vec<UserType>,
+}
+
+/// Internal staff or external (customer, partner) users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserType {
+    /// `internal-user`
+    Internal,
+    /// `external-user`
+    External,
+}
+
+/// `audit:`
+#[derive(Debug)]
+pub struct Audit {
+    /// JSON Lines file.
+    pub path: PathBuf,
+    /// When records are forced to disk.
+    pub fsync: FsyncPolicy,
+    /// Records waiting for the writer before `on_queue_full` applies.
+    pub queue_capacity: usize,
+    /// What a request does when the queue is full.
+    pub on_queue_full: QueueFullPolicy,
+    /// Ed25519 PKCS#8 key (base64) that signs checkpoints; `None` = a per-process key.
+    pub signing_key: Option<Secret>,
+    /// A signed checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or after this long, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+/// `audit.fsync`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every record.
+    Always,
+    /// At most this often (records are flushed to the OS immediately).
+    Interval(Duration),
+    /// Leave it to the OS.
+    Never,
+}
+
+/// `audit.on_queue_full`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFullPolicy {
+    /// The request waits until the writer catches up: no record is lost.
+    Block,
+    /// The record is dropped, counted in `portcullis_audit_dropped_total`, and the next
+    /// written record carries `dropped_before` so the gap is visible in the chain.
+    Drop,
+}
+
+/// `admin:`
+#[derive(Debug)]
+pub struct Admin {
+    /// Admin listener address (keep it on loopback or a management network).
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Reads and compiles `path`; every problem is in the returned report.
+    pub fn load(path: &Path) -> Result<Config, ConfigReport> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigReport {
+            file: path.to_path_buf(),
+            issues: vec![ConfigIssue {
+                path: "(file)".into(),
+                line: None,
+                message: format!("cannot read the file: {e}"),
+                hint: Some("check the path given with -c".into()),
+            }],
+        })?;
+        Config::from_yaml(path, &text)
+    }
+
+    /// Compiles YAML text; `path` is used for messages only.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigReport> {
+        compile::compile(path, text)
+    }
+}

@@ -1,0 +1,157 @@
+//! The configuration file exactly as written: serde structs with `deny_unknown_fields`.
+//!
+//! Values that need checking (URLs, CIDRs, durations, secrets, paths) stay strings here so
+//! that one bad value never hides the next: `compile` parses them all and reports every
+//! problem at once. Nothing outside `config` sees these types.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: Option<RawServer>,
+    pub session: Option<RawSession>,
+    pub identity_providers: Option<Vec<RawIdentityProvider>>,
+    pub identity: Option<serde_yaml_ng::Value>,
+    pub apps: Option<Vec<RawApp>>,
+    pub service_accounts: Option<serde_yaml_ng::Value>,
+    pub audit: Option<RawAudit>,
+    pub store: Option<serde_yaml_ng::Value>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub public_url: Option<String>,
+    pub https: Option<RawHttps>,
+    pub http: Option<RawHttp>,
+    pub hsts: Option<RawHsts>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub reserved_prefix: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub log: Option<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    pub listen: Option<Vec<String>>,
+    pub certificates: Option<Vec<RawCertificate>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<Vec<String>>,
+    pub redirect_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHsts {
+    pub max_age: Option<String>,
+    pub include_subdomains: Option<bool>,
+    pub preload: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub encryption_keys: Option<Vec<String>>,
+    pub cookie_name: Option<String>,
+}
+
+/// Accepted now so that configs written for the SSO release load; the login flows
+/// themselves arrive with it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityProvider {
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    // oidc
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    // saml
+    pub idp_metadata: Option<String>,
+    // local
+    pub users: Option<Vec<serde_yaml_ng::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub id: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub path_prefix: Option<String>,
+    pub enabled: Option<bool>,
+    pub upstream: Option<String>,
+    pub upstream_tls: Option<RawUpstreamTls>,
+    pub preserve_host: Option<bool>,
+    pub timeouts: Option<RawTimeouts>,
+    pub allow_plain_http: Option<bool>,
+    pub public_paths: Option<Vec<String>>,
+    pub access: Option<RawAccess>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<String>,
+    pub read: Option<String>,
+    pub write: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub user_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub path: Option<String>,
+    pub fsync: Option<String>,
+    pub fsync_interval: Option<String>,
+    pub queue_capacity: Option<usize>,
+    pub on_queue_full: Option<String>,
+    pub signing_key: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}

@@ -1,0 +1,69 @@
+//! What `portcullis check` prints for a valid file: what Portcullis understood, so an
+//! operator can compare it with what they meant.
+
+use std::fmt::Write;
+
+use super::{Config, IdentityProviderKind, UserType};
+use crate::route::HostPattern;
+
+impl Config {
+    /// A short, secret-free description of the loaded configuration.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "public URL: {}", self.server.public_url);
+        if let Some(https) = &self.server.https {
+            let listen: Vec<String> = https.listen.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "https: {} ({} certificate(s))", listen.join(", "), https.certificates.len());
+        }
+        if let Some(http) = &self.server.http {
+            let listen: Vec<String> = http.listen.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "http: {} (redirects to https unless an app allows plain HTTP)", listen.join(", "));
+        }
+        let fingerprints: Vec<String> = self.session.encryption_keys.iter().map(|k| k.fingerprint()).collect();
+        let _ = writeln!(out, "session: key(s) {} (first encrypts), cookie {}", fingerprints.join(", "), self.session.cookie_name);
+        for idp in &self.identity_providers {
+            let kind = match &idp.kind {
+                IdentityProviderKind::Oidc { issuer, client_id, client_secret } => format!(
+                    "oidc issuer {issuer} client {client_id}{}",
+                    if client_secret.is_some() { " (with secret)" } else { "" }
+                ),
+                IdentityProviderKind::Saml { idp_metadata } => format!("saml metadata {idp_metadata}"),
+                IdentityProviderKind::Local => "local users".to_string(),
+            };
+            let _ = writeln!(out, "identity provider {}: {kind}", idp.id);
+        }
+        for app in &self.apps {
+            let hosts: Vec<String> = app
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    HostPattern::Exact(name) => name.clone(),
+                    HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+                })
+                .collect();
+            let user_types: Vec<&str> = app
+                .access
+                .user_types
+                .iter()
+                .map(|t| match t {
+                    UserType::Internal => "internal-user",
+                    UserType::External => "external-user",
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "app {}{}: {}{} -> {} (user types: {}; {} public path(s))",
+                app.id,
+                if app.enabled { "" } else { " [disabled]" },
+                hosts.join(", "),
+                if app.path_prefix == "/" { String::new() } else { app.path_prefix.clone() },
+                app.upstream.url,
+                if user_types.is_empty() { "none".to_string() } else { user_types.join(", ") },
+                app.public_paths.len(),
+            );
+        }
+        let _ = writeln!(out, "audit: {}", self.audit.path.display());
+        let _ = write!(out, "admin: {}", self.admin.listen);
+        out
+    }
+}

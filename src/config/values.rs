@@ -1,0 +1,112 @@
+//! Typed leaf values shared by the config sections: secrets, durations, listen addresses.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a secret comes from, as written in the file (`env:NAME` or `file:PATH`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Read from an environment variable.
+    Env(String),
+    /// Read from a file (trailing newline removed).
+    File(PathBuf),
+}
+
+/// A resolved secret. `Debug` never prints the value.
+#[derive(Clone)]
+pub struct Secret {
+    source: SecretSource,
+    value: String,
+}
+
+impl Secret {
+    /// Parses `env:NAME` / `file:PATH` and reads the value now, so a missing secret is a
+    /// config error at load time rather than a failure on the first request.
+    pub fn resolve(spec: &str) -> Result<Secret, String> {
+        let source = if let Some(name) = spec.strip_prefix("env:") {
+            if name.is_empty() {
+                return Err("`env:` needs a variable name".into());
+            }
+            SecretSource::Env(name.to_string())
+        } else if let Some(path) = spec.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("`file:` needs a path".into());
+            }
+            SecretSource::File(PathBuf::from(path))
+        } else {
+            return Err("secrets are never written inline".into());
+        };
+        let value = match &source {
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        };
+        if value.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(Secret { source, value })
+    }
+
+    /// The secret itself. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            SecretSource::Env(name) => write!(f, "Secret(env:{name}, <redacted>)"),
+            SecretSource::File(path) => write!(f, "Secret(file:{}, <redacted>)", path.display()),
+        }
+    }
+}
+
+/// Parses durations such as `30s`, `5m`, `12h`, `1h 30m`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
+}
+
+/// Parses a listen address `IP:PORT` (IPv6 in brackets).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("`{text}` is not an address like 0.0.0.0:443 or [::]:443"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let path = std::env::temp_dir().join(format!("portcullis-secret-{}", std::process::id()));
+        std::fs::write(&path, "hunter2\n").expect("write temp secret");
+        let secret = Secret::resolve(&format!("file:{}", path.display())).expect("resolves");
+        assert_eq!(secret.expose(), "hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn secret_sources_are_checked() {
+        assert!(Secret::resolve("hunter2").is_err());
+        assert!(Secret::resolve("env:").is_err());
+        assert!(Secret::resolve("env:PORTCULLIS_TEST_SURELY_UNSET_VAR")
+            .unwrap_err()
+            .contains("PORTCULLIS_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! `portcullis demo`: the whole product from one command, on loopback.
+//!
+//! Makes (once) a development certificate, a session key and an audit key under the demo
+//! directory, starts the sample chat upstream on a free loopback port, writes the demo
+//! config next to them and runs the real server with it: the same code path as `run`.
+
+mod upstream;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::keys::{self, KeysError};
+use crate::server::{self, RunOptions, StartError};
+
+/// Demo settings from the command line.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where keys, certificates, config and the audit log live.
+    pub dir: PathBuf,
+    /// HTTPS port on 127.0.0.1.
+    pub port: u16,
+    /// Plain-HTTP port on 127.0.0.1 (redirects to HTTPS).
+    pub http_port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+}
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Keys or certificate.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The sample upstream.
+    #[error("sample upstream: {0}")]
+    Upstream(std::io::Error),
+    /// The generated config did not load (a bug: please report it).
+    #[error("generated config is invalid:\n{0}")]
+    Config(#[from] crate::config::ConfigReport),
+    /// The server.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Runs the demo until Ctrl-C.
+pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
+    let dir = std::path::absolute(&options.dir).map_err(|source| KeysError::Write { path: options.dir.clone(), source })?;
+    let cert = keys::dev_certificate(&dir.join("certs"), &["localhost".into(), "127.0.0.1".into()])?;
+    let session_key = ensure_secret(&dir, "session.key", keys::session_key)?;
+    let audit_key = ensure_secret(&dir, "audit.key", || keys::audit_key().map(|(private, _)| private).unwrap_or_default())?;
+    let upstream_port = start_upstream()?;
+    let config_path = dir.join("demo.yaml");
+    let yaml = demo_config(options, &dir, &cert, &session_key, &audit_key, upstream_port);
+    keys::write_file(&dir, &config_path, yaml.as_bytes(), false)?;
+    let config = Config::load(&config_path)?;
+    println!(
+        "\nPortcullis demo\n  open      https://127.0.0.1:{port}/   (certificate: trust {ca} or accept the warning)\n  \
+         upstream  sample chat app on http://127.0.0.1:{upstream_port} (reachable only through Portcullis's address for you)\n  \
+         admin     http://127.0.0.1:{admin}/metrics\n  audit     {audit}\n  config    {config}\n\n  \
+         Sign-in is not part of this build yet: the demo app is public on loopback only.\n  Stop with Ctrl-C.\n",
+        port = options.port,
+        ca = cert.ca_cert.display(),
+        admin = options.admin_port,
+        audit = config.audit.path.display(),
+        config = config_path.display(),
+    );
+    server::run(config, RunOptions::default())?;
+    Ok(())
+}
+
+fn ensure_secret(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Result<PathBuf, KeysError> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        keys::write_file(dir, &path, make().as_bytes(), true)?;
+    }
+    Ok(path)
+}
+
+fn start_upstream() -> Result<u16, DemoError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstream)?;
+    let port = listener.local_addr().map_err(DemoError::Upstream)?.port();
+    listener.set_nonblocking(true).map_err(DemoError::Upstream)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Upstream)?;
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => upstream::serve(listener).await,
+                    Err(e) => tracing::error!(error = %e, "demo upstream cannot listen"),
+                }
+            })
+        })
+        .map_err(DemoError::Upstream)?;
+    Ok(port)
+}
+
+fn demo_config(options: &DemoOptions, dir: &Path, cert: &keys::DevCertificate, session_key: &Path, audit_key: &Path, upstream_port: u16) -> String {
+    format!(
+        r#"# Written by `portcullis demo` at every start; edit conf/demo.yaml instead.
+server:
+  public_url: https://127.0.0.1:{port}
+  https:
+    listen: ["127.0.0.1:{port}"]
+    certificates: [{{ cert: "{cert}", key: "{key}" }}]
+  http:
+    listen: ["127.0.0.1:{http_port}"]
+  pid_file: "{dir}/portcullis.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  grace_period: 1s
+  shutdown_timeout: 2s
+session:
+  encryption_keys: ["file:{session_key}"]
+apps:
+  - id: demo-chat
+    hosts: [127.0.0.1, localhost]
+    upstream: http://127.0.0.1:{upstream_port}
+    # Until sign-in exists, the demo app is public; it listens on loopback only.
+    public_paths: ["/**"]
+    access:
+      user_types: [internal-user, external-user]
+audit:
+  path: "{dir}/audit.jsonl"
+  signing_key: "file:{audit_key}"
+admin:
+  listen: 127.0.0.1:{admin_port}
+"#,
+        port = options.port,
+        http_port = options.http_port,
+        admin_port = options.admin_port,
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+        dir = dir.display(),
+        session_key = session_key.display(),
+        audit_key = audit_key.display(),
+    )
+}

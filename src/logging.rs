@@ -1,0 +1,62 @@
+//! Process logs via `tracing` (text or JSON), with Pingora's `log` records bridged in.
+//!
+//! Pingora reports failed downstream TLS handshakes only as log records; a small layer
+//! counts them into `portcullis_tls_handshake_failures_total`.
+
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Log, LogFormat};
+use crate::metrics::Metrics;
+
+/// Installs the global subscriber. Safe to call once per process; later calls are no-ops.
+pub fn init(log: &Log, metrics: Option<Arc<Metrics>>) {
+    let _ = tracing_log::LogTracer::init();
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let counter = metrics.map(|metrics| HandshakeFailureCounter { metrics });
+    let registry = tracing_subscriber::registry().with(counter).with(filter);
+    let result = match log.format {
+        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+    };
+    if result.is_err() {
+        tracing::debug!("logging was already initialised");
+    }
+}
+
+struct HandshakeFailureCounter {
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Subscriber> Layer<S> for HandshakeFailureCounter {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        // Only bridged `log` records from pingora-core's listener are of interest; the cheap
+        // metadata check keeps every other event free of formatting work.
+        if !event.metadata().target().starts_with("pingora_core::services::listening") {
+            return;
+        }
+        let mut visitor = MessageVisitor::default();
+        event.record(&mut visitor);
+        if visitor.message.starts_with("Downstream handshake") {
+            self.metrics.tls_handshake_failures.inc();
+        }
+    }
+}
+
+#[derive(Default)]
+struct MessageVisitor {
+    message: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Prometheus metrics. Label values are bounded: app ids from the config, status codes,
+//! and the closed [`Reason`](crate::policy::Reason) set.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// All of Portcullis's metrics, registered in their own registry.
+pub struct Metrics {
+    registry: Registry,
+    /// `portcullis_requests_total{app,status,decision}`
+    pub requests: IntCounterVec,
+    /// `portcullis_denied_total{app,reason}`
+    pub denied: IntCounterVec,
+    /// `portcullis_request_duration_seconds{app}` (to response end)
+    pub duration: HistogramVec,
+    /// `portcullis_audit_queue_depth`
+    pub audit_queue_depth: IntGauge,
+    /// `portcullis_audit_dropped_total`
+    pub audit_dropped: IntCounter,
+    /// `portcullis_tls_handshake_failures_total`
+    pub tls_handshake_failures: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("portcullis_requests_total", "Requests by app, status and decision"),
+            &["app", "status", "decision"],
+        )?;
+        let denied = IntCounterVec::new(
+            Opts::new("portcullis_denied_total", "Refused requests by app and reason"),
+            &["app", "reason"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time from request to end of response, by app",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ]),
+            &["app"],
+        )?;
+        let audit_queue_depth = IntGauge::new(
+            "portcullis_audit_queue_depth",
+            "Audit records waiting for the writer",
+        )?;
+        let audit_dropped = IntCounter::new(
+            "portcullis_audit_dropped_total",
+            "Audit records lost because the queue was full (on_queue_full: drop) or the writer stopped",
+        )?;
+        let tls_handshake_failures = IntCounter::new(
+            "portcullis_tls_handshake_failures_total",
+            "Downstream TLS handshakes that failed or timed out",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(denied.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(audit_queue_depth.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            denied,
+            duration,
+            audit_queue_depth,
+            audit_dropped,
+            tls_handshake_failures,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}

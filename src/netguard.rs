@@ -1,0 +1,109 @@
+//! Network facts about a request: who the client is, and whether its peer is trusted.
+//!
+//! One function decides the client IP. The TCP peer is the client unless the peer is a
+//! trusted proxy; then the right-most `X-Forwarded-For` address that is not itself a
+//! trusted proxy is (left-most entries are client-controlled and never believed).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// IPv4-mapped IPv6 (`::ffff:10.1.2.3`) compares as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// True when `ip` is inside any of `nets`.
+pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
+    let ip = canonical_ip(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// The client address for `peer`, given every `X-Forwarded-For` header value in order.
+pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in forwarded_for.rev() {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return client;
+        };
+        for entry in text.rsplit(',') {
+            match parse_forwarded_address(entry) {
+                Some(ip) => {
+                    client = ip;
+                    if !is_trusted(ip, trusted) {
+                        return ip;
+                    }
+                }
+                // An unparsable hop: stop at the last address we could trust.
+                None => return client,
+            }
+        }
+    }
+    client
+}
+
+/// Parses one XFF entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:443`.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok().map(canonical_ip);
+    }
+    let (host, _port) = entry.rsplit_once(':')?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().expect("cidr")).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_claims() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let xff: [&[u8]; 1] = [b"1.1.1.1"];
+        assert_eq!(client_ip(ip("203.0.113.9"), xff.into_iter(), &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn trusted_chain_takes_rightmost_untrusted() {
+        let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
+        let xff: [&[u8]; 2] = [b"6.6.6.6, 198.51.100.7", b"10.1.1.1"];
+        assert_eq!(client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted), ip("198.51.100.7"));
+        let v6: [&[u8]; 1] = [b"[2001:db8::5]:443"];
+        assert_eq!(client_ip(ip("fd00::1"), v6.into_iter(), &trusted), ip("2001:db8::5"));
+    }
+
+    #[test]
+    fn garbage_stops_at_last_known_hop() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let xff: [&[u8]; 1] = [b"evil, 10.2.2.2"];
+        assert_eq!(client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted), ip("10.2.2.2"));
+        let none: [&[u8]; 0] = [];
+        assert_eq!(client_ip(ip("10.0.0.2"), none.into_iter(), &trusted), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn mapped_addresses_compare_as_ipv4() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert!(is_trusted(ip("::ffff:10.1.2.3"), &trusted));
+        let xff: [&[u8]; 1] = [b"::ffff:192.0.2.1"];
+        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), xff.into_iter(), &trusted), ip("192.0.2.1"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Per-request state, filled in `early_request_filter` and read by the later phases.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::hygiene::acceptable_request_id;
+use crate::config::App;
+use crate::netguard;
+use crate::policy::{Permit, Reason};
+use crate::route::normalize_path;
+
+/// What the pipeline knows about one request.
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// From a trusted proxy, or generated.
+    pub request_id: String,
+    /// Resolved client address (`None` only for non-IP listeners).
+    pub client_ip: Option<IpAddr>,
+    /// The TCP peer's address (IPv4-mapped IPv6 shown as IPv4).
+    pub peer_ip: Option<IpAddr>,
+    /// The TCP peer is a trusted proxy.
+    pub trusted_peer: bool,
+    /// The request arrived over TLS.
+    pub tls: bool,
+    /// Host as requested (authority for HTTP/2 and absolute-form, else `Host`).
+    pub host: Option<String>,
+    /// The normalised path; `None` when the path is malformed (→ 400).
+    pub path: Option<String>,
+    /// The routed app.
+    pub app: Option<Arc<App>>,
+    /// Set only by the policy decision; required to forward.
+    pub permit: Option<Permit>,
+    /// Why Portcullis answered itself.
+    pub denial: Option<Reason>,
+    /// Status of a response Portcullis wrote itself.
+    pub status: Option<u16>,
+}
+
+impl RequestCtx {
+    /// An empty context.
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            peer_ip: None,
+            trusted_peer: false,
+            tls: false,
+            host: None,
+            path: None,
+            app: None,
+            permit: None,
+            denial: None,
+            status: None,
+        }
+    }
+
+    /// Reads the connection and request line: client IP, TLS, request id, host, path.
+    pub fn inspect(&mut self, session: &Session, trusted: &[IpNet]) {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| netguard::canonical_ip(a.ip()));
+        self.peer_ip = peer;
+        let request = session.req_header();
+        self.trusted_peer = peer.is_some_and(|ip| netguard::is_trusted(ip, trusted));
+        self.client_ip = peer.map(|ip| {
+            let xff = request.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
+            netguard::client_ip(ip, xff, trusted)
+        });
+        self.tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+        self.request_id = match request.headers.get("x-request-id") {
+            Some(id) if self.trusted_peer && acceptable_request_id(id.as_bytes()) => {
+                String::from_utf8_lossy(id.as_bytes()).into_owned()
+            }
+            _ => new_request_id(),
+        };
+        self.host = request
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        self.path = normalize_path(request.uri.path()).ok();
+    }
+
+    /// Sets `X-Forwarded-For/-Proto/-Host` and `X-Request-Id`. Spoofable values from
+    /// untrusted peers were already removed; a trusted proxy's chain is extended.
+    pub fn set_forwarding_headers(&self, upstream: &mut RequestHeader) -> Result<()> {
+        if let Some(peer) = self.peer_ip.map(|ip| ip.to_string()) {
+            let chain = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) if self.trusted_peer => format!("{prior}, {peer}"),
+                _ => peer,
+            };
+            upstream.insert_header("x-forwarded-for", chain)?;
+        }
+        if !(self.trusted_peer && upstream.headers.contains_key("x-forwarded-proto")) {
+            upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        }
+        if !(self.trusted_peer && upstream.headers.contains_key("x-forwarded-host")) {
+            if let Some(host) = self.host.as_deref() {
+                upstream.insert_header("x-forwarded-host", host)?;
+            }
+        }
+        upstream.insert_header("x-request-id", self.request_id.as_str())?;
+        Ok(())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 128 random bits, hex.
+fn new_request_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}

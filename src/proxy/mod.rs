@@ -1,0 +1,328 @@
+//! The Pingora `ProxyHttp` phases. Thin on purpose: each callback reads the request context,
+//! calls one phase function from the security core, and acts on its result.
+//!
+//! ```text
+//! early_request_filter    client IP (trusted proxies), request id, host, normalised path, route
+//! request_filter          malformed → 400 · no app → 404 · plain HTTP → 308 · disabled → 503
+//!                         · Portcullis endpoints · decide → Permit | 401 | 403
+//! upstream_peer           from the Permit only; no Permit → 500, never forward
+//! upstream_request_filter strip (identity headers, hop-by-hop, own cookies, spoofable
+//!                         forwarding headers) → set X-Forwarded-*, X-Request-Id, URI
+//! response_filter         HSTS, request id, drop upstream attempts to set our cookies
+//! logging                 exactly one metrics sample and one audit record per request
+//! ```
+
+mod ctx;
+mod hygiene;
+mod peers;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+
+pub use ctx::RequestCtx;
+pub use peers::PeerError;
+
+use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::{decide, Decision, Reason};
+use crate::respond::{wants_html, Reply};
+use crate::route::Router;
+
+/// The gateway: everything a request needs, built once at start.
+pub struct Gateway {
+    router: Router,
+    peers: peers::Peers,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    reserved_prefix: String,
+    cookie_name: String,
+    hsts: Option<String>,
+    https_port: Option<u16>,
+    auditor: Auditor,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Compiles routing and upstream peers from `config`.
+    pub fn new(config: &Config, auditor: Auditor, metrics: Arc<Metrics>) -> Result<Gateway, peers::PeerError> {
+        let https_port = match &config.server.http {
+            Some(http) if http.redirect_port.is_some() => http.redirect_port,
+            _ => config.server.https.as_ref().and_then(|h| h.listen.first()).map(|a| a.port()),
+        };
+        Ok(Gateway {
+            router: Router::new(&config.apps),
+            peers: peers::Peers::new(&config.apps)?,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            reserved_prefix: config.server.reserved_prefix.clone(),
+            cookie_name: config.session.cookie_name.clone(),
+            hsts: config.server.hsts.clone(),
+            https_port: https_port.filter(|p| *p != 443),
+            auditor,
+            metrics,
+        })
+    }
+
+    /// Writes a synthetic response (see [`crate::respond`]) and records why.
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply, reason: Reason) -> Result<bool> {
+        let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+        let synthetic = reply.render(wants_html(accept), &ctx.request_id);
+        let mut header = ResponseHeader::build(synthetic.status, Some(synthetic.headers.len() + 2))?;
+        for (name, value) in synthetic.headers {
+            header.insert_header(name, value)?;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, synthetic.body.len().to_string())?;
+        if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
+            header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
+        }
+        // An unread request body would be parsed as the next request (pingora#498): close.
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        ctx.denial = Some(reason);
+        ctx.status = Some(synthetic.status);
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(synthetic.body), true).await?;
+        Ok(true)
+    }
+
+    fn https_location(&self, ctx: &RequestCtx, session: &Session) -> Option<String> {
+        let host = crate::route::normalize_host(ctx.host.as_deref()?)?;
+        let port = self.https_port.map(|p| format!(":{p}")).unwrap_or_default();
+        let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        Some(format!("https://{host}{port}{}{query}", ctx.path.as_deref()?))
+    }
+
+    /// Portcullis's own endpoints under the reserved prefix. Never forwarded.
+    async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx, endpoint: &str) -> Result<bool> {
+        match endpoint {
+            // Sign-in arrives with the SSO release; until then nobody has a session.
+            "whoami" | "login" | "logout" => self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired).await,
+            _ => self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint).await,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.inspect(session, &self.trusted_proxies);
+        if let Some(path) = ctx.path.as_deref() {
+            ctx.app = ctx.host.as_deref().and_then(|h| self.router.route(h, path)).cloned();
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(path) = ctx.path.clone() else {
+            return self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest).await;
+        };
+        let Some(app) = ctx.app.clone() else {
+            return self.reply(session, ctx, Reply::NotFound, Reason::UnknownHost).await;
+        };
+        if !ctx.tls && !app.insecure_allow_plain_http {
+            return match self.https_location(ctx, session) {
+                Some(location) => self.reply(session, ctx, Reply::RedirectHttps { location }, Reason::HttpsRequired).await,
+                None => self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest).await,
+            };
+        }
+        if let Some(endpoint) = path.strip_prefix(self.reserved_prefix.as_str()) {
+            return self.own_endpoint(session, ctx, endpoint).await;
+        }
+        match decide(&app, &path) {
+            Decision::Allow(permit) => {
+                ctx.permit = Some(permit);
+                Ok(false)
+            }
+            Decision::LoginRequired => self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired).await,
+            Decision::Deny(Reason::AppDisabled) => self.reply(session, ctx, Reply::AppDisabled, Reason::AppDisabled).await,
+            Decision::Deny(reason) => self.reply(session, ctx, Reply::Forbidden, reason).await,
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        // Fail closed: only a Permit names an upstream.
+        let Some(permit) = ctx.permit.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer reached without a permit");
+        };
+        self.peers.peer(permit.app())
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let upgrade = session.is_upgrade_req().then(|| upstream.headers.get(http::header::UPGRADE).cloned()).flatten();
+        let connection: Vec<&str> = upstream.headers.get_all(http::header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).collect();
+        let names = upstream.headers.keys().map(|k| k.as_str());
+        for name in hygiene::headers_to_remove(names, &connection, ctx.trusted_peer) {
+            upstream.remove_header(&name);
+        }
+        strip_cookies(upstream, &self.cookie_name)?;
+        if let Some(upgrade) = upgrade {
+            upstream.insert_header(http::header::CONNECTION, "Upgrade")?;
+            upstream.insert_header(http::header::UPGRADE, upgrade)?;
+        }
+        ctx.set_forwarding_headers(upstream)?;
+        let Some(permit) = ctx.permit.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream request without a permit");
+        };
+        let app = permit.app();
+        // Forward exactly the path that was authorised.
+        let path = ctx.path.as_deref().unwrap_or("/");
+        let target = match upstream.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let uri = http::Uri::try_from(target).map_err(|e| Error::because(ErrorType::InternalError, "normalised URI", e))?;
+        upstream.set_uri(uri);
+        if !app.preserve_host {
+            upstream.insert_header(http::header::HOST, app.upstream.authority.as_str())?;
+        } else if upstream.headers.get(http::header::HOST).is_none() {
+            if let Some(host) = ctx.host.as_deref() {
+                upstream.insert_header(http::header::HOST, host)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let own: Vec<String> = response
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !hygiene::sets_own_cookie(v, &self.cookie_name))
+            .map(str::to_string)
+            .collect();
+        if own.len() != response.headers.get_all(http::header::SET_COOKIE).iter().count() {
+            response.remove_header(&http::header::SET_COOKIE);
+            for value in own {
+                response.append_header(http::header::SET_COOKIE, value)?;
+            }
+        }
+        if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
+            response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
+        }
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let reply = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(400)) => Some(Reply::BadRequest),
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => Some(Reply::GatewayTimeout),
+            (ErrorSource::Upstream, _) => Some(Reply::BadGateway),
+            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => None,
+            (ErrorSource::Downstream, _) => Some(Reply::BadRequest),
+            _ => Some(Reply::InternalError),
+        };
+        let mut code = 0;
+        if let Some(reply) = reply {
+            code = reply.status();
+            if session.response_written().is_none() {
+                let reason = ctx.denial.unwrap_or(Reason::BadRequest);
+                if let Err(write_error) = self.reply(session, ctx, reply, reason).await {
+                    tracing::debug!(error = %write_error, "could not send error response");
+                }
+                // Failures after a decision keep the decision's record (an access with a 5xx).
+                if ctx.permit.is_some() {
+                    ctx.denial = None;
+                }
+            }
+        }
+        ctx.status = Some(code);
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).or(ctx.status).unwrap_or(0);
+        let app_label = ctx.app.as_ref().map_or("-", |a| a.id.as_str());
+        let (kind, outcome, reason) = match (&ctx.permit, ctx.denial) {
+            (Some(permit), None) => (EventKind::Access, Outcome::Allow, permit.reason()),
+            (_, Some(Reason::AppDisabled)) => (EventKind::AppDisabled, Outcome::Deny, Reason::AppDisabled),
+            (_, Some(reason)) => (EventKind::AccessDenied, Outcome::Deny, reason),
+            (None, None) => (EventKind::AccessDenied, Outcome::Deny, Reason::BadRequest),
+        };
+        let status_label = status_label(status);
+        self.metrics.requests.with_label_values(&[app_label, status_label, outcome_label(outcome)]).inc();
+        if outcome == Outcome::Deny {
+            self.metrics.denied.with_label_values(&[app_label, reason.as_str()]).inc();
+        }
+        self.metrics.duration.with_label_values(&[app_label]).observe(ctx.started.elapsed().as_secs_f64());
+        let mut event = AuditEvent::new(kind);
+        event.request_id = Some(std::mem::take(&mut ctx.request_id));
+        event.client_ip = ctx.client_ip;
+        event.app = ctx.app.as_ref().map(|a| a.audit_id.clone());
+        event.method = Some(session.req_header().method.as_str().to_string());
+        event.host = ctx.host.take();
+        event.path = ctx.path.take();
+        event.status = Some(status);
+        event.decision = Some(outcome);
+        event.reason = Some(reason);
+        self.auditor.record(event).await;
+    }
+}
+
+fn strip_cookies(upstream: &mut RequestHeader, cookie_name: &str) -> Result<()> {
+    let cookies = upstream.headers.get_all(http::header::COOKIE);
+    if cookies.iter().next().is_none() {
+        return Ok(());
+    }
+    let kept: Vec<String> = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| hygiene::strip_own_cookies(v, cookie_name))
+        .collect();
+    upstream.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        upstream.insert_header(http::header::COOKIE, kept.join("; "))?;
+    }
+    Ok(())
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+    }
+}
+
+/// Status codes as static labels (bounded cardinality, no allocation).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        101 => "101",
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        307 => "307",
+        308 => "308",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

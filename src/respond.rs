@@ -1,0 +1,172 @@
+//! Every response Portcullis writes itself: status, body (HTML for browsers, JSON for API
+//! clients), framing. Pure data; the proxy only copies it onto the wire.
+//!
+//! Bodies are generic on purpose: the reason for a refusal goes to the audit trail, never
+//! to the client. Every body carries the request id so support can find the record.
+
+use bytes::Bytes;
+
+/// What to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// 400: malformed request.
+    BadRequest,
+    /// 401: a session is needed.
+    LoginRequired,
+    /// 403: refused.
+    Forbidden,
+    /// 404: no app here, or an unknown Portcullis endpoint.
+    NotFound,
+    /// 308 to HTTPS (plain-HTTP listener).
+    RedirectHttps {
+        /// Absolute `https://` URL.
+        location: String,
+    },
+    /// 500: Portcullis failed (never forwards in this case).
+    InternalError,
+    /// 502: the upstream could not be reached or answered badly.
+    BadGateway,
+    /// 503: the app is disabled.
+    AppDisabled,
+    /// 504: the upstream timed out.
+    GatewayTimeout,
+}
+
+/// A fully rendered response.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers besides `Content-Length` (always set by the writer from `body`).
+    pub headers: Vec<(&'static str, String)>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::BadRequest => 400,
+            Reply::LoginRequired => 401,
+            Reply::Forbidden => 403,
+            Reply::NotFound => 404,
+            Reply::RedirectHttps { .. } => 308,
+            Reply::InternalError => 500,
+            Reply::BadGateway => 502,
+            Reply::AppDisabled => 503,
+            Reply::GatewayTimeout => 504,
+        }
+    }
+
+    fn texts(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Reply::BadRequest => ("bad_request", "Bad request", "The request could not be understood."),
+            Reply::LoginRequired => ("login_required", "Sign-in required", "You need to sign in to use this application."),
+            Reply::Forbidden => ("forbidden", "Access denied", "You do not have access to this resource."),
+            Reply::NotFound => ("not_found", "Not found", "There is nothing here."),
+            Reply::RedirectHttps { .. } => ("https_required", "Moved to HTTPS", "This application is only served over HTTPS."),
+            Reply::InternalError => ("internal_error", "Something went wrong", "The request could not be completed. Please try again."),
+            Reply::BadGateway => ("bad_gateway", "Application unavailable", "The application is not reachable right now. Please try again."),
+            Reply::AppDisabled => ("app_disabled", "Application unavailable", "This application is currently disabled."),
+            Reply::GatewayTimeout => ("gateway_timeout", "Application timed out", "The application did not answer in time. Please try again."),
+        }
+    }
+
+    /// Renders for a client that prefers HTML (`wants_html`) or JSON.
+    pub fn render(&self, wants_html: bool, request_id: &str) -> Synthetic {
+        let (code, title, message) = self.texts();
+        let mut headers: Vec<(&'static str, String)> = vec![
+            ("Cache-Control", "no-store".into()),
+            ("X-Content-Type-Options", "nosniff".into()),
+            ("X-Request-Id", request_id.to_string()),
+        ];
+        if let Reply::RedirectHttps { location } = self {
+            headers.push(("Location", location.clone()));
+        }
+        let body = if wants_html {
+            headers.push(("Content-Type", "text/html; charset=utf-8".into()));
+            headers.push(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'".into()));
+            html_page(title, message, request_id)
+        } else {
+            headers.push(("Content-Type", "application/json".into()));
+            let json = serde_json::json!({
+                "error": code,
+                "message": message,
+                "request_id": request_id,
+            });
+            json.to_string()
+        };
+        Synthetic {
+            status: self.status(),
+            headers,
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// True when the `Accept` header prefers HTML (a browser navigation).
+pub fn wants_html(accept: Option<&[u8]>) -> bool {
+    accept.is_some_and(|a| a.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+}
+
+fn html_page(title: &str, message: &str, request_id: &str) -> String {
+    // request_id is either generated (hex) or validated to a safe charset before use;
+    // escape anyway so this function is safe on its own.
+    let request_id = escape_html(request_id);
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         small{{color:#777}}</style></head><body><h1>{title}</h1><p>{message}</p>\
+         <p><small>Request id: {request_id}</small></p></body></html>"
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_by_default_html_for_browsers() {
+        let json = Reply::Forbidden.render(false, "abc");
+        assert_eq!(json.status, 403);
+        let v: serde_json::Value = serde_json::from_slice(&json.body).expect("json body");
+        assert_eq!(v["error"], "forbidden");
+        assert_eq!(v["request_id"], "abc");
+        let html = Reply::Forbidden.render(true, "<x>");
+        assert!(std::str::from_utf8(&html.body).expect("utf8").contains("&lt;x&gt;"));
+        assert!(html.headers.iter().any(|(k, v)| *k == "Content-Type" && v.starts_with("text/html")));
+    }
+
+    #[test]
+    fn accept_detection() {
+        assert!(wants_html(Some(b"text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")));
+        assert!(wants_html(Some(b"TEXT/HTML")));
+        assert!(!wants_html(Some(b"application/json")));
+        assert!(!wants_html(Some(b"*/*")));
+        assert!(!wants_html(None));
+    }
+
+    #[test]
+    fn redirect_carries_location() {
+        let r = Reply::RedirectHttps { location: "https://a.test/x".into() }.render(false, "id");
+        assert_eq!(r.status, 308);
+        assert!(r.headers.iter().any(|(k, v)| *k == "Location" && v == "https://a.test/x"));
+    }
+}

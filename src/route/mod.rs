@@ -1,0 +1,141 @@
+//! Which app a request belongs to: host (exact, then longest `*.suffix`), then the longest
+//! path prefix on a segment boundary. Built once from the config; lookups never allocate
+//! for already-lower-case hosts.
+
+mod glob;
+mod normalize;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use glob::PathGlob;
+pub use normalize::normalize_path;
+
+use crate::config::App;
+
+/// A host an app answers to, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `chat.example.com`
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com` (one label or more), stored as the
+    /// suffix including its leading dot.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses a configured host name (lower-cased; ports are not part of a host pattern).
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower.clone()),
+        };
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && !name.contains("..")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'));
+        if !valid {
+            return Err(format!(
+                "`{text}` is not a host name (use `chat.example.com` or `*.example.com`, no port)"
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+}
+
+/// The routing table.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact: HashMap<String, Vec<Arc<App>>>,
+    /// Longest suffix first.
+    wildcard: Vec<(String, Vec<Arc<App>>)>,
+}
+
+impl Router {
+    /// Builds the table; each candidate list is ordered longest path prefix first.
+    pub fn new(apps: &[Arc<App>]) -> Router {
+        let mut router = Router::default();
+        for app in apps {
+            for host in &app.hosts {
+                match host {
+                    HostPattern::Exact(name) => router
+                        .exact
+                        .entry(name.clone())
+                        .or_default()
+                        .push(app.clone()),
+                    HostPattern::Wildcard(suffix) => {
+                        match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
+                            Some((_, list)) => list.push(app.clone()),
+                            None => router.wildcard.push((suffix.clone(), vec![app.clone()])),
+                        }
+                    }
+                }
+            }
+        }
+        let by_prefix = |list: &mut Vec<Arc<App>>| {
+            list.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        };
+        router.exact.values_mut().for_each(by_prefix);
+        router.wildcard.iter_mut().for_each(|(_, l)| by_prefix(l));
+        router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router
+    }
+
+    /// The app for `host` (as sent: may carry a port or upper case) and a normalised `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<App>> {
+        let host = normalize_host(host)?;
+        let candidates = match self.exact.get(host.as_ref()) {
+            Some(list) => Some(list),
+            None => self
+                .wildcard
+                .iter()
+                .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                .map(|(_, list)| list),
+        }?;
+        candidates
+            .iter()
+            .find(|app| prefix_matches(&app.path_prefix, path))
+    }
+}
+
+/// `/chat` matches `/chat` and `/chat/x`, never `/chatter`; `/` matches everything.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Lower-cases, drops the port and a trailing dot. `None` for an empty or absurd host.
+pub fn normalize_host(host: &str) -> Option<Cow<'_, str>> {
+    let without_port = if host.starts_with('[') {
+        // IPv6 literal: keep through the closing bracket.
+        &host[..=host.find(']')?]
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = without_port.strip_suffix('.').unwrap_or(without_port);
+    if name.is_empty() || name.len() > 253 {
+        return None;
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(name))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Wiring: builds the Pingora server from a loaded [`Config`] and runs it until shutdown.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use pingora::services::ServiceReadyNotifier;
+
+use crate::admin::AdminApp;
+use crate::audit::{self, AuditEvent, CheckpointSigner, EventKind, PendingWriter, WriterHandle};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::tls::SniResolver;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Metrics registry.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The audit file or key.
+    #[error("audit: {0}")]
+    Audit(String),
+    /// Upstream TLS files.
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::proxy::PeerError),
+    /// Listener certificates.
+    #[error("tls: {0}")]
+    Certificate(#[from] crate::tls::CertificateError),
+    /// Pingora refused a listener setting.
+    #[error("listener: {0}")]
+    Listener(String),
+}
+
+/// Process options from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take over listening sockets from a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Detach from the terminal.
+    pub daemon: bool,
+}
+
+/// Runs until a shutdown signal; returns after the audit trail is sealed.
+pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new()?);
+    crate::logging::init(&config.server.log, Some(metrics.clone()));
+    for warning in &config.warnings {
+        tracing::warn!(config.file = %config.source.display(), "{warning}");
+    }
+    let signer = match &config.audit.signing_key {
+        Some(secret) => CheckpointSigner::from_base64(secret.expose()).map_err(|e| StartError::Audit(e.to_string()))?,
+        None => CheckpointSigner::generate().map_err(|e| StartError::Audit(e.to_string()))?.0,
+    };
+    tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
+    let (auditor, pending_writer) = audit::channel(&config.audit, signer, metrics.clone());
+    let writer_slot: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
+
+    let mut server = Server::new_with_opt_and_conf(
+        Opt { upgrade: options.upgrade, daemon: options.daemon, ..Opt::default() },
+        server_conf(&config),
+    );
+    server.bootstrap();
+
+    let gateway = Gateway::new(&config, auditor.clone(), metrics.clone())?;
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    if let Some(https) = &config.server.https {
+        let resolver = Arc::new(SniResolver::load(&https.certificates)?);
+        for addr in &https.listen {
+            let settings = resolver.listener_settings().map_err(|e| StartError::Listener(e.to_string()))?;
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
+    if let Some(http) = &config.server.http {
+        for addr in &http.listen {
+            proxy.add_tcp(&addr.to_string());
+        }
+    }
+    let upstreams = config.apps.iter().map(|a| a.upstream.address.clone()).collect();
+    let mut admin = Service::new("admin".to_string(), AdminApp::new(metrics, upstreams));
+    admin.add_tcp(&config.admin.listen.to_string());
+    let audit_service = background_service(
+        "audit",
+        AuditWriterService { pending: Mutex::new(Some(pending_writer)), started: writer_slot.clone() },
+    );
+    let audit_handle = server.add_service(audit_service);
+    // Listeners open only once the audit file is writable: nothing is served unaudited.
+    server.add_service(proxy).add_dependency(&audit_handle);
+    server.add_service(admin);
+
+    let mut loaded = AuditEvent::new(EventKind::ConfigLoaded);
+    loaded.detail = Some(config.source.display().to_string());
+    auditor.record_blocking(loaded);
+    tracing::info!(config.file = %config.source.display(), apps = config.apps.len(), "portcullis starting");
+    server.run(RunArgs::default());
+    let writer = writer_slot.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(writer) = writer {
+        writer.finish();
+    }
+    Ok(())
+}
+
+/// Starts the audit writer inside the server (after any daemonising fork) and reports
+/// ready only when the file is open. If it cannot start, the process exits: serving
+/// without an audit trail is not an option.
+struct AuditWriterService {
+    pending: Mutex<Option<PendingWriter>>,
+    started: Arc<Mutex<Option<WriterHandle>>>,
+}
+
+#[async_trait]
+impl BackgroundService for AuditWriterService {
+    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        let pending = self.pending.lock().ok().and_then(|mut p| p.take());
+        let Some(pending) = pending else { return };
+        match pending.start() {
+            Ok(handle) => {
+                if let Ok(mut slot) = self.started.lock() {
+                    *slot = Some(handle);
+                }
+                ready.notify_ready();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the audit trail; refusing to serve");
+                std::process::exit(1);
+            }
+        }
+        let _ = shutdown.changed().await;
+    }
+
+    async fn start(&self, _shutdown: ShutdownWatch) {}
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let server = &config.server;
+    ServerConf {
+        threads: server.threads,
+        pid_file: server.pid_file.display().to_string(),
+        upgrade_sock: server.upgrade_sock.display().to_string(),
+        grace_period_seconds: Some(server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    }
+}
