@@ -62,9 +62,63 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
+/// Request size limits (slowloris and memory abuse are bounded by Pingora's own read
+/// timeouts and buffers; these bound what a request may carry into the pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Sum of header name and value lengths.
+    pub max_header_bytes: usize,
+    /// Number of header lines.
+    pub max_headers: usize,
+    /// Length of the request target (path and query).
+    pub max_uri_bytes: usize,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        SizeLimits { max_header_bytes: 32 * 1024, max_headers: 100, max_uri_bytes: 8 * 1024 }
+    }
+}
+
+/// Which limit a request broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeViolation {
+    /// Too many or too large headers (431).
+    Headers,
+    /// Request target too long (414).
+    Uri,
+}
+
+impl SizeLimits {
+    /// Checks a request given its target length and `(name, value)` lengths of each header.
+    pub fn check(&self, uri_len: usize, headers: impl Iterator<Item = (usize, usize)>) -> Result<(), SizeViolation> {
+        if uri_len > self.max_uri_bytes {
+            return Err(SizeViolation::Uri);
+        }
+        let (mut count, mut bytes) = (0usize, 0usize);
+        for (name, value) in headers {
+            count += 1;
+            bytes += name + value;
+            if count > self.max_headers || bytes > self.max_header_bytes {
+                return Err(SizeViolation::Headers);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limits() {
+        let limits = SizeLimits { max_header_bytes: 10, max_headers: 2, max_uri_bytes: 5 };
+        assert_eq!(limits.check(5, [(2, 3)].into_iter()), Ok(()));
+        assert_eq!(limits.check(6, std::iter::empty()), Err(SizeViolation::Uri));
+        assert_eq!(limits.check(1, [(1, 1), (1, 1), (1, 1)].into_iter()), Err(SizeViolation::Headers));
+        assert_eq!(limits.check(1, [(5, 6)].into_iter()), Err(SizeViolation::Headers));
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().expect("cidr")).collect()

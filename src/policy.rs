@@ -28,6 +28,10 @@ pub enum Reason {
     HttpsRequired,
     /// An unknown Portcullis endpoint under the reserved prefix.
     UnknownEndpoint,
+    /// Headers too many or too large.
+    HeadersTooLarge,
+    /// Request target too long.
+    UriTooLong,
 }
 
 impl Reason {
@@ -41,6 +45,8 @@ impl Reason {
             Reason::BadRequest => "bad-request",
             Reason::HttpsRequired => "https-required",
             Reason::UnknownEndpoint => "unknown-endpoint",
+            Reason::HeadersTooLarge => "headers-too-large",
+            Reason::UriTooLong => "uri-too-long",
         }
     }
 }

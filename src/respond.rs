@@ -17,6 +17,10 @@ pub enum Reply {
     Forbidden,
     /// 404: no app here, or an unknown Portcullis endpoint.
     NotFound,
+    /// 414: request target too long.
+    UriTooLong,
+    /// 431: too many or too large headers.
+    HeadersTooLarge,
     /// 308 to HTTPS (plain-HTTP listener).
     RedirectHttps {
         /// Absolute `https://` URL.
@@ -51,6 +55,8 @@ impl Reply {
             Reply::LoginRequired => 401,
             Reply::Forbidden => 403,
             Reply::NotFound => 404,
+            Reply::UriTooLong => 414,
+            Reply::HeadersTooLarge => 431,
             Reply::RedirectHttps { .. } => 308,
             Reply::InternalError => 500,
             Reply::BadGateway => 502,
@@ -65,6 +71,8 @@ impl Reply {
             Reply::LoginRequired => ("login_required", "Sign-in required", "You need to sign in to use this application."),
             Reply::Forbidden => ("forbidden", "Access denied", "You do not have access to this resource."),
             Reply::NotFound => ("not_found", "Not found", "There is nothing here."),
+            Reply::UriTooLong => ("uri_too_long", "Address too long", "The requested address is too long."),
+            Reply::HeadersTooLarge => ("headers_too_large", "Request headers too large", "The request carries too many or too large headers."),
             Reply::RedirectHttps { .. } => ("https_required", "Moved to HTTPS", "This application is only served over HTTPS."),
             Reply::InternalError => ("internal_error", "Something went wrong", "The request could not be completed. Please try again."),
             Reply::BadGateway => ("bad_gateway", "Application unavailable", "The application is not reachable right now. Please try again."),

@@ -113,12 +113,15 @@ fn section<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut
             } else {
                 "see docs/configuration.md for the expected type"
             };
-            issues.push(ConfigIssue {
-                path: full,
-                line: None,
-                message,
-                hint: Some(hint.into()),
-            });
+            issues.push_unreadable(
+                path,
+                ConfigIssue {
+                    path: full,
+                    line: None,
+                    message,
+                    hint: Some(hint.into()),
+                },
+            );
             None
         }
     }
@@ -302,6 +305,7 @@ impl Compiler<'_> {
             self.issues.add("server.threads", "must be at least 1", "");
         }
         let log = self.log(raw.log.unwrap_or_default());
+        let limits = self.limits(raw.limits.unwrap_or_default());
         Server {
             public_url,
             https,
@@ -315,6 +319,24 @@ impl Compiler<'_> {
             pid_file: PathBuf::from(raw.pid_file.unwrap_or_else(|| "/run/portcullis/portcullis.pid".into())),
             upgrade_sock: PathBuf::from(raw.upgrade_sock.unwrap_or_else(|| "/run/portcullis/upgrade.sock".into())),
             log,
+            limits,
+        }
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> crate::netguard::SizeLimits {
+        let defaults = crate::netguard::SizeLimits::default();
+        let mut pick = |key: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                self.issues.add(&format!("server.limits.{key}"), "must be at least 1", "remove it to use the default");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        };
+        crate::netguard::SizeLimits {
+            max_header_bytes: pick("max_header_bytes", raw.max_header_bytes, defaults.max_header_bytes),
+            max_headers: pick("max_headers", raw.max_headers, defaults.max_headers),
+            max_uri_bytes: pick("max_uri_bytes", raw.max_uri_bytes, defaults.max_uri_bytes),
         }
     }
 

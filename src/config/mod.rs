@@ -76,6 +76,8 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Log output.
     pub log: Log,
+    /// Request size limits.
+    pub limits: crate::netguard::SizeLimits,
 }
 
 /// `server.https`
@@ -321,5 +323,35 @@ impl Config {
     /// Compiles YAML text; `path` is used for messages only.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigReport> {
         compile::compile(path, text)
+    }
+}
+
+/// Builds configs from YAML snippets in unit tests (a session key file is made for them).
+#[cfg(test)]
+pub mod testing {
+    use std::path::Path;
+
+    use super::{Config, ConfigReport};
+
+    /// A key file that lives for the whole test run.
+    pub fn key_file() -> String {
+        use std::sync::OnceLock;
+        static PATH: OnceLock<String> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let path = std::env::temp_dir().join(format!("portcullis-test-key-{}", std::process::id()));
+            std::fs::write(&path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("write key");
+            path.display().to_string()
+        })
+        .clone()
+    }
+
+    /// Compiles `server:` (plain HTTP), `session:` and the given `apps:` YAML (indented as a
+    /// top-level `apps:` list body).
+    pub fn with_apps(apps: &str) -> Result<Config, ConfigReport> {
+        let yaml = format!(
+            "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{}\"]\napps:\n{apps}",
+            key_file()
+        );
+        Config::from_yaml(Path::new("test.yaml"), &yaml)
     }
 }

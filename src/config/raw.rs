@@ -36,6 +36,15 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub log: Option<RawLog>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

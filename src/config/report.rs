@@ -53,6 +53,9 @@ impl std::error::Error for ConfigReport {}
 pub struct Issues<'a> {
     index: &'a LineIndex,
     found: Vec<ConfigIssue>,
+    /// Sections or list items that did not deserialise: their follow-on problems ("is
+    /// required" for keys that were present but unreadable) would only be noise.
+    unreadable: Vec<String>,
 }
 
 impl<'a> Issues<'a> {
@@ -61,11 +64,16 @@ impl<'a> Issues<'a> {
         Issues {
             index,
             found: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 
     /// Records a problem at `path` with a fix hint.
     pub fn add(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let inside = |u: &String| path == u || path.starts_with(&format!("{u}.")) || path.starts_with(&format!("{u}["));
+        if self.unreadable.iter().any(inside) {
+            return;
+        }
         let hint = hint.into();
         self.found.push(ConfigIssue {
             path: path.to_string(),
@@ -73,6 +81,12 @@ impl<'a> Issues<'a> {
             message: message.into(),
             hint: (!hint.is_empty()).then_some(hint),
         });
+    }
+
+    /// Records a structural error for `section` (which is then treated as unreadable).
+    pub fn push_unreadable(&mut self, section: &str, issue: ConfigIssue) {
+        self.unreadable.push(section.to_string());
+        self.push(issue);
     }
 
     /// Records an issue produced elsewhere (e.g. a serde error), filling in its line.

@@ -30,6 +30,7 @@ pub use peers::PeerError;
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::netguard::{SizeLimits, SizeViolation};
 use crate::policy::{decide, Decision, Reason};
 use crate::respond::{wants_html, Reply};
 use crate::route::Router;
@@ -42,6 +43,7 @@ pub struct Gateway {
     reserved_prefix: String,
     cookie_name: String,
     hsts: Option<String>,
+    limits: SizeLimits,
     https_port: Option<u16>,
     auditor: Auditor,
     metrics: Arc<Metrics>,
@@ -61,6 +63,7 @@ impl Gateway {
             reserved_prefix: config.server.reserved_prefix.clone(),
             cookie_name: config.session.cookie_name.clone(),
             hsts: config.server.hsts.clone(),
+            limits: config.server.limits,
             https_port: https_port.filter(|p| *p != 443),
             auditor,
             metrics,
@@ -124,6 +127,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let request = session.req_header();
+        let sizes = request.headers.iter().map(|(k, v)| (k.as_str().len(), v.len()));
+        let target_len = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        match self.limits.check(target_len, sizes) {
+            Ok(()) => {}
+            Err(SizeViolation::Headers) => return self.reply(session, ctx, Reply::HeadersTooLarge, Reason::HeadersTooLarge).await,
+            Err(SizeViolation::Uri) => return self.reply(session, ctx, Reply::UriTooLong, Reason::UriTooLong).await,
+        }
         let Some(path) = ctx.path.clone() else {
             return self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest).await;
         };
@@ -312,6 +323,7 @@ fn status_label(status: u16) -> &'static str {
         401 => "401",
         403 => "403",
         404 => "404",
+        414 => "414",
         429 => "429",
         431 => "431",
         500 => "500",

@@ -32,13 +32,16 @@ impl HostPattern {
             Some(rest) => (true, rest.to_string()),
             None => (false, lower.clone()),
         };
-        let valid = !name.is_empty()
-            && !name.starts_with('.')
-            && !name.ends_with('.')
-            && !name.contains("..")
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'));
+        let valid = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            Some(ipv6) => !wildcard && ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !name.is_empty()
+                    && !name.starts_with('.')
+                    && !name.ends_with('.')
+                    && !name.contains("..")
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+            }
+        };
         if !valid {
             return Err(format!(
                 "`{text}` is not a host name (use `chat.example.com` or `*.example.com`, no port)"

@@ -1,0 +1,132 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::testing::{key_file, with_apps};
+
+fn issues(yaml: &str) -> Vec<ConfigIssue> {
+    match Config::from_yaml(Path::new("t.yaml"), yaml) {
+        Ok(_) => Vec::new(),
+        Err(report) => report.issues,
+    }
+}
+
+fn has(issues: &[ConfigIssue], path: &str, needle: &str) -> bool {
+    issues.iter().any(|i| i.path == path && i.message.contains(needle))
+}
+
+#[test]
+fn smallest_real_config_compiles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = crate::keys::dev_certificate(dir.path(), &["chat.example.com".into()]).expect("cert");
+    let yaml = format!(
+        r#"
+server:
+  public_url: https://chat.example.com
+  https:
+    listen: ["0.0.0.0:443"]
+    certificates: [{{ cert: {}, key: {} }}]
+session:
+  encryption_keys: ["file:{}"]
+identity_providers:
+  - id: corp
+    kind: oidc
+    issuer: https://login.example.com
+    client_id: portcullis
+    client_secret: "file:{}"
+apps:
+  - id: chat
+    hosts: [chat.example.com]
+    upstream: http://127.0.0.1:3000
+    access:
+      user_types: [internal-user, external-user]
+"#,
+        dev.cert.display(),
+        dev.key.display(),
+        key_file(),
+        key_file()
+    );
+    let config = Config::from_yaml(Path::new("t.yaml"), &yaml).expect("smallest config is valid");
+    let app = &config.apps[0];
+    assert_eq!(app.upstream.address, "127.0.0.1:3000");
+    assert!(app.enabled && app.preserve_host && !app.insecure_allow_plain_http);
+    assert_eq!(app.upstream.timeouts.connect, Duration::from_secs(10));
+    assert_eq!(config.server.reserved_prefix, "/.portcullis/");
+    assert_eq!(config.session.cookie_name, "__Host-portcullis");
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9901");
+    assert!(matches!(config.identity_providers[0].kind, IdentityProviderKind::Oidc { .. }));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_paths_and_lines() {
+    let yaml = format!(
+        "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\n  trusted_proxies: [10.0.0.0/33]\n  bogus_key: 1\nsession:\n  encryption_keys: [env:PORTCULLIS_TEST_DEFINITELY_UNSET]\napps:\n  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    timeouts:\n      read: forever\n  - id: other\n    hosts: [b.example.com]\n    upstream: http://127.0.0.1:3001\n    upstreem: typo\n"
+    );
+    let found = issues(&yaml);
+    // server has an unknown key, so the section stops there; the others are independent.
+    assert!(has(&found, "server.bogus_key", "unknown field `bogus_key`"), "{found:#?}");
+    assert!(has(&found, "session.encryption_keys[0]", "PORTCULLIS_TEST_DEFINITELY_UNSET"), "{found:#?}");
+    assert!(has(&found, "apps[0].timeouts.read", "not a duration"), "{found:#?}");
+    assert!(has(&found, "apps[1].upstreem", "unknown field `upstreem`"), "{found:#?}");
+    // No follow-on noise from the sections that could not be read.
+    assert_eq!(found.len(), 4, "{found:#?}");
+    let line_of = |path: &str| found.iter().find(|i| i.path == path).and_then(|i| i.line);
+    assert_eq!(line_of("apps[0].timeouts.read"), Some(14));
+    assert_eq!(line_of("session.encryption_keys[0]"), Some(8));
+    assert!(found.iter().all(|i| i.hint.is_some()), "every issue has a hint: {found:#?}");
+}
+
+#[test]
+fn bad_cidr_and_other_value_errors() {
+    let yaml = format!(
+        "server:\n  public_url: not a url\n  http:\n    listen: [\"nowhere\"]\n  trusted_proxies: [10.0.0.0/33, 192.168.1.1, \"fd00::/8\"]\nsession:\n  encryption_keys: [\"file:{}\", hunter2]\napps:\n  - id: Chat\n    hosts: [\"a.test:443\"]\n    upstream: ftp://x\n    public_paths: [static/**]\n",
+        key_file()
+    );
+    let found = issues(&yaml);
+    for (path, needle) in [
+        ("server.public_url", "not an http(s) URL"),
+        ("server.http.listen[0]", "not an address"),
+        ("server.trusted_proxies[0]", "not a CIDR"),
+        ("session.encryption_keys[1]", "never written inline"),
+        ("apps[0].id", "not a valid id"),
+        ("apps[0].hosts[0]", "not a host name"),
+        ("apps[0].upstream", "not an http:// or https:// URL"),
+        ("apps[0].public_paths[0]", "must start with '/'"),
+    ] {
+        assert!(has(&found, path, needle), "missing {path}: {needle} in {found:#?}");
+    }
+    assert_eq!(found.iter().filter(|i| i.path.starts_with("server.trusted_proxies")).count(), 1);
+}
+
+#[test]
+fn duplicate_routes_and_ids_are_refused() {
+    let err = with_apps(
+        "  - id: a\n    hosts: [x.test]\n    upstream: http://127.0.0.1:1\n  - id: a\n    hosts: [y.test]\n    upstream: http://127.0.0.1:1\n  - id: c\n    hosts: [x.test]\n    upstream: http://127.0.0.1:1\n",
+    )
+    .expect_err("duplicates");
+    assert!(has(&err.issues, "apps[1].id", "duplicate id"));
+    assert!(has(&err.issues, "apps[2].hosts", "already serves"));
+}
+
+#[test]
+fn unknown_sections_and_syntax_errors() {
+    let found = issues("server: {}\nsesion: {}\n");
+    assert!(has(&found, "sesion", "unknown section"));
+    let syntax = issues("server:\n  public_url: [unclosed\n");
+    assert_eq!(syntax.len(), 1);
+    assert!(syntax[0].line.is_some());
+}
+
+#[test]
+fn report_renders_file_line_path_and_hint() {
+    let report = Config::from_yaml(Path::new("/etc/p.yaml"), "apps: 3\n").expect_err("invalid");
+    let text = report.to_string();
+    assert!(text.contains("/etc/p.yaml:1: apps: must be a list"), "{text}");
+    assert!(text.contains("hint:"), "{text}");
+    assert!(text.ends_with("in /etc/p.yaml"), "{text}");
+}
+
+#[test]
+fn tls_settings_for_plain_upstream_would_do_nothing() {
+    let err = with_apps("  - id: a\n    hosts: [x.test]\n    upstream: http://127.0.0.1:1\n    upstream_tls: { server_name: x }\n").expect_err("useless setting");
+    assert!(has(&err.issues, "apps[0].upstream_tls", "would do nothing"));
+}

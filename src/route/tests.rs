@@ -1,0 +1,68 @@
+use super::*;
+use crate::config::testing::with_apps;
+
+fn router() -> Router {
+    let config = with_apps(
+        r#"
+  - id: chat
+    hosts: [chat.example.com]
+    upstream: http://127.0.0.1:1
+  - id: chat-api
+    hosts: [chat.example.com]
+    path_prefix: /api
+    upstream: http://127.0.0.1:2
+  - id: chat-api-admin
+    hosts: [chat.example.com]
+    path_prefix: /api/admin
+    upstream: http://127.0.0.1:3
+  - id: tenants
+    hosts: ["*.example.com"]
+    upstream: http://127.0.0.1:4
+  - id: deep
+    hosts: ["*.eu.example.com"]
+    upstream: http://127.0.0.1:5
+"#,
+    )
+    .expect("valid config");
+    Router::new(&config.apps)
+}
+
+#[test]
+fn host_then_longest_prefix() {
+    let r = router();
+    let id = |host: &str, path: &str| r.route(host, path).map(|a| a.id.clone());
+    assert_eq!(id("chat.example.com", "/"), Some("chat".into()));
+    assert_eq!(id("chat.example.com", "/apix"), Some("chat".into()));
+    assert_eq!(id("chat.example.com", "/api"), Some("chat-api".into()));
+    assert_eq!(id("chat.example.com", "/api/x"), Some("chat-api".into()));
+    assert_eq!(id("chat.example.com", "/api/admin/users"), Some("chat-api-admin".into()));
+    assert_eq!(id("CHAT.Example.COM:8443", "/"), Some("chat".into()));
+    assert_eq!(id("chat.example.com.", "/"), Some("chat".into()));
+    assert_eq!(id("acme.example.com", "/"), Some("tenants".into()));
+    assert_eq!(id("a.b.example.com", "/"), Some("tenants".into()));
+    assert_eq!(id("x.eu.example.com", "/"), Some("deep".into()));
+    assert_eq!(id("example.com", "/"), None);
+    assert_eq!(id("evil.com", "/"), None);
+    assert_eq!(id("example.com.evil.com", "/"), None);
+    assert_eq!(id("", "/"), None);
+}
+
+#[test]
+fn host_normalisation() {
+    assert_eq!(normalize_host("A.Test:443").as_deref(), Some("a.test"));
+    assert_eq!(normalize_host("[::1]:8443").as_deref(), Some("[::1]"));
+    assert_eq!(normalize_host("[::1").as_deref(), None);
+    assert_eq!(normalize_host(":80").as_deref(), None);
+}
+
+#[test]
+fn host_patterns() {
+    assert_eq!(HostPattern::parse("Chat.Example.com"), Ok(HostPattern::Exact("chat.example.com".into())));
+    assert_eq!(HostPattern::parse("*.example.com"), Ok(HostPattern::Wildcard(".example.com".into())));
+    assert!(HostPattern::parse("chat.example.com:443").is_err());
+    assert!(HostPattern::parse("*").is_err());
+    assert!(HostPattern::parse("a..b").is_err());
+    assert!(HostPattern::parse("a b").is_err());
+    assert_eq!(HostPattern::parse("[::1]"), Ok(HostPattern::Exact("[::1]".into())));
+    assert!(HostPattern::parse("[nope]").is_err());
+}

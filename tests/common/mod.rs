@@ -1,0 +1,218 @@
+//! Test harness: a real upstream on 127.0.0.1:0 and the real `portcullis` binary in front.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use upstream::Upstream;
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// A free loopback port (bound then released; the window for a clash is small).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Files every test config needs: a dev CA + server cert, a session key, an audit key.
+pub struct Fixtures {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub session_key: PathBuf,
+    pub audit_key: PathBuf,
+    pub audit_public_key: String,
+}
+
+impl Fixtures {
+    pub fn new() -> Fixtures {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        run_ok(&["keys", "dev-cert", "--out", certs.to_str().expect("utf8"), "--name", "localhost", "--name", "127.0.0.1", "--name", "a.test", "--name", "b.test", "--name", "*.wild.test"]);
+        let generated = run_ok(&["keys", "generate"]);
+        let value = |name: &str| {
+            generated
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .expect("key in output")
+                .to_string()
+        };
+        let session_key = dir.path().join("session.key");
+        std::fs::write(&session_key, value("PORTCULLIS_SESSION_KEY")).expect("write");
+        let audit_key = dir.path().join("audit.key");
+        std::fs::write(&audit_key, value("PORTCULLIS_AUDIT_KEY")).expect("write");
+        Fixtures {
+            ca: certs.join("ca.crt"),
+            cert: certs.join("server.crt"),
+            key: certs.join("server.key"),
+            session_key,
+            audit_key,
+            audit_public_key: value("PORTCULLIS_AUDIT_PUBLIC_KEY"),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A config with HTTPS + HTTP listeners and the given `apps:` body; `extra_server` is
+    /// inserted under `server:` (indented by 2).
+    pub fn config(&self, ports: &Ports, extra_server: &str, apps: &str) -> String {
+        format!(
+            "server:\n  public_url: https://localhost:{https}\n  https:\n    listen: [\"127.0.0.1:{https}\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n  http:\n    listen: [\"127.0.0.1:{http}\"]\n  pid_file: \"{dir}/p.pid\"\n  upgrade_sock: \"{dir}/u.sock\"\n  threads: 1\n  grace_period: 0s\n  shutdown_timeout: 1s\n  log:\n    level: warn\n{extra_server}session:\n  encryption_keys: [\"file:{session}\"]\naudit:\n  path: \"{dir}/audit.jsonl\"\n  signing_key: \"file:{audit}\"\n  fsync: always\nadmin:\n  listen: 127.0.0.1:{admin}\napps:\n{apps}",
+            https = ports.https,
+            http = ports.http,
+            admin = ports.admin,
+            cert = self.cert.display(),
+            key = self.key.display(),
+            dir = self.dir.path().display(),
+            session = self.session_key.display(),
+            audit = self.audit_key.display(),
+        )
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.path("audit.jsonl")
+    }
+}
+
+/// Runs the binary with `args`, expecting success; returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("run portcullis");
+    assert!(out.status.success(), "portcullis {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Listener ports of one proxy instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports { https: free_port(), http: free_port(), admin: free_port() }
+    }
+}
+
+/// A running `portcullis run`; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Proxy {
+    child: Option<Child>,
+    pub ports: Ports,
+    pub config: PathBuf,
+}
+
+impl Proxy {
+    pub fn start(fixtures: &Fixtures, ports: Ports, yaml: &str) -> Proxy {
+        let config = fixtures.path("portcullis.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let child = Command::new(binary())
+            .args(["run", "-c", config.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let mut proxy = Proxy { child: Some(child), ports, config };
+        proxy.wait_ready();
+        proxy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
+            // Ports are bound before the proxy service runs (it waits for the audit writer),
+            // so ready means: a real request gets a real answer.
+            if up(self.ports.https) && up(self.ports.admin) {
+                let probe = raw_http(self.ports.http, b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n");
+                if probe.starts_with("HTTP/1.1 404") {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.child.as_mut().and_then(|c| c.stderr.take()) {
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                panic!("portcullis exited with {status}: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("portcullis did not start listening");
+    }
+
+    pub fn https(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.https))
+    }
+
+    /// Graceful stop; waits for exit so the audit trail is sealed.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portcullis did not stop on SIGTERM");
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTPS client trusting the fixture CA, resolving test names to the proxy, no redirects.
+pub fn client(fixtures: &Fixtures, proxy: &Proxy) -> reqwest::Client {
+    let ca = std::fs::read(&fixtures.ca).expect("ca");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+        .resolve("a.test", proxy.https())
+        .resolve("b.test", proxy.https())
+        .resolve("x.wild.test", proxy.https())
+        .resolve("localhost", proxy.https())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Sends raw bytes over plain TCP and returns the whole response text.
+pub fn raw_http(port: u16, request: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the audit log as JSON values.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
