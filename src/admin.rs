@@ -28,7 +28,11 @@ impl AdminApp {
     async fn unresolvable(&self) -> Vec<String> {
         let mut failed = Vec::new();
         for address in &self.upstreams {
-            let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(address.as_str())).await;
+            let lookup = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host(address.as_str()),
+            )
+            .await;
             let resolved = match lookup {
                 Ok(Ok(mut addrs)) => addrs.next().is_some(),
                 _ => false,
@@ -48,9 +52,14 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         headers.insert(http::header::CONTENT_TYPE, v);
     }
-    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     let length = response.body().len();
-    response.headers_mut().insert(http::header::CONTENT_LENGTH, length.into());
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, length.into());
     response
 }
 
@@ -64,11 +73,22 @@ impl ServeHttp for AdminApp {
                 if failed.is_empty() {
                     respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())
                 } else {
-                    let body = format!("not ready: upstream(s) do not resolve: {}\n", failed.join(", "));
-                    respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body.into_bytes())
+                    let body = format!(
+                        "not ready: upstream(s) do not resolve: {}\n",
+                        failed.join(", ")
+                    );
+                    respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        body.into_bytes(),
+                    )
                 }
             }
-            "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -121,7 +121,12 @@ impl Cli {
             Command::Run(args) => run(args),
             Command::Check(args) => check(&args),
             Command::Demo(args) => demo_command(args),
-            Command::Audit(AuditCommand::Verify { file, key, open, continuation }) => verify(&file, key.as_deref(), open, continuation),
+            Command::Audit(AuditCommand::Verify {
+                file,
+                key,
+                open,
+                continuation,
+            }) => verify(&file, key.as_deref(), open, continuation),
             Command::Keys(KeysCommand::Generate) => match keys::generate_report() {
                 Ok(report) => {
                     print!("{report}");
@@ -129,13 +134,15 @@ impl Cli {
                 }
                 Err(e) => fail(&e),
             },
-            Command::Keys(KeysCommand::DevCert { out, names }) => match keys::dev_certificate(&out, &names) {
-                Ok(paths) => {
-                    println!("CA certificate:     {}\nserver certificate: {}\nserver key:         {}", paths.ca_cert.display(), paths.cert.display(), paths.key.display());
-                    ExitCode::SUCCESS
+            Command::Keys(KeysCommand::DevCert { out, names }) => {
+                match keys::dev_certificate(&out, &names) {
+                    Ok(paths) => {
+                        println!("CA certificate:     {}\nserver certificate: {}\nserver key:         {}", paths.ca_cert.display(), paths.cert.display(), paths.key.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
                 }
-                Err(e) => fail(&e),
-            },
+            }
         }
     }
 }
@@ -169,15 +176,32 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match server::run(config, server::RunOptions { upgrade: args.upgrade, daemon: args.daemon }) {
+    match server::run(
+        config,
+        server::RunOptions {
+            upgrade: args.upgrade,
+            daemon: args.daemon,
+        },
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
 fn demo_command(args: DemoArgs) -> ExitCode {
-    crate::logging::init(&Log { format: LogFormat::Text, level: "info".into() }, None);
-    let options = demo::DemoOptions { dir: args.dir, port: args.port, http_port: args.http_port, admin_port: args.admin_port };
+    crate::logging::init(
+        &Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        },
+        None,
+    );
+    let options = demo::DemoOptions {
+        dir: args.dir,
+        port: args.port,
+        http_port: args.http_port,
+        admin_port: args.admin_port,
+    };
     match demo::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -197,11 +221,25 @@ fn verify(file: &std::path::Path, key: Option<&str>, open: bool, continuation: b
         Ok(text) => text,
         Err(e) => return fail(&format!("{}: {e}", file.display())),
     };
-    let options = audit::VerifyOptions { trusted_key: key_bytes.as_deref(), allow_open_tail: open, allow_continuation: continuation };
+    let options = audit::VerifyOptions {
+        trusted_key: key_bytes.as_deref(),
+        allow_open_tail: open,
+        allow_continuation: continuation,
+    };
     match audit::verify(&text, options) {
         Ok(v) => {
-            let pinned = if key_bytes.is_some() { "with the given key" } else { "self-consistent (pass --key to pin the signer)" };
-            println!("{}: ok: {} records, {} checkpoint(s) {pinned}, {} unsealed at the end", file.display(), v.records, v.checkpoints, v.unsealed_tail);
+            let pinned = if key_bytes.is_some() {
+                "with the given key"
+            } else {
+                "self-consistent (pass --key to pin the signer)"
+            };
+            println!(
+                "{}: ok: {} records, {} checkpoint(s) {pinned}, {} unsealed at the end",
+                file.display(),
+                v.records,
+                v.checkpoints,
+                v.unsealed_tail
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 
 use crate::audit::CheckpointSigner;
 
@@ -66,19 +69,28 @@ pub struct DevCertificate {
 /// Makes a development CA and a server certificate for `names` (DNS names or IPs) in `dir`.
 /// Private keys are written with mode 0600. Existing files are kept.
 pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, KeysError> {
-    let paths = DevCertificate { ca_cert: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key") };
+    let paths = DevCertificate {
+        ca_cert: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    };
     if paths.ca_cert.is_file() && paths.cert.is_file() && paths.key.is_file() {
         return Ok(paths);
     }
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Portcullis development CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Portcullis development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, names.first().map_or("localhost", String::as_str));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("localhost", String::as_str),
+    );
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
@@ -92,7 +104,10 @@ pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, K
 
 /// Writes a file, creating `dir`; secrets get mode 0600.
 pub fn write_file(dir: &Path, path: &Path, contents: &[u8], secret: bool) -> Result<(), KeysError> {
-    let fail = |source| KeysError::Write { path: path.to_path_buf(), source };
+    let fail = |source| KeysError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -114,15 +129,21 @@ mod tests {
         let a = session_key();
         let b = session_key();
         assert_ne!(a, b);
-        let bytes = base64::engine::general_purpose::STANDARD.decode(&a).expect("base64");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .expect("base64");
         assert_eq!(bytes.len(), 32);
     }
 
     #[test]
     fn dev_certificate_is_loadable_by_the_listener() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let paths = dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("dev cert");
-        let pair = crate::config::CertificatePair { cert: paths.cert, key: paths.key };
+        let paths = dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()])
+            .expect("dev cert");
+        let pair = crate::config::CertificatePair {
+            cert: paths.cert,
+            key: paths.key,
+        };
         crate::tls::SniResolver::load(&[pair]).expect("listener accepts the dev certificate");
     }
 }

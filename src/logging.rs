@@ -17,12 +17,21 @@ use crate::metrics::Metrics;
 /// Installs the global subscriber. Safe to call once per process; later calls are no-ops.
 pub fn init(log: &Log, metrics: Option<Arc<Metrics>>) {
     let _ = tracing_log::LogTracer::init();
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
     let counter = metrics.map(|metrics| HandshakeFailureCounter { metrics });
     let registry = tracing_subscriber::registry().with(counter).with(filter);
     let result = match log.format {
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     if result.is_err() {
         tracing::debug!("logging was already initialised");
@@ -37,7 +46,11 @@ impl<S: Subscriber> Layer<S> for HandshakeFailureCounter {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         // Only bridged `log` records from pingora-core's listener are of interest; the cheap
         // metadata check keeps every other event free of formatting work.
-        if !event.metadata().target().starts_with("pingora_core::services::listening") {
+        if !event
+            .metadata()
+            .target()
+            .starts_with("pingora_core::services::listening")
+        {
             return;
         }
         let mut visitor = MessageVisitor::default();

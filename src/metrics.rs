@@ -28,11 +28,17 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("portcullis_requests_total", "Requests by app, status and decision"),
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests by app, status and decision",
+            ),
             &["app", "status", "decision"],
         )?;
         let denied = IntCounterVec::new(
-            Opts::new("portcullis_denied_total", "Refused requests by app and reason"),
+            Opts::new(
+                "portcullis_denied_total",
+                "Refused requests by app and reason",
+            ),
             &["app", "reason"],
         )?;
         let duration = HistogramVec::new(

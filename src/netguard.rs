@@ -23,7 +23,11 @@ pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 }
 
 /// The client address for `peer`, given every `X-Forwarded-For` header value in order.
-pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let peer = canonical_ip(peer);
     if !is_trusted(peer, trusted) {
         return peer;
@@ -76,7 +80,11 @@ pub struct SizeLimits {
 
 impl Default for SizeLimits {
     fn default() -> Self {
-        SizeLimits { max_header_bytes: 32 * 1024, max_headers: 100, max_uri_bytes: 8 * 1024 }
+        SizeLimits {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+        }
     }
 }
 
@@ -91,7 +99,11 @@ pub enum SizeViolation {
 
 impl SizeLimits {
     /// Checks a request given its target length and `(name, value)` lengths of each header.
-    pub fn check(&self, uri_len: usize, headers: impl Iterator<Item = (usize, usize)>) -> Result<(), SizeViolation> {
+    pub fn check(
+        &self,
+        uri_len: usize,
+        headers: impl Iterator<Item = (usize, usize)>,
+    ) -> Result<(), SizeViolation> {
         if uri_len > self.max_uri_bytes {
             return Err(SizeViolation::Uri);
         }
@@ -113,11 +125,21 @@ mod tests {
 
     #[test]
     fn size_limits() {
-        let limits = SizeLimits { max_header_bytes: 10, max_headers: 2, max_uri_bytes: 5 };
+        let limits = SizeLimits {
+            max_header_bytes: 10,
+            max_headers: 2,
+            max_uri_bytes: 5,
+        };
         assert_eq!(limits.check(5, [(2, 3)].into_iter()), Ok(()));
         assert_eq!(limits.check(6, std::iter::empty()), Err(SizeViolation::Uri));
-        assert_eq!(limits.check(1, [(1, 1), (1, 1), (1, 1)].into_iter()), Err(SizeViolation::Headers));
-        assert_eq!(limits.check(1, [(5, 6)].into_iter()), Err(SizeViolation::Headers));
+        assert_eq!(
+            limits.check(1, [(1, 1), (1, 1), (1, 1)].into_iter()),
+            Err(SizeViolation::Headers)
+        );
+        assert_eq!(
+            limits.check(1, [(5, 6)].into_iter()),
+            Err(SizeViolation::Headers)
+        );
     }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -132,25 +154,40 @@ mod tests {
     fn untrusted_peer_is_the_client_whatever_it_claims() {
         let trusted = nets(&["10.0.0.0/8"]);
         let xff: [&[u8]; 1] = [b"1.1.1.1"];
-        assert_eq!(client_ip(ip("203.0.113.9"), xff.into_iter(), &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), xff.into_iter(), &trusted),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
     fn trusted_chain_takes_rightmost_untrusted() {
         let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
         let xff: [&[u8]; 2] = [b"6.6.6.6, 198.51.100.7", b"10.1.1.1"];
-        assert_eq!(client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted), ip("198.51.100.7"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
         let v6: [&[u8]; 1] = [b"[2001:db8::5]:443"];
-        assert_eq!(client_ip(ip("fd00::1"), v6.into_iter(), &trusted), ip("2001:db8::5"));
+        assert_eq!(
+            client_ip(ip("fd00::1"), v6.into_iter(), &trusted),
+            ip("2001:db8::5")
+        );
     }
 
     #[test]
     fn garbage_stops_at_last_known_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
         let xff: [&[u8]; 1] = [b"evil, 10.2.2.2"];
-        assert_eq!(client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted), ip("10.2.2.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted),
+            ip("10.2.2.2")
+        );
         let none: [&[u8]; 0] = [];
-        assert_eq!(client_ip(ip("10.0.0.2"), none.into_iter(), &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), none.into_iter(), &trusted),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
@@ -158,6 +195,9 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         assert!(is_trusted(ip("::ffff:10.1.2.3"), &trusted));
         let xff: [&[u8]; 1] = [b"::ffff:192.0.2.1"];
-        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), xff.into_iter(), &trusted), ip("192.0.2.1"));
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), xff.into_iter(), &trusted),
+            ip("192.0.2.1")
+        );
     }
 }

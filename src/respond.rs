@@ -67,17 +67,57 @@ impl Reply {
 
     fn texts(&self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Reply::BadRequest => ("bad_request", "Bad request", "The request could not be understood."),
-            Reply::LoginRequired => ("login_required", "Sign-in required", "You need to sign in to use this application."),
-            Reply::Forbidden => ("forbidden", "Access denied", "You do not have access to this resource."),
+            Reply::BadRequest => (
+                "bad_request",
+                "Bad request",
+                "The request could not be understood.",
+            ),
+            Reply::LoginRequired => (
+                "login_required",
+                "Sign-in required",
+                "You need to sign in to use this application.",
+            ),
+            Reply::Forbidden => (
+                "forbidden",
+                "Access denied",
+                "You do not have access to this resource.",
+            ),
             Reply::NotFound => ("not_found", "Not found", "There is nothing here."),
-            Reply::UriTooLong => ("uri_too_long", "Address too long", "The requested address is too long."),
-            Reply::HeadersTooLarge => ("headers_too_large", "Request headers too large", "The request carries too many or too large headers."),
-            Reply::RedirectHttps { .. } => ("https_required", "Moved to HTTPS", "This application is only served over HTTPS."),
-            Reply::InternalError => ("internal_error", "Something went wrong", "The request could not be completed. Please try again."),
-            Reply::BadGateway => ("bad_gateway", "Application unavailable", "The application is not reachable right now. Please try again."),
-            Reply::AppDisabled => ("app_disabled", "Application unavailable", "This application is currently disabled."),
-            Reply::GatewayTimeout => ("gateway_timeout", "Application timed out", "The application did not answer in time. Please try again."),
+            Reply::UriTooLong => (
+                "uri_too_long",
+                "Address too long",
+                "The requested address is too long.",
+            ),
+            Reply::HeadersTooLarge => (
+                "headers_too_large",
+                "Request headers too large",
+                "The request carries too many or too large headers.",
+            ),
+            Reply::RedirectHttps { .. } => (
+                "https_required",
+                "Moved to HTTPS",
+                "This application is only served over HTTPS.",
+            ),
+            Reply::InternalError => (
+                "internal_error",
+                "Something went wrong",
+                "The request could not be completed. Please try again.",
+            ),
+            Reply::BadGateway => (
+                "bad_gateway",
+                "Application unavailable",
+                "The application is not reachable right now. Please try again.",
+            ),
+            Reply::AppDisabled => (
+                "app_disabled",
+                "Application unavailable",
+                "This application is currently disabled.",
+            ),
+            Reply::GatewayTimeout => (
+                "gateway_timeout",
+                "Application timed out",
+                "The application did not answer in time. Please try again.",
+            ),
         }
     }
 
@@ -94,7 +134,10 @@ impl Reply {
         }
         let body = if wants_html {
             headers.push(("Content-Type", "text/html; charset=utf-8".into()));
-            headers.push(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'".into()));
+            headers.push((
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'".into(),
+            ));
             html_page(title, message, request_id)
         } else {
             headers.push(("Content-Type", "application/json".into()));
@@ -158,13 +201,20 @@ mod tests {
         assert_eq!(v["error"], "forbidden");
         assert_eq!(v["request_id"], "abc");
         let html = Reply::Forbidden.render(true, "<x>");
-        assert!(std::str::from_utf8(&html.body).expect("utf8").contains("&lt;x&gt;"));
-        assert!(html.headers.iter().any(|(k, v)| *k == "Content-Type" && v.starts_with("text/html")));
+        assert!(std::str::from_utf8(&html.body)
+            .expect("utf8")
+            .contains("&lt;x&gt;"));
+        assert!(html
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "Content-Type" && v.starts_with("text/html")));
     }
 
     #[test]
     fn accept_detection() {
-        assert!(wants_html(Some(b"text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")));
+        assert!(wants_html(Some(
+            b"text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+        )));
         assert!(wants_html(Some(b"TEXT/HTML")));
         assert!(!wants_html(Some(b"application/json")));
         assert!(!wants_html(Some(b"*/*")));
@@ -173,8 +223,14 @@ mod tests {
 
     #[test]
     fn redirect_carries_location() {
-        let r = Reply::RedirectHttps { location: "https://a.test/x".into() }.render(false, "id");
+        let r = Reply::RedirectHttps {
+            location: "https://a.test/x".into(),
+        }
+        .render(false, "id");
         assert_eq!(r.status, 308);
-        assert!(r.headers.iter().any(|(k, v)| *k == "Location" && v == "https://a.test/x"));
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "Location" && v == "https://a.test/x"));
     }
 }

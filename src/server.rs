@@ -53,25 +53,37 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         tracing::warn!(config.file = %config.source.display(), "{warning}");
     }
     let signer = match &config.audit.signing_key {
-        Some(secret) => CheckpointSigner::from_base64(secret.expose()).map_err(|e| StartError::Audit(e.to_string()))?,
-        None => CheckpointSigner::generate().map_err(|e| StartError::Audit(e.to_string()))?.0,
+        Some(secret) => CheckpointSigner::from_base64(secret.expose())
+            .map_err(|e| StartError::Audit(e.to_string()))?,
+        None => {
+            CheckpointSigner::generate()
+                .map_err(|e| StartError::Audit(e.to_string()))?
+                .0
+        }
     };
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     let (auditor, pending_writer) = audit::channel(&config.audit, signer, metrics.clone());
     let writer_slot: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
 
     let mut server = Server::new_with_opt_and_conf(
-        Opt { upgrade: options.upgrade, daemon: options.daemon, ..Opt::default() },
+        Opt {
+            upgrade: options.upgrade,
+            daemon: options.daemon,
+            ..Opt::default()
+        },
         server_conf(&config),
     );
     server.bootstrap();
 
     let gateway = Gateway::new(&config, auditor.clone(), metrics.clone())?;
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
     if let Some(https) = &config.server.https {
         let resolver = Arc::new(SniResolver::load(&https.certificates)?);
         for addr in &https.listen {
-            let settings = resolver.listener_settings().map_err(|e| StartError::Listener(e.to_string()))?;
+            let settings = resolver
+                .listener_settings()
+                .map_err(|e| StartError::Listener(e.to_string()))?;
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
@@ -80,12 +92,19 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             proxy.add_tcp(&addr.to_string());
         }
     }
-    let upstreams = config.apps.iter().map(|a| a.upstream.address.clone()).collect();
+    let upstreams = config
+        .apps
+        .iter()
+        .map(|a| a.upstream.address.clone())
+        .collect();
     let mut admin = Service::new("admin".to_string(), AdminApp::new(metrics, upstreams));
     admin.add_tcp(&config.admin.listen.to_string());
     let audit_service = background_service(
         "audit",
-        AuditWriterService { pending: Mutex::new(Some(pending_writer)), started: writer_slot.clone() },
+        AuditWriterService {
+            pending: Mutex::new(Some(pending_writer)),
+            started: writer_slot.clone(),
+        },
     );
     let audit_handle = server.add_service(audit_service);
     // Listeners open only once the audit file is writable: nothing is served unaudited.
@@ -114,7 +133,11 @@ struct AuditWriterService {
 
 #[async_trait]
 impl BackgroundService for AuditWriterService {
-    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let pending = self.pending.lock().ok().and_then(|mut p| p.take());
         let Some(pending) = pending else { return };
         match pending.start() {

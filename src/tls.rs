@@ -50,24 +50,43 @@ impl SniResolver {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for pair in pairs {
-            let fail = |reason: String| CertificateError { cert: pair.cert.display().to_string(), reason };
+            let fail = |reason: String| CertificateError {
+                cert: pair.cert.display().to_string(),
+                reason,
+            };
             let chain = read_certs(&pair.cert).map_err(|e| fail(e.to_string()))?;
             let key_der = read_key(&pair.key).map_err(|e| fail(e.to_string()))?;
-            let key = rustls::pki_types::PrivateKeyDer::try_from(key_der).map_err(|e| fail(e.to_string()))?;
-            let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| fail(e.to_string()))?;
+            let key = rustls::pki_types::PrivateKeyDer::try_from(key_der)
+                .map_err(|e| fail(e.to_string()))?;
+            let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+                .map_err(|e| fail(e.to_string()))?;
             let names = dns_names(&chain[0]).map_err(fail)?;
-            let certified = Arc::new(CertifiedKey::new(chain.into_iter().map(Into::into).collect(), signing_key));
-            certified.keys_match().map_err(|e| fail(format!("key does not match certificate: {e}")))?;
+            let certified = Arc::new(CertifiedKey::new(
+                chain.into_iter().map(Into::into).collect(),
+                signing_key,
+            ));
+            certified
+                .keys_match()
+                .map_err(|e| fail(format!("key does not match certificate: {e}")))?;
             for name in names {
                 match name.strip_prefix("*.") {
-                    Some(suffix) => wildcard.entry(suffix.to_string()).or_insert_with(|| certified.clone()),
+                    Some(suffix) => wildcard
+                        .entry(suffix.to_string())
+                        .or_insert_with(|| certified.clone()),
                     None => exact.entry(name).or_insert_with(|| certified.clone()),
                 };
             }
             default.get_or_insert(certified);
         }
-        let default = default.ok_or_else(|| CertificateError { cert: "(none)".into(), reason: "no certificate configured".into() })?;
-        Ok(SniResolver { exact, wildcard, default })
+        let default = default.ok_or_else(|| CertificateError {
+            cert: "(none)".into(),
+            reason: "no certificate configured".into(),
+        })?;
+        Ok(SniResolver {
+            exact,
+            wildcard,
+            default,
+        })
     }
 
     fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
@@ -88,7 +107,8 @@ impl SniResolver {
 
     /// Listener settings for one address: this resolver, ALPN h2 + http/1.1.
     pub fn listener_settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
-        let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks) as TlsAcceptCallbacks)?;
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(NoCallbacks) as TlsAcceptCallbacks)?;
         settings.set_cert_resolver(self.clone());
         settings.enable_h2();
         Ok(settings)

@@ -15,7 +15,11 @@ fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {
         "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:8080\"]\n  trusted_proxies: [10.0.0.0/33]\nsession:\n  encryption_keys: [env:PORTCULLIS_TEST_UNSET_SECRET]\napps:\n  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    timeouts: { read: forever }\n    upstreem: typo\n  - id: other\n    hosts: [other.example.com]\n    upstream: http://127.0.0.1:3001\n    timeouts: { connect: soon }\n",
     )
     .expect("write");
-    let out = Command::new(binary()).args(["check", "-c", config.to_str().expect("utf8")]).env_remove("PORTCULLIS_TEST_UNSET_SECRET").output().expect("run");
+    let out = Command::new(binary())
+        .args(["check", "-c", config.to_str().expect("utf8")])
+        .env_remove("PORTCULLIS_TEST_UNSET_SECRET")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stderr);
     let file = config.display().to_string();
@@ -31,7 +35,10 @@ fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {
     assert!(text.contains("4 problems in"), "{text}");
 
     // `run` refuses to start on the same problems.
-    let run = Command::new(binary()).args(["run", "-c", config.to_str().expect("utf8")]).output().expect("run");
+    let run = Command::new(binary())
+        .args(["run", "-c", config.to_str().expect("utf8")])
+        .output()
+        .expect("run");
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("refusing to start"));
 }
@@ -43,20 +50,43 @@ fn check_accepts_a_valid_file_and_summarises_it() {
     let config = fixtures.path("ok.yaml");
     let apps = format!("  - id: chat\n    hosts: [chat.example.com]\n    upstream: {}\n    access: {{ user_types: [internal-user] }}\n", upstream.url());
     std::fs::write(&config, fixtures.config(&Ports::new(), "", &apps)).expect("write");
-    let out = Command::new(binary()).args(["check", "-c", config.to_str().expect("utf8")]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(binary())
+        .args(["check", "-c", config.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("app chat: chat.example.com ->"), "{text}");
-    assert!(!text.contains(&std::fs::read_to_string(&fixtures.session_key).expect("key")), "secrets never printed");
+    assert!(
+        !text.contains(&std::fs::read_to_string(&fixtures.session_key).expect("key")),
+        "secrets never printed"
+    );
 }
 
 fn verify(fixtures: &Fixtures, file: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let out = Command::new(binary())
-        .args(["audit", "verify", file.to_str().expect("utf8"), "--key", &fixtures.audit_public_key])
+        .args([
+            "audit",
+            "verify",
+            file.to_str().expect("utf8"),
+            "--key",
+            &fixtures.audit_public_key,
+        ])
         .args(extra)
         .output()
         .expect("run");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test]
@@ -68,37 +98,74 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
     let mut proxy = Proxy::start(&fixtures, ports, &fixtures.config(&ports, "", &apps));
     let http = client(&fixtures, &proxy);
     for path in ["/public/1", "/private", "/public/2"] {
-        http.get(format!("https://a.test:{}{path}", ports.https)).send().await.expect("send");
+        http.get(format!("https://a.test:{}{path}", ports.https))
+            .send()
+            .await
+            .expect("send");
     }
-    http.get(format!("https://b.test:{}/", ports.https)).send().await.expect("send");
+    http.get(format!("https://b.test:{}/", ports.https))
+        .send()
+        .await
+        .expect("send");
     proxy.stop();
 
     let log = fixtures.audit_log();
     let records = common::audit_records(&log);
     let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
     assert_eq!(events.first(), Some(&"config-loaded"));
-    assert_eq!(events.last(), Some(&"checkpoint"), "a clean stop seals the file");
-    let denied = records.iter().find(|r| r["path"] == "/private").expect("denied record");
-    assert_eq!((denied["event"].as_str(), denied["reason"].as_str(), denied["status"].as_u64()), (Some("access-denied"), Some("login-required"), Some(401)));
-    let disabled = records.iter().find(|r| r["event"] == "app-disabled").expect("app-disabled record");
+    assert_eq!(
+        events.last(),
+        Some(&"checkpoint"),
+        "a clean stop seals the file"
+    );
+    let denied = records
+        .iter()
+        .find(|r| r["path"] == "/private")
+        .expect("denied record");
+    assert_eq!(
+        (
+            denied["event"].as_str(),
+            denied["reason"].as_str(),
+            denied["status"].as_u64()
+        ),
+        (Some("access-denied"), Some("login-required"), Some(401))
+    );
+    let disabled = records
+        .iter()
+        .find(|r| r["event"] == "app-disabled")
+        .expect("app-disabled record");
     assert_eq!(disabled["app"], "off");
     let access = records.iter().filter(|r| r["event"] == "access").count();
     assert_eq!(access, 2, "one access record per forwarded request");
     for r in &records {
-        assert!(r["seq"].is_u64() && r["ts"].is_string() && r["prev"].is_string() && r["hash"].is_string(), "{r}");
+        assert!(
+            r["seq"].is_u64()
+                && r["ts"].is_string()
+                && r["prev"].is_string()
+                && r["hash"].is_string(),
+            "{r}"
+        );
     }
 
     let (ok, text) = verify(&fixtures, &log, &[]);
     assert!(ok, "{text}");
-    let lines: Vec<String> = std::fs::read_to_string(&log).expect("log").lines().map(str::to_string).collect();
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(str::to_string)
+        .collect();
     let tampered = fixtures.path("tampered.jsonl");
-    let write = |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+    let write =
+        |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
 
     let mut edited = lines.clone();
     edited[2] = edited[2].replace("\"status\":", "\"status\":1");
     write(&edited);
     let (ok, text) = verify(&fixtures, &tampered, &[]);
-    assert!(!ok && text.contains("line 3") && text.contains("edited"), "{text}");
+    assert!(
+        !ok && text.contains("line 3") && text.contains("edited"),
+        "{text}"
+    );
 
     let mut deleted = lines.clone();
     deleted.remove(2);
@@ -118,8 +185,20 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
 
     // A checkpoint signed by another key is refused when the key is pinned.
     let other = common::run_ok(&["keys", "generate"]);
-    let other_public = other.lines().find_map(|l| l.strip_prefix("PORTCULLIS_AUDIT_PUBLIC_KEY=")).expect("public key");
-    let out = Command::new(binary()).args(["audit", "verify", log.to_str().expect("utf8"), "--key", other_public]).output().expect("run");
+    let other_public = other
+        .lines()
+        .find_map(|l| l.strip_prefix("PORTCULLIS_AUDIT_PUBLIC_KEY="))
+        .expect("public key");
+    let out = Command::new(binary())
+        .args([
+            "audit",
+            "verify",
+            log.to_str().expect("utf8"),
+            "--key",
+            other_public,
+        ])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature does not verify"));
 }
@@ -130,20 +209,29 @@ fn restart_continues_the_chain() {
     let upstream = Upstream::start();
     for _ in 0..2 {
         let ports = Ports::new();
-        let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n", upstream.url());
+        let apps = format!(
+            "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n",
+            upstream.url()
+        );
         let mut proxy = Proxy::start(&fixtures, ports, &fixtures.config(&ports, "", &apps));
         proxy.stop();
     }
     let (ok, text) = verify(&fixtures, &fixtures.audit_log(), &[]);
     assert!(ok, "{text}");
-    let configs = common::audit_records(&fixtures.audit_log()).iter().filter(|r| r["event"] == "config-loaded").count();
+    let configs = common::audit_records(&fixtures.audit_log())
+        .iter()
+        .filter(|r| r["event"] == "config-loaded")
+        .count();
     assert_eq!(configs, 2);
 }
 
 #[test]
 fn help_and_version() {
     let help = common::run_ok(&["--help"]);
-    assert!(help.contains("Examples:") && help.contains("portcullis demo"), "{help}");
+    assert!(
+        help.contains("Examples:") && help.contains("portcullis demo"),
+        "{help}"
+    );
     let version = common::run_ok(&["--version"]);
     assert!(version.starts_with("portcullis "), "{version}");
 }

@@ -39,7 +39,11 @@ fn apps(upstream: &Upstream) -> String {
 
 fn start(fixtures: &Fixtures, upstream: &Upstream, extra_server: &str) -> Proxy {
     let ports = Ports::new();
-    Proxy::start(fixtures, ports, &fixtures.config(&ports, extra_server, &apps(upstream)))
+    Proxy::start(
+        fixtures,
+        ports,
+        &fixtures.config(&ports, extra_server, &apps(upstream)),
+    )
 }
 
 fn headers_of(echo: &Value) -> Vec<(String, String)> {
@@ -47,12 +51,20 @@ fn headers_of(echo: &Value) -> Vec<(String, String)> {
         .as_array()
         .expect("headers")
         .iter()
-        .map(|pair| (pair[0].as_str().unwrap_or_default().to_string(), pair[1].as_str().unwrap_or_default().to_string()))
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap_or_default().to_string(),
+                pair[1].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect()
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -64,45 +76,96 @@ async fn routes_by_host_and_longest_prefix_and_refuses_the_rest() {
     let port = proxy.ports.https;
 
     // A public path on the main app is forwarded, normalised.
-    let r = http.get(format!("https://a.test:{port}/public//x/./y")).send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{port}/public//x/./y"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.expect("json");
     assert_eq!(echo["uri"], "/public/x/y");
 
     // /api belongs to the api app, where everything under /api is public.
-    let r = http.get(format!("https://a.test:{port}/api/v1/models?x=1")).send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{port}/api/v1/models?x=1"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.expect("json")["uri"], "/api/v1/models?x=1");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["uri"],
+        "/api/v1/models?x=1"
+    );
 
     // Wildcard host.
-    let r = http.get(format!("https://x.wild.test:{port}/anything")).send().await.expect("send");
+    let r = http
+        .get(format!("https://x.wild.test:{port}/anything"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
 
     let hits = upstream.hits();
     // Protected path on the main app: no session, so 401 JSON for an API client.
-    let r = http.get(format!("https://a.test:{port}/private")).send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{port}/private"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"], "login_required");
     assert!(body["request_id"].as_str().is_some_and(|id| id.len() == 32));
     // A browser gets HTML.
-    let r = http.get(format!("https://a.test:{port}/private")).header("accept", "text/html").send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{port}/private"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/html"));
     // Unknown host: 404 from Portcullis, never a default upstream (and never a redirect).
-    let raw = raw_http(proxy.ports.http, b"GET / HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n");
+    let raw = raw_http(
+        proxy.ports.http,
+        b"GET / HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
     // Disabled app: 503.
-    let r = http.get(format!("https://b.test:{port}/")).send().await.expect("send");
+    let r = http
+        .get(format!("https://b.test:{port}/"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["content-length"], r.content_length().expect("len").to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        r.content_length().expect("len").to_string().as_str()
+    );
     // A path that climbs out of the public prefix is judged where it lands.
-    let raw = raw_http(proxy.ports.http, b"GET /public/../private HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    assert!(raw.contains("\"uri\":\"/private\""), "plain app forwards the normalised path: {raw}");
+    let raw = raw_http(
+        proxy.ports.http,
+        b"GET /public/../private HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        raw.contains("\"uri\":\"/private\""),
+        "plain app forwards the normalised path: {raw}"
+    );
     // An unknown Portcullis endpoint is never forwarded.
-    let r = http.get(format!("https://a.test:{port}/.portcullis/nope")).send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{port}/.portcullis/nope"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 404);
-    assert_eq!(upstream.hits(), hits + 1, "only the plain-app request reached the upstream");
+    assert_eq!(
+        upstream.hits(),
+        hits + 1,
+        "only the plain-app request reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -117,10 +180,16 @@ async fn identity_headers_hop_by_hop_and_own_cookies_never_reach_the_upstream() 
         .header("x_portcullis_user", "mallory")
         .header("X-PORTCULLIS-ROLES", "admin")
         .header("X-Portcullis-Assertion", "forged.jwt.value")
-        .header("Connection", "x-portcullis-assertion, x-forwarded-for, x-drop-me")
+        .header(
+            "Connection",
+            "x-portcullis-assertion, x-forwarded-for, x-drop-me",
+        )
         .header("x-drop-me", "1")
         .header("x-keep-me", "1")
-        .header("Cookie", "theme=dark; __Host-portcullis=stolen; __Host-portcullis.1=chunk")
+        .header(
+            "Cookie",
+            "theme=dark; __Host-portcullis=stolen; __Host-portcullis.1=chunk",
+        )
         .send()
         .await
         .expect("send");
@@ -128,18 +197,38 @@ async fn identity_headers_hop_by_hop_and_own_cookies_never_reach_the_upstream() 
     let headers = headers_of(&r.json().await.expect("json"));
     for (name, _) in &headers {
         let normalised = name.to_ascii_lowercase().replace('_', "-");
-        assert!(!normalised.starts_with("x-portcullis-"), "identity header {name} was forwarded");
+        assert!(
+            !normalised.starts_with("x-portcullis-"),
+            "identity header {name} was forwarded"
+        );
     }
-    assert_eq!(header(&headers, "x-drop-me"), None, "a header named in Connection is hop-by-hop");
+    assert_eq!(
+        header(&headers, "x-drop-me"),
+        None,
+        "a header named in Connection is hop-by-hop"
+    );
     assert_eq!(header(&headers, "x-keep-me"), Some("1"));
     assert_eq!(header(&headers, "cookie"), Some("theme=dark"));
-    assert_eq!(header(&headers, "x-forwarded-for"), Some("127.0.0.1"), "Connection cannot remove X-Forwarded-For");
+    assert_eq!(
+        header(&headers, "x-forwarded-for"),
+        Some("127.0.0.1"),
+        "Connection cannot remove X-Forwarded-For"
+    );
     assert_eq!(header(&headers, "x-forwarded-proto"), Some("https"));
     assert!(header(&headers, "x-request-id").is_some_and(|id| id.len() == 32));
 
     // The upstream cannot set our session cookie.
-    let r = http.get(format!("https://a.test:{}/set-cookie", proxy.ports.https)).send().await.expect("send");
-    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap_or_default().to_string()).collect();
+    let r = http
+        .get(format!("https://a.test:{}/set-cookie", proxy.ports.https))
+        .send()
+        .await
+        .expect("send");
+    let cookies: Vec<_> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
     assert_eq!(cookies, vec!["app=1; Path=/".to_string()]);
 }
 
@@ -169,12 +258,19 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(header(&headers, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header(&headers, "x-forwarded-proto"), Some("https"));
     assert_eq!(header(&headers, "x-real-ip"), None);
-    assert_ne!(header(&headers, "x-request-id"), Some("trusted-request-id-123"));
+    assert_ne!(
+        header(&headers, "x-request-id"),
+        Some("trusted-request-id-123")
+    );
     untrusted.stop();
 
     // The loopback peer is a trusted proxy: its chain is extended and its request id kept.
     let trusted_fixtures = Fixtures::new();
-    let mut trusted = start(&trusted_fixtures, &upstream, "  trusted_proxies: [127.0.0.0/8]\n");
+    let mut trusted = start(
+        &trusted_fixtures,
+        &upstream,
+        "  trusted_proxies: [127.0.0.0/8]\n",
+    );
     let http = client(&trusted_fixtures, &trusted);
     let r = http
         .get(format!("https://a.test:{}/public/xff", trusted.ports.https))
@@ -184,12 +280,24 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
         .await
         .expect("send");
     let headers = headers_of(&r.json::<Value>().await.expect("json"));
-    assert_eq!(header(&headers, "x-forwarded-for"), Some("203.0.113.5, 127.0.0.1"));
-    assert_eq!(header(&headers, "x-request-id"), Some("trusted-request-id-123"));
+    assert_eq!(
+        header(&headers, "x-forwarded-for"),
+        Some("203.0.113.5, 127.0.0.1")
+    );
+    assert_eq!(
+        header(&headers, "x-request-id"),
+        Some("trusted-request-id-123")
+    );
     trusted.stop();
     let records = audit_records(&trusted_fixtures.audit_log());
-    let access = records.iter().find(|r| r["event"] == "access").expect("access record");
-    assert_eq!(access["client_ip"], "203.0.113.5", "the audit names the real client");
+    let access = records
+        .iter()
+        .find(|r| r["event"] == "access")
+        .expect("access record");
+    assert_eq!(
+        access["client_ip"], "203.0.113.5",
+        "the audit names the real client"
+    );
     assert_eq!(access["request_id"], "trusted-request-id-123");
 }
 
@@ -199,7 +307,10 @@ async fn sse_events_arrive_one_by_one() {
     let upstream = Upstream::start();
     let proxy = start(&fixtures, &upstream, "");
     let http = client(&fixtures, &proxy);
-    for url in [format!("https://a.test:{}/sse", proxy.ports.https), format!("http://127.0.0.1:{}/sse", proxy.ports.http)] {
+    for url in [
+        format!("https://a.test:{}/sse", proxy.ports.https),
+        format!("http://127.0.0.1:{}/sse", proxy.ports.http),
+    ] {
         let started = Instant::now();
         let mut response = http.get(&url).send().await.expect("send");
         assert_eq!(response.status(), 200);
@@ -235,21 +346,31 @@ async fn websocket_echo_through_tls() {
     for cert in rustls_pemfile::certs(&mut std::fs::read(&fixtures.ca).expect("ca").as_slice()) {
         roots.add(cert.expect("cert")).expect("root");
     }
-    let tls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config));
-    let tcp = tokio::net::TcpStream::connect(proxy.https()).await.expect("tcp");
+    let tcp = tokio::net::TcpStream::connect(proxy.https())
+        .await
+        .expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("a.test").expect("name");
     let tls = connector.connect(name, tcp).await.expect("tls");
     let url = format!("wss://a.test:{}/ws", proxy.ports.https);
-    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.expect("websocket upgrade");
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket upgrade");
     assert_eq!(response.status(), 101);
     for text in ["hello", "streaming", "world"] {
         ws.send(Message::text(text)).await.expect("send");
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time").expect("message").expect("ok");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("message")
+            .expect("ok");
         assert_eq!(echoed.into_text().expect("text").as_str(), text);
     }
 }
@@ -259,11 +380,23 @@ async fn plain_http_redirects_to_https_unless_the_app_allows_it() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let proxy = start(&fixtures, &upstream, "");
-    let raw = raw_http(proxy.ports.http, b"GET /public/a?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let raw = raw_http(
+        proxy.ports.http,
+        b"GET /public/a?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 308"), "{raw}");
-    assert!(raw.to_ascii_lowercase().contains(&format!("location: https://localhost:{}/public/a?q=1", proxy.ports.https)), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase().contains(&format!(
+            "location: https://localhost:{}/public/a?q=1",
+            proxy.ports.https
+        )),
+        "{raw}"
+    );
     let hits = upstream.hits();
-    let raw = raw_http(proxy.ports.http, b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let raw = raw_http(
+        proxy.ports.http,
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.contains("\"x-forwarded-proto\",\"http\""), "{raw}");
     assert_eq!(upstream.hits(), hits + 1);
@@ -276,10 +409,22 @@ async fn tls_versions_and_http2() {
     let proxy = start(&fixtures, &upstream, "");
     let handshake = |flag: &str| {
         std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &proxy.https().to_string(), "-servername", "a.test", flag, "-cipher", "DEFAULT@SECLEVEL=0"])
+            .args([
+                "s_client",
+                "-connect",
+                &proxy.https().to_string(),
+                "-servername",
+                "a.test",
+                flag,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+            ])
             .stdin(std::process::Stdio::null())
             .output()
-            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("BEGIN CERTIFICATE"))
+            .map(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).contains("BEGIN CERTIFICATE")
+            })
             .expect("openssl s_client runs")
     };
     assert!(!handshake("-tls1"), "TLS 1.0 must be refused");
@@ -289,11 +434,19 @@ async fn tls_versions_and_http2() {
 
     // HTTP/2 (ALPN h2): routed by the :authority, as HTTP/2 has no Host header.
     let http = client(&fixtures, &proxy);
-    let r = http.get(format!("https://a.test:{}/public/h2", proxy.ports.https)).version(reqwest::Version::HTTP_2).send().await.expect("send");
+    let r = http
+        .get(format!("https://a.test:{}/public/h2", proxy.ports.https))
+        .version(reqwest::Version::HTTP_2)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     let headers = headers_of(&r.json().await.expect("json"));
-    assert_eq!(header(&headers, "host"), Some(format!("a.test:{}", proxy.ports.https).as_str()));
+    assert_eq!(
+        header(&headers, "host"),
+        Some(format!("a.test:{}", proxy.ports.https).as_str())
+    );
 }
 
 #[tokio::test]
@@ -309,21 +462,47 @@ async fn malformed_requests_get_a_clear_answer_and_nothing_breaks() {
     ] {
         let raw = raw_http(port, request);
         assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
-        assert!(raw.to_ascii_lowercase().contains("content-length:"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase().contains("content-length:"),
+            "{raw}"
+        );
     }
     let garbage = raw_http(port, b"\x16\x03\x01garbage\r\n\r\n");
-    assert!(garbage.is_empty() || garbage.starts_with("HTTP/1.1 4"), "{garbage}");
-    let huge = format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(200_000));
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 4"),
+        "{garbage}"
+    );
+    let huge = format!(
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200_000)
+    );
     let raw = raw_http(port, huge.as_bytes());
-    assert!(raw.starts_with("HTTP/1.1 431"), "oversized headers refused: {}", &raw[..raw.len().min(200)]);
+    assert!(
+        raw.starts_with("HTTP/1.1 431"),
+        "oversized headers refused: {}",
+        &raw[..raw.len().min(200)]
+    );
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let raw = raw_http(port, format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Connection: close\r\n\r\n").as_bytes());
-    assert!(raw.starts_with("HTTP/1.1 431"), "too many headers refused: {}", &raw[..raw.len().min(200)]);
-    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "a".repeat(10_000));
+    let raw = raw_http(
+        port,
+        format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Connection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        raw.starts_with("HTTP/1.1 431"),
+        "too many headers refused: {}",
+        &raw[..raw.len().min(200)]
+    );
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(10_000)
+    );
     assert!(raw_http(port, long_uri.as_bytes()).starts_with("HTTP/1.1 414"));
     assert_eq!(upstream.hits(), 0, "nothing malformed was forwarded");
     // Still serving.
-    let ok = raw_http(port, b"GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let ok = raw_http(
+        port,
+        b"GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
 
@@ -333,17 +512,59 @@ async fn admin_endpoints_and_metrics() {
     let upstream = Upstream::start();
     let proxy = start(&fixtures, &upstream, "");
     let http = client(&fixtures, &proxy);
-    http.get(format!("https://a.test:{}/public/m", proxy.ports.https)).send().await.expect("send");
-    http.get(format!("https://a.test:{}/private", proxy.ports.https)).send().await.expect("send");
+    http.get(format!("https://a.test:{}/public/m", proxy.ports.https))
+        .send()
+        .await
+        .expect("send");
+    http.get(format!("https://a.test:{}/private", proxy.ports.https))
+        .send()
+        .await
+        .expect("send");
     let admin = format!("http://127.0.0.1:{}", proxy.ports.admin);
     let plain = reqwest::Client::new();
-    assert_eq!(plain.get(format!("{admin}/healthz")).send().await.expect("healthz").status(), 200);
-    assert_eq!(plain.get(format!("{admin}/readyz")).send().await.expect("readyz").status(), 200);
-    let metrics = plain.get(format!("{admin}/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains(r#"portcullis_requests_total{app="main",decision="allow",status="200"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"portcullis_denied_total{app="main",reason="login-required"} 1"#), "{metrics}");
-    assert!(metrics.contains("portcullis_audit_queue_depth"), "{metrics}");
-    assert!(metrics.contains("portcullis_request_duration_seconds_bucket"), "{metrics}");
+    assert_eq!(
+        plain
+            .get(format!("{admin}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        plain
+            .get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+    let metrics = plain
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains(r#"portcullis_requests_total{app="main",decision="allow",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_denied_total{app="main",reason="login-required"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_audit_queue_depth"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -352,11 +573,22 @@ async fn certificates_are_chosen_by_sni() {
     let upstream = Upstream::start();
     // A second certificate for c.test from a different CA.
     let second = fixtures.path("second");
-    common::run_ok(&["keys", "dev-cert", "--out", second.to_str().expect("utf8"), "--name", "c.test"]);
+    common::run_ok(&[
+        "keys",
+        "dev-cert",
+        "--out",
+        second.to_str().expect("utf8"),
+        "--name",
+        "c.test",
+    ]);
     let ports = Ports::new();
     let yaml = fixtures.config(&ports, "", &apps(&upstream)).replace(
         "    certificates: [",
-        &format!("    certificates: [{{ cert: \"{}\", key: \"{}\" }}, ", second.join("server.crt").display(), second.join("server.key").display()),
+        &format!(
+            "    certificates: [{{ cert: \"{}\", key: \"{}\" }}, ",
+            second.join("server.crt").display(),
+            second.join("server.key").display()
+        ),
     );
     // The first listed certificate is the default; put ours first again so unknown names
     // still get a.test's certificate.
@@ -365,14 +597,21 @@ async fn certificates_are_chosen_by_sni() {
         let (list, tail) = rest.split_once("]\n").expect("end of list");
         let mut entries: Vec<&str> = list.split("}, ").collect();
         entries.reverse();
-        let list = entries.iter().map(|e| e.trim_end_matches('}')).map(|e| format!("{e}}}")).collect::<Vec<_>>().join(", ");
+        let list = entries
+            .iter()
+            .map(|e| e.trim_end_matches('}'))
+            .map(|e| format!("{e}}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         format!("{head}    certificates: [{list}]\n{tail}")
     };
     let proxy = Proxy::start(&fixtures, ports, &yaml);
     let client_trusting = |ca: &std::path::Path| {
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).expect("ca")).expect("pem"))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).expect("ca")).expect("pem"),
+            )
             .resolve("a.test", proxy.https())
             .resolve("c.test", proxy.https())
             .build()
@@ -382,10 +621,26 @@ async fn certificates_are_chosen_by_sni() {
     let first_ca = client_trusting(&fixtures.ca);
     let port = proxy.ports.https;
     // c.test is answered with the second certificate (only its CA verifies it)...
-    let r = second_ca.get(format!("https://c.test:{port}/")).send().await.expect("c.test verifies with the second CA");
+    let r = second_ca
+        .get(format!("https://c.test:{port}/"))
+        .send()
+        .await
+        .expect("c.test verifies with the second CA");
     assert_eq!(r.status(), 404, "no app serves c.test");
-    assert!(first_ca.get(format!("https://c.test:{port}/")).send().await.is_err());
+    assert!(first_ca
+        .get(format!("https://c.test:{port}/"))
+        .send()
+        .await
+        .is_err());
     // ...and a.test with the first.
-    assert!(first_ca.get(format!("https://a.test:{port}/public/x")).send().await.is_ok());
-    assert!(second_ca.get(format!("https://a.test:{port}/public/x")).send().await.is_err());
+    assert!(first_ca
+        .get(format!("https://a.test:{port}/public/x"))
+        .send()
+        .await
+        .is_ok());
+    assert!(second_ca
+        .get(format!("https://a.test:{port}/public/x"))
+        .send()
+        .await
+        .is_err());
 }

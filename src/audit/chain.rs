@@ -79,7 +79,9 @@ pub enum ChainError {
         line: usize,
     },
     /// `prev` does not name the previous record: a line was removed, inserted or moved.
-    #[error("line {line}: prev does not match the previous record (deleted, inserted or reordered)")]
+    #[error(
+        "line {line}: prev does not match the previous record (deleted, inserted or reordered)"
+    )]
     BrokenLink {
         /// Line number.
         line: usize,
@@ -146,20 +148,29 @@ pub struct Verified {
 
 /// Verifies a whole file's text; the error names the first line that breaks the chain.
 pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainError> {
-    let VerifyOptions { trusted_key, allow_open_tail, allow_continuation } = options;
+    let VerifyOptions {
+        trusted_key,
+        allow_open_tail,
+        allow_continuation,
+    } = options;
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut prev_hash = GENESIS.to_string();
     let mut expected_seq: Option<u64> = None;
-    let (mut records, mut checkpoints, mut since_checkpoint, mut last_cp_line) = (0u64, 0u64, 0u64, 0usize);
+    let (mut records, mut checkpoints, mut since_checkpoint, mut last_cp_line) =
+        (0u64, 0u64, 0u64, 0usize);
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let (object, claimed) = unseal(line).ok_or(ChainError::Malformed { line: n })?;
         if hex(digest(&SHA256, object.as_bytes()).as_ref()) != claimed {
             return Err(ChainError::HashMismatch { line: n });
         }
-        let fields: ChainFields = serde_json::from_str(&object).map_err(|_| ChainError::Malformed { line: n })?;
-        if expected_seq.is_none() && !allow_continuation && (fields.seq != 1 || fields.prev != GENESIS) {
+        let fields: ChainFields =
+            serde_json::from_str(&object).map_err(|_| ChainError::Malformed { line: n })?;
+        if expected_seq.is_none()
+            && !allow_continuation
+            && (fields.seq != 1 || fields.prev != GENESIS)
+        {
             return Err(ChainError::NotChainStart { seq: fields.seq });
         }
         if let Some(expected) = expected_seq {
@@ -167,7 +178,11 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
                 return Err(ChainError::BrokenLink { line: n });
             }
             if fields.seq != expected {
-                return Err(ChainError::Sequence { line: n, expected, found: fields.seq });
+                return Err(ChainError::Sequence {
+                    line: n,
+                    expected,
+                    found: fields.seq,
+                });
             }
         }
         if fields.event == "checkpoint" {
@@ -184,7 +199,10 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
                 _ => false,
             };
             if !verified {
-                return Err(ChainError::BadSignature { line: n, pinned: trusted_key.is_some() });
+                return Err(ChainError::BadSignature {
+                    line: n,
+                    pinned: trusted_key.is_some(),
+                });
             }
             checkpoints += 1;
             since_checkpoint = 0;
@@ -200,9 +218,16 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
         return Err(ChainError::Empty);
     }
     if since_checkpoint > 0 && !allow_open_tail {
-        return Err(ChainError::UnsealedTail { records: since_checkpoint, last_checkpoint_line: last_cp_line });
+        return Err(ChainError::UnsealedTail {
+            records: since_checkpoint,
+            last_checkpoint_line: last_cp_line,
+        });
     }
-    Ok(Verified { records, checkpoints, unsealed_tail: since_checkpoint })
+    Ok(Verified {
+        records,
+        checkpoints,
+        unsealed_tail: since_checkpoint,
+    })
 }
 
 #[cfg(test)]
@@ -258,13 +283,29 @@ mod tests {
         assert_eq!(check(&reordered), Err(ChainError::BrokenLink { line: 2 }));
 
         let truncated = good[..4].to_vec();
-        assert!(matches!(check(&truncated), Err(ChainError::UnsealedTail { records: 4, .. })));
-        let open = verify(&truncated.join("\n"), VerifyOptions { allow_open_tail: true, ..Default::default() });
+        assert!(matches!(
+            check(&truncated),
+            Err(ChainError::UnsealedTail { records: 4, .. })
+        ));
+        let open = verify(
+            &truncated.join("\n"),
+            VerifyOptions {
+                allow_open_tail: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(open.map(|v| v.unsealed_tail), Ok(4));
 
         let headless = good[1..].to_vec();
         assert_eq!(check(&headless), Err(ChainError::NotChainStart { seq: 2 }));
-        assert!(verify(&headless.join("\n"), VerifyOptions { allow_continuation: true, ..Default::default() }).is_ok());
+        assert!(verify(
+            &headless.join("\n"),
+            VerifyOptions {
+                allow_continuation: true,
+                ..Default::default()
+            }
+        )
+        .is_ok());
     }
 
     #[test]
@@ -274,16 +315,36 @@ mod tests {
         let lines = chain(3, &signer);
         let pinned = |key: &CheckpointSigner| {
             use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD.decode(key.public_key_base64()).expect("b64");
-            verify(&lines.join("\n"), VerifyOptions { trusted_key: Some(&raw), ..Default::default() }).map(|v| v.checkpoints)
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(key.public_key_base64())
+                .expect("b64");
+            verify(
+                &lines.join("\n"),
+                VerifyOptions {
+                    trusted_key: Some(&raw),
+                    ..Default::default()
+                },
+            )
+            .map(|v| v.checkpoints)
         };
         assert_eq!(pinned(&signer), Ok(1));
-        assert_eq!(pinned(&other), Err(ChainError::BadSignature { line: 4, pinned: true }));
+        assert_eq!(
+            pinned(&other),
+            Err(ChainError::BadSignature {
+                line: 4,
+                pinned: true
+            })
+        );
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for text in ["", "not json", "{\"hash\":\"zz\"}", "{\"seq\":1},\"hash\":\"00\"}"] {
+        for text in [
+            "",
+            "not json",
+            "{\"hash\":\"zz\"}",
+            "{\"seq\":1},\"hash\":\"00\"}",
+        ] {
             assert!(verify(text, VerifyOptions::default()).is_err(), "{text:?}");
         }
     }

@@ -25,16 +25,22 @@ impl CheckpointSigner {
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<Self, InvalidSigningKey> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| InvalidSigningKey)?;
-        let public_b64 = base64::engine::general_purpose::STANDARD.encode(pair.public_key().as_ref());
+        let pair =
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| InvalidSigningKey)?;
+        let public_b64 =
+            base64::engine::general_purpose::STANDARD.encode(pair.public_key().as_ref());
         Ok(CheckpointSigner { pair, public_b64 })
     }
 
     /// A fresh key, returned with its base64 PKCS#8 encoding.
     pub fn generate() -> Result<(Self, String), InvalidSigningKey> {
-        let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| InvalidSigningKey)?;
+        let der =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| InvalidSigningKey)?;
         let signer = Self::from_pkcs8(der.as_ref())?;
-        Ok((signer, base64::engine::general_purpose::STANDARD.encode(der.as_ref())))
+        Ok((
+            signer,
+            base64::engine::general_purpose::STANDARD.encode(der.as_ref()),
+        ))
     }
 
     /// Base64 of the raw 32-byte public key (what `audit verify --key` takes).

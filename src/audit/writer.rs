@@ -53,7 +53,11 @@ pub struct PendingWriter {
 }
 
 /// Creates the audit queue: the [`Auditor`] for requests and the writer to start.
-pub fn channel(config: &Audit, signer: CheckpointSigner, metrics: Arc<Metrics>) -> (Auditor, PendingWriter) {
+pub fn channel(
+    config: &Audit,
+    signer: CheckpointSigner,
+    metrics: Arc<Metrics>,
+) -> (Auditor, PendingWriter) {
     let (sender, receiver) = mpsc::channel(config.queue_capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     let auditor = Auditor {
@@ -94,20 +98,33 @@ impl PendingWriter {
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
             .spawn(move || worker.run(receiver, stop_rx))?;
-        Ok(WriterHandle { stop, thread: Some(thread) })
+        Ok(WriterHandle {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
 /// Reads the last record of an existing file so the chain continues across restarts.
 fn open_chain(path: &Path) -> io::Result<ChainState> {
-    let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
     let mut next_seq = 1;
     let mut prev = GENESIS.to_string();
     if file.metadata()?.len() > 0 {
         file.seek(SeekFrom::Start(0))?;
-        let last = BufReader::new(&file).lines().map_while(Result::ok).last().unwrap_or_default();
+        let last = BufReader::new(&file)
+            .lines()
+            .map_while(Result::ok)
+            .last()
+            .unwrap_or_default();
         let fields = unseal(&last).and_then(|(object, hash)| {
-            serde_json::from_str::<ChainFields>(&object).ok().map(|f| (f.seq, hash.to_string()))
+            serde_json::from_str::<ChainFields>(&object)
+                .ok()
+                .map(|f| (f.seq, hash.to_string()))
         });
         let Some((seq, hash)) = fields else {
             return Err(io::Error::new(
@@ -122,7 +139,14 @@ fn open_chain(path: &Path) -> io::Result<ChainState> {
         prev = hash;
     }
     let now = Instant::now();
-    Ok(ChainState { out: BufWriter::new(file), next_seq, prev, since_checkpoint: 0, last_checkpoint: now, last_sync: now })
+    Ok(ChainState {
+        out: BufWriter::new(file),
+        next_seq,
+        prev,
+        since_checkpoint: 0,
+        last_checkpoint: now,
+        last_sync: now,
+    })
 }
 
 struct Worker {
@@ -136,7 +160,10 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, mut receiver: mpsc::Receiver<AuditEvent>, mut stop: watch::Receiver<bool>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(target: "audit", error = %e, "audit writer cannot start");
@@ -145,7 +172,9 @@ impl Worker {
         };
         runtime.block_on(async {
             loop {
-                let wait = self.checkpoint_interval.saturating_sub(self.state.last_checkpoint.elapsed());
+                let wait = self
+                    .checkpoint_interval
+                    .saturating_sub(self.state.last_checkpoint.elapsed());
                 tokio::select! {
                     event = receiver.recv() => match event {
                         Some(event) => {
@@ -188,8 +217,15 @@ impl Worker {
                 return;
             }
         };
-        let inner = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')).unwrap_or_default();
-        let gap = if dropped > 0 { format!(",\"dropped_before\":{dropped}") } else { String::new() };
+        let inner = body
+            .strip_prefix('{')
+            .and_then(|b| b.strip_suffix('}'))
+            .unwrap_or_default();
+        let gap = if dropped > 0 {
+            format!(",\"dropped_before\":{dropped}")
+        } else {
+            String::new()
+        };
         let object = format!(
             "{{\"seq\":{},\"ts\":\"{}\",{inner}{gap},\"prev\":\"{}\"}}",
             self.state.next_seq,

@@ -69,7 +69,11 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> RawConfig {
         Value::Mapping(map) => map,
         Value::Null => return raw,
         _ => {
-            issues.add("(top)", "the file must be a mapping of sections", "start with `server:`");
+            issues.add(
+                "(top)",
+                "the file must be a mapping of sections",
+                "start with `server:`",
+            );
             return raw;
         }
     };
@@ -98,7 +102,11 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> RawConfig {
     raw
 }
 
-fn section<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut Issues<'_>) -> Option<T> {
+fn section<T: DeserializeOwned + Default>(
+    path: &str,
+    value: Value,
+    issues: &mut Issues<'_>,
+) -> Option<T> {
     if value.is_null() {
         return Some(T::default());
     }
@@ -106,7 +114,11 @@ fn section<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let full = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+            let full = if inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
             let message = e.into_inner().to_string();
             let hint = if message.starts_with("unknown field") {
                 "remove the key or fix its spelling; see docs/configuration.md"
@@ -127,7 +139,11 @@ fn section<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut
     }
 }
 
-fn list<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut Issues<'_>) -> Option<Vec<T>> {
+fn list<T: DeserializeOwned + Default>(
+    path: &str,
+    value: Value,
+    issues: &mut Issues<'_>,
+) -> Option<Vec<T>> {
     match value {
         Value::Null => Some(Vec::new()),
         Value::Sequence(items) => Some(
@@ -138,7 +154,11 @@ fn list<T: DeserializeOwned + Default>(path: &str, value: Value, issues: &mut Is
                 .collect(),
         ),
         _ => {
-            issues.add(path, "must be a list", format!("write `{path}:` followed by `- ...` items"));
+            issues.add(
+                path,
+                "must be a list",
+                format!("write `{path}:` followed by `- ...` items"),
+            );
             None
         }
     }
@@ -154,7 +174,8 @@ impl Compiler<'_> {
     fn config(&mut self, file: &Path, raw: RawConfig) -> Config {
         let server = self.server(raw.server.unwrap_or_default());
         let session = self.session(raw.session);
-        let identity_providers = self.identity_providers(raw.identity_providers.unwrap_or_default());
+        let identity_providers =
+            self.identity_providers(raw.identity_providers.unwrap_or_default());
         let apps = self.apps(raw.apps);
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
@@ -189,7 +210,8 @@ impl Compiler<'_> {
             Some(t) => match parse_duration(t) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.issues.add(path, e, "write a duration like 30s, 5m, 12h or 250ms");
+                    self.issues
+                        .add(path, e, "write a duration like 30s, 5m, 12h or 250ms");
                     default
                 }
             },
@@ -200,7 +222,11 @@ impl Compiler<'_> {
         match Secret::resolve(spec) {
             Ok(s) => Some(s),
             Err(e) => {
-                self.issues.add(path, e, "write env:NAME (and export NAME) or file:/path/to/secret");
+                self.issues.add(
+                    path,
+                    e,
+                    "write env:NAME (and export NAME) or file:/path/to/secret",
+                );
                 None
             }
         }
@@ -260,7 +286,10 @@ impl Compiler<'_> {
         };
         let https = raw.https.map(|h| self.https(h));
         let http = raw.http.map(|h| Http {
-            listen: self.listen_list("server.http.listen", h.listen.as_deref().unwrap_or_default()),
+            listen: self.listen_list(
+                "server.http.listen",
+                h.listen.as_deref().unwrap_or_default(),
+            ),
             redirect_port: h.redirect_port,
         });
         if https.is_none() && http.is_none() {
@@ -271,7 +300,11 @@ impl Compiler<'_> {
             );
         }
         let hsts = raw.hsts.map(|h| {
-            let max_age = self.duration("server.hsts.max_age", h.max_age.as_ref(), Duration::from_secs(31_536_000));
+            let max_age = self.duration(
+                "server.hsts.max_age",
+                h.max_age.as_ref(),
+                Duration::from_secs(31_536_000),
+            );
             let mut value = format!("max-age={}", max_age.as_secs());
             if h.include_subdomains.unwrap_or(false) {
                 value.push_str("; includeSubDomains");
@@ -292,15 +325,22 @@ impl Compiler<'_> {
                 ),
             }
         }
-        let reserved_prefix = raw.reserved_prefix.unwrap_or_else(|| DEFAULT_RESERVED_PREFIX.into());
-        if !(reserved_prefix.starts_with('/') && reserved_prefix.ends_with('/') && reserved_prefix.len() > 2) {
+        let reserved_prefix = raw
+            .reserved_prefix
+            .unwrap_or_else(|| DEFAULT_RESERVED_PREFIX.into());
+        if !(reserved_prefix.starts_with('/')
+            && reserved_prefix.ends_with('/')
+            && reserved_prefix.len() > 2)
+        {
             self.issues.add(
                 "server.reserved_prefix",
                 format!("`{reserved_prefix}` must start and end with '/' and not be '/'"),
                 "the default is /.portcullis/",
             );
         }
-        let threads = raw.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = raw
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if threads == 0 {
             self.issues.add("server.threads", "must be at least 1", "");
         }
@@ -314,10 +354,24 @@ impl Compiler<'_> {
             trusted_proxies,
             reserved_prefix,
             threads: threads.max(1),
-            grace_period: self.duration("server.grace_period", raw.grace_period.as_ref(), Duration::from_secs(5)),
-            shutdown_timeout: self.duration("server.shutdown_timeout", raw.shutdown_timeout.as_ref(), Duration::from_secs(30)),
-            pid_file: PathBuf::from(raw.pid_file.unwrap_or_else(|| "/run/portcullis/portcullis.pid".into())),
-            upgrade_sock: PathBuf::from(raw.upgrade_sock.unwrap_or_else(|| "/run/portcullis/upgrade.sock".into())),
+            grace_period: self.duration(
+                "server.grace_period",
+                raw.grace_period.as_ref(),
+                Duration::from_secs(5),
+            ),
+            shutdown_timeout: self.duration(
+                "server.shutdown_timeout",
+                raw.shutdown_timeout.as_ref(),
+                Duration::from_secs(30),
+            ),
+            pid_file: PathBuf::from(
+                raw.pid_file
+                    .unwrap_or_else(|| "/run/portcullis/portcullis.pid".into()),
+            ),
+            upgrade_sock: PathBuf::from(
+                raw.upgrade_sock
+                    .unwrap_or_else(|| "/run/portcullis/upgrade.sock".into()),
+            ),
             log,
             limits,
         }
@@ -327,29 +381,56 @@ impl Compiler<'_> {
         let defaults = crate::netguard::SizeLimits::default();
         let mut pick = |key: &str, value: Option<usize>, default: usize| match value {
             Some(0) => {
-                self.issues.add(&format!("server.limits.{key}"), "must be at least 1", "remove it to use the default");
+                self.issues.add(
+                    &format!("server.limits.{key}"),
+                    "must be at least 1",
+                    "remove it to use the default",
+                );
                 default
             }
             Some(v) => v,
             None => default,
         };
         crate::netguard::SizeLimits {
-            max_header_bytes: pick("max_header_bytes", raw.max_header_bytes, defaults.max_header_bytes),
+            max_header_bytes: pick(
+                "max_header_bytes",
+                raw.max_header_bytes,
+                defaults.max_header_bytes,
+            ),
             max_headers: pick("max_headers", raw.max_headers, defaults.max_headers),
             max_uri_bytes: pick("max_uri_bytes", raw.max_uri_bytes, defaults.max_uri_bytes),
         }
     }
 
     fn https(&mut self, raw: RawHttps) -> Https {
-        let listen = self.listen_list("server.https.listen", raw.listen.as_deref().unwrap_or_default());
+        let listen = self.listen_list(
+            "server.https.listen",
+            raw.listen.as_deref().unwrap_or_default(),
+        );
         if listen.is_empty() {
-            self.issues.add("server.https.listen", "needs at least one address", "e.g. [\"0.0.0.0:443\"]");
+            self.issues.add(
+                "server.https.listen",
+                "needs at least one address",
+                "e.g. [\"0.0.0.0:443\"]",
+            );
         }
         let mut certificates = Vec::new();
         for (i, c) in raw.certificates.unwrap_or_default().into_iter().enumerate() {
             let base = format!("server.https.certificates[{i}]");
-            let cert = self.required(&format!("{base}.cert"), c.cert.as_ref(), "path to a PEM certificate chain").cloned();
-            let key = self.required(&format!("{base}.key"), c.key.as_ref(), "path to the PEM private key").cloned();
+            let cert = self
+                .required(
+                    &format!("{base}.cert"),
+                    c.cert.as_ref(),
+                    "path to a PEM certificate chain",
+                )
+                .cloned();
+            let key = self
+                .required(
+                    &format!("{base}.key"),
+                    c.key.as_ref(),
+                    "path to the PEM private key",
+                )
+                .cloned();
             if let (Some(cert), Some(key)) = (cert, key) {
                 let cert = self.file_path(&format!("{base}.cert"), &cert, true);
                 let key = self.file_path(&format!("{base}.key"), &key, true);
@@ -363,7 +444,10 @@ impl Compiler<'_> {
                 "`portcullis keys dev-cert --out certs/dev` makes one for testing",
             );
         }
-        Https { listen, certificates }
+        Https {
+            listen,
+            certificates,
+        }
     }
 
     fn log(&mut self, raw: RawLog) -> Log {
@@ -371,13 +455,21 @@ impl Compiler<'_> {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                self.issues.add("server.log.format", format!("unknown format `{other}`"), "use text or json");
+                self.issues.add(
+                    "server.log.format",
+                    format!("unknown format `{other}`"),
+                    "use text or json",
+                );
                 LogFormat::Text
             }
         };
         let level = raw.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.issues.add("server.log.level", format!("`{level}` is not a log filter"), "e.g. info, debug, or portcullis=debug,info");
+            self.issues.add(
+                "server.log.level",
+                format!("`{level}` is not a log filter"),
+                "e.g. info, debug, or portcullis=debug,info",
+            );
         }
         Log { format, level }
     }
@@ -394,7 +486,9 @@ impl Compiler<'_> {
             Some(specs) => {
                 for (i, spec) in specs.iter().enumerate() {
                     let path = format!("session.encryption_keys[{i}]");
-                    let Some(secret) = self.secret(&path, spec) else { continue };
+                    let Some(secret) = self.secret(&path, spec) else {
+                        continue;
+                    };
                     match decode_key(secret.expose()) {
                         Some(key) => encryption_keys.push(SessionKey(key)),
                         None => self.issues.add(
@@ -406,13 +500,24 @@ impl Compiler<'_> {
                 }
             }
         }
-        let cookie_name = raw.cookie_name.unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+        let cookie_name = raw
+            .cookie_name
+            .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
         let valid_cookie = !cookie_name.is_empty()
-            && cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            && cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
         if !valid_cookie {
-            self.issues.add("session.cookie_name", format!("`{cookie_name}` is not a cookie name"), "letters, digits, '-' and '_' only");
+            self.issues.add(
+                "session.cookie_name",
+                format!("`{cookie_name}` is not a cookie name"),
+                "letters, digits, '-' and '_' only",
+            );
         }
-        Session { encryption_keys, cookie_name }
+        Session {
+            encryption_keys,
+            cookie_name,
+        }
     }
 
     fn identity_providers(&mut self, raw: Vec<RawIdentityProvider>) -> Vec<IdentityProvider> {
@@ -423,22 +528,39 @@ impl Compiler<'_> {
             let id = self.identifier(&format!("{base}.id"), idp.id.as_ref(), &mut seen);
             let kind = match idp.kind.as_deref() {
                 Some("oidc") => self.oidc(&base, &idp),
-                Some("saml") => match self.required(&format!("{base}.idp_metadata"), idp.idp_metadata.as_ref(), "a metadata URL or file") {
-                    Some(m) => Some(IdentityProviderKind::Saml { idp_metadata: m.clone() }),
-                    None => None,
-                },
+                Some("saml") => self
+                    .required(
+                        &format!("{base}.idp_metadata"),
+                        idp.idp_metadata.as_ref(),
+                        "a metadata URL or file",
+                    )
+                    .map(|m| IdentityProviderKind::Saml {
+                        idp_metadata: m.clone(),
+                    }),
                 Some("local") => {
                     if idp.users.as_ref().is_none_or(Vec::is_empty) {
-                        self.issues.add(&format!("{base}.users"), "a local provider needs users", "");
+                        self.issues.add(
+                            &format!("{base}.users"),
+                            "a local provider needs users",
+                            "",
+                        );
                     }
                     Some(IdentityProviderKind::Local)
                 }
                 Some(other) => {
-                    self.issues.add(&format!("{base}.kind"), format!("unknown kind `{other}`"), "use oidc, saml or local");
+                    self.issues.add(
+                        &format!("{base}.kind"),
+                        format!("unknown kind `{other}`"),
+                        "use oidc, saml or local",
+                    );
                     None
                 }
                 None => {
-                    self.issues.add(&format!("{base}.kind"), "is required", "use oidc, saml or local");
+                    self.issues.add(
+                        &format!("{base}.kind"),
+                        "is required",
+                        "use oidc, saml or local",
+                    );
                     None
                 }
             };
@@ -450,34 +572,64 @@ impl Compiler<'_> {
     }
 
     fn oidc(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<IdentityProviderKind> {
-        let issuer = self.required(&format!("{base}.issuer"), idp.issuer.as_ref(), "the OP's issuer URL")?;
+        let issuer = self.required(
+            &format!("{base}.issuer"),
+            idp.issuer.as_ref(),
+            "the OP's issuer URL",
+        )?;
         let issuer = match Url::parse(issuer) {
             Ok(u) if matches!(u.scheme(), "https" | "http") => u,
             _ => {
-                self.issues.add(&format!("{base}.issuer"), format!("`{issuer}` is not a URL"), "e.g. https://login.example.com");
+                self.issues.add(
+                    &format!("{base}.issuer"),
+                    format!("`{issuer}` is not a URL"),
+                    "e.g. https://login.example.com",
+                );
                 return None;
             }
         };
-        let client_id = self.required(&format!("{base}.client_id"), idp.client_id.as_ref(), "the client id registered at the OP")?.clone();
+        let client_id = self
+            .required(
+                &format!("{base}.client_id"),
+                idp.client_id.as_ref(),
+                "the client id registered at the OP",
+            )?
+            .clone();
         let client_secret = idp
             .client_secret
             .as_ref()
             .and_then(|s| self.secret(&format!("{base}.client_secret"), s));
-        Some(IdentityProviderKind::Oidc { issuer, client_id, client_secret })
+        Some(IdentityProviderKind::Oidc {
+            issuer,
+            client_id,
+            client_secret,
+        })
     }
 
     /// A stable lower-case id, unique within its list.
-    fn identifier(&mut self, path: &str, id: Option<&String>, seen: &mut HashSet<String>) -> Option<String> {
+    fn identifier(
+        &mut self,
+        path: &str,
+        id: Option<&String>,
+        seen: &mut HashSet<String>,
+    ) -> Option<String> {
         let id = self.required(path, id, "a short stable name such as `chat`")?;
         let valid = !id.is_empty()
             && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
         if !valid {
-            self.issues.add(path, format!("`{id}` is not a valid id"), "lower-case letters, digits, '-' and '_', up to 64");
+            self.issues.add(
+                path,
+                format!("`{id}` is not a valid id"),
+                "lower-case letters, digits, '-' and '_', up to 64",
+            );
             return None;
         }
         if !seen.insert(id.clone()) {
-            self.issues.add(path, format!("duplicate id `{id}`"), "ids must be unique");
+            self.issues
+                .add(path, format!("duplicate id `{id}`"), "ids must be unique");
             return None;
         }
         Some(id.clone())
@@ -486,19 +638,28 @@ impl Compiler<'_> {
     fn apps(&mut self, raw: Option<Vec<RawApp>>) -> Vec<Arc<App>> {
         let raw = raw.unwrap_or_default();
         if raw.is_empty() {
-            self.issues.add("apps", "at least one app is required", "see conf/demo.yaml for an example");
+            self.issues.add(
+                "apps",
+                "at least one app is required",
+                "see conf/demo.yaml for an example",
+            );
         }
         let mut seen_ids = HashSet::new();
         let mut seen_routes: HashSet<(HostPattern, String)> = HashSet::new();
         let mut out = Vec::new();
         for (i, raw_app) in raw.into_iter().enumerate() {
             let base = format!("apps[{i}]");
-            let Some(app) = self.app(&base, raw_app, &mut seen_ids) else { continue };
+            let Some(app) = self.app(&base, raw_app, &mut seen_ids) else {
+                continue;
+            };
             for host in &app.hosts {
                 if !seen_routes.insert((host.clone(), app.path_prefix.clone())) {
                     self.issues.add(
                         &format!("{base}.hosts"),
-                        format!("another app already serves {host:?} with path_prefix {}", app.path_prefix),
+                        format!(
+                            "another app already serves {host:?} with path_prefix {}",
+                            app.path_prefix
+                        ),
                         "each host + path_prefix pair must belong to exactly one app",
                     );
                 }
@@ -513,7 +674,11 @@ impl Compiler<'_> {
         let id = self.identifier(&format!("{base}.id"), raw.id.as_ref(), seen_ids);
         let mut hosts = Vec::new();
         match raw.hosts.as_deref() {
-            None | Some([]) => self.issues.add(&format!("{base}.hosts"), "at least one host is required", "e.g. [chat.example.com]"),
+            None | Some([]) => self.issues.add(
+                &format!("{base}.hosts"),
+                "at least one host is required",
+                "e.g. [chat.example.com]",
+            ),
             Some(list) => {
                 for (j, h) in list.iter().enumerate() {
                     match HostPattern::parse(h) {
@@ -528,20 +693,35 @@ impl Compiler<'_> {
             && (path_prefix == "/" || !path_prefix.ends_with('/'))
             && crate::route::normalize_path(&path_prefix).as_deref() == Ok(path_prefix.as_str());
         if !prefix_ok {
-            self.issues.add(&format!("{base}.path_prefix"), format!("`{path_prefix}` is not a normalised path prefix"), "e.g. / or /chat (no trailing slash)");
+            self.issues.add(
+                &format!("{base}.path_prefix"),
+                format!("`{path_prefix}` is not a normalised path prefix"),
+                "e.g. / or /chat (no trailing slash)",
+            );
         }
-        let upstream = self.upstream(base, raw.upstream.as_ref(), raw.upstream_tls, raw.timeouts.unwrap_or_default());
+        let upstream = self.upstream(
+            base,
+            raw.upstream.as_ref(),
+            raw.upstream_tls,
+            raw.timeouts.unwrap_or_default(),
+        );
         let mut public_paths = Vec::new();
         for (j, p) in raw.public_paths.unwrap_or_default().iter().enumerate() {
             match PathGlob::parse(p) {
                 Ok(g) => public_paths.push(g),
-                Err(e) => self.issues.add(&format!("{base}.public_paths[{j}]"), e, "e.g. /healthz or /static/**"),
+                Err(e) => self.issues.add(
+                    &format!("{base}.public_paths[{j}]"),
+                    e,
+                    "e.g. /healthz or /static/**",
+                ),
             }
         }
         let access = self.access(base, raw.access);
         let insecure_allow_plain_http = raw.allow_plain_http.unwrap_or(false);
         if insecure_allow_plain_http {
-            self.warnings.push(format!("{base}.allow_plain_http: app is served over unencrypted HTTP"));
+            self.warnings.push(format!(
+                "{base}.allow_plain_http: app is served over unencrypted HTTP"
+            ));
         }
         let id = id?;
         Some(App {
@@ -559,33 +739,66 @@ impl Compiler<'_> {
         })
     }
 
-    fn upstream(&mut self, base: &str, url: Option<&String>, tls: Option<RawUpstreamTls>, timeouts: RawTimeouts) -> Option<Upstream> {
+    fn upstream(
+        &mut self,
+        base: &str,
+        url: Option<&String>,
+        tls: Option<RawUpstreamTls>,
+        timeouts: RawTimeouts,
+    ) -> Option<Upstream> {
         let path = format!("{base}.upstream");
         let text = self.required(&path, url, "e.g. http://127.0.0.1:3000")?;
         let url = match Url::parse(text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
             _ => {
-                self.issues.add(&path, format!("`{text}` is not an http:// or https:// URL"), "e.g. http://127.0.0.1:3000");
+                self.issues.add(
+                    &path,
+                    format!("`{text}` is not an http:// or https:// URL"),
+                    "e.g. http://127.0.0.1:3000",
+                );
                 return None;
             }
         };
         if url.path() != "/" || url.query().is_some() {
-            self.issues.add(&path, "an upstream URL carries no path or query", "requests keep their own path; use the app's path_prefix to route");
+            self.issues.add(
+                &path,
+                "an upstream URL carries no path or query",
+                "requests keep their own path; use the app's path_prefix to route",
+            );
         }
         let is_tls = url.scheme() == "https";
         let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port_or_known_default().unwrap_or(if is_tls { 443 } else { 80 });
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let address = if bare_host.contains(':') { format!("[{bare_host}]:{port}") } else { format!("{bare_host}:{port}") };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if is_tls { 443 } else { 80 });
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let address = if bare_host.contains(':') {
+            format!("[{bare_host}]:{port}")
+        } else {
+            format!("{bare_host}:{port}")
+        };
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.clone(),
         };
         let raw_tls = tls.unwrap_or_default();
-        if !is_tls && (raw_tls.ca_file.is_some() || raw_tls.client_cert.is_some() || raw_tls.server_name.is_some()) {
-            self.issues.add(&format!("{base}.upstream_tls"), "TLS settings for a plain http:// upstream would do nothing", "use an https:// upstream or remove upstream_tls");
+        if !is_tls
+            && (raw_tls.ca_file.is_some()
+                || raw_tls.client_cert.is_some()
+                || raw_tls.server_name.is_some())
+        {
+            self.issues.add(
+                &format!("{base}.upstream_tls"),
+                "TLS settings for a plain http:// upstream would do nothing",
+                "use an https:// upstream or remove upstream_tls",
+            );
         }
-        let ca_file = raw_tls.ca_file.map(|f| self.file_path(&format!("{base}.upstream_tls.ca_file"), &f, true));
+        let ca_file = raw_tls
+            .ca_file
+            .map(|f| self.file_path(&format!("{base}.upstream_tls.ca_file"), &f, true));
         let client_cert = match (raw_tls.client_cert, raw_tls.client_key) {
             (Some(cert), Some(key)) => Some(CertificatePair {
                 cert: self.file_path(&format!("{base}.upstream_tls.client_cert"), &cert, true),
@@ -593,14 +806,30 @@ impl Compiler<'_> {
             }),
             (None, None) => None,
             _ => {
-                self.issues.add(&format!("{base}.upstream_tls"), "client_cert and client_key go together", "set both for mTLS, or neither");
+                self.issues.add(
+                    &format!("{base}.upstream_tls"),
+                    "client_cert and client_key go together",
+                    "set both for mTLS, or neither",
+                );
                 None
             }
         };
         let timeouts = Timeouts {
-            connect: self.duration(&format!("{base}.timeouts.connect"), timeouts.connect.as_ref(), Duration::from_secs(10)),
-            read: self.duration(&format!("{base}.timeouts.read"), timeouts.read.as_ref(), Duration::from_secs(300)),
-            write: self.duration(&format!("{base}.timeouts.write"), timeouts.write.as_ref(), Duration::from_secs(60)),
+            connect: self.duration(
+                &format!("{base}.timeouts.connect"),
+                timeouts.connect.as_ref(),
+                Duration::from_secs(10),
+            ),
+            read: self.duration(
+                &format!("{base}.timeouts.read"),
+                timeouts.read.as_ref(),
+                Duration::from_secs(300),
+            ),
+            write: self.duration(
+                &format!("{base}.timeouts.write"),
+                timeouts.write.as_ref(),
+                Duration::from_secs(60),
+            ),
         };
         Some(Upstream {
             server_name: raw_tls.server_name.unwrap_or(bare_host),
@@ -623,7 +852,11 @@ impl Compiler<'_> {
             match t.as_str() {
                 "internal-user" => user_types.push(UserType::Internal),
                 "external-user" => user_types.push(UserType::External),
-                other => self.issues.add(&format!("{base}.access.user_types[{j}]"), format!("unknown user type `{other}`"), "use internal-user or external-user"),
+                other => self.issues.add(
+                    &format!("{base}.access.user_types[{j}]"),
+                    format!("unknown user type `{other}`"),
+                    "use internal-user or external-user",
+                ),
             }
         }
         Access { user_types }
@@ -631,42 +864,69 @@ impl Compiler<'_> {
 
     fn audit(&mut self, raw: RawAudit) -> Audit {
         let fsync = match raw.fsync.as_deref() {
-            None | Some("interval") => FsyncPolicy::Interval(self.duration("audit.fsync_interval", raw.fsync_interval.as_ref(), Duration::from_secs(1))),
+            None | Some("interval") => FsyncPolicy::Interval(self.duration(
+                "audit.fsync_interval",
+                raw.fsync_interval.as_ref(),
+                Duration::from_secs(1),
+            )),
             Some("always") => FsyncPolicy::Always,
             Some("never") => FsyncPolicy::Never,
             Some(other) => {
-                self.issues.add("audit.fsync", format!("unknown policy `{other}`"), "use always, interval or never");
+                self.issues.add(
+                    "audit.fsync",
+                    format!("unknown policy `{other}`"),
+                    "use always, interval or never",
+                );
                 FsyncPolicy::Always
             }
         };
         if raw.fsync_interval.is_some() && !matches!(fsync, FsyncPolicy::Interval(_)) {
-            self.issues.add("audit.fsync_interval", "only applies with fsync: interval", "remove it or set fsync: interval");
+            self.issues.add(
+                "audit.fsync_interval",
+                "only applies with fsync: interval",
+                "remove it or set fsync: interval",
+            );
         }
         let on_queue_full = match raw.on_queue_full.as_deref() {
             None | Some("block") => QueueFullPolicy::Block,
             Some("drop") => QueueFullPolicy::Drop,
             Some(other) => {
-                self.issues.add("audit.on_queue_full", format!("unknown policy `{other}`"), "use block or drop");
+                self.issues.add(
+                    "audit.on_queue_full",
+                    format!("unknown policy `{other}`"),
+                    "use block or drop",
+                );
                 QueueFullPolicy::Block
             }
         };
         let queue_capacity = raw.queue_capacity.unwrap_or(65_536);
         if queue_capacity == 0 {
-            self.issues.add("audit.queue_capacity", "must be at least 1", "");
+            self.issues
+                .add("audit.queue_capacity", "must be at least 1", "");
         }
         let checkpoint_every = raw.checkpoint_every.unwrap_or(1000);
         if checkpoint_every == 0 {
-            self.issues.add("audit.checkpoint_every", "must be at least 1", "");
+            self.issues
+                .add("audit.checkpoint_every", "must be at least 1", "");
         }
-        let signing_key = raw.signing_key.as_ref().and_then(|s| self.secret("audit.signing_key", s));
+        let signing_key = raw
+            .signing_key
+            .as_ref()
+            .and_then(|s| self.secret("audit.signing_key", s));
         if let Some(key) = &signing_key {
             if crate::audit::CheckpointSigner::from_base64(key.expose()).is_err() {
-                self.issues.add("audit.signing_key", "not a base64 Ed25519 PKCS#8 key", "generate one with `portcullis keys generate`");
+                self.issues.add(
+                    "audit.signing_key",
+                    "not a base64 Ed25519 PKCS#8 key",
+                    "generate one with `portcullis keys generate`",
+                );
             }
         } else {
             self.warnings.push("audit.signing_key is not set: checkpoints are signed with a key made for this process only".into());
         }
-        let path = raw.path.unwrap_or_else(|| "/var/log/portcullis/audit.jsonl".into());
+        let path = raw
+            .path
+            .unwrap_or_else(|| "/var/log/portcullis/audit.jsonl".into());
         Audit {
             path: self.base_dir.join(path),
             fsync,
@@ -674,7 +934,11 @@ impl Compiler<'_> {
             on_queue_full,
             signing_key,
             checkpoint_every: checkpoint_every.max(1),
-            checkpoint_interval: self.duration("audit.checkpoint_interval", raw.checkpoint_interval.as_ref(), Duration::from_secs(60)),
+            checkpoint_interval: self.duration(
+                "audit.checkpoint_interval",
+                raw.checkpoint_interval.as_ref(),
+                Duration::from_secs(60),
+            ),
         }
     }
 
@@ -685,7 +949,9 @@ impl Compiler<'_> {
             SocketAddr::from(([127, 0, 0, 1], 9901))
         });
         if !listen.ip().is_loopback() {
-            self.warnings.push(format!("admin.listen {listen} is not loopback: protect it with a firewall"));
+            self.warnings.push(format!(
+                "admin.listen {listen} is not loopback: protect it with a firewall"
+            ));
         }
         Admin { listen }
     }

@@ -5,9 +5,9 @@
 //! [`ConfigReport`] with key paths, lines and hints.
 
 mod compile;
-mod summary;
 mod raw;
 mod report;
+mod summary;
 mod values;
 
 use std::net::SocketAddr;
@@ -338,8 +338,10 @@ pub mod testing {
         use std::sync::OnceLock;
         static PATH: OnceLock<String> = OnceLock::new();
         PATH.get_or_init(|| {
-            let path = std::env::temp_dir().join(format!("portcullis-test-key-{}", std::process::id()));
-            std::fs::write(&path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("write key");
+            let path =
+                std::env::temp_dir().join(format!("portcullis-test-key-{}", std::process::id()));
+            std::fs::write(&path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+                .expect("write key");
             path.display().to_string()
         })
         .clone()

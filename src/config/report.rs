@@ -70,7 +70,9 @@ impl<'a> Issues<'a> {
 
     /// Records a problem at `path` with a fix hint.
     pub fn add(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
-        let inside = |u: &String| path == u || path.starts_with(&format!("{u}.")) || path.starts_with(&format!("{u}["));
+        let inside = |u: &String| {
+            path == u || path.starts_with(&format!("{u}.")) || path.starts_with(&format!("{u}["))
+        };
         if self.unreadable.iter().any(inside) {
             return;
         }
@@ -171,9 +173,9 @@ impl IndexBuilder {
     fn value_path(&mut self) -> Option<(String, Option<usize>)> {
         match self.stack.last_mut() {
             None => Some((String::new(), None)),
-            Some(Frame::Mapping { path, key }) => key
-                .take()
-                .map(|(k, line)| (join(path, &k), Some(line))),
+            Some(Frame::Mapping { path, key }) => {
+                key.take().map(|(k, line)| (join(path, &k), Some(line)))
+            }
             Some(Frame::Sequence { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;

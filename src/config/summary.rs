@@ -13,21 +13,50 @@ impl Config {
         let _ = writeln!(out, "public URL: {}", self.server.public_url);
         if let Some(https) = &self.server.https {
             let listen: Vec<String> = https.listen.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "https: {} ({} certificate(s))", listen.join(", "), https.certificates.len());
+            let _ = writeln!(
+                out,
+                "https: {} ({} certificate(s))",
+                listen.join(", "),
+                https.certificates.len()
+            );
         }
         if let Some(http) = &self.server.http {
             let listen: Vec<String> = http.listen.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "http: {} (redirects to https unless an app allows plain HTTP)", listen.join(", "));
+            let _ = writeln!(
+                out,
+                "http: {} (redirects to https unless an app allows plain HTTP)",
+                listen.join(", ")
+            );
         }
-        let fingerprints: Vec<String> = self.session.encryption_keys.iter().map(|k| k.fingerprint()).collect();
-        let _ = writeln!(out, "session: key(s) {} (first encrypts), cookie {}", fingerprints.join(", "), self.session.cookie_name);
+        let fingerprints: Vec<String> = self
+            .session
+            .encryption_keys
+            .iter()
+            .map(|k| k.fingerprint())
+            .collect();
+        let _ = writeln!(
+            out,
+            "session: key(s) {} (first encrypts), cookie {}",
+            fingerprints.join(", "),
+            self.session.cookie_name
+        );
         for idp in &self.identity_providers {
             let kind = match &idp.kind {
-                IdentityProviderKind::Oidc { issuer, client_id, client_secret } => format!(
+                IdentityProviderKind::Oidc {
+                    issuer,
+                    client_id,
+                    client_secret,
+                } => format!(
                     "oidc issuer {issuer} client {client_id}{}",
-                    if client_secret.is_some() { " (with secret)" } else { "" }
+                    if client_secret.is_some() {
+                        " (with secret)"
+                    } else {
+                        ""
+                    }
                 ),
-                IdentityProviderKind::Saml { idp_metadata } => format!("saml metadata {idp_metadata}"),
+                IdentityProviderKind::Saml { idp_metadata } => {
+                    format!("saml metadata {idp_metadata}")
+                }
                 IdentityProviderKind::Local => "local users".to_string(),
             };
             let _ = writeln!(out, "identity provider {}: {kind}", idp.id);
@@ -56,9 +85,17 @@ impl Config {
                 app.id,
                 if app.enabled { "" } else { " [disabled]" },
                 hosts.join(", "),
-                if app.path_prefix == "/" { String::new() } else { app.path_prefix.clone() },
+                if app.path_prefix == "/" {
+                    String::new()
+                } else {
+                    app.path_prefix.clone()
+                },
                 app.upstream.url,
-                if user_types.is_empty() { "none".to_string() } else { user_types.join(", ") },
+                if user_types.is_empty() {
+                    "none".to_string()
+                } else {
+                    user_types.join(", ")
+                },
                 app.public_paths.len(),
             );
         }

@@ -44,13 +44,30 @@ pub enum DemoError {
 
 /// Runs the demo until Ctrl-C.
 pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
-    let dir = std::path::absolute(&options.dir).map_err(|source| KeysError::Write { path: options.dir.clone(), source })?;
-    let cert = keys::dev_certificate(&dir.join("certs"), &["localhost".into(), "127.0.0.1".into()])?;
+    let dir = std::path::absolute(&options.dir).map_err(|source| KeysError::Write {
+        path: options.dir.clone(),
+        source,
+    })?;
+    let cert = keys::dev_certificate(
+        &dir.join("certs"),
+        &["localhost".into(), "127.0.0.1".into()],
+    )?;
     let session_key = ensure_secret(&dir, "session.key", keys::session_key)?;
-    let audit_key = ensure_secret(&dir, "audit.key", || keys::audit_key().map(|(private, _)| private).unwrap_or_default())?;
+    let audit_key = ensure_secret(&dir, "audit.key", || {
+        keys::audit_key()
+            .map(|(private, _)| private)
+            .unwrap_or_default()
+    })?;
     let upstream_port = start_upstream()?;
     let config_path = dir.join("demo.yaml");
-    let yaml = demo_config(options, &dir, &cert, &session_key, &audit_key, upstream_port);
+    let yaml = demo_config(
+        options,
+        &dir,
+        &cert,
+        &session_key,
+        &audit_key,
+        upstream_port,
+    );
     keys::write_file(&dir, &config_path, yaml.as_bytes(), false)?;
     let config = Config::load(&config_path)?;
     println!(
@@ -68,7 +85,11 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn ensure_secret(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Result<PathBuf, KeysError> {
+fn ensure_secret(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<PathBuf, KeysError> {
     let path = dir.join(name);
     if !path.is_file() {
         keys::write_file(dir, &path, make().as_bytes(), true)?;
@@ -79,8 +100,13 @@ fn ensure_secret(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Resul
 fn start_upstream() -> Result<u16, DemoError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstream)?;
     let port = listener.local_addr().map_err(DemoError::Upstream)?.port();
-    listener.set_nonblocking(true).map_err(DemoError::Upstream)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Upstream)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(DemoError::Upstream)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Upstream)?;
     std::thread::Builder::new()
         .name("demo-upstream".into())
         .spawn(move || {
@@ -95,7 +121,14 @@ fn start_upstream() -> Result<u16, DemoError> {
     Ok(port)
 }
 
-fn demo_config(options: &DemoOptions, dir: &Path, cert: &keys::DevCertificate, session_key: &Path, audit_key: &Path, upstream_port: u16) -> String {
+fn demo_config(
+    options: &DemoOptions,
+    dir: &Path,
+    cert: &keys::DevCertificate,
+    session_key: &Path,
+    audit_key: &Path,
+    upstream_port: u16,
+) -> String {
     format!(
         r#"# Written by `portcullis demo` at every start; edit conf/demo.yaml instead.
 server:

@@ -20,9 +20,12 @@ type Body = BoxBody<Bytes, Infallible>;
 /// Serves connections from `listener` until the process ends.
 pub async fn serve(listener: TcpListener) {
     loop {
-        let Ok((socket, _)) = listener.accept().await else { continue };
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(socket), service_fn(handle));
+            let connection =
+                http1::Builder::new().serve_connection(TokioIo::new(socket), service_fn(handle));
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "demo upstream connection ended");
             }
@@ -37,9 +40,18 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
             let headers: serde_json::Map<String, serde_json::Value> = request
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                    )
+                })
                 .collect();
-            text(StatusCode::OK, "application/json", serde_json::Value::Object(headers).to_string())
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::Value::Object(headers).to_string(),
+            )
         }
         "/api/chat" => chat_stream(),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
@@ -49,7 +61,10 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -68,12 +83,21 @@ fn chat_stream() -> Response<Body> {
             Some(token) => format!("data: {}\n\n", serde_json::json!({ "token": token })),
             None => "event: done\ndata: {}\n\n".to_string(),
         };
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(data))), (tokens, i + 1)))
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
+            (tokens, i + 1),
+        ))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
     response
 }
 

@@ -64,15 +64,25 @@ impl RequestCtx {
 
     /// Reads the connection and request line: client IP, TLS, request id, host, path.
     pub fn inspect(&mut self, session: &Session, trusted: &[IpNet]) {
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| netguard::canonical_ip(a.ip()));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| netguard::canonical_ip(a.ip()));
         self.peer_ip = peer;
         let request = session.req_header();
         self.trusted_peer = peer.is_some_and(|ip| netguard::is_trusted(ip, trusted));
         self.client_ip = peer.map(|ip| {
-            let xff = request.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
+            let xff = request
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes());
             netguard::client_ip(ip, xff, trusted)
         });
-        self.tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+        self.tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
         self.request_id = match request.headers.get("x-request-id") {
             Some(id) if self.trusted_peer && acceptable_request_id(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
@@ -83,7 +93,13 @@ impl RequestCtx {
             .uri
             .authority()
             .map(|a| a.as_str().to_string())
-            .or_else(|| request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+            .or_else(|| {
+                request
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
         self.path = normalize_path(request.uri.path()).ok();
     }
 
@@ -91,7 +107,11 @@ impl RequestCtx {
     /// untrusted peers were already removed; a trusted proxy's chain is extended.
     pub fn set_forwarding_headers(&self, upstream: &mut RequestHeader) -> Result<()> {
         if let Some(peer) = self.peer_ip.map(|ip| ip.to_string()) {
-            let chain = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let chain = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prior) if self.trusted_peer => format!("{prior}, {peer}"),
                 _ => peer,
             };

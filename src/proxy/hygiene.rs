@@ -9,16 +9,37 @@ pub const IDENTITY_PREFIX: &str = "x-portcullis-";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that never travel upstream as sent. `Upgrade` and
 /// `Connection` are re-added by the proxy for WebSocket upgrades.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
 
 /// Headers only believed from a trusted proxy; removed (then set by us) otherwise.
-const FORWARDING: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip", "x-request-id"];
+const FORWARDING: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+];
 
 /// Lower-cases and maps `_` to `-` for comparison.
 pub fn normalized_eq_prefix(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
         && name.bytes().zip(prefix.bytes()).all(|(a, b)| {
-            let a = if a == b'_' { b'-' } else { a.to_ascii_lowercase() };
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
             a == b
         })
 }
@@ -34,12 +55,18 @@ pub fn is_identity_header(name: &str) -> bool {
 
 /// Headers Portcullis sets itself; a client cannot remove them through `Connection:`.
 fn is_protected(name: &str) -> bool {
-    is_identity_header(name) || FORWARDING.iter().any(|f| normalized_eq(name, f)) || normalized_eq(name, "host")
+    is_identity_header(name)
+        || FORWARDING.iter().any(|f| normalized_eq(name, f))
+        || normalized_eq(name, "host")
 }
 
 /// The names to remove from an upstream request, given all header names and the values
 /// of its `Connection` headers. `trusted_peer` keeps forwarding headers from a trusted proxy.
-pub fn headers_to_remove<'a>(names: impl Iterator<Item = &'a str>, connection_values: &[&str], trusted_peer: bool) -> Vec<String> {
+pub fn headers_to_remove<'a>(
+    names: impl Iterator<Item = &'a str>,
+    connection_values: &[&str],
+    trusted_peer: bool,
+) -> Vec<String> {
     let named_by_connection: Vec<&str> = connection_values
         .iter()
         .flat_map(|v| v.split(','))
@@ -81,7 +108,10 @@ pub fn sets_own_cookie(set_cookie: &str, cookie_prefix: &str) -> bool {
 
 /// A request id from a trusted proxy is kept only if it is short and plain.
 pub fn acceptable_request_id(value: &[u8]) -> bool {
-    (8..=128).contains(&value.len()) && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    (8..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -97,25 +127,63 @@ mod tests {
 
     #[test]
     fn identity_headers_under_every_spelling() {
-        let names = ["X-Portcullis-User", "x_portcullis_user", "X-PORTCULLIS-ROLES", "x-portcullis-assertion", "X_Portcullis-Entity", "x-portcullisx", "accept"];
+        let names = [
+            "X-Portcullis-User",
+            "x_portcullis_user",
+            "X-PORTCULLIS-ROLES",
+            "x-portcullis-assertion",
+            "X_Portcullis-Entity",
+            "x-portcullisx",
+            "accept",
+        ];
         assert_eq!(
             removed(&names, &[], true),
-            vec!["x-portcullis-assertion", "x-portcullis-roles", "x-portcullis-user", "x_portcullis-entity", "x_portcullis_user"]
+            vec![
+                "x-portcullis-assertion",
+                "x-portcullis-roles",
+                "x-portcullis-user",
+                "x_portcullis-entity",
+                "x_portcullis_user"
+            ]
         );
     }
 
     #[test]
     fn connection_cannot_strip_protected_headers() {
-        let names = ["connection", "x-forwarded-for", "x-custom", "x-portcullis-assertion", "keep-alive"];
-        let got = removed(&names, &["x-portcullis-assertion, X-Forwarded-For, x-custom, host"], true);
+        let names = [
+            "connection",
+            "x-forwarded-for",
+            "x-custom",
+            "x-portcullis-assertion",
+            "keep-alive",
+        ];
+        let got = removed(
+            &names,
+            &["x-portcullis-assertion, X-Forwarded-For, x-custom, host"],
+            true,
+        );
         // x-custom goes (named in Connection), x-forwarded-for stays for a trusted peer,
         // the identity header is removed for being an identity header, not because Connection named it.
-        assert_eq!(got, vec!["connection", "keep-alive", "x-custom", "x-portcullis-assertion"]);
+        assert_eq!(
+            got,
+            vec![
+                "connection",
+                "keep-alive",
+                "x-custom",
+                "x-portcullis-assertion"
+            ]
+        );
     }
 
     #[test]
     fn forwarding_headers_only_from_trusted_peers() {
-        let names = ["X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Request-Id", "X-Forwarded-Proto"];
+        let names = [
+            "X-Forwarded-For",
+            "Forwarded",
+            "X-Real-IP",
+            "X-Request-Id",
+            "X-Forwarded-Proto",
+        ];
         assert_eq!(removed(&names, &[], false).len(), 5);
         assert!(removed(&names, &[], true).is_empty());
     }
@@ -123,9 +191,18 @@ mod tests {
     #[test]
     fn own_cookies_are_removed() {
         let prefix = "__Host-portcullis";
-        assert_eq!(strip_own_cookies("a=1; __Host-portcullis=xyz; b=2", prefix).as_deref(), Some("a=1; b=2"));
-        assert_eq!(strip_own_cookies("__Host-portcullis.1=x;__Host-portcullis-flow=y", prefix), None);
-        assert_eq!(strip_own_cookies("theme=dark", prefix).as_deref(), Some("theme=dark"));
+        assert_eq!(
+            strip_own_cookies("a=1; __Host-portcullis=xyz; b=2", prefix).as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            strip_own_cookies("__Host-portcullis.1=x;__Host-portcullis-flow=y", prefix),
+            None
+        );
+        assert_eq!(
+            strip_own_cookies("theme=dark", prefix).as_deref(),
+            Some("theme=dark")
+        );
         assert!(sets_own_cookie("__Host-portcullis=evil; Path=/", prefix));
         assert!(!sets_own_cookie("session=ok", prefix));
     }

@@ -51,10 +51,19 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles routing and upstream peers from `config`.
-    pub fn new(config: &Config, auditor: Auditor, metrics: Arc<Metrics>) -> Result<Gateway, peers::PeerError> {
+    pub fn new(
+        config: &Config,
+        auditor: Auditor,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, peers::PeerError> {
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
-            _ => config.server.https.as_ref().and_then(|h| h.listen.first()).map(|a| a.port()),
+            _ => config
+                .server
+                .https
+                .as_ref()
+                .and_then(|h| h.listen.first())
+                .map(|a| a.port()),
         };
         Ok(Gateway {
             router: Router::new(&config.apps),
@@ -71,14 +80,28 @@ impl Gateway {
     }
 
     /// Writes a synthetic response (see [`crate::respond`]) and records why.
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply, reason: Reason) -> Result<bool> {
-        let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: Reply,
+        reason: Reason,
+    ) -> Result<bool> {
+        let accept = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .map(|v| v.as_bytes());
         let synthetic = reply.render(wants_html(accept), &ctx.request_id);
-        let mut header = ResponseHeader::build(synthetic.status, Some(synthetic.headers.len() + 2))?;
+        let mut header =
+            ResponseHeader::build(synthetic.status, Some(synthetic.headers.len() + 2))?;
         for (name, value) in synthetic.headers {
             header.insert_header(name, value)?;
         }
-        header.insert_header(http::header::CONTENT_LENGTH, synthetic.body.len().to_string())?;
+        header.insert_header(
+            http::header::CONTENT_LENGTH,
+            synthetic.body.len().to_string(),
+        )?;
         if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
             header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
@@ -88,24 +111,47 @@ impl Gateway {
         }
         ctx.denial = Some(reason);
         ctx.status = Some(synthetic.status);
-        session.write_response_header(Box::new(header), false).await?;
-        session.write_response_body(Some(synthetic.body), true).await?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(synthetic.body), true)
+            .await?;
         Ok(true)
     }
 
     fn https_location(&self, ctx: &RequestCtx, session: &Session) -> Option<String> {
         let host = crate::route::normalize_host(ctx.host.as_deref()?)?;
         let port = self.https_port.map(|p| format!(":{p}")).unwrap_or_default();
-        let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        Some(format!("https://{host}{port}{}{query}", ctx.path.as_deref()?))
+        let query = session
+            .req_header()
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        Some(format!(
+            "https://{host}{port}{}{query}",
+            ctx.path.as_deref()?
+        ))
     }
 
     /// Portcullis's own endpoints under the reserved prefix. Never forwarded.
-    async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx, endpoint: &str) -> Result<bool> {
+    async fn own_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: &str,
+    ) -> Result<bool> {
         match endpoint {
             // Sign-in arrives with the SSO release; until then nobody has a session.
-            "whoami" | "login" | "logout" => self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired).await,
-            _ => self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint).await,
+            "whoami" | "login" | "logout" => {
+                self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired)
+                    .await
+            }
+            _ => {
+                self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
+                    .await
+            }
         }
     }
 }
@@ -118,33 +164,72 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.inspect(session, &self.trusted_proxies);
         if let Some(path) = ctx.path.as_deref() {
-            ctx.app = ctx.host.as_deref().and_then(|h| self.router.route(h, path)).cloned();
+            ctx.app = ctx
+                .host
+                .as_deref()
+                .and_then(|h| self.router.route(h, path))
+                .cloned();
         }
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let request = session.req_header();
-        let sizes = request.headers.iter().map(|(k, v)| (k.as_str().len(), v.len()));
+        let sizes = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().len(), v.len()));
         let target_len = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
         match self.limits.check(target_len, sizes) {
             Ok(()) => {}
-            Err(SizeViolation::Headers) => return self.reply(session, ctx, Reply::HeadersTooLarge, Reason::HeadersTooLarge).await,
-            Err(SizeViolation::Uri) => return self.reply(session, ctx, Reply::UriTooLong, Reason::UriTooLong).await,
+            Err(SizeViolation::Headers) => {
+                return self
+                    .reply(
+                        session,
+                        ctx,
+                        Reply::HeadersTooLarge,
+                        Reason::HeadersTooLarge,
+                    )
+                    .await
+            }
+            Err(SizeViolation::Uri) => {
+                return self
+                    .reply(session, ctx, Reply::UriTooLong, Reason::UriTooLong)
+                    .await
+            }
         }
         let Some(path) = ctx.path.clone() else {
-            return self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest).await;
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::BadRequest)
+                .await;
         };
         let Some(app) = ctx.app.clone() else {
-            return self.reply(session, ctx, Reply::NotFound, Reason::UnknownHost).await;
+            return self
+                .reply(session, ctx, Reply::NotFound, Reason::UnknownHost)
+                .await;
         };
         if !ctx.tls && !app.insecure_allow_plain_http {
             return match self.https_location(ctx, session) {
-                Some(location) => self.reply(session, ctx, Reply::RedirectHttps { location }, Reason::HttpsRequired).await,
-                None => self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest).await,
+                Some(location) => {
+                    self.reply(
+                        session,
+                        ctx,
+                        Reply::RedirectHttps { location },
+                        Reason::HttpsRequired,
+                    )
+                    .await
+                }
+                None => {
+                    self.reply(session, ctx, Reply::BadRequest, Reason::BadRequest)
+                        .await
+                }
             };
         }
         if let Some(endpoint) = path.strip_prefix(self.reserved_prefix.as_str()) {
@@ -155,23 +240,49 @@ impl ProxyHttp for Gateway {
                 ctx.permit = Some(permit);
                 Ok(false)
             }
-            Decision::LoginRequired => self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired).await,
-            Decision::Deny(Reason::AppDisabled) => self.reply(session, ctx, Reply::AppDisabled, Reason::AppDisabled).await,
+            Decision::LoginRequired => {
+                self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired)
+                    .await
+            }
+            Decision::Deny(Reason::AppDisabled) => {
+                self.reply(session, ctx, Reply::AppDisabled, Reason::AppDisabled)
+                    .await
+            }
             Decision::Deny(reason) => self.reply(session, ctx, Reply::Forbidden, reason).await,
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         // Fail closed: only a Permit names an upstream.
         let Some(permit) = ctx.permit.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "upstream_peer reached without a permit");
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream_peer reached without a permit",
+            );
         };
         self.peers.peer(permit.app())
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
-        let upgrade = session.is_upgrade_req().then(|| upstream.headers.get(http::header::UPGRADE).cloned()).flatten();
-        let connection: Vec<&str> = upstream.headers.get_all(http::header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).collect();
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let upgrade = session
+            .is_upgrade_req()
+            .then(|| upstream.headers.get(http::header::UPGRADE).cloned())
+            .flatten();
+        let connection: Vec<&str> = upstream
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         let names = upstream.headers.keys().map(|k| k.as_str());
         for name in hygiene::headers_to_remove(names, &connection, ctx.trusted_peer) {
             upstream.remove_header(&name);
@@ -183,7 +294,10 @@ impl ProxyHttp for Gateway {
         }
         ctx.set_forwarding_headers(upstream)?;
         let Some(permit) = ctx.permit.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "upstream request without a permit");
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without a permit",
+            );
         };
         let app = permit.app();
         // Forward exactly the path that was authorised.
@@ -192,7 +306,8 @@ impl ProxyHttp for Gateway {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
-        let uri = http::Uri::try_from(target).map_err(|e| Error::because(ErrorType::InternalError, "normalised URI", e))?;
+        let uri = http::Uri::try_from(target)
+            .map_err(|e| Error::because(ErrorType::InternalError, "normalised URI", e))?;
         upstream.set_uri(uri);
         if !app.preserve_host {
             upstream.insert_header(http::header::HOST, app.upstream.authority.as_str())?;
@@ -204,7 +319,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let own: Vec<String> = response
             .headers
             .get_all(http::header::SET_COOKIE)
@@ -213,7 +333,13 @@ impl ProxyHttp for Gateway {
             .filter(|v| !hygiene::sets_own_cookie(v, &self.cookie_name))
             .map(str::to_string)
             .collect();
-        if own.len() != response.headers.get_all(http::header::SET_COOKIE).iter().count() {
+        if own.len()
+            != response
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .count()
+        {
             response.remove_header(&http::header::SET_COOKIE);
             for value in own {
                 response.append_header(http::header::SET_COOKIE, value)?;
@@ -226,12 +352,23 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let reply = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(400)) => Some(Reply::BadRequest),
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => Some(Reply::GatewayTimeout),
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(Reply::GatewayTimeout),
             (ErrorSource::Upstream, _) => Some(Reply::BadGateway),
-            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => None,
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => None,
             (ErrorSource::Downstream, _) => Some(Reply::BadRequest),
             _ => Some(Reply::InternalError),
         };
@@ -250,24 +387,42 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.status = Some(code);
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).or(ctx.status).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.status)
+            .unwrap_or(0);
         let app_label = ctx.app.as_ref().map_or("-", |a| a.id.as_str());
         let (kind, outcome, reason) = match (&ctx.permit, ctx.denial) {
             (Some(permit), None) => (EventKind::Access, Outcome::Allow, permit.reason()),
-            (_, Some(Reason::AppDisabled)) => (EventKind::AppDisabled, Outcome::Deny, Reason::AppDisabled),
+            (_, Some(Reason::AppDisabled)) => {
+                (EventKind::AppDisabled, Outcome::Deny, Reason::AppDisabled)
+            }
             (_, Some(reason)) => (EventKind::AccessDenied, Outcome::Deny, reason),
             (None, None) => (EventKind::AccessDenied, Outcome::Deny, Reason::BadRequest),
         };
         let status_label = status_label(status);
-        self.metrics.requests.with_label_values(&[app_label, status_label, outcome_label(outcome)]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[app_label, status_label, outcome_label(outcome)])
+            .inc();
         if outcome == Outcome::Deny {
-            self.metrics.denied.with_label_values(&[app_label, reason.as_str()]).inc();
+            self.metrics
+                .denied
+                .with_label_values(&[app_label, reason.as_str()])
+                .inc();
         }
-        self.metrics.duration.with_label_values(&[app_label]).observe(ctx.started.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .with_label_values(&[app_label])
+            .observe(ctx.started.elapsed().as_secs_f64());
         let mut event = AuditEvent::new(kind);
         event.request_id = Some(std::mem::take(&mut ctx.request_id));
         event.client_ip = ctx.client_ip;
@@ -306,7 +461,9 @@ fn outcome_label(outcome: Outcome) -> &'static str {
     }
 }
 
-/// Status codes as static labels (bounded cardinality, no allocation).
+/// Status codes as static labels (bounded cardinality, no allocation): common codes
+/// exactly, anything else by class.
+#[allow(clippy::match_overlapping_arm)]
 fn status_label(status: u16) -> &'static str {
     match status {
         101 => "101",

@@ -42,25 +42,34 @@ impl Peers {
 
 fn prepare(app: &App) -> Result<HttpPeer, PeerError> {
     let upstream = &app.upstream;
-    let mut peer = HttpPeer::new(upstream.address.as_str(), upstream.tls, upstream.server_name.clone());
+    let mut peer = HttpPeer::new(
+        upstream.address.as_str(),
+        upstream.tls,
+        upstream.server_name.clone(),
+    );
     peer.options.connection_timeout = Some(upstream.timeouts.connect);
     peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
     peer.options.read_timeout = Some(upstream.timeouts.read);
     peer.options.write_timeout = Some(upstream.timeouts.write);
     if let Some(ca_file) = &upstream.ca_file {
-        let certs = read_certs(ca_file).map_err(|source| PeerError { app: app.id.clone(), source })?;
+        let certs = read_certs(ca_file).map_err(|source| PeerError {
+            app: app.id.clone(),
+            source,
+        })?;
         let wrapped: Vec<WrappedX509> = certs
             .into_iter()
-            .map(|der| WrappedX509::new(der, |raw| pingora::utils::tls::parse_x509(raw)))
+            .map(|der| WrappedX509::new(der, pingora::utils::tls::parse_x509))
             .collect();
         peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
     }
     if let Some(pair) = &upstream.client_cert {
-        let fail = |source| PeerError { app: app.id.clone(), source };
+        let fail = |source| PeerError {
+            app: app.id.clone(),
+            source,
+        };
         let certs = read_certs(&pair.cert).map_err(fail)?;
         let key = read_key(&pair.key).map_err(fail)?;
         peer.client_cert_key = Some(Arc::new(CertKey::new(certs, key)));
     }
     Ok(peer)
 }
-

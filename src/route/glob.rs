@@ -35,13 +35,17 @@ impl PathGlob {
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             if part.contains("**") {
-                return Err(format!("`{pattern}`: `**` is only allowed as the last segment"));
+                return Err(format!(
+                    "`{pattern}`: `**` is only allowed as the last segment"
+                ));
             }
             if part.is_empty() && i + 1 != parts.len() {
                 return Err(format!("`{pattern}` has an empty segment (`//`)"));
             }
             if matches!(*part, "." | "..") {
-                return Err(format!("`{pattern}` has a dot segment; paths are matched normalised"));
+                return Err(format!(
+                    "`{pattern}` has a dot segment; paths are matched normalised"
+                ));
             }
             segments.push(if part.contains('*') {
                 Segment::Wildcard(part.split('*').map(str::to_string).collect())

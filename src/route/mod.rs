@@ -39,7 +39,9 @@ impl HostPattern {
                     && !name.starts_with('.')
                     && !name.ends_with('.')
                     && !name.contains("..")
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
             }
         };
         if !valid {
@@ -85,11 +87,13 @@ impl Router {
             }
         }
         let by_prefix = |list: &mut Vec<Arc<App>>| {
-            list.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+            list.sort_by_key(|app| std::cmp::Reverse(app.path_prefix.len()));
         };
         router.exact.values_mut().for_each(by_prefix);
         router.wildcard.iter_mut().for_each(|(_, l)| by_prefix(l));
-        router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router
+            .wildcard
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         router
     }
 

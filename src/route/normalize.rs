@@ -31,7 +31,8 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     }
     let decoded = decode_unreserved(raw)?;
     let mut segments: Vec<&str> = Vec::with_capacity(8);
-    let trailing_slash = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let trailing_slash =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
@@ -64,7 +65,10 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
         if b != b'%' {
             // Multi-byte UTF-8 is copied through unchanged; `raw` is already a valid str.
             let ch_len = utf8_len(b);
-            out.push_str(raw.get(i..i + ch_len).ok_or(PathError::BadPercentEncoding)?);
+            out.push_str(
+                raw.get(i..i + ch_len)
+                    .ok_or(PathError::BadPercentEncoding)?,
+            );
             i += ch_len;
             continue;
         }

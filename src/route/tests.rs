@@ -35,7 +35,10 @@ fn host_then_longest_prefix() {
     assert_eq!(id("chat.example.com", "/apix"), Some("chat".into()));
     assert_eq!(id("chat.example.com", "/api"), Some("chat-api".into()));
     assert_eq!(id("chat.example.com", "/api/x"), Some("chat-api".into()));
-    assert_eq!(id("chat.example.com", "/api/admin/users"), Some("chat-api-admin".into()));
+    assert_eq!(
+        id("chat.example.com", "/api/admin/users"),
+        Some("chat-api-admin".into())
+    );
     assert_eq!(id("CHAT.Example.COM:8443", "/"), Some("chat".into()));
     assert_eq!(id("chat.example.com.", "/"), Some("chat".into()));
     assert_eq!(id("acme.example.com", "/"), Some("tenants".into()));
@@ -57,12 +60,21 @@ fn host_normalisation() {
 
 #[test]
 fn host_patterns() {
-    assert_eq!(HostPattern::parse("Chat.Example.com"), Ok(HostPattern::Exact("chat.example.com".into())));
-    assert_eq!(HostPattern::parse("*.example.com"), Ok(HostPattern::Wildcard(".example.com".into())));
+    assert_eq!(
+        HostPattern::parse("Chat.Example.com"),
+        Ok(HostPattern::Exact("chat.example.com".into()))
+    );
+    assert_eq!(
+        HostPattern::parse("*.example.com"),
+        Ok(HostPattern::Wildcard(".example.com".into()))
+    );
     assert!(HostPattern::parse("chat.example.com:443").is_err());
     assert!(HostPattern::parse("*").is_err());
     assert!(HostPattern::parse("a..b").is_err());
     assert!(HostPattern::parse("a b").is_err());
-    assert_eq!(HostPattern::parse("[::1]"), Ok(HostPattern::Exact("[::1]".into())));
+    assert_eq!(
+        HostPattern::parse("[::1]"),
+        Ok(HostPattern::Exact("[::1]".into()))
+    );
     assert!(HostPattern::parse("[nope]").is_err());
 }

@@ -18,7 +18,10 @@ pub fn binary() -> &'static str {
 
 /// A free loopback port (bound then released; the window for a clash is small).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Files every test config needs: a dev CA + server cert, a session key, an audit key.
@@ -36,7 +39,22 @@ impl Fixtures {
     pub fn new() -> Fixtures {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
-        run_ok(&["keys", "dev-cert", "--out", certs.to_str().expect("utf8"), "--name", "localhost", "--name", "127.0.0.1", "--name", "a.test", "--name", "b.test", "--name", "*.wild.test"]);
+        run_ok(&[
+            "keys",
+            "dev-cert",
+            "--out",
+            certs.to_str().expect("utf8"),
+            "--name",
+            "localhost",
+            "--name",
+            "127.0.0.1",
+            "--name",
+            "a.test",
+            "--name",
+            "b.test",
+            "--name",
+            "*.wild.test",
+        ]);
         let generated = run_ok(&["keys", "generate"]);
         let value = |name: &str| {
             generated
@@ -87,8 +105,15 @@ impl Fixtures {
 
 /// Runs the binary with `args`, expecting success; returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
-    let out = Command::new(binary()).args(args).output().expect("run portcullis");
-    assert!(out.status.success(), "portcullis {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run portcullis");
+    assert!(
+        out.status.success(),
+        "portcullis {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -102,7 +127,11 @@ pub struct Ports {
 
 impl Ports {
     pub fn new() -> Ports {
-        Ports { https: free_port(), http: free_port(), admin: free_port() }
+        Ports {
+            https: free_port(),
+            http: free_port(),
+            admin: free_port(),
+        }
     }
 }
 
@@ -123,7 +152,11 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn portcullis");
-        let mut proxy = Proxy { child: Some(child), ports, config };
+        let mut proxy = Proxy {
+            child: Some(child),
+            ports,
+            config,
+        };
         proxy.wait_ready();
         proxy
     }
@@ -135,7 +168,10 @@ impl Proxy {
             // Ports are bound before the proxy service runs (it waits for the audit writer),
             // so ready means: a real request gets a real answer.
             if up(self.ports.https) && up(self.ports.admin) {
-                let probe = raw_http(self.ports.http, b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n");
+                let probe = raw_http(
+                    self.ports.http,
+                    b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n",
+                );
                 if probe.starts_with("HTTP/1.1 404") {
                     return;
                 }
@@ -159,7 +195,9 @@ impl Proxy {
     /// Graceful stop; waits for exit so the audit trail is sealed.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -201,7 +239,9 @@ pub fn client(fixtures: &Fixtures, proxy: &Proxy) -> reqwest::Client {
 pub fn raw_http(port: u16, request: &[u8]) -> String {
     use std::io::Write;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     stream.write_all(request).expect("write");
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);

@@ -38,18 +38,26 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let counter = hits.clone();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
-                    let Ok((socket, _)) = listener.accept().await else { continue };
+                    let Ok((socket, _)) = listener.accept().await else {
+                        continue;
+                    };
                     let counter = counter.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             counter.fetch_add(1, Ordering::SeqCst);
                             handle(req)
                         });
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).with_upgrades().await;
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(socket), service)
+                            .with_upgrades()
+                            .await;
                     });
                 }
             });
@@ -77,7 +85,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let mut headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     headers.sort();
     let body = serde_json::json!({
@@ -86,10 +99,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "headers": headers,
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
-    response.headers_mut().insert("content-type", "application/json".parse().expect("hv"));
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("hv"));
     if path.ends_with("/set-cookie") {
-        response.headers_mut().append("set-cookie", "__Host-portcullis=forged; Path=/".parse().expect("hv"));
-        response.headers_mut().append("set-cookie", "app=1; Path=/".parse().expect("hv"));
+        response.headers_mut().append(
+            "set-cookie",
+            "__Host-portcullis=forged; Path=/".parse().expect("hv"),
+        );
+        response
+            .headers_mut()
+            .append("set-cookie", "app=1; Path=/".parse().expect("hv"));
     }
     Ok(response)
 }
@@ -106,7 +126,9 @@ fn sse() -> Response<Body> {
         Some((Ok::<_, Infallible>(frame), i + 1))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
-    response.headers_mut().insert("content-type", "text/event-stream".parse().expect("hv"));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("hv"));
     response
 }
 
@@ -118,7 +140,9 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     tokio::spawn(async move {
-        let Ok(upgraded) = hyper::upgrade::on(&mut req).await else { return };
+        let Ok(upgraded) = hyper::upgrade::on(&mut req).await else {
+            return;
+        };
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -126,10 +150,8 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
         )
         .await;
         while let Some(Ok(message)) = ws.next().await {
-            if message.is_text() || message.is_binary() {
-                if ws.send(message).await.is_err() {
-                    break;
-                }
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                break;
             }
         }
     });

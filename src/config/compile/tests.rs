@@ -11,7 +11,9 @@ fn issues(yaml: &str) -> Vec<ConfigIssue> {
 }
 
 fn has(issues: &[ConfigIssue], path: &str, needle: &str) -> bool {
-    issues.iter().any(|i| i.path == path && i.message.contains(needle))
+    issues
+        .iter()
+        .any(|i| i.path == path && i.message.contains(needle))
 }
 
 #[test]
@@ -53,26 +55,48 @@ apps:
     assert_eq!(config.server.reserved_prefix, "/.portcullis/");
     assert_eq!(config.session.cookie_name, "__Host-portcullis");
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9901");
-    assert!(matches!(config.identity_providers[0].kind, IdentityProviderKind::Oidc { .. }));
+    assert!(matches!(
+        config.identity_providers[0].kind,
+        IdentityProviderKind::Oidc { .. }
+    ));
 }
 
 #[test]
 fn every_problem_is_reported_at_once_with_paths_and_lines() {
-    let yaml = format!(
+    let yaml = String::from(
         "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\n  trusted_proxies: [10.0.0.0/33]\n  bogus_key: 1\nsession:\n  encryption_keys: [env:PORTCULLIS_TEST_DEFINITELY_UNSET]\napps:\n  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    timeouts:\n      read: forever\n  - id: other\n    hosts: [b.example.com]\n    upstream: http://127.0.0.1:3001\n    upstreem: typo\n"
     );
     let found = issues(&yaml);
     // server has an unknown key, so the section stops there; the others are independent.
-    assert!(has(&found, "server.bogus_key", "unknown field `bogus_key`"), "{found:#?}");
-    assert!(has(&found, "session.encryption_keys[0]", "PORTCULLIS_TEST_DEFINITELY_UNSET"), "{found:#?}");
-    assert!(has(&found, "apps[0].timeouts.read", "not a duration"), "{found:#?}");
-    assert!(has(&found, "apps[1].upstreem", "unknown field `upstreem`"), "{found:#?}");
+    assert!(
+        has(&found, "server.bogus_key", "unknown field `bogus_key`"),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            "session.encryption_keys[0]",
+            "PORTCULLIS_TEST_DEFINITELY_UNSET"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "apps[0].timeouts.read", "not a duration"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "apps[1].upstreem", "unknown field `upstreem`"),
+        "{found:#?}"
+    );
     // No follow-on noise from the sections that could not be read.
     assert_eq!(found.len(), 4, "{found:#?}");
     let line_of = |path: &str| found.iter().find(|i| i.path == path).and_then(|i| i.line);
     assert_eq!(line_of("apps[0].timeouts.read"), Some(14));
     assert_eq!(line_of("session.encryption_keys[0]"), Some(8));
-    assert!(found.iter().all(|i| i.hint.is_some()), "every issue has a hint: {found:#?}");
+    assert!(
+        found.iter().all(|i| i.hint.is_some()),
+        "every issue has a hint: {found:#?}"
+    );
 }
 
 #[test]
@@ -92,9 +116,18 @@ fn bad_cidr_and_other_value_errors() {
         ("apps[0].upstream", "not an http:// or https:// URL"),
         ("apps[0].public_paths[0]", "must start with '/'"),
     ] {
-        assert!(has(&found, path, needle), "missing {path}: {needle} in {found:#?}");
+        assert!(
+            has(&found, path, needle),
+            "missing {path}: {needle} in {found:#?}"
+        );
     }
-    assert_eq!(found.iter().filter(|i| i.path.starts_with("server.trusted_proxies")).count(), 1);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|i| i.path.starts_with("server.trusted_proxies"))
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -120,7 +153,10 @@ fn unknown_sections_and_syntax_errors() {
 fn report_renders_file_line_path_and_hint() {
     let report = Config::from_yaml(Path::new("/etc/p.yaml"), "apps: 3\n").expect_err("invalid");
     let text = report.to_string();
-    assert!(text.contains("/etc/p.yaml:1: apps: must be a list"), "{text}");
+    assert!(
+        text.contains("/etc/p.yaml:1: apps: must be a list"),
+        "{text}"
+    );
     assert!(text.contains("hint:"), "{text}");
     assert!(text.ends_with("in /etc/p.yaml"), "{text}");
 }
