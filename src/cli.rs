@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Log, LogFormat};
+use crate::config::Config;
 use crate::{audit, demo, keys, server};
 
 const EXAMPLES: &str = "\
@@ -189,13 +189,6 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn demo_command(args: DemoArgs) -> ExitCode {
-    crate::logging::init(
-        &Log {
-            format: LogFormat::Text,
-            level: "info".into(),
-        },
-        None,
-    );
     let options = demo::DemoOptions {
         dir: args.dir,
         port: args.port,

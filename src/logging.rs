@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -44,13 +45,13 @@ struct HandshakeFailureCounter {
 
 impl<S: Subscriber> Layer<S> for HandshakeFailureCounter {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        // Only bridged `log` records from pingora-core's listener are of interest; the cheap
-        // metadata check keeps every other event free of formatting work.
-        if !event
-            .metadata()
-            .target()
-            .starts_with("pingora_core::services::listening")
-        {
+        // Only bridged `log` records from pingora-core's listener are of interest (their real
+        // target is in the normalised metadata); the cheap check keeps every other event free
+        // of formatting work.
+        let from_listener = event
+            .normalized_metadata()
+            .is_some_and(|m| m.target().starts_with("pingora_core::services::listening"));
+        if !from_listener {
             return;
         }
         let mut visitor = MessageVisitor::default();
@@ -71,5 +72,26 @@ impl Visit for MessageVisitor {
         if field.name() == "message" {
             self.message = format!("{value:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pingora_handshake_errors_are_counted() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        init(
+            &Log {
+                format: LogFormat::Text,
+                level: "warn".into(),
+            },
+            Some(metrics.clone()),
+        );
+        log::error!(target: "pingora_core::services::listening", "Downstream handshake error from 1.2.3.4:5: TLSHandshakeFailure");
+        log::error!(target: "pingora_core::services::listening", "something else");
+        log::error!(target: "elsewhere", "Downstream handshake error");
+        assert_eq!(metrics.tls_handshake_failures.get(), 1);
     }
 }

@@ -644,3 +644,76 @@ async fn certificates_are_chosen_by_sni() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn hsts_on_https_answers_and_handshake_failures_are_counted() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let proxy = start(
+        &fixtures,
+        &upstream,
+        "  hsts: { max_age: 180d, include_subdomains: true }\n",
+    );
+    let http = client(&fixtures, &proxy);
+    let port = proxy.ports.https;
+    let expected = "max-age=15552000; includeSubDomains";
+    let forwarded = http
+        .get(format!("https://a.test:{port}/public/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(forwarded.headers()["strict-transport-security"], expected);
+    let synthetic = http
+        .get(format!("https://a.test:{port}/private"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(synthetic.headers()["strict-transport-security"], expected);
+    let plain = raw_http(
+        proxy.ports.http,
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        !plain
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "never over plain HTTP: {plain}"
+    );
+
+    // A TLS 1.1 client fails its handshake and the failure is counted.
+    let _ = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &proxy.https().to_string(),
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let _ = raw_http(proxy.ports.https, b"this is not a TLS client hello\r\n\r\n");
+    let admin = format!("http://127.0.0.1:{}/metrics", proxy.ports.admin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = reqwest::get(&admin)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let failures = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_tls_handshake_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handshake failures not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

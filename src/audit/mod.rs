@@ -143,3 +143,58 @@ impl Auditor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auditor(
+        policy: QueueFullPolicy,
+        capacity: usize,
+    ) -> (Auditor, mpsc::Receiver<AuditEvent>, Arc<Metrics>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let auditor = Auditor {
+            sender,
+            policy,
+            dropped: Arc::new(AtomicU64::new(0)),
+            metrics: metrics.clone(),
+        };
+        (auditor, receiver, metrics)
+    }
+
+    #[tokio::test]
+    async fn drop_policy_counts_what_it_loses() {
+        let (auditor, mut receiver, metrics) = auditor(QueueFullPolicy::Drop, 2);
+        for _ in 0..5 {
+            auditor.record(AuditEvent::new(EventKind::Access)).await;
+        }
+        assert_eq!(metrics.audit_dropped.get(), 3);
+        assert_eq!(
+            auditor.dropped.load(Ordering::Relaxed),
+            3,
+            "the writer will mark the gap"
+        );
+        assert_eq!(metrics.audit_queue_depth.get(), 2);
+        assert!(receiver.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn block_policy_waits_instead_of_dropping() {
+        let (auditor, mut receiver, metrics) = auditor(QueueFullPolicy::Block, 1);
+        auditor.record(AuditEvent::new(EventKind::Access)).await;
+        let blocked = tokio::spawn({
+            let auditor = auditor.clone();
+            async move { auditor.record(AuditEvent::new(EventKind::Access)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !blocked.is_finished(),
+            "a full queue makes the request wait"
+        );
+        assert!(receiver.recv().await.is_some());
+        blocked.await.expect("join");
+        assert_eq!(metrics.audit_dropped.get(), 0);
+        assert!(receiver.recv().await.is_some());
+    }
+}

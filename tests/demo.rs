@@ -1,0 +1,90 @@
+//! `portcullis demo` runs the whole product from one command.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{binary, free_port};
+
+#[tokio::test]
+async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, http_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(binary())
+        .args(["demo", "--dir", dir.path().to_str().expect("utf8")])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let ca = dir.path().join("certs/ca.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        if ca.is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let pem = std::fs::read(&ca).expect("ca");
+            break reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+                .build()
+                .expect("client");
+        }
+        assert!(Instant::now() < deadline, "demo did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let base = format!("https://127.0.0.1:{port}");
+    let page = loop {
+        match client.get(format!("{base}/")).send().await {
+            Ok(r) if r.status() == 200 => break r.text().await.expect("text"),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("demo page not served: {other:?}"),
+        }
+    };
+    assert!(page.contains("Demo chat app"), "{page}");
+
+    let headers: serde_json::Value = client
+        .get(format!("{base}/api/headers"))
+        .header("X-Portcullis-User", "mallory")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert!(headers.get("x-portcullis-user").is_none(), "{headers}");
+
+    let mut stream = client
+        .get(format!("{base}/api/chat"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut chunks = 0;
+    let mut text = String::new();
+    while let Some(chunk) = stream.chunk().await.expect("chunk") {
+        chunks += 1;
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.contains("\"token\"") && text.contains("event: done"),
+        "{text}"
+    );
+    assert!(
+        chunks > 5,
+        "the answer arrives in many pieces, not one: {chunks}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit log");
+    assert!(audit.contains("\"event\":\"access\""));
+}
