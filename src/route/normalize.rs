@@ -144,4 +144,38 @@ mod tests {
         assert_eq!(normalize_path("/a%0ab"), Err(PathError::ControlCharacter));
         assert_eq!(normalize_path("/a\tb"), Err(PathError::ControlCharacter));
     }
+
+    /// Random paths built from the pieces attackers use: whatever comes out is already
+    /// normal (idempotent), has no dot segments or empty segments, and never panics.
+    #[test]
+    fn random_paths_normalise_to_a_fixed_point() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "/", "//", ".", "..", "%2e", "%2E%2e", "%2f", "%5c", "\\", "a", "%61", "~", "%7E", "%",
+            "%0", "%zz", "%00", "é", "%C3%A9", "?", ";", "%25",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        for _ in 0..20_000 {
+            let mut path = String::from("/");
+            for _ in 0..rng.random_range(0..12) {
+                path.push_str(pieces[rng.random_range(0..pieces.len())]);
+            }
+            let Ok(normal) = normalize_path(&path) else {
+                continue;
+            };
+            assert_eq!(
+                normalize_path(&normal).as_deref(),
+                Ok(normal.as_str()),
+                "not idempotent for {path:?}"
+            );
+            assert!(normal.starts_with('/'), "{path:?} -> {normal:?}");
+            let interior = normal.strip_suffix('/').unwrap_or(&normal);
+            for segment in interior.split('/').skip(1) {
+                assert!(
+                    !matches!(segment, "" | "." | ".."),
+                    "{path:?} -> {normal:?}"
+                );
+            }
+        }
+    }
 }
