@@ -69,6 +69,10 @@ impl ServeHttp for AdminApp {
         match session.req_header().uri.path() {
             "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
+                if self.metrics.audit_writer_up.get() != 1 {
+                    let body = b"not ready: the audit trail is not being written\n".to_vec();
+                    return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body);
+                }
                 let failed = self.unresolvable().await;
                 if failed.is_empty() {
                     respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())

@@ -22,6 +22,8 @@ pub fn init(log: &Log, metrics: Option<Arc<Metrics>>) {
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
     let counter = metrics.map(|metrics| HandshakeFailureCounter { metrics });
     let registry = tracing_subscriber::registry().with(counter).with(filter);
+    // Colour only for people: journald, files and pipes get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match log.format {
         LogFormat::Json => registry
             .with(
@@ -31,7 +33,11 @@ pub fn init(log: &Log, metrics: Option<Arc<Metrics>>) {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     if result.is_err() {

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// `portcullis_tls_handshake_failures_total`
     pub tls_handshake_failures: IntCounter,
+    /// `portcullis_audit_write_errors_total`
+    pub audit_write_errors: IntCounter,
+    /// `portcullis_audit_writer_up`: 1 while records reach the file; `/readyz` fails at 0.
+    pub audit_writer_up: IntGauge,
 }
 
 impl Metrics {
@@ -64,6 +68,16 @@ impl Metrics {
             "portcullis_tls_handshake_failures_total",
             "Downstream TLS handshakes that failed or timed out",
         )?;
+        let audit_write_errors = IntCounter::new(
+            "portcullis_audit_write_errors_total",
+            "Failed writes, flushes or fsyncs of the audit file",
+        )?;
+        let audit_writer_up = IntGauge::new(
+            "portcullis_audit_writer_up",
+            "1 while the audit writer is writing to its file, 0 when it cannot",
+        )?;
+        registry.register(Box::new(audit_write_errors.clone()))?;
+        registry.register(Box::new(audit_writer_up.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -78,6 +92,8 @@ impl Metrics {
             audit_queue_depth,
             audit_dropped,
             tls_handshake_failures,
+            audit_write_errors,
+            audit_writer_up,
         })
     }
 

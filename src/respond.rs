@@ -129,8 +129,14 @@ impl Reply {
             ("X-Content-Type-Options", "nosniff".into()),
             ("X-Request-Id", request_id.to_string()),
         ];
-        if let Reply::RedirectHttps { location } = self {
-            headers.push(("Location", location.clone()));
+        match self {
+            Reply::RedirectHttps { location } => headers.push(("Location", location.clone())),
+            // RFC 9110 §11.6.1: a 401 names its scheme. Bearer, not Basic: a browser must
+            // never pop up a password dialog for Portcullis.
+            Reply::LoginRequired => {
+                headers.push(("WWW-Authenticate", "Bearer realm=\"portcullis\"".into()))
+            }
+            _ => {}
         }
         let body = if wants_html {
             headers.push(("Content-Type", "text/html; charset=utf-8".into()));

@@ -24,6 +24,7 @@ fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {
     let text = String::from_utf8_lossy(&out.stderr);
     let file = config.display().to_string();
     for expected in [
+        format!("{file}:3: server.http: every request here would be redirected to HTTPS"),
         format!("{file}:5: server.trusted_proxies[0]: `10.0.0.0/33` is not a CIDR"),
         format!("{file}:7: session.encryption_keys[0]: environment variable PORTCULLIS_TEST_UNSET_SECRET is not set"),
         format!("{file}:13: apps[0].upstreem: unknown field `upstreem`"),
@@ -31,8 +32,8 @@ fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {
     ] {
         assert!(text.contains(&expected), "missing `{expected}` in:\n{text}");
     }
-    assert!(text.matches("hint:").count() >= 4, "{text}");
-    assert!(text.contains("4 problems in"), "{text}");
+    assert!(text.matches("hint:").count() >= 5, "{text}");
+    assert!(text.contains("5 problems in"), "{text}");
 
     // `run` refuses to start on the same problems.
     let run = Command::new(binary())

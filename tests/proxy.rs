@@ -113,6 +113,10 @@ async fn routes_by_host_and_longest_prefix_and_refuses_the_rest() {
         .await
         .expect("send");
     assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"], "login_required");
     assert!(body["request_id"].as_str().is_some_and(|id| id.len() == 32));
@@ -274,6 +278,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     let http = client(&trusted_fixtures, &trusted);
     let r = http
         .get(format!("https://a.test:{}/public/xff", trusted.ports.https))
+        .header("X-Forwarded-For", "198.51.100.1")
         .header("X-Forwarded-For", "203.0.113.5")
         .header("X-Request-Id", "trusted-request-id-123")
         .send()
@@ -282,7 +287,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     let headers = headers_of(&r.json::<Value>().await.expect("json"));
     assert_eq!(
         header(&headers, "x-forwarded-for"),
-        Some("203.0.113.5, 127.0.0.1")
+        Some("198.51.100.1, 203.0.113.5, 127.0.0.1")
     );
     assert_eq!(
         header(&headers, "x-request-id"),
@@ -459,6 +464,9 @@ async fn malformed_requests_get_a_clear_answer_and_nothing_breaks() {
         &b"GET /a%zz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"[..],
         b"GET /a%00b HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         b"GET * HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /public/..;/private HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /public/..%2Fprivate HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /public\\..\\private HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     ] {
         let raw = raw_http(port, request);
         assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");

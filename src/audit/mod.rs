@@ -36,8 +36,6 @@ pub enum EventKind {
     AccessDenied,
     /// A request reached a disabled app.
     AppDisabled,
-    /// A signed checkpoint (written by the writer itself).
-    Checkpoint,
 }
 
 /// Allow or deny, as recorded.
@@ -161,6 +159,53 @@ mod tests {
             metrics: metrics.clone(),
         };
         (auditor, receiver, metrics)
+    }
+
+    /// Two processes sharing a file (a zero-downtime upgrade) take turns: the second waits
+    /// for the first's final checkpoint, then continues the same chain.
+    #[test]
+    fn writers_take_turns_on_one_file_and_keep_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::config::Audit {
+            path: dir.path().join("audit.jsonl"),
+            fsync: crate::config::FsyncPolicy::Never,
+            queue_capacity: 16,
+            on_queue_full: QueueFullPolicy::Block,
+            signing_key: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+        };
+        let (key, _) = CheckpointSigner::generate().expect("key");
+        let public = key.public_key_base64().to_string();
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let (old, old_pending) = channel(&config, key, metrics.clone());
+        let old_writer = old_pending.start().expect("old starts");
+        let (new_key, _) = CheckpointSigner::generate().expect("key");
+        let (new, new_pending) = channel(&config, new_key, metrics);
+        let new_writer = new_pending
+            .start()
+            .expect("new starts while the old holds the file");
+        for _ in 0..3 {
+            old.record_blocking(AuditEvent::new(EventKind::Access));
+            new.record_blocking(AuditEvent::new(EventKind::AccessDenied));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        old_writer.finish();
+        new_writer.finish();
+        let text = std::fs::read_to_string(&config.path).expect("log");
+        let verified = verify(&text, VerifyOptions::default()).expect("one intact chain");
+        assert_eq!((verified.records, verified.checkpoints), (8, 2), "{text}");
+        let first_checkpoint = text
+            .lines()
+            .position(|l| l.contains("\"checkpoint\""))
+            .expect("checkpoint");
+        assert!(
+            text.lines()
+                .take(first_checkpoint)
+                .all(|l| l.contains("\"access\"")),
+            "old records first:\n{text}"
+        );
+        assert!(text.contains(&public));
     }
 
     #[tokio::test]

@@ -1,8 +1,8 @@
 //! The audit writer thread: numbers, timestamps, chains, writes and checkpoints records.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use super::chain::{checkpoint_message, seal, unseal, ChainFields, GENESIS};
-use super::{AuditEvent, Auditor, CheckpointSigner, EventKind};
+use super::{AuditEvent, Auditor, CheckpointSigner};
 use crate::config::{Audit, FsyncPolicy};
 use crate::metrics::Metrics;
 
@@ -31,25 +31,21 @@ impl WriterHandle {
     }
 }
 
-struct ChainState {
-    out: BufWriter<File>,
-    next_seq: u64,
-    prev: String,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
-    last_sync: Instant,
-}
-
 /// The queue exists and requests can record into it; the file and thread start later,
 /// after Pingora has daemonised (threads do not survive `fork`).
 pub struct PendingWriter {
     receiver: mpsc::Receiver<AuditEvent>,
-    path: std::path::PathBuf,
+    path: PathBuf,
+    settings: Settings,
+}
+
+struct Settings {
     signer: CheckpointSigner,
     fsync: FsyncPolicy,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 /// Creates the audit queue: the [`Auditor`] for requests and the writer to start.
@@ -64,40 +60,68 @@ pub fn channel(
         sender,
         policy: config.on_queue_full,
         dropped: dropped.clone(),
-        metrics,
+        metrics: metrics.clone(),
     };
-    let pending = PendingWriter {
-        receiver,
-        path: config.path.clone(),
+    let settings = Settings {
         signer,
         fsync: config.fsync,
         checkpoint_every: config.checkpoint_every,
         checkpoint_interval: config.checkpoint_interval,
         dropped,
+        metrics,
     };
-    (auditor, pending)
+    (
+        auditor,
+        PendingWriter {
+            receiver,
+            path: config.path.clone(),
+            settings,
+        },
+    )
 }
 
 impl PendingWriter {
-    /// Opens (or continues) the file and starts the writer thread.
+    /// Opens the file (an error here stops the start: nothing is served unaudited) and starts
+    /// the writer thread.
+    ///
+    /// One process appends to a file at a time: the writer holds an exclusive lock on it.
+    /// During a zero-downtime upgrade the old process holds the lock until it has written its
+    /// final checkpoint; the new one serves meanwhile, queues its records, and continues the
+    /// chain from the old one's last record once the lock is free.
     pub fn start(self) -> io::Result<WriterHandle> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let state = open_chain(&self.path)?;
-        let (stop, stop_rx) = watch::channel(false);
-        let worker = Worker {
-            state,
-            signer: self.signer,
-            fsync: self.fsync,
-            checkpoint_every: self.checkpoint_every,
-            checkpoint_interval: self.checkpoint_interval,
-            dropped: self.dropped,
+        let file = open(&self.path)?;
+        let ready = match file.try_lock() {
+            // Without contention a corrupt tail stops the start, before anything is served.
+            Ok(()) => Some(continue_chain(file, &self.path)?),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         };
-        let receiver = self.receiver;
+        let (stop, stop_rx) = watch::channel(false);
+        let PendingWriter {
+            receiver,
+            path,
+            settings,
+        } = self;
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
-            .spawn(move || worker.run(receiver, stop_rx))?;
+            .spawn(move || {
+                let state = match ready {
+                    Some(state) => state,
+                    None => match wait_for_lock(&path) {
+                        Ok(state) => state,
+                        Err(e) => {
+                            tracing::error!(target: "audit", error = %e, "cannot continue the audit trail");
+                            settings.metrics.audit_writer_up.set(0);
+                            return;
+                        }
+                    },
+                };
+                settings.metrics.audit_writer_up.set(1);
+                Worker { state, settings, dirty: false }.run(receiver, stop_rx);
+            })?;
         Ok(WriterHandle {
             stop,
             thread: Some(thread),
@@ -105,22 +129,35 @@ impl PendingWriter {
     }
 }
 
-/// Reads the last record of an existing file so the chain continues across restarts.
-fn open_chain(path: &Path) -> io::Result<ChainState> {
-    let mut file = OpenOptions::new()
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
-        .open(path)?;
-    let mut next_seq = 1;
-    let mut prev = GENESIS.to_string();
-    if file.metadata()?.len() > 0 {
-        file.seek(SeekFrom::Start(0))?;
-        let last = BufReader::new(&file)
-            .lines()
-            .map_while(Result::ok)
-            .last()
-            .unwrap_or_default();
+        .open(path)
+}
+
+fn wait_for_lock(path: &Path) -> io::Result<ChainState> {
+    tracing::info!(target: "audit", "waiting for the previous process to release the audit file");
+    let file = open(path)?;
+    file.lock()?;
+    continue_chain(file, path)
+}
+
+struct ChainState {
+    out: BufWriter<File>,
+    next_seq: u64,
+    prev: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    last_sync: Instant,
+}
+
+/// Reads the last record of a locked file so the chain continues across restarts.
+fn continue_chain(mut file: File, path: &Path) -> io::Result<ChainState> {
+    let (mut next_seq, mut prev) = (1, GENESIS.to_string());
+    let last = last_line(&mut file)?;
+    if !last.is_empty() {
         let fields = unseal(&last).and_then(|(object, hash)| {
             serde_json::from_str::<ChainFields>(&object)
                 .ok()
@@ -149,13 +186,27 @@ fn open_chain(path: &Path) -> io::Result<ChainState> {
     })
 }
 
+/// The last line of the file, reading at most its final 1 MiB.
+fn last_line(file: &mut File) -> io::Result<String> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail)?;
+    let text = String::from_utf8_lossy(&tail);
+    Ok(text
+        .trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
 struct Worker {
     state: ChainState,
-    signer: CheckpointSigner,
-    fsync: FsyncPolicy,
-    checkpoint_every: u64,
-    checkpoint_interval: Duration,
-    dropped: Arc<AtomicU64>,
+    settings: Settings,
+    /// Records flushed to the OS but not yet fsynced (`fsync: interval`).
+    dirty: bool,
 }
 
 impl Worker {
@@ -167,14 +218,12 @@ impl Worker {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(target: "audit", error = %e, "audit writer cannot start");
+                self.settings.metrics.audit_writer_up.set(0);
                 return;
             }
         };
         runtime.block_on(async {
             loop {
-                let wait = self
-                    .checkpoint_interval
-                    .saturating_sub(self.state.last_checkpoint.elapsed());
                 tokio::select! {
                     event = receiver.recv() => match event {
                         Some(event) => {
@@ -186,12 +235,14 @@ impl Worker {
                         }
                         None => break,
                     },
-                    _ = tokio::time::sleep(wait) => {
-                        if self.state.since_checkpoint > 0 {
-                            self.checkpoint("interval");
-                            self.flush();
+                    _ = tokio::time::sleep(self.next_timer()) => {
+                        if self.state.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
+                            if self.state.since_checkpoint > 0 {
+                                self.checkpoint("interval");
+                            }
+                            self.state.last_checkpoint = Instant::now();
                         }
-                        self.state.last_checkpoint = Instant::now();
+                        self.flush();
                     }
                     _ = stop.changed() => break,
                 }
@@ -202,14 +253,26 @@ impl Worker {
             }
             self.checkpoint("shutdown");
             self.flush();
-            if let Err(e) = self.state.out.get_ref().sync_data() {
-                tracing::error!(target: "audit", error = %e, "audit fsync failed at shutdown");
-            }
+            self.sync();
         });
     }
 
+    /// Until the next checkpoint is due, or the pending fsync under `fsync: interval`.
+    fn next_timer(&self) -> Duration {
+        let checkpoint = self
+            .settings
+            .checkpoint_interval
+            .saturating_sub(self.state.last_checkpoint.elapsed());
+        match self.settings.fsync {
+            FsyncPolicy::Interval(every) if self.dirty => {
+                checkpoint.min(every.saturating_sub(self.state.last_sync.elapsed()))
+            }
+            _ => checkpoint,
+        }
+    }
+
     fn write(&mut self, event: &AuditEvent) {
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        let dropped = self.settings.dropped.swap(0, Ordering::Relaxed);
         let body = match serde_json::to_string(event) {
             Ok(json) => json,
             Err(e) => {
@@ -234,7 +297,7 @@ impl Worker {
         );
         self.append(&object);
         self.state.since_checkpoint += 1;
-        if self.state.since_checkpoint >= self.checkpoint_every {
+        if self.state.since_checkpoint >= self.settings.checkpoint_every {
             self.checkpoint("count");
         }
     }
@@ -243,11 +306,10 @@ impl Worker {
         let seq = self.state.next_seq;
         let message = checkpoint_message(seq, &self.state.prev);
         let object = format!(
-            "{{\"seq\":{seq},\"ts\":\"{}\",\"event\":\"{}\",\"trigger\":\"{trigger}\",\"public_key\":\"{}\",\"signature\":\"{}\",\"prev\":\"{}\"}}",
+            "{{\"seq\":{seq},\"ts\":\"{}\",\"event\":\"checkpoint\",\"trigger\":\"{trigger}\",\"public_key\":\"{}\",\"signature\":\"{}\",\"prev\":\"{}\"}}",
             humantime::format_rfc3339_millis(SystemTime::now()),
-            event_name(EventKind::Checkpoint),
-            self.signer.public_key_base64(),
-            self.signer.sign(message.as_bytes()),
+            self.settings.signer.public_key_base64(),
+            self.settings.signer.sign(message.as_bytes()),
             self.state.prev
         );
         self.append(&object);
@@ -261,13 +323,17 @@ impl Worker {
     fn append(&mut self, object: &str) {
         let (line, hash) = seal(object);
         if let Err(e) = writeln!(self.state.out, "{line}") {
-            // Keep the chain consistent with what is on disk: do not advance.
+            // Keep the chain consistent with what is on disk: do not advance. Readiness goes
+            // down so load balancers stop sending traffic that cannot be audited.
             tracing::error!(target: "audit", error = %e, "audit write failed");
+            self.settings.metrics.audit_write_errors.inc();
+            self.settings.metrics.audit_writer_up.set(0);
             return;
         }
+        self.settings.metrics.audit_writer_up.set(1);
         self.state.next_seq += 1;
         self.state.prev = hash;
-        if self.fsync == FsyncPolicy::Always {
+        if self.settings.fsync == FsyncPolicy::Always {
             self.flush();
         }
     }
@@ -275,25 +341,27 @@ impl Worker {
     fn flush(&mut self) {
         if let Err(e) = self.state.out.flush() {
             tracing::error!(target: "audit", error = %e, "audit flush failed");
+            self.settings.metrics.audit_write_errors.inc();
+            self.settings.metrics.audit_writer_up.set(0);
             return;
         }
-        let due = match self.fsync {
+        self.dirty = true;
+        let due = match self.settings.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.state.last_sync.elapsed() >= every,
             FsyncPolicy::Never => false,
         };
         if due {
-            if let Err(e) = self.state.out.get_ref().sync_data() {
-                tracing::error!(target: "audit", error = %e, "audit fsync failed");
-            }
-            self.state.last_sync = Instant::now();
+            self.sync();
         }
     }
-}
 
-fn event_name(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    fn sync(&mut self) {
+        if let Err(e) = self.state.out.get_ref().sync_data() {
+            tracing::error!(target: "audit", error = %e, "audit fsync failed");
+            self.settings.metrics.audit_write_errors.inc();
+        }
+        self.state.last_sync = Instant::now();
+        self.dirty = false;
+    }
 }

@@ -47,7 +47,9 @@ pub fn compile(file: &Path, text: &str) -> Result<Config, ConfigReport> {
         }
     };
     let raw = split_sections(value, &mut issues);
-    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Absolute, so `--daemon` (which changes directory to /) finds the same files.
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let base_dir = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut compiler = Compiler {
         issues,
         warnings: Vec::new(),
@@ -177,6 +179,7 @@ impl Compiler<'_> {
         let identity_providers =
             self.identity_providers(raw.identity_providers.unwrap_or_default());
         let apps = self.apps(raw.apps);
+        self.plain_http_consistency(&server, &apps);
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
         for (name, value) in [
@@ -202,6 +205,27 @@ impl Compiler<'_> {
         }
     }
 
+    /// Plain HTTP settings that could never take effect are errors, not surprises.
+    fn plain_http_consistency(&mut self, server: &Server, apps: &[Arc<App>]) {
+        let any_plain = apps.iter().any(|a| a.insecure_allow_plain_http);
+        if server.http.is_some() && server.https.is_none() && !any_plain {
+            self.issues.add(
+                "server.http",
+                "every request here would be redirected to HTTPS, but no HTTPS listener is configured",
+                "add server.https, or set allow_plain_http: true on the apps served over HTTP",
+            );
+        }
+        if server.http.is_none() {
+            for app in apps.iter().filter(|a| a.insecure_allow_plain_http) {
+                self.issues.add(
+                    &format!("apps[{}].allow_plain_http", app.index),
+                    "there is no server.http listener to serve plain HTTP on",
+                    "add server.http.listen, or remove allow_plain_http",
+                );
+            }
+        }
+    }
+
     // --- helpers -----------------------------------------------------------------------
 
     fn duration(&mut self, path: &str, text: Option<&String>, default: Duration) -> Duration {
@@ -219,7 +243,7 @@ impl Compiler<'_> {
     }
 
     fn secret(&mut self, path: &str, spec: &str) -> Option<Secret> {
-        match Secret::resolve(spec) {
+        match Secret::resolve(spec, &self.base_dir) {
             Ok(s) => Some(s),
             Err(e) => {
                 self.issues.add(
@@ -292,6 +316,13 @@ impl Compiler<'_> {
             ),
             redirect_port: h.redirect_port,
         });
+        if raw.hsts.is_some() && https.is_none() {
+            self.issues.add(
+                "server.hsts",
+                "HSTS is only sent over HTTPS, and no HTTPS listener is configured",
+                "add server.https or remove server.hsts",
+            );
+        }
         if https.is_none() && http.is_none() {
             self.issues.add(
                 "server.https",
@@ -364,11 +395,11 @@ impl Compiler<'_> {
                 raw.shutdown_timeout.as_ref(),
                 Duration::from_secs(30),
             ),
-            pid_file: PathBuf::from(
+            pid_file: self.base_dir.join(
                 raw.pid_file
                     .unwrap_or_else(|| "/run/portcullis/portcullis.pid".into()),
             ),
-            upgrade_sock: PathBuf::from(
+            upgrade_sock: self.base_dir.join(
                 raw.upgrade_sock
                     .unwrap_or_else(|| "/run/portcullis/upgrade.sock".into()),
             ),
@@ -443,6 +474,18 @@ impl Compiler<'_> {
                 "needs at least one certificate",
                 "`portcullis keys dev-cert --out certs/dev` makes one for testing",
             );
+        } else if certificates
+            .iter()
+            .all(|c| c.cert.is_file() && c.key.is_file())
+        {
+            // Load them as the listener will, so `check` catches what `run` would refuse.
+            if let Err(e) = crate::tls::SniResolver::load(&certificates) {
+                self.issues.add(
+                    "server.https.certificates",
+                    e.to_string(),
+                    "use a PEM certificate chain (leaf first) and its matching PEM private key",
+                );
+            }
         }
         Https {
             listen,
@@ -526,6 +569,7 @@ impl Compiler<'_> {
         for (i, idp) in raw.into_iter().enumerate() {
             let base = format!("identity_providers[{i}]");
             let id = self.identifier(&format!("{base}.id"), idp.id.as_ref(), &mut seen);
+            self.foreign_provider_keys(&base, &idp);
             let kind = match idp.kind.as_deref() {
                 Some("oidc") => self.oidc(&base, &idp),
                 Some("saml") => self
@@ -571,14 +615,44 @@ impl Compiler<'_> {
         out
     }
 
+    /// Keys that belong to another kind of provider would silently do nothing.
+    fn foreign_provider_keys(&mut self, base: &str, idp: &RawIdentityProvider) {
+        let present = [
+            ("issuer", "oidc", idp.issuer.is_some()),
+            ("client_id", "oidc", idp.client_id.is_some()),
+            ("client_secret", "oidc", idp.client_secret.is_some()),
+            ("idp_metadata", "saml", idp.idp_metadata.is_some()),
+            ("users", "local", idp.users.is_some()),
+        ];
+        let Some(kind) = idp.kind.as_deref() else {
+            return;
+        };
+        if !matches!(kind, "oidc" | "saml" | "local") {
+            return;
+        }
+        for (key, owner, set) in present {
+            if set && owner != kind {
+                self.issues.add(
+                    &format!("{base}.{key}"),
+                    format!(
+                        "`{key}` belongs to {owner} providers and does nothing for kind: {kind}"
+                    ),
+                    "remove it, or fix `kind`",
+                );
+            }
+        }
+    }
+
     fn oidc(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<IdentityProviderKind> {
         let issuer = self.required(
             &format!("{base}.issuer"),
             idp.issuer.as_ref(),
             "the OP's issuer URL",
         )?;
+        // Kept exactly as written: ID tokens must carry this string in `iss`, and URL
+        // parsing would add a trailing slash to a bare origin.
         let issuer = match Url::parse(issuer) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => u,
+            Ok(u) if matches!(u.scheme(), "https" | "http") => issuer.clone(),
             _ => {
                 self.issues.add(
                     &format!("{base}.issuer"),
@@ -796,14 +870,43 @@ impl Compiler<'_> {
                 "use an https:// upstream or remove upstream_tls",
             );
         }
-        let ca_file = raw_tls
-            .ca_file
-            .map(|f| self.file_path(&format!("{base}.upstream_tls.ca_file"), &f, true));
+        let ca_file = raw_tls.ca_file.map(|f| {
+            let path = format!("{base}.upstream_tls.ca_file");
+            let file = self.file_path(&path, &f, true);
+            if file.is_file() {
+                if let Err(e) = crate::pem::read_certs(&file) {
+                    self.issues
+                        .add(&path, e.to_string(), "a PEM file of CA certificates");
+                }
+            }
+            file
+        });
         let client_cert = match (raw_tls.client_cert, raw_tls.client_key) {
-            (Some(cert), Some(key)) => Some(CertificatePair {
-                cert: self.file_path(&format!("{base}.upstream_tls.client_cert"), &cert, true),
-                key: self.file_path(&format!("{base}.upstream_tls.client_key"), &key, true),
-            }),
+            (Some(cert), Some(key)) => {
+                let pair = CertificatePair {
+                    cert: self.file_path(&format!("{base}.upstream_tls.client_cert"), &cert, true),
+                    key: self.file_path(&format!("{base}.upstream_tls.client_key"), &key, true),
+                };
+                if pair.cert.is_file() {
+                    if let Err(e) = crate::pem::read_certs(&pair.cert) {
+                        self.issues.add(
+                            &format!("{base}.upstream_tls.client_cert"),
+                            e.to_string(),
+                            "a PEM certificate chain",
+                        );
+                    }
+                }
+                if pair.key.is_file() {
+                    if let Err(e) = crate::pem::read_key(&pair.key) {
+                        self.issues.add(
+                            &format!("{base}.upstream_tls.client_key"),
+                            e.to_string(),
+                            "a PEM private key",
+                        );
+                    }
+                }
+                Some(pair)
+            }
             (None, None) => None,
             _ => {
                 self.issues.add(

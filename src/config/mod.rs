@@ -68,7 +68,8 @@ pub struct Server {
     pub threads: usize,
     /// How long an old process keeps serving after a graceful upgrade or stop begins.
     pub grace_period: Duration,
-    /// Hard limit for finishing in-flight requests at shutdown.
+    /// After the grace period, how long Pingora waits for its runtimes to stop (requests still
+    /// in flight when the grace period ends are cut: raise `grace_period` for long streams).
     pub shutdown_timeout: Duration,
     /// PID file (for `ExecReload` and upgrades).
     pub pid_file: PathBuf,
@@ -166,8 +167,8 @@ pub struct IdentityProvider {
 pub enum IdentityProviderKind {
     /// OpenID Connect relying party.
     Oidc {
-        /// Issuer URL (discovery at `/.well-known/openid-configuration`).
-        issuer: Url,
+        /// Issuer URL exactly as configured (discovery at `/.well-known/openid-configuration`).
+        issuer: String,
         /// Client id registered at the OP.
         client_id: String,
         /// Client secret.
@@ -222,7 +223,7 @@ pub struct Upstream {
     pub server_name: String,
     /// Authority for the `Host` header when `preserve_host` is off.
     pub authority: String,
-    /// Extra CA bundle trusted for this upstream (PEM).
+    /// CA bundle (PEM) that replaces the system roots for this upstream.
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key for mTLS to the upstream (PEM).
     pub client_cert: Option<CertificatePair>,
@@ -347,11 +348,29 @@ pub mod testing {
         .clone()
     }
 
-    /// Compiles `server:` (plain HTTP), `session:` and the given `apps:` YAML (indented as a
-    /// top-level `apps:` list body).
+    /// A development certificate made once for the whole test run: (cert, key).
+    pub fn certificate() -> (String, String) {
+        use std::sync::OnceLock;
+        static PAIR: OnceLock<(String, String)> = OnceLock::new();
+        PAIR.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-test-cert-{}", std::process::id()));
+            let dev =
+                crate::keys::dev_certificate(&dir, &["chat.example.com".into()]).expect("dev cert");
+            (
+                dev.cert.display().to_string(),
+                dev.key.display().to_string(),
+            )
+        })
+        .clone()
+    }
+
+    /// Compiles `server:` (HTTPS and HTTP), `session:` and the given `apps:` YAML (indented as
+    /// a top-level `apps:` list body).
     pub fn with_apps(apps: &str) -> Result<Config, ConfigReport> {
+        let (cert, key) = certificate();
         let yaml = format!(
-            "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{}\"]\napps:\n{apps}",
+            "server:\n  public_url: https://chat.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{}\"]\napps:\n{apps}",
             key_file()
         );
         Config::from_yaml(Path::new("test.yaml"), &yaml)

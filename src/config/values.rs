@@ -24,7 +24,8 @@ pub struct Secret {
 impl Secret {
     /// Parses `env:NAME` / `file:PATH` and reads the value now, so a missing secret is a
     /// config error at load time rather than a failure on the first request.
-    pub fn resolve(spec: &str) -> Result<Secret, String> {
+    /// A relative `file:` path is relative to `base_dir` (the config file's directory).
+    pub fn resolve(spec: &str, base_dir: &std::path::Path) -> Result<Secret, String> {
         let source = if let Some(name) = spec.strip_prefix("env:") {
             if name.is_empty() {
                 return Err("`env:` needs a variable name".into());
@@ -34,7 +35,7 @@ impl Secret {
             if path.is_empty() {
                 return Err("`file:` needs a path".into());
             }
-            SecretSource::File(PathBuf::from(path))
+            SecretSource::File(base_dir.join(path))
         } else {
             return Err("secrets are never written inline".into());
         };
@@ -86,7 +87,11 @@ mod tests {
     fn secret_debug_is_redacted() {
         let path = std::env::temp_dir().join(format!("portcullis-secret-{}", std::process::id()));
         std::fs::write(&path, "hunter2\n").expect("write temp secret");
-        let secret = Secret::resolve(&format!("file:{}", path.display())).expect("resolves");
+        let secret = Secret::resolve(
+            &format!("file:{}", path.display()),
+            std::path::Path::new("/"),
+        )
+        .expect("resolves");
         assert_eq!(secret.expose(), "hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));
         let _ = std::fs::remove_file(path);
@@ -94,11 +99,14 @@ mod tests {
 
     #[test]
     fn secret_sources_are_checked() {
-        assert!(Secret::resolve("hunter2").is_err());
-        assert!(Secret::resolve("env:").is_err());
-        assert!(Secret::resolve("env:PORTCULLIS_TEST_SURELY_UNSET_VAR")
-            .unwrap_err()
-            .contains("PORTCULLIS_TEST_SURELY_UNSET_VAR"));
+        assert!(Secret::resolve("hunter2", std::path::Path::new("/")).is_err());
+        assert!(Secret::resolve("env:", std::path::Path::new("/")).is_err());
+        assert!(Secret::resolve(
+            "env:PORTCULLIS_TEST_SURELY_UNSET_VAR",
+            std::path::Path::new("/")
+        )
+        .unwrap_err()
+        .contains("PORTCULLIS_TEST_SURELY_UNSET_VAR"));
     }
 
     #[test]

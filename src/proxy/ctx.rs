@@ -107,14 +107,21 @@ impl RequestCtx {
     /// untrusted peers were already removed; a trusted proxy's chain is extended.
     pub fn set_forwarding_headers(&self, upstream: &mut RequestHeader) -> Result<()> {
         if let Some(peer) = self.peer_ip.map(|ip| ip.to_string()) {
-            let chain = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) if self.trusted_peer => format!("{prior}, {peer}"),
-                _ => peer,
-            };
+            // A trusted proxy may send its chain over several header lines; keep them all,
+            // in order, as one list (RFC 9110 §5.3), then add this hop.
+            let mut chain = String::new();
+            if self.trusted_peer {
+                for prior in upstream
+                    .headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                {
+                    chain.push_str(prior);
+                    chain.push_str(", ");
+                }
+            }
+            chain.push_str(&peer);
             upstream.insert_header("x-forwarded-for", chain)?;
         }
         if !(self.trusted_peer && upstream.headers.contains_key("x-forwarded-proto")) {

@@ -170,12 +170,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.inspect(session, &self.trusted_proxies);
-        if let Some(path) = ctx.path.as_deref() {
-            ctx.app = ctx
-                .host
-                .as_deref()
-                .and_then(|h| self.router.route(h, path))
-                .cloned();
+        if let (Some(path), Some(host)) = (ctx.path.as_deref(), ctx.host.as_deref()) {
+            let routed = match self.router.route(host, path) {
+                Some(app) => Some(app),
+                None if path.starts_with(self.reserved_prefix.as_str()) => {
+                    self.router.route_host(host)
+                }
+                None => None,
+            };
+            ctx.app = routed.cloned();
         }
         Ok(())
     }

@@ -98,19 +98,36 @@ impl Router {
     }
 
     /// The app for `host` (as sent: may carry a port or upper case) and a normalised `path`.
+    ///
+    /// Host patterns are tried most specific first (the exact name, then wildcards from the
+    /// longest suffix); within one, the longest path prefix wins.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<App>> {
         let host = normalize_host(host)?;
-        let candidates = match self.exact.get(host.as_ref()) {
-            Some(list) => Some(list),
-            None => self
-                .wildcard
-                .iter()
-                .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-                .map(|(_, list)| list),
-        }?;
-        candidates
+        let found = self
+            .candidate_lists(&host)
+            .flat_map(|list| list.iter())
+            .find(|app| prefix_matches(&app.path_prefix, path));
+        found
+    }
+
+    /// Any app on `host` (the one with the shortest prefix of the most specific pattern):
+    /// Portcullis's own endpoints exist on every app host, whatever the app's prefix.
+    pub fn route_host(&self, host: &str) -> Option<&Arc<App>> {
+        let host = normalize_host(host)?;
+        let found = self.candidate_lists(&host).find_map(|list| list.last());
+        found
+    }
+
+    fn candidate_lists<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'s Vec<Arc<App>>> + use<'s, 'h> {
+        let wildcards = self
+            .wildcard
             .iter()
-            .find(|app| prefix_matches(&app.path_prefix, path))
+            .filter(move |(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, list)| list);
+        self.exact.get(host).into_iter().chain(wildcards)
     }
 }
 

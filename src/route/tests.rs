@@ -21,6 +21,10 @@ fn router() -> Router {
   - id: deep
     hosts: ["*.eu.example.com"]
     upstream: http://127.0.0.1:5
+  - id: prefixed
+    hosts: [prefixed.example.com]
+    path_prefix: /only
+    upstream: http://127.0.0.1:6
 "#,
     )
     .expect("valid config");
@@ -48,6 +52,22 @@ fn host_then_longest_prefix() {
     assert_eq!(id("evil.com", "/"), None);
     assert_eq!(id("example.com.evil.com", "/"), None);
     assert_eq!(id("", "/"), None);
+    // An exact host whose apps do not cover the path falls back to a matching wildcard.
+    assert_eq!(id("prefixed.example.com", "/docs"), Some("tenants".into()));
+    assert_eq!(
+        id("prefixed.example.com", "/only/x"),
+        Some("prefixed".into())
+    );
+    // Portcullis endpoints exist on every app host, whatever the prefixes.
+    assert_eq!(
+        r.route_host("prefixed.example.com").map(|a| a.id.as_str()),
+        Some("prefixed")
+    );
+    assert_eq!(
+        r.route_host("chat.example.com").map(|a| a.id.as_str()),
+        Some("chat")
+    );
+    assert!(r.route_host("evil.com").is_none());
 }
 
 #[test]

@@ -166,3 +166,68 @@ fn tls_settings_for_plain_upstream_would_do_nothing() {
     let err = with_apps("  - id: a\n    hosts: [x.test]\n    upstream: http://127.0.0.1:1\n    upstream_tls: { server_name: x }\n").expect_err("useless setting");
     assert!(has(&err.issues, "apps[0].upstream_tls", "would do nothing"));
 }
+
+#[test]
+fn settings_that_would_do_nothing_are_errors() {
+    let only_http = format!(
+        "server:\n  public_url: https://c.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\n  hsts: {{ max_age: 1d }}\nsession:\n  encryption_keys: [\"file:{}\"]\nidentity_providers:\n  - id: corp\n    kind: saml\n    idp_metadata: https://idp.example.com/metadata\n    client_id: stray\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n",
+        key_file()
+    );
+    let found = issues(&only_http);
+    assert!(
+        has(&found, "server.http", "no HTTPS listener"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "server.hsts", "only sent over HTTPS"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "identity_providers[0].client_id", "belongs to oidc"),
+        "{found:#?}"
+    );
+
+    let err = with_apps("  - id: a\n    hosts: [x.test]\n    upstream: http://127.0.0.1:1\n    allow_plain_http: true\n").expect("http listener exists");
+    assert!(err.apps[0].insecure_allow_plain_http);
+    assert!(err.warnings.iter().any(|w| w.contains("unencrypted")));
+}
+
+#[test]
+fn unusable_pem_files_are_caught_by_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let yaml = format!(
+        "server:\n  public_url: https://c.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{g}\", key: \"{g}\" }}]\nsession:\n  encryption_keys: [\"file:{k}\"]\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: https://127.0.0.1:1\n    upstream_tls: {{ ca_file: \"{g}\" }}\n",
+        g = garbage.display(),
+        k = key_file()
+    );
+    let found = issues(&yaml);
+    assert!(
+        has(&found, "server.https.certificates", "no PEM"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "apps[0].upstream_tls.ca_file", "no PEM certificate"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("session.key"),
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )
+    .expect("key");
+    let (cert, key) = crate::config::testing::certificate();
+    let yaml = format!(
+        "server:\n  public_url: https://c.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n  pid_file: run/p.pid\nsession:\n  encryption_keys: [\"file:session.key\"]\naudit:\n  path: logs/audit.jsonl\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n"
+    );
+    let config = Config::from_yaml(&dir.path().join("p.yaml"), &yaml).expect("valid");
+    let base = std::path::absolute(dir.path()).expect("absolute");
+    assert_eq!(config.audit.path, base.join("logs/audit.jsonl"));
+    assert_eq!(config.server.pid_file, base.join("run/p.pid"));
+    assert_eq!(config.session.encryption_keys.len(), 1);
+}
