@@ -10,6 +10,7 @@
 # because the process runs as the non-root user `portcullis`. See docs/operations.md.
 
 # ---- build -------------------------------------------------------------------------------------
+# Needs Rust 1.89 or later (Cargo.toml rust-version); rust:1 is the latest stable release.
 FROM rust:1-bookworm AS builder
 
 # Build dependencies of the current dependency tree (rustls + ring, Pingora).
@@ -41,9 +42,6 @@ RUN groupadd --system portcullis \
  && install -d -m 0750 -o root -g portcullis /etc/portcullis
 
 COPY --from=builder /usr/local/bin/portcullis /usr/local/bin/portcullis
-
-# Text logs carry ANSI colours unless NO_COLOR is set.
-ENV NO_COLOR=1
 
 USER portcullis
 # Audit trail (default audit.path is /var/log/portcullis/audit.jsonl): mount persistent storage.

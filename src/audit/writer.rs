@@ -105,6 +105,9 @@ impl PendingWriter {
             path,
             settings,
         } = self;
+        // Waiting for the previous process (an upgrade) is healthy: records queue meanwhile,
+        // and readiness must not drop on every reload.
+        settings.metrics.audit_writer_up.set(1);
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
             .spawn(move || {
