@@ -16,6 +16,7 @@ Examples:
   portcullis check -c /etc/portcullis/portcullis.yaml
   portcullis run -c /etc/portcullis/portcullis.yaml
   portcullis keys generate > /etc/portcullis/keys.env
+  echo 'a long passphrase' | portcullis hash-password
   portcullis keys dev-cert --out certs/dev --name chat.local
   portcullis audit verify /var/log/portcullis/audit.jsonl --key <base64 public key>";
 
@@ -42,6 +43,8 @@ enum Command {
     /// Generate keys and development certificates.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Hash a password for a local user (Argon2id); reads the password from standard input.
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +130,7 @@ impl Cli {
                 open,
                 continuation,
             }) => verify(&file, key.as_deref(), open, continuation),
+            Command::HashPassword => hash_password(),
             Command::Keys(KeysCommand::Generate) => match keys::generate_report() {
                 Ok(report) => {
                     print!("{report}");
@@ -144,6 +148,29 @@ impl Cli {
                 }
             }
         }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::BufRead;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("Password (input is echoed; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        return fail(&e);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(2);
+    }
+    match crate::idp::local::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -32,6 +32,7 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
             let pem = std::fs::read(&ca).expect("ca");
             break reqwest::Client::builder()
                 .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client");
         }
@@ -39,17 +40,55 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let base = format!("https://127.0.0.1:{port}");
-    let page = loop {
-        match client.get(format!("{base}/")).send().await {
-            Ok(r) if r.status() == 200 => break r.text().await.expect("text"),
+    // Nothing is public: the demo app needs a sign-in.
+    let login_page = loop {
+        match client.get(format!("{base}/.portcullis/login")).send().await {
+            Ok(r) if r.status() == 200 => break r,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            other => panic!("demo page not served: {other:?}"),
+            other => panic!("sign-in page not served: {other:?}"),
         }
     };
+    let csrf_cookie =
+        cookie_value(login_page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
+    let html = login_page.text().await.expect("html");
+    assert!(html.contains("Demo users"), "{html}");
+    let passwords = std::fs::read_to_string(dir.path().join("passwords.txt")).expect("passwords");
+    let alice = passwords
+        .lines()
+        .find_map(|l| l.strip_prefix("alice "))
+        .expect("alice's password");
+    let r = client
+        .post(format!("{base}/.portcullis/login"))
+        .header("cookie", format!("__Host-portcullis-csrf={csrf_cookie}"))
+        .header("origin", base.clone())
+        .form(&[
+            ("idp", "demo"),
+            ("username", "alice"),
+            ("password", alice),
+            ("rd", "/"),
+            ("csrf", csrf_cookie.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303);
+    let session = cookie_value(r.headers(), "__Host-portcullis").expect("session cookie");
+    let cookie = format!("__Host-portcullis={session}");
+
+    let page = client
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
     assert!(page.contains("Demo chat app"), "{page}");
 
     let headers: serde_json::Value = client
         .get(format!("{base}/api/headers"))
+        .header("cookie", &cookie)
         .header("X-Portcullis-User", "mallory")
         .send()
         .await
@@ -59,9 +98,11 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
         .expect("json");
     assert_eq!(headers["x-forwarded-proto"], "https");
     assert!(headers.get("x-portcullis-user").is_none(), "{headers}");
+    assert!(headers.get("cookie").is_none(), "{headers}");
 
     let mut stream = client
         .get(format!("{base}/api/chat"))
+        .header("cookie", &cookie)
         .send()
         .await
         .expect("send");
@@ -87,4 +128,16 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
     let _ = child.wait();
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit log");
     assert!(audit.contains("\"event\":\"access\""));
+    assert!(audit.contains("\"event\":\"login-succeeded\""));
+}
+
+fn cookie_value(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (n, rest) = v.split_once('=')?;
+            (n == name).then(|| rest.split(';').next().unwrap_or_default().to_string())
+        })
 }

@@ -120,18 +120,15 @@ async fn routes_by_host_and_longest_prefix_and_refuses_the_rest() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"], "login_required");
     assert!(body["request_id"].as_str().is_some_and(|id| id.len() == 32));
-    // A browser gets HTML.
+    // A browser navigation is sent to the sign-in page.
     let r = http
         .get(format!("https://a.test:{port}/private"))
         .header("accept", "text/html")
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 401);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .expect("ct")
-        .starts_with("text/html"));
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/.portcullis/login?rd=%2Fprivate");
     // Unknown host: 404 from Portcullis, never a default upstream (and never a redirect).
     let raw = raw_http(
         proxy.ports.http,

@@ -36,6 +36,14 @@ pub enum EventKind {
     AccessDenied,
     /// A request reached a disabled app.
     AppDisabled,
+    /// A login succeeded; a new session began.
+    LoginSucceeded,
+    /// A login failed (see `detail`).
+    LoginFailed,
+    /// A user signed out; the session is revoked.
+    Logout,
+    /// A session cookie was refused (see `detail`) and cleared.
+    SessionRejected,
 }
 
 /// Allow or deny, as recorded.
@@ -80,6 +88,15 @@ pub struct AuditEvent {
     /// Why (closed set shared with metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// User id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Identity provider id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// Free-form, non-secret detail (e.g. config file path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -99,6 +116,9 @@ impl AuditEvent {
             status: None,
             decision: None,
             reason: None,
+            user: None,
+            idp: None,
+            sid: None,
             detail: None,
         }
     }

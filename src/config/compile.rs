@@ -175,7 +175,10 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn config(&mut self, file: &Path, raw: RawConfig) -> Config {
         let server = self.server(raw.server.unwrap_or_default());
-        let session = self.session(raw.session);
+        let mut session = self.session(raw.session);
+        if session.deployment_id.is_empty() {
+            session.deployment_id = server.public_url.origin().ascii_serialization();
+        }
         let identity_providers =
             self.identity_providers(raw.identity_providers.unwrap_or_default());
         let apps = self.apps(raw.apps);
@@ -557,9 +560,38 @@ impl Compiler<'_> {
                 "letters, digits, '-' and '_' only",
             );
         }
+        let max_chunks = raw.max_chunks.unwrap_or(5);
+        if !(1..=20).contains(&max_chunks) {
+            self.issues.add(
+                "session.max_chunks",
+                "must be between 1 and 20",
+                "the default is 5 (about 19 KB of session)",
+            );
+        }
+        let lifetime = self.duration(
+            "session.lifetime",
+            raw.lifetime.as_ref(),
+            Duration::from_secs(12 * 3600),
+        );
+        let idle_timeout = self.duration(
+            "session.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            Duration::from_secs(3600),
+        );
+        if idle_timeout.is_zero() || lifetime.is_zero() {
+            self.issues.add(
+                "session",
+                "lifetime and idle_timeout must be longer than zero",
+                "",
+            );
+        }
         Session {
             encryption_keys,
             cookie_name,
+            lifetime,
+            idle_timeout,
+            max_chunks: max_chunks.clamp(1, 20),
+            deployment_id: raw.deployment_id.unwrap_or_default(),
         }
     }
 
@@ -581,16 +613,7 @@ impl Compiler<'_> {
                     .map(|m| IdentityProviderKind::Saml {
                         idp_metadata: m.clone(),
                     }),
-                Some("local") => {
-                    if idp.users.as_ref().is_none_or(Vec::is_empty) {
-                        self.issues.add(
-                            &format!("{base}.users"),
-                            "a local provider needs users",
-                            "",
-                        );
-                    }
-                    Some(IdentityProviderKind::Local)
-                }
+                Some("local") => self.local_users(&base, idp.users.as_deref().unwrap_or_default()),
                 Some(other) => {
                     self.issues.add(
                         &format!("{base}.kind"),
@@ -609,10 +632,101 @@ impl Compiler<'_> {
                 }
             };
             if let (Some(id), Some(kind)) = (id, kind) {
-                out.push(IdentityProvider { id, kind });
+                let display_name = idp.display_name.clone().unwrap_or_else(|| id.clone());
+                out.push(IdentityProvider {
+                    id,
+                    display_name,
+                    kind,
+                });
             }
         }
         out
+    }
+
+    fn local_users(&mut self, base: &str, raw: &[RawLocalUser]) -> Option<IdentityProviderKind> {
+        if raw.is_empty() {
+            self.issues.add(
+                &format!("{base}.users"),
+                "a local provider needs users",
+                "see docs/identity-providers.md",
+            );
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for (j, user) in raw.iter().enumerate() {
+            let path = format!("{base}.users[{j}]");
+            let Some(username) = self.required(
+                &format!("{path}.username"),
+                user.username.as_ref(),
+                "the login name",
+            ) else {
+                continue;
+            };
+            if !seen.insert(username.clone()) {
+                self.issues.add(
+                    &format!("{path}.username"),
+                    format!("duplicate user `{username}`"),
+                    "",
+                );
+            }
+            let Some(hash) = self.required(
+                &format!("{path}.password_hash"),
+                user.password_hash.as_ref(),
+                "run `portcullis hash-password`",
+            ) else {
+                continue;
+            };
+            if crate::idp::local::check_hash(hash).is_err() {
+                self.issues.add(
+                    &format!("{path}.password_hash"),
+                    "not an Argon2id hash",
+                    "run `portcullis hash-password` and paste its output",
+                );
+                continue;
+            }
+            let user_type = match user.user_type.as_deref() {
+                None | Some("external-user") => UserType::External,
+                Some("internal-user") => UserType::Internal,
+                Some(other) => {
+                    self.issues.add(
+                        &format!("{path}.user_type"),
+                        format!("unknown user type `{other}`"),
+                        "use internal-user or external-user",
+                    );
+                    UserType::External
+                }
+            };
+            let totp_secret = match user.totp_secret.as_ref() {
+                None => None,
+                Some(spec) => {
+                    let secret = self.secret(&format!("{path}.totp_secret"), spec);
+                    match secret.map(|s| crate::idp::local::decode_base32(s.expose())) {
+                        Some(Some(bytes)) if bytes.len() >= 10 => Some(TotpSecret(bytes)),
+                        Some(_) => {
+                            self.issues.add(
+                                &format!("{path}.totp_secret"),
+                                "not a base32 secret of at least 80 bits",
+                                "as shown by authenticator set-up (e.g. JBSWY3DPEHPK3PXP…)",
+                            );
+                            None
+                        }
+                        None => None,
+                    }
+                }
+            };
+            users.push(LocalUser {
+                username: username.clone(),
+                password_hash: hash.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+                user_type,
+                roles: user.roles.clone().unwrap_or_default(),
+                entity: user.entity.clone(),
+                totp_secret,
+            });
+        }
+        Some(IdentityProviderKind::Local { users })
     }
 
     /// Keys that belong to another kind of provider would silently do nothing.

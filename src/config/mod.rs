@@ -133,6 +133,14 @@ pub struct Session {
     pub encryption_keys: Vec<SessionKey>,
     /// Cookie name; chunks and flow cookies share it as a prefix.
     pub cookie_name: String,
+    /// Absolute lifetime from login.
+    pub lifetime: Duration,
+    /// Longest gap between requests before the session ends.
+    pub idle_timeout: Duration,
+    /// Most cookies one session may use (each under 4 KB).
+    pub max_chunks: usize,
+    /// Bound into every cookie: a cookie from another deployment does not decrypt.
+    pub deployment_id: String,
 }
 
 /// 32 bytes of key material. `Debug` is redacted.
@@ -158,6 +166,8 @@ impl std::fmt::Debug for SessionKey {
 pub struct IdentityProvider {
     /// Stable id (used in `?idp=`, audit, sessions).
     pub id: String,
+    /// Name on the login page.
+    pub display_name: String,
     /// Protocol.
     pub kind: IdentityProviderKind,
 }
@@ -180,7 +190,41 @@ pub enum IdentityProviderKind {
         idp_metadata: String,
     },
     /// Users listed in the config.
-    Local,
+    Local {
+        /// The users.
+        users: Vec<LocalUser>,
+    },
+}
+
+/// `identity_providers[].users[]` of a local provider.
+#[derive(Debug, Clone)]
+pub struct LocalUser {
+    /// Login name (compared exactly).
+    pub username: String,
+    /// Argon2id PHC string from `portcullis hash-password`.
+    pub password_hash: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// User type (default external-user).
+    pub user_type: UserType,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Entity.
+    pub entity: Option<String>,
+    /// RFC 6238 shared secret (decoded base32); when set, a TOTP code is required.
+    pub totp_secret: Option<TotpSecret>,
+}
+
+/// TOTP key bytes. `Debug` is redacted.
+#[derive(Clone)]
+pub struct TotpSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSecret(<redacted>)")
+    }
 }
 
 /// `apps[]`
@@ -251,11 +295,13 @@ pub struct Access {
 }
 
 /// Internal staff or external (customer, partner) users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UserType {
     /// `internal-user`
+    #[serde(rename = "internal-user")]
     Internal,
     /// `external-user`
+    #[serde(rename = "external-user")]
     External,
 }
 

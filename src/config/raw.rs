@@ -88,6 +88,23 @@ pub struct RawLog {
 pub struct RawSession {
     pub encryption_keys: Option<Vec<String>>,
     pub cookie_name: Option<String>,
+    pub lifetime: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_chunks: Option<usize>,
+    pub deployment_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalUser {
+    pub username: Option<String>,
+    pub password_hash: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub user_type: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub entity: Option<String>,
+    pub totp_secret: Option<String>,
 }
 
 /// Accepted now so that configs written for the SSO release load; the login flows
@@ -97,6 +114,7 @@ pub struct RawSession {
 pub struct RawIdentityProvider {
     pub id: Option<String>,
     pub kind: Option<String>,
+    pub display_name: Option<String>,
     // oidc
     pub issuer: Option<String>,
     pub client_id: Option<String>,
@@ -104,7 +122,7 @@ pub struct RawIdentityProvider {
     // saml
     pub idp_metadata: Option<String>,
     // local
-    pub users: Option<Vec<serde_yaml_ng::Value>>,
+    pub users: Option<Vec<RawLocalUser>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

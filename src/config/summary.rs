@@ -57,7 +57,7 @@ impl Config {
                 IdentityProviderKind::Saml { idp_metadata } => {
                     format!("saml metadata {idp_metadata}")
                 }
-                IdentityProviderKind::Local => "local users".to_string(),
+                IdentityProviderKind::Local { users } => format!("{} local user(s)", users.len()),
             };
             let _ = writeln!(out, "identity provider {}: {kind}", idp.id);
         }

@@ -58,6 +58,10 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
             .map(|(private, _)| private)
             .unwrap_or_default()
     })?;
+    let passwords = ensure_secret(&dir, "passwords.txt", || {
+        format!("alice {}\nbob {}\n", new_password(), new_password())
+    })?;
+    let users = demo_users(&passwords)?;
     let upstream_port = start_upstream()?;
     let config_path = dir.join("demo.yaml");
     let yaml = demo_config(
@@ -67,6 +71,7 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
         &session_key,
         &audit_key,
         upstream_port,
+        &users.hashes,
     );
     keys::write_file(&dir, &config_path, yaml.as_bytes(), false)?;
     let config = Config::load(&config_path)?;
@@ -74,7 +79,8 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
         "\nPortcullis demo\n  open      https://127.0.0.1:{port}/   (certificate: trust {ca} or accept the warning)\n  \
          upstream  sample chat app on http://127.0.0.1:{upstream_port} (reachable only through Portcullis's address for you)\n  \
          admin     http://127.0.0.1:{admin}/metrics\n  audit     {audit}\n  config    {config}\n\n  \
-         Sign-in is not part of this build yet: the demo app is public on loopback only.\n  Stop with Ctrl-C.\n",
+         Sign in as:\n{logins}\n  Stop with Ctrl-C.\n",
+        logins = users.logins,
         port = options.port,
         ca = cert.ca_cert.display(),
         admin = options.admin_port,
@@ -83,6 +89,33 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     );
     server::run(config, RunOptions::default())?;
     Ok(())
+}
+
+/// Demo users' password hashes (for the config) and the lines to print.
+struct DemoUsers {
+    hashes: Vec<String>,
+    logins: String,
+}
+
+fn new_password() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn demo_users(passwords_file: &Path) -> Result<DemoUsers, DemoError> {
+    let text = std::fs::read_to_string(passwords_file).map_err(|source| KeysError::Write {
+        path: passwords_file.to_path_buf(),
+        source,
+    })?;
+    let mut hashes = Vec::new();
+    let mut logins = String::new();
+    for line in text.lines() {
+        let Some((user, password)) = line.split_once(' ') else {
+            continue;
+        };
+        hashes.push(crate::idp::local::hash_password(password).map_err(|_| KeysError::Generation)?);
+        logins.push_str(&format!("    {user:<6} {password}\n"));
+    }
+    Ok(DemoUsers { hashes, logins })
 }
 
 fn ensure_secret(
@@ -128,7 +161,10 @@ fn demo_config(
     session_key: &Path,
     audit_key: &Path,
     upstream_port: u16,
+    hashes: &[String],
 ) -> String {
+    let alice = hashes.first().map_or("", String::as_str);
+    let bob = hashes.get(1).map_or("", String::as_str);
     format!(
         r#"# Written by `portcullis demo` at every start; edit conf/demo.yaml instead.
 server:
@@ -144,12 +180,27 @@ server:
   shutdown_timeout: 2s
 session:
   encryption_keys: ["file:{session_key}"]
+identity_providers:
+  - id: demo
+    kind: local
+    display_name: Demo users
+    users:
+      - username: alice
+        password_hash: "{alice}"
+        name: Alice (staff)
+        email: alice@corp.example
+        user_type: internal-user
+        roles: [admin]
+      - username: bob
+        password_hash: "{bob}"
+        name: Bob (customer)
+        email: bob@acme.example
+        user_type: external-user
+        entity: acme
 apps:
   - id: demo-chat
     hosts: [127.0.0.1, localhost]
     upstream: http://127.0.0.1:{upstream_port}
-    # Until sign-in exists, the demo app is public; it listens on loopback only.
-    public_paths: ["/**"]
     access:
       user_types: [internal-user, external-user]
 audit:

@@ -41,6 +41,16 @@ pub struct RequestCtx {
     pub denial: Option<Reason>,
     /// Status of a response Portcullis wrote itself.
     pub status: Option<u16>,
+    /// The signed-in session, when the request carries a valid one.
+    pub session: Option<crate::session::SessionData>,
+    /// `Set-Cookie` values to add to whatever response goes out.
+    pub set_cookies: Vec<String>,
+    /// Indexes of session chunk cookies the browser sent (to clear leftovers).
+    pub cookie_chunks: Vec<usize>,
+    /// The browser's CSRF cookie.
+    pub csrf_cookie: Option<String>,
+    /// A request body was left unread: the connection must close.
+    pub body_unread: bool,
 }
 
 impl RequestCtx {
@@ -59,6 +69,11 @@ impl RequestCtx {
             permit: None,
             denial: None,
             status: None,
+            session: None,
+            set_cookies: Vec::new(),
+            cookie_chunks: Vec::new(),
+            csrf_cookie: None,
+            body_unread: false,
         }
     }
 

@@ -15,6 +15,7 @@
 mod ctx;
 mod hygiene;
 mod peers;
+mod portal;
 
 use std::sync::Arc;
 
@@ -29,11 +30,22 @@ pub use peers::PeerError;
 
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
 use crate::config::Config;
+use crate::idp::local::LocalProvider;
 use crate::metrics::Metrics;
 use crate::netguard::{SizeLimits, SizeViolation};
 use crate::policy::{decide, Decision, Reason};
-use crate::respond::{wants_html, Reply};
+use crate::respond::{wants_html, Reply, Synthetic};
 use crate::route::Router;
+use crate::session::{clear_cookies, cookie_values, CookieJar, Rejection, SessionCodec};
+use crate::store::{LoginThrottle, RevokedSessions};
+
+/// What the sign-in page offers.
+struct LoginOptions {
+    /// Local providers: (id, display name, checker).
+    local: Vec<(String, String, Arc<LocalProvider>)>,
+    /// Providers this build cannot sign in with yet (display names).
+    unavailable: Vec<String>,
+}
 
 /// The gateway: everything a request needs, built once at start.
 pub struct Gateway {
@@ -47,6 +59,11 @@ pub struct Gateway {
     https_port: Option<u16>,
     auditor: Auditor,
     metrics: Arc<Metrics>,
+    codec: SessionCodec,
+    session_lifetime: std::time::Duration,
+    login: LoginOptions,
+    throttle: LoginThrottle,
+    revoked: RevokedSessions,
 }
 
 impl Gateway {
@@ -76,7 +93,102 @@ impl Gateway {
             https_port: https_port.filter(|p| *p != 443),
             auditor,
             metrics,
+            codec: SessionCodec::new(
+                &config.session.encryption_keys,
+                &config.session.cookie_name,
+                &config.session.deployment_id,
+                config.session.max_chunks,
+                config.session.idle_timeout,
+            ),
+            session_lifetime: config.session.lifetime,
+            login: LoginOptions {
+                local: config
+                    .identity_providers
+                    .iter()
+                    .filter_map(|p| {
+                        LocalProvider::new(p)
+                            .map(|l| (p.id.clone(), p.display_name.clone(), Arc::new(l)))
+                    })
+                    .collect(),
+                unavailable: config
+                    .identity_providers
+                    .iter()
+                    .filter(|p| {
+                        !matches!(p.kind, crate::config::IdentityProviderKind::Local { .. })
+                    })
+                    .map(|p| p.display_name.clone())
+                    .collect(),
+            },
+            throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
+            revoked: RevokedSessions::default(),
         })
+    }
+
+    /// Reads the session cookie. A refused cookie (tampered, expired, revoked, from another
+    /// deployment…) is audited, cleared, and the request continues unauthenticated.
+    async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) {
+        let headers = &session.req_header().headers;
+        let cookies = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let jar = CookieJar::parse(cookies, &self.cookie_name);
+        ctx.cookie_chunks = jar.chunk_indexes(&self.cookie_name);
+        ctx.csrf_cookie = jar
+            .get(&format!("{}-csrf", self.cookie_name))
+            .map(str::to_string);
+        let now = portal::unix_now();
+        let rejection = match self.codec.decode(&jar, now) {
+            Ok(data) if self.revoked.is_revoked(&data.sid) => Rejection::Revoked,
+            Ok(mut data) => {
+                if self.codec.needs_touch(&data, now) {
+                    data.last_seen = now;
+                    if let Ok(values) = self.codec.encode(&data) {
+                        let max_age = data.expires_at.saturating_sub(now);
+                        ctx.set_cookies.extend(cookie_values(
+                            &self.cookie_name,
+                            &values,
+                            max_age,
+                            &ctx.cookie_chunks,
+                        ));
+                    }
+                }
+                ctx.session = Some(data);
+                return;
+            }
+            Err(Rejection::Absent) => return,
+            Err(rejection) => rejection,
+        };
+        ctx.set_cookies
+            .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+        let mut event = AuditEvent::new(EventKind::SessionRejected);
+        event.request_id = Some(ctx.request_id.clone());
+        event.client_ip = ctx.client_ip;
+        event.app = ctx.app.as_ref().map(|a| a.audit_id.clone());
+        event.detail = Some(rejection.as_str().to_string());
+        self.auditor.record(event).await;
+    }
+
+    /// Browser navigations go to the login page; API calls (fetch/XHR, non-HTML clients) get
+    /// a 401 with the login URL, which a single-page app can act on.
+    fn login_reply(&self, session: &Session) -> Reply {
+        let request = session.req_header();
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+        let navigation = matches!(request.method.as_str(), "GET" | "HEAD")
+            && header("x-requested-with").is_none()
+            && match header("sec-fetch-mode") {
+                Some(mode) => mode == "navigate",
+                None => wants_html(header("accept").map(str::as_bytes)),
+            };
+        let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
+        let login_url = self.login_url(crate::redirect::safe_return_path(return_to).unwrap_or("/"));
+        if navigation {
+            Reply::RedirectLogin {
+                location: login_url,
+            }
+        } else {
+            Reply::LoginRequired { login_url }
+        }
     }
 
     /// Writes a synthetic response (see [`crate::respond`]) and records why.
@@ -93,8 +205,34 @@ impl Gateway {
             .get(http::header::ACCEPT)
             .map(|v| v.as_bytes());
         let synthetic = reply.render(wants_html(accept), &ctx.request_id);
+        ctx.denial = Some(reason);
+        self.write(session, ctx, synthetic).await
+    }
+
+    /// A successful answer from Portcullis itself (sign-in page, whoami…).
+    async fn send(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        synthetic: Synthetic,
+        reason: Reason,
+    ) -> Result<bool> {
+        if synthetic.status >= 400 {
+            ctx.denial = Some(reason);
+        }
+        self.write(session, ctx, synthetic).await
+    }
+
+    /// Puts a synthetic response on the wire: always framed, with the request id, HSTS on
+    /// TLS and any cookies the pipeline set.
+    async fn write(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        synthetic: Synthetic,
+    ) -> Result<bool> {
         let mut header =
-            ResponseHeader::build(synthetic.status, Some(synthetic.headers.len() + 2))?;
+            ResponseHeader::build(synthetic.status, Some(synthetic.headers.len() + 4))?;
         for (name, value) in synthetic.headers {
             header.insert_header(name, value)?;
         }
@@ -102,14 +240,17 @@ impl Gateway {
             http::header::CONTENT_LENGTH,
             synthetic.body.len().to_string(),
         )?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
             header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
+        for cookie in ctx.set_cookies.drain(..) {
+            header.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         // An unread request body would be parsed as the next request (pingora#498): close.
-        if !session.is_body_empty() {
+        if ctx.body_unread || !(session.is_body_empty() || session.is_body_done()) {
             session.set_keepalive(None);
         }
-        ctx.denial = Some(reason);
         ctx.status = Some(synthetic.status);
         session
             .write_response_header(Box::new(header), false)
@@ -133,26 +274,6 @@ impl Gateway {
             "https://{host}{port}{}{query}",
             ctx.path.as_deref()?
         ))
-    }
-
-    /// Portcullis's own endpoints under the reserved prefix. Never forwarded.
-    async fn own_endpoint(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        endpoint: &str,
-    ) -> Result<bool> {
-        match endpoint {
-            // Sign-in arrives with the SSO release; until then nobody has a session.
-            "whoami" | "login" | "logout" => {
-                self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired)
-                    .await
-            }
-            _ => {
-                self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
-                    .await
-            }
-        }
     }
 }
 
@@ -235,17 +356,19 @@ impl ProxyHttp for Gateway {
                 }
             };
         }
+        self.authenticate(session, ctx).await;
         if let Some(endpoint) = path.strip_prefix(self.reserved_prefix.as_str()) {
-            return self.own_endpoint(session, ctx, endpoint).await;
+            return self.portal(session, ctx, endpoint).await;
         }
-        match decide(&app, &path) {
+        let identity = ctx.session.as_ref().map(|s| &s.identity);
+        match decide(&app, &path, identity) {
             Decision::Allow(permit) => {
                 ctx.permit = Some(permit);
                 Ok(false)
             }
             Decision::LoginRequired => {
-                self.reply(session, ctx, Reply::LoginRequired, Reason::LoginRequired)
-                    .await
+                let reply = self.login_reply(session);
+                self.reply(session, ctx, reply, Reason::LoginRequired).await
             }
             Decision::Deny(Reason::AppDisabled) => {
                 self.reply(session, ctx, Reply::AppDisabled, Reason::AppDisabled)
@@ -352,6 +475,9 @@ impl ProxyHttp for Gateway {
             response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for cookie in ctx.set_cookies.drain(..) {
+            response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         Ok(())
     }
 
@@ -409,6 +535,15 @@ impl ProxyHttp for Gateway {
                 (EventKind::AppDisabled, Outcome::Deny, Reason::AppDisabled)
             }
             (_, Some(reason)) => (EventKind::AccessDenied, Outcome::Deny, reason),
+            (None, None) if ctx.status.is_some() => {
+                // Portcullis's own page (sign-in form, whoami…): counted, and audited by the
+                // login/logout events themselves rather than as an access.
+                self.metrics
+                    .requests
+                    .with_label_values(&[app_label, status_label(status), "portal"])
+                    .inc();
+                return;
+            }
             (None, None) => (EventKind::AccessDenied, Outcome::Deny, Reason::BadRequest),
         };
         let status_label = status_label(status);
@@ -436,6 +571,11 @@ impl ProxyHttp for Gateway {
         event.status = Some(status);
         event.decision = Some(outcome);
         event.reason = Some(reason);
+        if let Some(data) = ctx.session.take() {
+            event.user = Some(data.identity.user_id);
+            event.idp = Some(data.identity.idp);
+            event.sid = Some(data.sid);
+        }
         self.auditor.record(event).await;
     }
 }

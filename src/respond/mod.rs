@@ -4,15 +4,34 @@
 //! Bodies are generic on purpose: the reason for a refusal goes to the audit trail, never
 //! to the client. Every body carries the request id so support can find the record.
 
+mod pages;
+
 use bytes::Bytes;
+
+pub use pages::{login_page, logout_page, signed_out_page, LoginPage};
 
 /// What to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// 400: malformed request.
     BadRequest,
-    /// 401: a session is needed.
-    LoginRequired,
+    /// 401: a session is needed; API clients get the login URL to show or open.
+    LoginRequired {
+        /// Where a person signs in.
+        login_url: String,
+    },
+    /// 302 to the login page (a browser navigation without a session).
+    RedirectLogin {
+        /// The login page with `rd`.
+        location: String,
+    },
+    /// 429: too many attempts.
+    TooManyAttempts {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// 413: a body too large for a Portcullis endpoint.
+    PayloadTooLarge,
     /// 403: refused.
     Forbidden,
     /// 404: no app here, or an unknown Portcullis endpoint.
@@ -52,7 +71,10 @@ impl Reply {
     pub fn status(&self) -> u16 {
         match self {
             Reply::BadRequest => 400,
-            Reply::LoginRequired => 401,
+            Reply::LoginRequired { .. } => 401,
+            Reply::RedirectLogin { .. } => 302,
+            Reply::TooManyAttempts { .. } => 429,
+            Reply::PayloadTooLarge => 413,
             Reply::Forbidden => 403,
             Reply::NotFound => 404,
             Reply::UriTooLong => 414,
@@ -67,12 +89,22 @@ impl Reply {
 
     fn texts(&self) -> (&'static str, &'static str, &'static str) {
         match self {
+            Reply::TooManyAttempts { .. } => (
+                "too_many_attempts",
+                "Too many attempts",
+                "Too many attempts. Please wait and try again.",
+            ),
+            Reply::PayloadTooLarge => (
+                "payload_too_large",
+                "Request too large",
+                "The request body is too large.",
+            ),
             Reply::BadRequest => (
                 "bad_request",
                 "Bad request",
                 "The request could not be understood.",
             ),
-            Reply::LoginRequired => (
+            Reply::LoginRequired { .. } | Reply::RedirectLogin { .. } => (
                 "login_required",
                 "Sign-in required",
                 "You need to sign in to use this application.",
@@ -133,8 +165,12 @@ impl Reply {
             Reply::RedirectHttps { location } => headers.push(("Location", location.clone())),
             // RFC 9110 §11.6.1: a 401 names its scheme. Bearer, not Basic: a browser must
             // never pop up a password dialog for Portcullis.
-            Reply::LoginRequired => {
+            Reply::LoginRequired { .. } => {
                 headers.push(("WWW-Authenticate", "Bearer realm=\"portcullis\"".into()))
+            }
+            Reply::RedirectLogin { location } => headers.push(("Location", location.clone())),
+            Reply::TooManyAttempts { retry_after } => {
+                headers.push(("Retry-After", retry_after.to_string()))
             }
             _ => {}
         }
@@ -147,11 +183,14 @@ impl Reply {
             html_page(title, message, request_id)
         } else {
             headers.push(("Content-Type", "application/json".into()));
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "error": code,
                 "message": message,
                 "request_id": request_id,
             });
+            if let Reply::LoginRequired { login_url } = self {
+                json["login_url"] = serde_json::Value::from(login_url.as_str());
+            }
             json.to_string()
         };
         Synthetic {
@@ -180,7 +219,7 @@ fn html_page(title: &str, message: &str, request_id: &str) -> String {
     )
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

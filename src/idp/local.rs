@@ -1,0 +1,295 @@
+//! Users listed in the configuration: Argon2id passwords and an optional TOTP second factor.
+//!
+//! An unknown user name costs the same Argon2 work as a wrong password (a dummy hash is
+//! verified), and both get the same answer: the login form does not reveal which users exist.
+
+use std::collections::HashMap;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use ring::hmac;
+use subtle::ConstantTimeEq;
+
+use crate::config::{IdentityProvider, IdentityProviderKind, LocalUser};
+use crate::identity::{AuthMethod, Identity};
+
+/// Why a local login failed (audit reason; the user only ever sees one generic message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalLoginError {
+    /// Unknown user or wrong password (deliberately one reason).
+    BadCredentials,
+    /// The password was right but the TOTP code is missing or wrong.
+    BadSecondFactor,
+}
+
+impl LocalLoginError {
+    /// Kebab-case audit reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalLoginError::BadCredentials => "bad-credentials",
+            LocalLoginError::BadSecondFactor => "bad-second-factor",
+        }
+    }
+}
+
+/// One local provider, ready to check logins.
+pub struct LocalProvider {
+    id: String,
+    users: HashMap<String, LocalUser>,
+    /// Verified for unknown users so that they take as long as known ones.
+    dummy_hash: String,
+}
+
+impl LocalProvider {
+    /// Builds the provider; `None` if `provider` is not a local one.
+    pub fn new(provider: &IdentityProvider) -> Option<LocalProvider> {
+        let IdentityProviderKind::Local { users } = &provider.kind else {
+            return None;
+        };
+        let dummy_hash = hash_password("portcullis-dummy-password").unwrap_or_default();
+        Some(LocalProvider {
+            id: provider.id.clone(),
+            users: users
+                .iter()
+                .map(|u| (u.username.clone(), u.clone()))
+                .collect(),
+            dummy_hash,
+        })
+    }
+
+    /// Checks a login. CPU-heavy (Argon2): call from a blocking thread. `unix_time` is the
+    /// clock for TOTP.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        totp_code: Option<&str>,
+        unix_time: u64,
+    ) -> Result<Identity, LocalLoginError> {
+        let user = self.users.get(username);
+        let hash = user.map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
+        let password_ok = verify_password(password, hash);
+        let Some(user) = user.filter(|_| password_ok) else {
+            return Err(LocalLoginError::BadCredentials);
+        };
+        let mfa = match &user.totp_secret {
+            None => false,
+            Some(secret) => {
+                let code = totp_code.unwrap_or_default().trim();
+                if !verify_totp(&secret.0, code, unix_time) {
+                    return Err(LocalLoginError::BadSecondFactor);
+                }
+                true
+            }
+        };
+        Ok(Identity {
+            user_id: user.username.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            user_type: user.user_type,
+            roles: user.roles.clone(),
+            entity: user.entity.clone(),
+            custom: Default::default(),
+            idp: self.id.clone(),
+            auth_method: AuthMethod::Local,
+            mfa,
+        })
+    }
+}
+
+/// Argon2id with the crate's default (OWASP-recommended) parameters and a random salt.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Accepts only Argon2id PHC strings.
+pub fn check_hash(hash: &str) -> Result<(), ()> {
+    let parsed = PasswordHash::new(hash).map_err(|_| ())?;
+    (parsed.algorithm.as_str() == "argon2id")
+        .then_some(())
+        .ok_or(())
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// RFC 6238 TOTP (HMAC-SHA1, 30 s steps, 6 digits), accepting one step of clock skew either
+/// way; compared in constant time.
+pub fn verify_totp(secret: &[u8], code: &str, unix_time: u64) -> bool {
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let step = unix_time / 30;
+    let mut matched = 0u8;
+    for counter in [step.saturating_sub(1), step, step + 1] {
+        matched |= totp_at(secret, counter)
+            .as_bytes()
+            .ct_eq(code.as_bytes())
+            .unwrap_u8();
+    }
+    matched == 1
+}
+
+/// The 6-digit code for one time step (RFC 4226 §5.3 dynamic truncation).
+pub fn totp_at(secret: &[u8], counter: u64) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+    let tag = hmac::sign(&key, &counter.to_be_bytes());
+    let digest = tag.as_ref();
+    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
+    let binary = (u32::from(digest[offset] & 0x7f) << 24)
+        | (u32::from(digest[offset + 1]) << 16)
+        | (u32::from(digest[offset + 2]) << 8)
+        | u32::from(digest[offset + 3]);
+    format!("{:06}", binary % 1_000_000)
+}
+
+/// RFC 4648 base32 (as authenticator apps show secrets): case-insensitive, spaces and
+/// padding ignored.
+pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
+        let value = match c.to_ascii_uppercase() {
+            u @ 'A'..='Z' => u as u32 - 'A' as u32,
+            d @ '2'..='7' => d as u32 - '2' as u32 + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TotpSecret, UserType};
+
+    #[test]
+    fn rfc6238_vectors() {
+        // RFC 6238 Appendix B, SHA-1 secret "12345678901234567890" (8-digit codes there; the
+        // last 6 digits are the 6-digit code).
+        let secret = b"12345678901234567890";
+        for (time, eight_digits) in [
+            (59u64, "94287082"),
+            (1_111_111_109, "07081804"),
+            (1_234_567_890, "89005924"),
+            (2_000_000_000, "69279037"),
+        ] {
+            assert_eq!(totp_at(secret, time / 30), eight_digits[2..], "t={time}");
+        }
+        assert!(verify_totp(secret, "287082", 59));
+        assert!(verify_totp(secret, "287082", 59 + 30), "one step of skew");
+        assert!(!verify_totp(secret, "287082", 59 + 90));
+        assert!(!verify_totp(secret, "28708", 59));
+        assert!(!verify_totp(secret, "abcdef", 59));
+    }
+
+    #[test]
+    fn base32() {
+        assert_eq!(
+            decode_base32("JBSWY3DPEHPK3PXP").as_deref(),
+            Some(&b"Hello!\xde\xad\xbe\xef"[..])
+        );
+        assert_eq!(decode_base32("jbsw y3dp").as_deref(), Some(&b"Hello"[..]));
+        assert_eq!(
+            decode_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").as_deref(),
+            Some(&b"12345678901234567890"[..])
+        );
+        assert!(decode_base32("not base32!").is_none());
+    }
+
+    fn provider(totp: bool) -> LocalProvider {
+        let user = LocalUser {
+            username: "alice".into(),
+            password_hash: hash_password("correct horse").expect("hash"),
+            email: Some("alice@corp.test".into()),
+            name: None,
+            user_type: UserType::Internal,
+            roles: vec!["admin".into()],
+            entity: None,
+            totp_secret: totp.then(|| TotpSecret(b"12345678901234567890".to_vec())),
+        };
+        let config = IdentityProvider {
+            id: "staff".into(),
+            display_name: "Staff".into(),
+            kind: IdentityProviderKind::Local { users: vec![user] },
+        };
+        LocalProvider::new(&config).expect("local")
+    }
+
+    #[test]
+    fn passwords_and_second_factor() {
+        let p = provider(false);
+        let identity = p.login("alice", "correct horse", None, 0).expect("login");
+        assert_eq!(
+            (
+                identity.user_id.as_str(),
+                identity.idp.as_str(),
+                identity.mfa
+            ),
+            ("alice", "staff", false)
+        );
+        assert_eq!(
+            p.login("alice", "wrong", None, 0),
+            Err(LocalLoginError::BadCredentials)
+        );
+        assert_eq!(
+            p.login("mallory", "correct horse", None, 0),
+            Err(LocalLoginError::BadCredentials)
+        );
+
+        let p = provider(true);
+        assert_eq!(
+            p.login("alice", "correct horse", None, 59),
+            Err(LocalLoginError::BadSecondFactor)
+        );
+        assert_eq!(
+            p.login("alice", "correct horse", Some("000000"), 59),
+            Err(LocalLoginError::BadSecondFactor)
+        );
+        let identity = p
+            .login("alice", "correct horse", Some("287082"), 59)
+            .expect("with code");
+        assert!(identity.mfa);
+    }
+
+    #[test]
+    fn unknown_users_cost_the_same_work() {
+        let p = provider(false);
+        let time = |user: &str| {
+            let start = std::time::Instant::now();
+            let _ = p.login(user, "wrong", None, 0);
+            start.elapsed()
+        };
+        let (known, unknown) = (time("alice"), time("nobody"));
+        let ratio = known.as_secs_f64() / unknown.as_secs_f64();
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "known {known:?} vs unknown {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn only_argon2id_hashes() {
+        assert!(check_hash(&hash_password("x").expect("hash")).is_ok());
+        assert!(check_hash("$2b$12$abcdefghijklmnopqrstuv").is_err());
+        assert!(check_hash("plain").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! Identity providers: how a person proves who they are. Each turns a successful login into
+//! an [`Identity`](crate::identity::Identity).
+
+pub mod local;

@@ -1,0 +1,409 @@
+//! Portcullis's own endpoints under the reserved prefix: sign-in, whoami, sign-out.
+//! Never forwarded. State-changing requests (POST) pass a same-origin check and a
+//! double-submit CSRF token.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use subtle::ConstantTimeEq;
+
+use super::{Gateway, RequestCtx};
+use crate::audit::{AuditEvent, EventKind};
+use crate::idp::local::{LocalLoginError, LocalProvider};
+use crate::policy::Reason;
+use crate::redirect::safe_return_path;
+use crate::respond::{self, Reply, Synthetic};
+use crate::session::{clear_cookies, cookie_values, SessionData};
+
+/// Largest form Portcullis reads (login, logout).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+impl Gateway {
+    /// Dispatches one request under the reserved prefix.
+    pub(super) async fn portal(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: &str,
+    ) -> Result<bool> {
+        let method = session.req_header().method.clone();
+        match (method.as_str(), endpoint) {
+            ("GET" | "HEAD", "login") => self.login_page(session, ctx, None).await,
+            ("POST", "login") => self.login_submit(session, ctx).await,
+            ("GET" | "HEAD", "whoami") => self.whoami(session, ctx).await,
+            ("GET" | "HEAD", "logout") => self.logout_page(session, ctx).await,
+            ("POST", "logout") => self.logout(session, ctx).await,
+            _ => {
+                self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
+                    .await
+            }
+        }
+    }
+
+    fn endpoint(&self, name: &str) -> String {
+        format!("{}{name}", self.reserved_prefix)
+    }
+
+    /// The URL of the login page returning to `rd`.
+    pub(super) fn login_url(&self, return_to: &str) -> String {
+        let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        format!("{}?rd={encoded}", self.endpoint("login"))
+    }
+
+    /// The CSRF token of this browser: from its cookie, or a new one (set on the response).
+    fn csrf_token(&self, ctx: &mut RequestCtx) -> String {
+        if let Some(token) = ctx.csrf_cookie.clone() {
+            return token;
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        ctx.set_cookies.push(format!(
+            "{}-csrf={token}; Path=/; Secure; HttpOnly; SameSite=Strict",
+            self.cookie_name
+        ));
+        ctx.csrf_cookie = Some(token.clone());
+        token
+    }
+
+    async fn login_page(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let query = session
+            .req_header()
+            .uri
+            .query()
+            .unwrap_or_default()
+            .to_string();
+        let rd = form_value(query.as_bytes(), "rd")
+            .and_then(|rd| safe_return_path(&rd).map(str::to_string))
+            .unwrap_or_else(|| "/".into());
+        let token = self.csrf_token(ctx);
+        let action = self.endpoint("login");
+        let html = respond::login_page(&respond::LoginPage {
+            action: &action,
+            return_to: &rd,
+            csrf_token: &token,
+            local: self
+                .login
+                .local
+                .iter()
+                .map(|(id, name, _)| (id.as_str(), name.as_str()))
+                .collect(),
+            unavailable: self.login.unavailable.iter().map(String::as_str).collect(),
+            error,
+        });
+        let status = if error.is_some() { 401 } else { 200 };
+        self.send(
+            session,
+            ctx,
+            html_response(status, html),
+            Reason::LoginRequired,
+        )
+        .await
+    }
+
+    async fn login_submit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(form) = self.read_form(session, ctx).await? else {
+            return self
+                .reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
+                .await;
+        };
+        if !self.csrf_ok(session, ctx, &form) {
+            return self
+                .reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
+                .await;
+        }
+        let field = |name: &str| form_value(&form, name).unwrap_or_default();
+        let (idp, username, password, code) = (
+            field("idp"),
+            field("username"),
+            field("password"),
+            field("code"),
+        );
+        let rd = form_value(&form, "rd")
+            .and_then(|rd| safe_return_path(&rd).map(str::to_string))
+            .unwrap_or_else(|| "/".into());
+        let Some(provider) = self
+            .login
+            .local
+            .iter()
+            .find(|(id, _, _)| *id == idp)
+            .map(|(_, _, p)| p.clone())
+        else {
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::BadRequest)
+                .await;
+        };
+        let now = unix_now();
+        let mut keys = vec![format!("user:{idp}:{username}")];
+        if let Some(ip) = ctx.client_ip {
+            keys.push(format!("ip:{ip}"));
+        }
+        if let Err(retry_after) = self.throttle.check(&keys, now) {
+            self.audit_login(
+                ctx,
+                EventKind::LoginFailed,
+                &idp,
+                &username,
+                None,
+                "throttled",
+            )
+            .await;
+            return self
+                .reply(
+                    session,
+                    ctx,
+                    Reply::TooManyAttempts { retry_after },
+                    Reason::LoginThrottled,
+                )
+                .await;
+        }
+        let outcome = verify_off_thread(provider, username.clone(), password, code, now).await;
+        match outcome {
+            Ok(identity) => {
+                self.throttle.succeeded(&keys);
+                // A fresh session and id at every login: a pre-login cookie is never reused.
+                let data = SessionData::new(identity, now, self.session_lifetime);
+                let values = match self.codec.encode(&data) {
+                    Ok(values) => values,
+                    Err(e) => {
+                        self.audit_login(
+                            ctx,
+                            EventKind::LoginFailed,
+                            &idp,
+                            &username,
+                            None,
+                            &e.to_string(),
+                        )
+                        .await;
+                        return self
+                            .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
+                            .await;
+                    }
+                };
+                ctx.set_cookies.extend(cookie_values(
+                    &self.cookie_name,
+                    &values,
+                    self.session_lifetime.as_secs(),
+                    &ctx.cookie_chunks,
+                ));
+                self.audit_login(
+                    ctx,
+                    EventKind::LoginSucceeded,
+                    &idp,
+                    &data.identity.user_id,
+                    Some(&data.sid),
+                    "local",
+                )
+                .await;
+                let mut response = html_response(303, String::new());
+                response.headers.push(("Location", rd));
+                self.send(session, ctx, response, Reason::Authenticated)
+                    .await
+            }
+            Err(error) => {
+                self.throttle.failed(&keys, now);
+                self.audit_login(
+                    ctx,
+                    EventKind::LoginFailed,
+                    &idp,
+                    &username,
+                    None,
+                    error.as_str(),
+                )
+                .await;
+                ctx.denial = Some(Reason::LoginFailed);
+                self.login_page(
+                    session,
+                    ctx,
+                    Some("Sign-in failed. Check your details and try again."),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn whoami(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(data) = ctx.session.as_ref() else {
+            let login_url = self.login_url("/");
+            return self
+                .reply(
+                    session,
+                    ctx,
+                    Reply::LoginRequired { login_url },
+                    Reason::LoginRequired,
+                )
+                .await;
+        };
+        // The identity as the backend will know it, and the session's id and expiry. Never a
+        // token or a cookie.
+        let body = serde_json::json!({
+            "identity": data.identity,
+            "session": { "sid": data.sid, "issued_at": data.issued_at, "expires_at": data.expires_at },
+        });
+        let response = Synthetic {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                ("Cache-Control", "no-store".into()),
+            ],
+            body: Bytes::from(body.to_string()),
+        };
+        self.send(session, ctx, response, Reason::Authenticated)
+            .await
+    }
+
+    async fn logout_page(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let token = self.csrf_token(ctx);
+        let html = respond::logout_page(&self.endpoint("logout"), &token);
+        self.send(
+            session,
+            ctx,
+            html_response(200, html),
+            Reason::Authenticated,
+        )
+        .await
+    }
+
+    async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(form) = self.read_form(session, ctx).await? else {
+            return self
+                .reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
+                .await;
+        };
+        if !self.csrf_ok(session, ctx, &form) {
+            return self
+                .reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
+                .await;
+        }
+        if let Some(data) = ctx.session.take() {
+            self.revoked.revoke(&data.sid, data.expires_at, unix_now());
+            let (idp, user, sid) = (
+                data.identity.idp.clone(),
+                data.identity.user_id.clone(),
+                data.sid.clone(),
+            );
+            self.audit_login(ctx, EventKind::Logout, &idp, &user, Some(&sid), "user")
+                .await;
+        }
+        ctx.set_cookies
+            .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+        let html = respond::signed_out_page(&self.endpoint("login"));
+        self.send(
+            session,
+            ctx,
+            html_response(200, html),
+            Reason::Authenticated,
+        )
+        .await
+    }
+
+    /// Reads a urlencoded form body; `None` when it is larger than [`MAX_FORM_BYTES`].
+    async fn read_form(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_FORM_BYTES {
+                ctx.body_unread = true;
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    /// Same origin (when the browser says where the request comes from) and a CSRF token that
+    /// matches this browser's cookie (RFC 6265bis `__Host-` cookie, SameSite=Strict).
+    fn csrf_ok(&self, session: &Session, ctx: &RequestCtx, form: &[u8]) -> bool {
+        let headers = &session.req_header().headers;
+        let scheme = if ctx.tls { "https" } else { "http" };
+        if let Some(origin) = headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        {
+            let expected = ctx.host.as_deref().map(|h| format!("{scheme}://{h}"));
+            if expected.as_deref() != Some(origin) {
+                return false;
+            }
+        } else if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if !matches!(site, "same-origin" | "none") {
+                return false;
+            }
+        }
+        let (Some(cookie), Some(sent)) = (ctx.csrf_cookie.as_deref(), form_value(form, "csrf"))
+        else {
+            return false;
+        };
+        !cookie.is_empty() && bool::from(cookie.as_bytes().ct_eq(sent.as_bytes()))
+    }
+
+    async fn audit_login(
+        &self,
+        ctx: &RequestCtx,
+        kind: EventKind,
+        idp: &str,
+        user: &str,
+        sid: Option<&str>,
+        detail: &str,
+    ) {
+        let mut event = AuditEvent::new(kind);
+        event.request_id = Some(ctx.request_id.clone());
+        event.client_ip = ctx.client_ip;
+        event.app = ctx.app.as_ref().map(|a| a.audit_id.clone());
+        event.idp = Some(idp.to_string());
+        // Failed attempts name the user as typed, bounded, so a pasted password does not
+        // fill the log.
+        event.user = Some(user.chars().take(128).collect());
+        event.sid = sid.map(str::to_string);
+        event.detail = Some(detail.to_string());
+        self.auditor.record(event).await;
+    }
+}
+
+/// Argon2 is deliberately slow: verify on the blocking pool, never on a proxy worker.
+async fn verify_off_thread(
+    provider: Arc<LocalProvider>,
+    username: String,
+    password: String,
+    code: String,
+    now: u64,
+) -> Result<crate::identity::Identity, LocalLoginError> {
+    let code = (!code.is_empty()).then_some(code);
+    tokio::task::spawn_blocking(move || provider.login(&username, &password, code.as_deref(), now))
+        .await
+        .unwrap_or(Err(LocalLoginError::BadCredentials))
+}
+
+fn html_response(status: u16, html: String) -> Synthetic {
+    Synthetic {
+        status,
+        headers: vec![
+            ("Content-Type", "text/html; charset=utf-8".into()),
+            ("Cache-Control", "no-store".into()),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'".into()),
+            ("X-Frame-Options", "DENY".into()),
+        ],
+        body: Bytes::from(html),
+    }
+}
+
+/// The first value of `name` in a urlencoded body or query.
+fn form_value(form: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(form)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
