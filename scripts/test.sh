@@ -12,6 +12,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== test identity providers (npm ci)"
+(cd tests/idp/oidc && npm ci --no-audit --no-fund --loglevel=error)
+
 echo "== cargo test"
 cargo test --locked
 

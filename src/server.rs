@@ -12,6 +12,7 @@ use pingora::services::ServiceReadyNotifier;
 use crate::admin::AdminApp;
 use crate::audit::{self, AuditEvent, CheckpointSigner, EventKind, PendingWriter, WriterHandle};
 use crate::config::Config;
+use crate::idp::oidc::OidcProvider;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::tls::SniResolver;
@@ -75,7 +76,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     );
     server.bootstrap();
 
-    let gateway = Gateway::new(&config, auditor.clone(), metrics.clone())?;
+    let oidc: Vec<Arc<OidcProvider>> = config
+        .identity_providers
+        .iter()
+        .filter_map(OidcProvider::new)
+        .map(Arc::new)
+        .collect();
+    let gateway = Gateway::new(&config, auditor.clone(), metrics.clone(), oidc.clone())?;
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
     if let Some(https) = &config.server.https {
@@ -107,8 +114,15 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         },
     );
     let audit_handle = server.add_service(audit_service);
-    // Listeners open only once the audit file is writable: nothing is served unaudited.
-    server.add_service(proxy).add_dependency(&audit_handle);
+    let discovery_handle = server.add_service(background_service(
+        "oidc-discovery",
+        Discovery { providers: oidc },
+    ));
+    // Listeners open only once the audit file is writable (nothing is served unaudited) and
+    // every OIDC provider had its first discovery attempt.
+    let proxy_handle = server.add_service(proxy);
+    proxy_handle.add_dependency(&audit_handle);
+    proxy_handle.add_dependency(&discovery_handle);
     server.add_service(admin);
 
     let mut loaded = AuditEvent::new(EventKind::ConfigLoaded);
@@ -121,6 +135,50 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         writer.finish();
     }
     Ok(())
+}
+
+/// Discovers every OIDC provider (and its JWKS) at start, then refreshes them so that key
+/// rotation at the OP is picked up; a failed refresh keeps the last good copy.
+struct Discovery {
+    providers: Vec<Arc<OidcProvider>>,
+}
+
+impl Discovery {
+    async fn discover_all(&self) -> bool {
+        let mut all = true;
+        for provider in &self.providers {
+            if let Err(e) = provider.discover().await {
+                tracing::warn!(idp = %provider.id, error = %e, "OIDC discovery failed; sign-in with this provider is unavailable until it succeeds");
+                all = false;
+            }
+        }
+        all
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Discovery {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        let mut healthy = self.discover_all().await;
+        ready.notify_ready();
+        loop {
+            let wait = if healthy {
+                std::time::Duration::from_secs(600)
+            } else {
+                std::time::Duration::from_secs(10)
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => healthy = self.discover_all().await,
+            }
+        }
+    }
+
+    async fn start(&self, _shutdown: ShutdownWatch) {}
 }
 
 /// Starts the audit writer inside the server (after any daemonising fork) and reports

@@ -36,6 +36,8 @@ pub enum EventKind {
     AccessDenied,
     /// A request reached a disabled app.
     AppDisabled,
+    /// A user was sent to an identity provider.
+    LoginStarted,
     /// A login succeeded; a new session began.
     LoginSucceeded,
     /// A login failed (see `detail`).

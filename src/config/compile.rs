@@ -735,6 +735,7 @@ impl Compiler<'_> {
             ("issuer", "oidc", idp.issuer.is_some()),
             ("client_id", "oidc", idp.client_id.is_some()),
             ("client_secret", "oidc", idp.client_secret.is_some()),
+            ("scopes", "oidc", idp.scopes.is_some()),
             ("idp_metadata", "saml", idp.idp_metadata.is_some()),
             ("users", "local", idp.users.is_some()),
         ];
@@ -787,10 +788,15 @@ impl Compiler<'_> {
             .client_secret
             .as_ref()
             .and_then(|s| self.secret(&format!("{base}.client_secret"), s));
+        let scopes = idp
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
         Some(IdentityProviderKind::Oidc {
             issuer,
             client_id,
             client_secret,
+            scopes,
         })
     }
 

@@ -183,6 +183,8 @@ pub enum IdentityProviderKind {
         client_id: String,
         /// Client secret.
         client_secret: Option<Secret>,
+        /// Scopes requested (`openid` is always added).
+        scopes: Vec<String>,
     },
     /// SAML 2.0 service provider.
     Saml {

@@ -119,6 +119,7 @@ pub struct RawIdentityProvider {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    pub scopes: Option<Vec<String>>,
     // saml
     pub idp_metadata: Option<String>,
     // local

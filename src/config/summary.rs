@@ -46,6 +46,7 @@ impl Config {
                     issuer,
                     client_id,
                     client_secret,
+                    ..
                 } => format!(
                     "oidc issuer {issuer} client {client_id}{}",
                     if client_secret.is_some() {

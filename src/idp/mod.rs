@@ -2,3 +2,4 @@
 //! an [`Identity`](crate::identity::Identity).
 
 pub mod local;
+pub mod oidc;

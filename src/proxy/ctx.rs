@@ -51,6 +51,10 @@ pub struct RequestCtx {
     pub csrf_cookie: Option<String>,
     /// A request body was left unread: the connection must close.
     pub body_unread: bool,
+    /// Names of OIDC login-flow cookies the browser sent.
+    pub flow_cookies: Vec<String>,
+    /// The same cookies with their values.
+    pub flow_cookies_values: Vec<(String, String)>,
 }
 
 impl RequestCtx {
@@ -74,6 +78,8 @@ impl RequestCtx {
             cookie_chunks: Vec::new(),
             csrf_cookie: None,
             body_unread: false,
+            flow_cookies: Vec::new(),
+            flow_cookies_values: Vec::new(),
         }
     }
 

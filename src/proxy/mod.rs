@@ -31,6 +31,7 @@ pub use peers::PeerError;
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
 use crate::config::Config;
 use crate::idp::local::LocalProvider;
+use crate::idp::oidc::OidcProvider;
 use crate::metrics::Metrics;
 use crate::netguard::{SizeLimits, SizeViolation};
 use crate::policy::{decide, Decision, Reason};
@@ -43,6 +44,8 @@ use crate::store::{LoginThrottle, RevokedSessions};
 struct LoginOptions {
     /// Local providers: (id, display name, checker).
     local: Vec<(String, String, Arc<LocalProvider>)>,
+    /// OpenID Connect providers.
+    oidc: Vec<Arc<OidcProvider>>,
     /// Providers this build cannot sign in with yet (display names).
     unavailable: Vec<String>,
 }
@@ -72,6 +75,7 @@ impl Gateway {
         config: &Config,
         auditor: Auditor,
         metrics: Arc<Metrics>,
+        oidc: Vec<Arc<OidcProvider>>,
     ) -> Result<Gateway, peers::PeerError> {
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -110,12 +114,11 @@ impl Gateway {
                             .map(|l| (p.id.clone(), p.display_name.clone(), Arc::new(l)))
                     })
                     .collect(),
+                oidc,
                 unavailable: config
                     .identity_providers
                     .iter()
-                    .filter(|p| {
-                        !matches!(p.kind, crate::config::IdentityProviderKind::Local { .. })
-                    })
+                    .filter(|p| matches!(p.kind, crate::config::IdentityProviderKind::Saml { .. }))
                     .map(|p| p.display_name.clone())
                     .collect(),
             },
@@ -137,6 +140,16 @@ impl Gateway {
         ctx.csrf_cookie = jar
             .get(&format!("{}-csrf", self.cookie_name))
             .map(str::to_string);
+        let flow_prefix = format!("{}-flow-", self.cookie_name);
+        ctx.flow_cookies_values = jar
+            .with_prefix(&flow_prefix)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        ctx.flow_cookies = ctx
+            .flow_cookies_values
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         let now = portal::unix_now();
         let rejection = match self.codec.decode(&jar, now) {
             Ok(data) if self.revoked.is_revoked(&data.sid) => Rejection::Revoked,

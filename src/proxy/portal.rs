@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use super::{Gateway, RequestCtx};
 use crate::audit::{AuditEvent, EventKind};
 use crate::idp::local::{LocalLoginError, LocalProvider};
+use crate::idp::oidc::{FlowState, OidcFailure};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
@@ -30,7 +31,13 @@ impl Gateway {
     ) -> Result<bool> {
         let method = session.req_header().method.clone();
         match (method.as_str(), endpoint) {
-            ("GET" | "HEAD", "login") => self.login_page(session, ctx, None).await,
+            ("GET" | "HEAD", "login") => match query_value(session, "idp") {
+                Some(idp) if self.login.oidc.iter().any(|p| p.id == idp) => {
+                    self.oidc_start(session, ctx, &idp).await
+                }
+                _ => self.login_page(session, ctx, None).await,
+            },
+            ("GET", "oidc/callback") => self.oidc_callback(session, ctx).await,
             ("POST", "login") => self.login_submit(session, ctx).await,
             ("GET" | "HEAD", "whoami") => self.whoami(session, ctx).await,
             ("GET" | "HEAD", "logout") => self.logout_page(session, ctx).await,
@@ -93,7 +100,32 @@ impl Gateway {
                 .iter()
                 .map(|(id, name, _)| (id.as_str(), name.as_str()))
                 .collect(),
-            unavailable: self.login.unavailable.iter().map(String::as_str).collect(),
+            sso: self
+                .login
+                .oidc
+                .iter()
+                .filter(|p| p.is_available())
+                .map(|p| {
+                    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+                    (
+                        p.display_name.as_str(),
+                        format!("{action}?idp={}&rd={rd}", p.id),
+                    )
+                })
+                .collect(),
+            unavailable: self
+                .login
+                .unavailable
+                .iter()
+                .map(String::as_str)
+                .chain(
+                    self.login
+                        .oidc
+                        .iter()
+                        .filter(|p| !p.is_available())
+                        .map(|p| p.display_name.as_str()),
+                )
+                .collect(),
             error,
         });
         let status = if error.is_some() { 401 } else { 200 };
@@ -302,6 +334,192 @@ impl Gateway {
         .await
     }
 
+    /// Sends the browser to the OP, remembering state, nonce and PKCE verifier in an
+    /// encrypted cookie for this attempt.
+    async fn oidc_start(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        idp: &str,
+    ) -> Result<bool> {
+        let Some(provider) = self.login.oidc.iter().find(|p| p.id == idp).cloned() else {
+            return self
+                .reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
+                .await;
+        };
+        let rd = query_value(session, "rd")
+            .and_then(|rd| safe_return_path(&rd).map(str::to_string))
+            .unwrap_or_else(|| "/".into());
+        let scheme = if ctx.tls { "https" } else { "http" };
+        let host = ctx.host.clone().unwrap_or_default();
+        let redirect_uri = format!("{scheme}://{host}{}", self.endpoint("oidc/callback"));
+        let now = unix_now();
+        let (location, flow) = match provider.start(&redirect_uri, &rd, now) {
+            Ok(started) => started,
+            Err(failure) => {
+                self.audit_login(ctx, EventKind::LoginFailed, idp, "", None, failure.as_str())
+                    .await;
+                return self
+                    .reply(session, ctx, Reply::BadGateway, Reason::LoginFailed)
+                    .await;
+            }
+        };
+        let sealed = serde_json::to_vec(&flow)
+            .ok()
+            .and_then(|json| self.codec.seal(FLOW_PURPOSE, &json).ok());
+        let Some(sealed) = sealed else {
+            return self
+                .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
+                .await;
+        };
+        // One cookie per attempt, so several tabs can sign in at once; bounded, so they
+        // never pile up until requests fail: past the limit the older attempts are dropped.
+        let prefix = self.flow_prefix();
+        if ctx.flow_cookies.len() >= MAX_FLOWS {
+            for name in ctx.flow_cookies.drain(..) {
+                ctx.set_cookies.push(format!(
+                    "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+                ));
+            }
+        }
+        ctx.set_cookies.push(format!(
+            "{prefix}{}={sealed}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={FLOW_SECONDS}",
+            flow_id(&flow.state)
+        ));
+        self.audit_login(ctx, EventKind::LoginStarted, idp, "", None, "oidc")
+            .await;
+        let mut response = html_response(302, String::new());
+        response.headers.push(("Location", location));
+        self.send(session, ctx, response, Reason::LoginRequired)
+            .await
+    }
+
+    /// The OP sends the browser back here with a code (or an error).
+    async fn oidc_callback(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = query_value(session, "state").unwrap_or_default();
+        let flow_cookie = format!("{}{}", self.flow_prefix(), flow_id(&state));
+        let flow = ctx
+            .flow_cookies_values
+            .iter()
+            .find(|(name, _)| *name == flow_cookie)
+            .and_then(|(_, value)| self.codec.open(FLOW_PURPOSE, value))
+            .and_then(|json| serde_json::from_slice::<FlowState>(&json).ok());
+        ctx.set_cookies.push(format!(
+            "{flow_cookie}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+        ));
+        let now = unix_now();
+        let Some(flow) = flow.filter(|f| {
+            !state.is_empty() && bool::from(f.state.as_bytes().ct_eq(state.as_bytes()))
+        }) else {
+            self.audit_login(ctx, EventKind::LoginFailed, "", "", None, "state-mismatch")
+                .await;
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
+                .await;
+        };
+        if now.saturating_sub(flow.started) > FLOW_SECONDS {
+            self.audit_login(
+                ctx,
+                EventKind::LoginFailed,
+                &flow.idp,
+                "",
+                None,
+                "flow-expired",
+            )
+            .await;
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
+                .await;
+        }
+        let Some(provider) = self.login.oidc.iter().find(|p| p.id == flow.idp).cloned() else {
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
+                .await;
+        };
+        let result = match (query_value(session, "error"), query_value(session, "code")) {
+            (Some(_), _) | (None, None) => Err(OidcFailure::IdpError),
+            (None, Some(code)) => provider.finish(&flow, &code).await,
+        };
+        let identity = match result {
+            Ok(identity) => identity,
+            Err(failure) => {
+                self.audit_login(
+                    ctx,
+                    EventKind::LoginFailed,
+                    &flow.idp,
+                    "",
+                    None,
+                    failure.as_str(),
+                )
+                .await;
+                let login_url = self.login_url(&flow.return_to);
+                let reply = if wants_html_request(session) {
+                    Reply::RedirectLogin {
+                        location: login_url,
+                    }
+                } else {
+                    Reply::LoginRequired { login_url }
+                };
+                return self.reply(session, ctx, reply, Reason::LoginFailed).await;
+            }
+        };
+        self.start_session(session, ctx, identity, &flow.return_to, "oidc")
+            .await
+    }
+
+    /// A fresh session (and id) for `identity`, then on to `return_to`.
+    async fn start_session(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        identity: crate::identity::Identity,
+        return_to: &str,
+        method: &str,
+    ) -> Result<bool> {
+        let data = SessionData::new(identity, unix_now(), self.session_lifetime);
+        let idp = data.identity.idp.clone();
+        let values = match self.codec.encode(&data) {
+            Ok(values) => values,
+            Err(e) => {
+                self.audit_login(
+                    ctx,
+                    EventKind::LoginFailed,
+                    &idp,
+                    &data.identity.user_id,
+                    None,
+                    &e.to_string(),
+                )
+                .await;
+                return self
+                    .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
+                    .await;
+            }
+        };
+        ctx.set_cookies.extend(cookie_values(
+            &self.cookie_name,
+            &values,
+            self.session_lifetime.as_secs(),
+            &ctx.cookie_chunks,
+        ));
+        self.audit_login(
+            ctx,
+            EventKind::LoginSucceeded,
+            &idp,
+            &data.identity.user_id,
+            Some(&data.sid),
+            method,
+        )
+        .await;
+        let mut response = html_response(303, String::new());
+        response.headers.push(("Location", return_to.to_string()));
+        self.send(session, ctx, response, Reason::Authenticated)
+            .await
+    }
+
+    fn flow_prefix(&self) -> String {
+        format!("{}-flow-", self.cookie_name)
+    }
+
     /// Reads a urlencoded form body; `None` when it is larger than [`MAX_FORM_BYTES`].
     async fn read_form(
         &self,
@@ -392,6 +610,36 @@ fn html_response(status: u16, html: String) -> Synthetic {
         ],
         body: Bytes::from(html),
     }
+}
+
+/// Purpose bound into the encryption of login-flow cookies.
+const FLOW_PURPOSE: &str = "oidc-flow";
+/// How long a sign-in at the OP may take.
+const FLOW_SECONDS: u64 = 600;
+/// Most sign-in attempts in flight per browser.
+const MAX_FLOWS: usize = 3;
+
+/// A cookie-name-safe id for an attempt, from its (random, URL-safe) state.
+fn flow_id(state: &str) -> String {
+    state
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect()
+}
+
+fn query_value(session: &Session, name: &str) -> Option<String> {
+    form_value(session.req_header().uri.query()?.as_bytes(), name)
+}
+
+fn wants_html_request(session: &Session) -> bool {
+    respond::wants_html(
+        session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// The first value of `name` in a urlencoded body or query.

@@ -13,6 +13,8 @@ pub struct LoginPage<'a> {
     pub csrf_token: &'a str,
     /// Local providers: (id, display name).
     pub local: Vec<(&'a str, &'a str)>,
+    /// Single sign-on providers: (display name, sign-in link).
+    pub sso: Vec<(&'a str, String)>,
     /// Providers whose sign-in flow this build does not offer yet: display names.
     pub unavailable: Vec<&'a str>,
     /// A generic error to show ("Sign-in failed"), never which part was wrong.
@@ -41,6 +43,13 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
             escape_html(error)
         ));
     }
+    for (name, href) in &p.sso {
+        body.push_str(&format!(
+            "<p><a class=\"sso\" href=\"{}\">Sign in with {}</a></p>",
+            escape_html(href),
+            escape_html(name)
+        ));
+    }
     for (id, name) in &p.local {
         body.push_str(&format!(
             "<form method=\"post\" action=\"{action}\"><h2>{name}</h2>\
@@ -64,7 +73,7 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
             escape_html(name)
         ));
     }
-    if p.local.is_empty() && p.unavailable.is_empty() {
+    if p.local.is_empty() && p.sso.is_empty() && p.unavailable.is_empty() {
         body.push_str("<p>No sign-in method is configured.</p>");
     }
     page("Sign in", &body)

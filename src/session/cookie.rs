@@ -33,6 +33,17 @@ impl<'a> CookieJar<'a> {
         })
     }
 
+    /// Cookies whose name starts with `prefix`: (name, value).
+    pub fn with_prefix<'s>(
+        &'s self,
+        prefix: &'s str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 's {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n.starts_with(prefix))
+            .copied()
+    }
+
     /// Names of the chunk cookies present (`<name>.1`, `<name>.2`, …).
     pub fn chunk_indexes(&self, name: &str) -> Vec<usize> {
         self.pairs

@@ -243,6 +243,46 @@ impl SessionCodec {
         Ok(session)
     }
 
+    /// Encrypts a short-lived record that is not a session (an OIDC login flow), bound to
+    /// `purpose` so it can never be read as a session or for another purpose.
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<String, EncodeError> {
+        let (kid, cipher) = self.keys.first().ok_or(EncodeError::Encrypt)?;
+        let aad = [self.associated_data.as_slice(), b":", purpose.as_bytes()].concat();
+        let nonce_bytes: [u8; 12] = rand::random();
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce_bytes),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| EncodeError::Encrypt)?;
+        let sealed = [nonce_bytes.as_slice(), ciphertext.as_slice()].concat();
+        Ok(format!("{kid}.{}", URL_SAFE_NO_PAD.encode(sealed)))
+    }
+
+    /// Opens what [`SessionCodec::seal`] made for the same `purpose`.
+    pub fn open(&self, purpose: &str, text: &str) -> Option<Vec<u8>> {
+        let (kid, data) = text.split_once('.')?;
+        let cipher = self.keys.iter().find(|(id, _)| id == kid).map(|(_, c)| c)?;
+        let sealed = URL_SAFE_NO_PAD.decode(data.as_bytes()).ok()?;
+        if sealed.len() < 28 {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(12);
+        let aad = [self.associated_data.as_slice(), b":", purpose.as_bytes()].concat();
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .ok()
+    }
+
     /// True when the cookie should be rewritten to move `last_seen` forward (a quarter of the
     /// idle timeout has passed): bounded writes, yet an active user never idles out.
     pub fn needs_touch(&self, session: &SessionData, now: u64) -> bool {

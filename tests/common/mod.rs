@@ -192,6 +192,19 @@ impl Proxy {
         SocketAddr::from(([127, 0, 0, 1], self.ports.https))
     }
 
+    /// Stops the process and returns what it logged (for failure messages).
+    pub fn logs(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            let _ = child.wait();
+        }
+        text
+    }
+
     /// Graceful stop; waits for exit so the audit trail is sealed.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

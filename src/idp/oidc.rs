@@ -1,0 +1,286 @@
+//! OpenID Connect relying party (authorization code flow with PKCE), on the `openidconnect`
+//! crate: discovery, the authorization request, the code exchange and ID token validation
+//! (signature against the OP's JWKS, `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`, and only
+//! the algorithms the OP advertises — never `none`).
+
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{IdentityProvider, IdentityProviderKind, UserType};
+use crate::identity::{AuthMethod, Identity};
+
+/// Why an OIDC login failed (audit `detail`, kebab-case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcFailure {
+    /// Discovery has not succeeded (yet).
+    Unavailable,
+    /// The OP answered the authorization request with an error.
+    IdpError,
+    /// The code exchange failed (replayed or expired code, wrong PKCE verifier, client auth).
+    TokenExchange,
+    /// The token response carried no ID token.
+    MissingIdToken,
+    /// The ID token failed validation (signature, issuer, audience, expiry, nonce, algorithm).
+    InvalidIdToken,
+}
+
+impl OidcFailure {
+    /// Kebab-case reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OidcFailure::Unavailable => "idp-unavailable",
+            OidcFailure::IdpError => "idp-error",
+            OidcFailure::TokenExchange => "token-exchange-failed",
+            OidcFailure::MissingIdToken => "id-token-missing",
+            OidcFailure::InvalidIdToken => "id-token-invalid",
+        }
+    }
+}
+
+/// What survives the round trip to the OP, in an encrypted, short-lived cookie.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowState {
+    /// Provider id.
+    pub idp: String,
+    /// OAuth 2.0 `state` (CSRF protection of the callback).
+    pub state: String,
+    /// OIDC `nonce` (binds the ID token to this attempt).
+    pub nonce: String,
+    /// PKCE code verifier.
+    pub verifier: String,
+    /// Where the user goes afterwards (already validated).
+    pub return_to: String,
+    /// The redirect URI used (the callback on the host where the login started).
+    pub redirect_uri: String,
+    /// Unix seconds when the attempt began.
+    pub started: u64,
+}
+
+/// One OIDC provider.
+pub struct OidcProvider {
+    /// Provider id.
+    pub id: String,
+    /// Name on the login page.
+    pub display_name: String,
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    scopes: Vec<String>,
+    http: reqwest::Client,
+    metadata: RwLock<Option<Arc<CoreProviderMetadata>>>,
+}
+
+impl OidcProvider {
+    /// Builds the provider; `None` if `provider` is not OIDC.
+    pub fn new(provider: &IdentityProvider) -> Option<OidcProvider> {
+        let IdentityProviderKind::Oidc {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+        } = &provider.kind
+        else {
+            return None;
+        };
+        // Never follow redirects from the OP's back channel (SSRF). No pooled connections:
+        // calls are rare, and discovery and logins run on different Pingora runtimes, where
+        // a connection kept by one is unusable from the other.
+        let http = reqwest::ClientBuilder::new()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .ok()?;
+        Some(OidcProvider {
+            id: provider.id.clone(),
+            display_name: provider.display_name.clone(),
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.as_ref().map(|s| s.expose().to_string()),
+            scopes: scopes
+                .iter()
+                .filter(|s| s.as_str() != "openid")
+                .cloned()
+                .collect(),
+            http,
+            metadata: RwLock::new(None),
+        })
+    }
+
+    /// Fetches the discovery document and the JWKS; on success they replace the old ones.
+    pub async fn discover(&self) -> Result<(), String> {
+        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| e.to_string())?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut slot) = self.metadata.write() {
+            *slot = Some(Arc::new(metadata));
+        }
+        Ok(())
+    }
+
+    /// True once discovery has succeeded.
+    pub fn is_available(&self) -> bool {
+        self.metadata.read().is_ok_and(|m| m.is_some())
+    }
+
+    fn client(&self, redirect_uri: &str) -> Result<OidcClient, OidcFailure> {
+        let metadata = self
+            .metadata
+            .read()
+            .ok()
+            .and_then(|m| m.clone())
+            .ok_or(OidcFailure::Unavailable)?;
+        let redirect =
+            RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcFailure::Unavailable)?;
+        Ok(CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(self.client_id.clone()),
+            self.client_secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// The authorization request: where to send the browser, and what to remember.
+    pub fn start(
+        &self,
+        redirect_uri: &str,
+        return_to: &str,
+        now: u64,
+    ) -> Result<(String, FlowState), OidcFailure> {
+        let client = self.client(redirect_uri)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
+            .set_pkce_challenge(challenge)
+            .url();
+        let flow = FlowState {
+            idp: self.id.clone(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            return_to: return_to.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            started: now,
+        };
+        Ok((url.to_string(), flow))
+    }
+
+    /// Exchanges the code and validates the ID token; the identity on success.
+    pub async fn finish(&self, flow: &FlowState, code: &str) -> Result<Identity, OidcFailure> {
+        let client = self.client(&flow.redirect_uri)?;
+        let request = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|_| OidcFailure::Unavailable)?;
+        let response = request
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| {
+                tracing::warn!(idp = %self.id, error = ?e, "OIDC code exchange failed");
+                OidcFailure::TokenExchange
+            })?;
+        let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(flow.nonce.clone()))
+            .map_err(|e| {
+                tracing::warn!(idp = %self.id, error = %e, "OIDC ID token refused");
+                OidcFailure::InvalidIdToken
+            })?;
+        // The signature is verified over this exact token: its payload may be read for the
+        // claims the core types do not model (groups, amr).
+        let extra = payload(&id_token.to_string()).unwrap_or_default();
+        let strings = |name: &str| -> Vec<String> {
+            extra
+                .get(name)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mfa = mfa_from_amr(&strings("amr"));
+        Ok(Identity {
+            user_id: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string()),
+            user_type: UserType::External,
+            roles: strings("groups"),
+            entity: None,
+            custom: Default::default(),
+            idp: self.id.clone(),
+            auth_method: AuthMethod::Oidc,
+            mfa,
+        })
+    }
+}
+
+type OidcClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+fn payload(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let part = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// RFC 8176 authentication method references that mean a second factor (or "mfa" itself).
+pub fn mfa_from_amr(amr: &[String]) -> bool {
+    amr.iter().any(|m| {
+        matches!(
+            m.as_str(),
+            "mfa" | "otp" | "hwk" | "swk" | "sms" | "fpt" | "face" | "iris" | "retina" | "sc"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_factors_from_amr() {
+        let amr = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!mfa_from_amr(&amr(&["pwd"])));
+        assert!(mfa_from_amr(&amr(&["pwd", "otp"])));
+        assert!(mfa_from_amr(&amr(&["mfa"])));
+        assert!(mfa_from_amr(&amr(&["hwk"])));
+        assert!(!mfa_from_amr(&[]));
+    }
+
+    #[test]
+    fn payload_reads_claims_and_survives_garbage() {
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"groups":["a"],"amr":["pwd"]}"#);
+        let claims = payload(&format!("e30.{body}.sig")).expect("payload");
+        assert_eq!(claims["groups"][0], "a");
+        assert!(payload("not-a-jwt").is_none());
+        assert!(payload("a.!!!.c").is_none());
+    }
+}

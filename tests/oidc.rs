@@ -1,0 +1,332 @@
+//! OpenID Connect sign-in through a real OpenID Provider (panva/oidc-provider on Node.js,
+//! started by the test): code flow with PKCE, state and nonce, ID token validation.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
+
+struct Op {
+    child: Child,
+    issuer: String,
+}
+
+impl Op {
+    fn start(redirect_uri: &str) -> Op {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp/oidc");
+        let mut child = Command::new("node")
+            .current_dir(dir)
+            .args(["op.js", "portcullis", "op-client-secret", redirect_uri])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node op.js (run `npm ci` in tests/idp/oidc)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("READY "))
+            .expect("OP ready");
+        // Keep reading: a closed pipe would kill the OP at its next log line.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Op {
+            child,
+            issuer: line["READY ".len()..].to_string(),
+        }
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cookies_of(headers: &HeaderMap, jar: &mut BTreeMap<String, String>) {
+    for v in headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
+            jar.insert(name.trim().to_string(), value.to_string());
+        }
+    }
+}
+
+fn header(jar: &BTreeMap<String, String>) -> String {
+    jar.iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct World {
+    _op: Op,
+    proxy: Proxy,
+    fixtures: Fixtures,
+    upstream: Upstream,
+    https: reqwest::Client,
+    plain: reqwest::Client,
+    base: String,
+}
+
+fn world() -> World {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let base = format!("https://a.test:{}", ports.https);
+    let op = Op::start(&format!("{base}/.portcullis/oidc/callback"));
+    std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
+    let providers = format!(
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    scopes: [openid, email, profile, groups]\n",
+        op.issuer
+    );
+    let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n", upstream.url());
+    let yaml = fixtures
+        .config(&ports, "", &apps)
+        .replace("level: warn", "level: \"warn,portcullis=debug\"")
+        .replace("session:\n", &format!("{providers}session:\n"));
+    let proxy = Proxy::start(&fixtures, ports, &yaml);
+    let https = client(&fixtures, &proxy);
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    World {
+        _op: op,
+        proxy,
+        fixtures,
+        upstream,
+        https,
+        plain,
+        base,
+    }
+}
+
+/// Signs `user` in at the OP, starting from Portcullis's login endpoint; returns the
+/// callback URL the OP sends the browser to, and Portcullis's cookies so far.
+async fn through_the_op(w: &World, user: &str) -> (String, BTreeMap<String, String>) {
+    let mut ours = BTreeMap::new();
+    let r = w
+        .https
+        .get(format!("{}/.portcullis/login?idp=corp&rd=%2Fchat", w.base))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 302);
+    cookies_of(r.headers(), &mut ours);
+    let mut url = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(
+        url.contains("code_challenge=") && url.contains("code_challenge_method=S256"),
+        "PKCE: {url}"
+    );
+    assert!(url.contains("nonce=") && url.contains("state="), "{url}");
+    let mut theirs = BTreeMap::new();
+    for _ in 0..10 {
+        if url.starts_with(&w.base) {
+            return (url, ours);
+        }
+        let absolute = if url.starts_with('/') {
+            format!("{}{url}", w._op.issuer)
+        } else {
+            url.clone()
+        };
+        let r = w
+            .plain
+            .get(&absolute)
+            .header(COOKIE, header(&theirs))
+            .send()
+            .await
+            .expect("op");
+        cookies_of(r.headers(), &mut theirs);
+        if r.status().is_redirection() {
+            url = r.headers()[LOCATION]
+                .to_str()
+                .expect("location")
+                .to_string();
+            continue;
+        }
+        let page = r.text().await.expect("page");
+        let action = page
+            .split("action=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("login form");
+        let r = w
+            .plain
+            .post(format!("{}{action}", w._op.issuer))
+            .header(COOKIE, header(&theirs))
+            .form(&[("username", user), ("password", "secret")])
+            .send()
+            .await
+            .expect("op login");
+        cookies_of(r.headers(), &mut theirs);
+        assert!(r.status().is_redirection(), "OP login: {}", r.status());
+        url = r.headers()[LOCATION]
+            .to_str()
+            .expect("location")
+            .to_string();
+    }
+    panic!("never came back from the OP");
+}
+
+#[tokio::test]
+async fn sign_in_through_a_real_openid_provider() {
+    let mut w = world();
+    let (callback, mut ours) = through_the_op(&w, "mfa-carol").await;
+    let r = w
+        .https
+        .get(&callback)
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("callback");
+    if r.status() != 303 {
+        panic!("callback answered {}: {}", r.status(), w.proxy.logs());
+    }
+    assert_eq!(r.headers()[LOCATION], "/chat");
+    cookies_of(r.headers(), &mut ours);
+    assert!(
+        ours.get("__Host-portcullis").is_some_and(|v| !v.is_empty()),
+        "session cookie"
+    );
+    assert!(
+        ours.iter()
+            .filter(|(n, _)| n.contains("-flow-"))
+            .all(|(_, v)| v.is_empty()),
+        "flow cookie cleared"
+    );
+
+    let r = w
+        .https
+        .get(format!("{}/chat", w.base))
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status(), 200);
+    assert_eq!(w.upstream.hits(), 1);
+    let who: Value = w
+        .https
+        .get(format!("{}/.portcullis/whoami", w.base))
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("whoami")
+        .json()
+        .await
+        .expect("json");
+    let identity = &who["identity"];
+    assert_eq!(identity["user_id"], "mfa-carol");
+    assert_eq!(identity["email"], "mfa-carol@corp.test");
+    assert_eq!(identity["auth_method"], "oidc");
+    assert_eq!(identity["idp"], "corp");
+    assert!(identity["mfa"].is_boolean());
+    assert_eq!(
+        identity["roles"],
+        serde_json::json!(["staff", "chat-users"])
+    );
+    assert!(
+        !who.to_string().contains("eyJ"),
+        "no token ever leaves the session: {who}"
+    );
+
+    // Replaying the callback (same code, same flow cookie) fails: codes are single-use.
+    let mut replay_jar = ours.clone();
+    let flow = callback
+        .split("state=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("state");
+    let _ = flow;
+    let (callback2, flow_jar) = through_the_op(&w, "dave").await;
+    replay_jar.extend(flow_jar.clone());
+    let first = w
+        .https
+        .get(&callback2)
+        .header(COOKIE, header(&flow_jar))
+        .send()
+        .await
+        .expect("first use");
+    assert_eq!(first.status(), 303);
+    let replay = w
+        .https
+        .get(&callback2)
+        .header(COOKIE, header(&flow_jar))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(replay.status(), 401, "replayed code refused");
+
+    w.proxy.stop();
+    let records = audit_records(&w.fixtures.audit_log());
+    let details: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["event"].as_str().is_some_and(|e| e.starts_with("login")))
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap_or_default().to_string(),
+                r["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        details.contains(&("login-started".into(), "oidc".into())),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&("login-succeeded".into(), "oidc".into())),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&("login-failed".into(), "token-exchange-failed".into())),
+        "{details:?}"
+    );
+}
+
+#[tokio::test]
+async fn callbacks_without_the_matching_state_are_refused() {
+    let w = world();
+    let (callback, ours) = through_the_op(&w, "erin").await;
+    // The callback without the attempt's cookie (a forged or cross-site callback).
+    let r = w.https.get(&callback).send().await.expect("callback");
+    assert_eq!(r.status(), 400);
+    // The cookie of the attempt, but another state.
+    let tampered = callback.replace("state=", "state=x");
+    let r = w
+        .https
+        .get(&tampered)
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), 400);
+    // An error from the OP.
+    let r = w
+        .https
+        .get(format!(
+            "{}/.portcullis/oidc/callback?error=access_denied&state={}",
+            w.base,
+            callback.split("state=").nth(1).unwrap_or_default()
+        ))
+        .header(COOKIE, header(&ours))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), 401);
+    assert_eq!(w.upstream.hits(), 0);
+}
