@@ -309,6 +309,18 @@ async fn wrong_passwords_unknown_users_and_throttling_look_the_same() {
     }
     let r = browser.login("alice", "correct horse battery", "").await;
     assert_eq!(r.status(), 429, "throttled even with the right password");
+    let mut proxy = proxy;
+    proxy.stop();
+    let records = audit_records(&fixtures.audit_log());
+    assert!(records.iter().any(|r| r["event"] == "login-failed"
+        && r["detail"] == "bad-credentials"
+        && r["user"] == "nobody"));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "login-failed" && r["detail"] == "throttled"));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "access-denied" && r["reason"] == "login-failed"));
     assert!(
         r.headers()["retry-after"]
             .to_str()

@@ -124,6 +124,22 @@ impl RequestCtx {
         self.path = normalize_path(request.uri.path()).ok();
     }
 
+    /// The scheme the client used: a trusted proxy's `X-Forwarded-Proto` (it terminated
+    /// TLS), else this connection's.
+    pub fn scheme(&self, session: &Session) -> &'static str {
+        let forwarded = session
+            .req_header()
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok());
+        match forwarded {
+            Some(p) if self.trusted_peer && p.eq_ignore_ascii_case("https") => "https",
+            Some(p) if self.trusted_peer && p.eq_ignore_ascii_case("http") => "http",
+            _ if self.tls => "https",
+            _ => "http",
+        }
+    }
+
     /// Sets `X-Forwarded-For/-Proto/-Host` and `X-Request-Id`. Spoofable values from
     /// untrusted peers were already removed; a trusted proxy's chain is extended.
     pub fn set_forwarding_headers(&self, upstream: &mut RequestHeader) -> Result<()> {

@@ -67,6 +67,8 @@ pub struct Gateway {
     login: LoginOptions,
     throttle: LoginThrottle,
     revoked: RevokedSessions,
+    /// Bounds concurrent Argon2 checks (memory and CPU under a login flood).
+    password_checks: tokio::sync::Semaphore,
 }
 
 impl Gateway {
@@ -124,6 +126,7 @@ impl Gateway {
             },
             throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
             revoked: RevokedSessions::default(),
+            password_checks: tokio::sync::Semaphore::new(4),
         })
     }
 

@@ -133,7 +133,11 @@ impl Gateway {
             session,
             ctx,
             html_response(status, html),
-            Reason::LoginRequired,
+            if error.is_some() {
+                Reason::LoginFailed
+            } else {
+                Reason::LoginRequired
+            },
         )
         .await
     }
@@ -194,10 +198,14 @@ impl Gateway {
                 )
                 .await;
         }
+        // Each check takes ~19 MiB and real CPU: a few at a time, the rest wait.
+        let permit = self.password_checks.acquire().await;
         let outcome = verify_off_thread(provider, username.clone(), password, code, now).await;
+        drop(permit);
         match outcome {
             Ok(identity) => {
-                self.throttle.succeeded(&keys);
+                // Only the account's counter: a valid account must not reset its address's counter.
+                self.throttle.succeeded(&keys[..1]);
                 // A fresh session and id at every login: a pre-login cookie is never reused.
                 let data = SessionData::new(identity, now, self.session_lifetime);
                 let values = match self.codec.encode(&data) {
@@ -350,7 +358,7 @@ impl Gateway {
         let rd = query_value(session, "rd")
             .and_then(|rd| safe_return_path(&rd).map(str::to_string))
             .unwrap_or_else(|| "/".into());
-        let scheme = if ctx.tls { "https" } else { "http" };
+        let scheme = ctx.scheme(session);
         let host = ctx.host.clone().unwrap_or_default();
         let redirect_uri = format!("{scheme}://{host}{}", self.endpoint("oidc/callback"));
         let now = unix_now();
@@ -541,7 +549,7 @@ impl Gateway {
     /// matches this browser's cookie (RFC 6265bis `__Host-` cookie, SameSite=Strict).
     fn csrf_ok(&self, session: &Session, ctx: &RequestCtx, form: &[u8]) -> bool {
         let headers = &session.req_header().headers;
-        let scheme = if ctx.tls { "https" } else { "http" };
+        let scheme = ctx.scheme(session);
         if let Some(origin) = headers
             .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok())

@@ -85,7 +85,7 @@ pub fn logout_page(action: &str, csrf_token: &str) -> String {
         "Sign out",
         &format!(
             "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <p>Sign out of all applications behind this gateway?</p><button type=\"submit\">Sign out</button></form>",
+             <p>Sign out of this site?</p><button type=\"submit\">Sign out</button></form>",
             escape_html(action),
             escape_html(csrf_token)
         ),

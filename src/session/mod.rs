@@ -4,7 +4,8 @@
 //! `1.<chunks>.<key id>.<base64url(nonce ‖ ciphertext ‖ tag), first part>`; further parts
 //! go in `<name>.1`, `<name>.2`, … Each write uses a fresh random 96-bit nonce. The
 //! associated data binds the ciphertext to the cookie name and to this deployment, so a
-//! cookie copied from another deployment, app or cookie name does not decrypt.
+//! cookie copied from another deployment or cookie name does not decrypt (the cookie itself
+//! is host-only, `__Host-`, so browsers never send it to another host).
 //!
 //! Any failure to read a session (absent, malformed, unknown version or key, failed
 //! decryption, expired) is a [`Rejection`] with a reason: the request is simply
