@@ -17,9 +17,22 @@ use crate::metrics::Metrics;
 
 /// Installs the global subscriber. Safe to call once per process; later calls are no-ops.
 pub fn init(log: &Log, metrics: Option<Arc<Metrics>>) {
-    let _ = tracing_log::LogTracer::init();
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    // Pingora logs through `log`; records above the configured level are dropped at the
+    // `log` macro instead of being bridged and filtered afterwards (on the hot path).
+    let max = match filter.max_level_hint().and_then(|l| l.into_level()) {
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+        None => log::LevelFilter::Off,
+    };
+    // The handshake-failure counter needs pingora's ERROR records whatever the level.
+    let _ = tracing_log::LogTracer::builder()
+        .with_max_level(max.max(log::LevelFilter::Error))
+        .init();
     let counter = metrics.map(|metrics| HandshakeFailureCounter { metrics });
     let registry = tracing_subscriber::registry().with(counter).with(filter);
     // Colour only for people: journald, files and pipes get plain text.

@@ -15,6 +15,9 @@ use super::{AuditEvent, Auditor, CheckpointSigner};
 use crate::config::{Audit, FsyncPolicy};
 use crate::metrics::Metrics;
 
+/// How long the writer lets records gather after the first one of a batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// Owns the writer thread; [`WriterHandle::finish`] drains the queue and seals the file.
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
@@ -231,6 +234,9 @@ impl Worker {
                     event = receiver.recv() => match event {
                         Some(event) => {
                             self.write(&event);
+                            // Let a batch gather: one wake-up per batch, not per request,
+                            // keeps the writer from pre-empting the proxy threads.
+                            tokio::time::sleep(BATCH_WINDOW).await;
                             while let Ok(more) = receiver.try_recv() {
                                 self.write(&more);
                             }

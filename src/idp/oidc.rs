@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
 use openidconnect::{
     reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
@@ -193,9 +193,20 @@ impl OidcProvider {
                 OidcFailure::TokenExchange
             })?;
         let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
+        self.identity_from(&client, id_token, &flow.nonce)
+    }
+
+    /// Validates an ID token (signature with the OP's keys, `iss`, `aud`, `azp`, `exp`,
+    /// `iat`, `nonce`, allowed algorithms) and maps it to an identity.
+    fn identity_from(
+        &self,
+        client: &OidcClient,
+        id_token: &CoreIdToken,
+        nonce: &str,
+    ) -> Result<Identity, OidcFailure> {
         let verifier = client.id_token_verifier();
         let claims = id_token
-            .claims(&verifier, &Nonce::new(flow.nonce.clone()))
+            .claims(&verifier, &Nonce::new(nonce.to_string()))
             .map_err(|e| {
                 tracing::warn!(idp = %self.id, error = %e, "OIDC ID token refused");
                 OidcFailure::InvalidIdToken
@@ -272,6 +283,190 @@ mod tests {
         assert!(mfa_from_amr(&amr(&["mfa"])));
         assert!(mfa_from_amr(&amr(&["hwk"])));
         assert!(!mfa_from_amr(&[]));
+    }
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    const ISSUER: &str = "https://op.test";
+
+    /// An ES256 key and its public JWK.
+    fn key(kid: &str) -> (EcdsaKeyPair, serde_json::Value) {
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        (pair, jwk)
+    }
+
+    fn sign(pair: &EcdsaKeyPair, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .expect("sign");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    /// A provider whose discovery document and JWKS hold `jwk`, as after discovery.
+    fn provider(jwk: serde_json::Value) -> (OidcProvider, OidcClient) {
+        let metadata: CoreProviderMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": ISSUER,
+            "authorization_endpoint": "https://op.test/auth",
+            "token_endpoint": "https://op.test/token",
+            "jwks_uri": "https://op.test/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        }))
+        .expect("metadata");
+        let jwks = serde_json::from_value(serde_json::json!({ "keys": [jwk] })).expect("jwks");
+        let config = IdentityProvider {
+            id: "corp".into(),
+            display_name: "Corp".into(),
+            kind: IdentityProviderKind::Oidc {
+                issuer: ISSUER.into(),
+                client_id: "portcullis".into(),
+                client_secret: None,
+                scopes: vec![],
+            },
+        };
+        let provider = OidcProvider::new(&config).expect("provider");
+        *provider.metadata.write().expect("lock") = Some(Arc::new(metadata.set_jwks(jwks)));
+        let client = provider
+            .client("https://a.test/.portcullis/oidc/callback")
+            .expect("client");
+        (provider, client)
+    }
+
+    fn claims(overrides: serde_json::Value) -> serde_json::Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        let mut c = serde_json::json!({ "iss": ISSUER, "aud": "portcullis", "sub": "alice", "iat": now, "exp": now + 300, "nonce": "n-1", "groups": ["staff"] });
+        if let (Some(base), Some(extra)) = (c.as_object_mut(), overrides.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn check(
+        provider: &OidcProvider,
+        client: &OidcClient,
+        token: &str,
+    ) -> Result<Identity, OidcFailure> {
+        let parsed: CoreIdToken = token.parse().map_err(|_| OidcFailure::InvalidIdToken)?;
+        provider.identity_from(client, &parsed, "n-1")
+    }
+
+    /// Negative cases are hand-built tokens (the real OP in tests/oidc.rs signs only valid
+    /// ones); each must be refused by the same validation the callback uses.
+    #[test]
+    fn id_token_validation_refuses_every_forgery() {
+        let (pair, jwk) = key("k1");
+        let (provider, client) = provider(jwk.clone());
+        let header = serde_json::json!({ "alg": "ES256", "kid": "k1", "typ": "JWT" });
+        let good = sign(&pair, header.clone(), claims(serde_json::json!({})));
+        let identity = check(&provider, &client, &good).expect("valid token");
+        assert_eq!(
+            (identity.user_id.as_str(), identity.roles.clone()),
+            ("alice", vec!["staff".to_string()])
+        );
+
+        let (other, _) = key("k1");
+        let cases = [
+            (
+                "signed by another key",
+                sign(&other, header.clone(), claims(serde_json::json!({}))),
+            ),
+            (
+                "wrong audience",
+                sign(
+                    &pair,
+                    header.clone(),
+                    claims(serde_json::json!({ "aud": "someone-else" })),
+                ),
+            ),
+            (
+                "wrong issuer",
+                sign(
+                    &pair,
+                    header.clone(),
+                    claims(serde_json::json!({ "iss": "https://evil.test" })),
+                ),
+            ),
+            (
+                "expired",
+                sign(
+                    &pair,
+                    header.clone(),
+                    claims(serde_json::json!({ "exp": 1_000_000, "iat": 999_000 })),
+                ),
+            ),
+            (
+                "wrong nonce",
+                sign(
+                    &pair,
+                    header.clone(),
+                    claims(serde_json::json!({ "nonce": "other" })),
+                ),
+            ),
+            (
+                "no nonce",
+                sign(
+                    &pair,
+                    header.clone(),
+                    claims(serde_json::json!({ "nonce": null })),
+                ),
+            ),
+            ("payload changed after signing", {
+                let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+                parts[1] = URL_SAFE_NO_PAD
+                    .encode(claims(serde_json::json!({ "sub": "mallory" })).to_string());
+                parts.join(".")
+            }),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    URL_SAFE_NO_PAD.encode(serde_json::json!({ "alg": "none" }).to_string()),
+                    URL_SAFE_NO_PAD.encode(claims(serde_json::json!({})).to_string())
+                ),
+            ),
+            ("HS256 keyed with the public key", {
+                let input = format!(
+                    "{}.{}",
+                    URL_SAFE_NO_PAD
+                        .encode(serde_json::json!({ "alg": "HS256", "kid": "k1" }).to_string()),
+                    URL_SAFE_NO_PAD.encode(claims(serde_json::json!({})).to_string())
+                );
+                let mac_key =
+                    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwk.to_string().as_bytes());
+                let tag = ring::hmac::sign(&mac_key, input.as_bytes());
+                format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+            }),
+            ("garbage", "not.a.jwt".to_string()),
+        ];
+        for (name, token) in cases {
+            assert_eq!(
+                check(&provider, &client, &token).map(|i| i.user_id),
+                Err(OidcFailure::InvalidIdToken),
+                "{name}"
+            );
+        }
     }
 
     #[test]
