@@ -273,15 +273,21 @@ mod tests {
     #[test]
     fn unknown_users_cost_the_same_work() {
         let p = provider(false);
-        let time = |user: &str| {
+        // Interleaved tries, fastest of each, so other work on the machine does not decide
+        // the outcome; an unknown user skipping Argon2 would be ~1000x faster, not within 3x.
+        let once = |user: &str| {
             let start = std::time::Instant::now();
             let _ = p.login(user, "wrong", None, 0);
             start.elapsed()
         };
-        let (known, unknown) = (time("alice"), time("nobody"));
+        let (mut known, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..6 {
+            known = known.min(once("alice"));
+            unknown = unknown.min(once("nobody"));
+        }
         let ratio = known.as_secs_f64() / unknown.as_secs_f64();
         assert!(
-            (0.5..2.0).contains(&ratio),
+            (0.33..3.0).contains(&ratio),
             "known {known:?} vs unknown {unknown:?}"
         );
     }

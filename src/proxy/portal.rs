@@ -207,42 +207,7 @@ impl Gateway {
                 // Only the account's counter: a valid account must not reset its address's counter.
                 self.throttle.succeeded(&keys[..1]);
                 // A fresh session and id at every login: a pre-login cookie is never reused.
-                let data = SessionData::new(identity, now, self.session_lifetime);
-                let values = match self.codec.encode(&data) {
-                    Ok(values) => values,
-                    Err(e) => {
-                        self.audit_login(
-                            ctx,
-                            EventKind::LoginFailed,
-                            &idp,
-                            &username,
-                            None,
-                            &e.to_string(),
-                        )
-                        .await;
-                        return self
-                            .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
-                            .await;
-                    }
-                };
-                ctx.set_cookies.extend(cookie_values(
-                    &self.cookie_name,
-                    &values,
-                    self.session_lifetime.as_secs(),
-                    &ctx.cookie_chunks,
-                ));
-                self.audit_login(
-                    ctx,
-                    EventKind::LoginSucceeded,
-                    &idp,
-                    &data.identity.user_id,
-                    Some(&data.sid),
-                    "local",
-                )
-                .await;
-                let mut response = html_response(303, String::new());
-                response.headers.push(("Location", rd));
-                self.send(session, ctx, response, Reason::Authenticated)
+                self.start_session(session, ctx, identity, &rd, "local")
                     .await
             }
             Err(error) => {
