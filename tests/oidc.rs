@@ -87,7 +87,7 @@ fn world() -> World {
     let op = Op::start(&format!("{base}/.portcullis/oidc/callback"));
     std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
     let providers = format!(
-        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    scopes: [openid, email, profile, groups]\n",
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n",
         op.issuer
     );
     let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n", upstream.url());
@@ -133,6 +133,10 @@ async fn through_the_op(w: &World, user: &str) -> (String, BTreeMap<String, Stri
         "PKCE: {url}"
     );
     assert!(url.contains("nonce=") && url.contains("state="), "{url}");
+    assert!(
+        url.contains("acr_values=urn%3Aexample%3Aloa%3A2") && url.contains("prompt=login"),
+        "{url}"
+    );
     let mut theirs = BTreeMap::new();
     for _ in 0..10 {
         if url.starts_with(&w.base) {
@@ -242,6 +246,56 @@ async fn sign_in_through_a_real_openid_provider() {
         !who.to_string().contains("eyJ"),
         "no token ever leaves the session: {who}"
     );
+
+    // Signing out ends the session here and sends the browser to the OP's end-session
+    // endpoint with the ID token as hint (RP-initiated logout).
+    let page = w
+        .https
+        .get(format!("{}/.portcullis/logout", w.base))
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("confirm");
+    cookies_of(page.headers(), &mut ours);
+    let html = page.text().await.expect("html");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf")
+        .to_string();
+    let r = w
+        .https
+        .post(format!("{}/.portcullis/logout", w.base))
+        .header(COOKIE, header(&ours))
+        .header("origin", w.base.clone())
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    let to_op = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(
+        to_op.starts_with(&format!("{}/session/end", w._op.issuer)),
+        "{to_op}"
+    );
+    assert!(
+        to_op.contains("id_token_hint=eyJ") && to_op.contains("post_logout_redirect_uri="),
+        "{to_op}"
+    );
+    let old_session = header(&ours);
+    let r = w
+        .https
+        .get(format!("{}/chat", w.base))
+        .header(COOKIE, old_session)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status(), 401, "the session is over here");
 
     // Replaying the callback (same code, same flow cookie) fails: codes are single-use.
     let mut replay_jar = ours.clone();

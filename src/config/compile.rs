@@ -736,6 +736,8 @@ impl Compiler<'_> {
             ("client_id", "oidc", idp.client_id.is_some()),
             ("client_secret", "oidc", idp.client_secret.is_some()),
             ("scopes", "oidc", idp.scopes.is_some()),
+            ("acr_values", "oidc", idp.acr_values.is_some()),
+            ("prompt", "oidc", idp.prompt.is_some()),
             ("idp_metadata", "saml", idp.idp_metadata.is_some()),
             ("users", "local", idp.users.is_some()),
         ];
@@ -792,11 +794,25 @@ impl Compiler<'_> {
             .scopes
             .clone()
             .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if let Some(prompt) = &idp.prompt {
+            let known = prompt
+                .split(' ')
+                .all(|p| matches!(p, "none" | "login" | "consent" | "select_account"));
+            if !known {
+                self.issues.add(
+                    &format!("{base}.prompt"),
+                    format!("`{prompt}` is not an OIDC prompt"),
+                    "use login, consent, select_account or none (space-separated)",
+                );
+            }
+        }
         Some(IdentityProviderKind::Oidc {
             issuer,
             client_id,
             client_secret,
             scopes,
+            acr_values: idp.acr_values.clone(),
+            prompt: idp.prompt.clone(),
         })
     }
 

@@ -185,6 +185,10 @@ pub enum IdentityProviderKind {
         client_secret: Option<Secret>,
         /// Scopes requested (`openid` is always added).
         scopes: Vec<String>,
+        /// `acr_values` sent with every authorization request (e.g. to ask for MFA).
+        acr_values: Option<String>,
+        /// `prompt` sent with every authorization request (`login`, `consent`, …).
+        prompt: Option<String>,
     },
     /// SAML 2.0 service provider.
     Saml {

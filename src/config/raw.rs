@@ -120,6 +120,8 @@ pub struct RawIdentityProvider {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub scopes: Option<Vec<String>>,
+    pub acr_values: Option<String>,
+    pub prompt: Option<String>,
     // saml
     pub idp_metadata: Option<String>,
     // local

@@ -6,11 +6,12 @@
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
     reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
+use openidconnect::{LogoutRequest, PostLogoutRedirectUrl, ProviderMetadataWithLogout};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{IdentityProvider, IdentityProviderKind, UserType};
@@ -73,9 +74,14 @@ pub struct OidcProvider {
     client_id: String,
     client_secret: Option<String>,
     scopes: Vec<String>,
+    /// Extra authorization parameters (`acr_values`, `prompt`).
+    extra_params: Vec<(&'static str, String)>,
     http: reqwest::Client,
-    metadata: RwLock<Option<Arc<CoreProviderMetadata>>>,
+    metadata: RwLock<Option<Arc<Metadata>>>,
 }
+
+/// Discovery document with the RP-initiated logout field (`end_session_endpoint`).
+type Metadata = ProviderMetadataWithLogout;
 
 impl OidcProvider {
     /// Builds the provider; `None` if `provider` is not OIDC.
@@ -85,6 +91,8 @@ impl OidcProvider {
             client_id,
             client_secret,
             scopes,
+            acr_values,
+            prompt,
         } = &provider.kind
         else {
             return None;
@@ -109,6 +117,10 @@ impl OidcProvider {
                 .filter(|s| s.as_str() != "openid")
                 .cloned()
                 .collect(),
+            extra_params: [("acr_values", acr_values), ("prompt", prompt)]
+                .into_iter()
+                .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+                .collect(),
             http,
             metadata: RwLock::new(None),
         })
@@ -117,13 +129,36 @@ impl OidcProvider {
     /// Fetches the discovery document and the JWKS; on success they replace the old ones.
     pub async fn discover(&self) -> Result<(), String> {
         let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| e.to_string())?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = Metadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| e.to_string())?;
         if let Ok(mut slot) = self.metadata.write() {
             *slot = Some(Arc::new(metadata));
         }
         Ok(())
+    }
+
+    /// Where to send the browser to end its session at the OP too (RP-initiated logout), when
+    /// the OP has an `end_session_endpoint`.
+    pub fn logout_url(
+        &self,
+        id_token: Option<&str>,
+        post_logout_redirect_uri: &str,
+    ) -> Option<String> {
+        let metadata = self.metadata.read().ok()?.clone()?;
+        let endpoint = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut request =
+            LogoutRequest::from(endpoint).set_client_id(ClientId::new(self.client_id.clone()));
+        if let Some(token) = id_token.and_then(|t| t.parse::<CoreIdToken>().ok()) {
+            request = request.set_id_token_hint(&token);
+        }
+        if let Ok(uri) = PostLogoutRedirectUrl::new(post_logout_redirect_uri.to_string()) {
+            request = request.set_post_logout_redirect_uri(uri);
+        }
+        Some(request.http_get_url().to_string())
     }
 
     /// True once discovery has succeeded.
@@ -157,15 +192,18 @@ impl OidcProvider {
     ) -> Result<(String, FlowState), OidcFailure> {
         let client = self.client(redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut request = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
             .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        for (name, value) in &self.extra_params {
+            request = request.add_extra_param(*name, value.clone());
+        }
+        let (url, state, nonce) = request.url();
         let flow = FlowState {
             idp: self.id.clone(),
             state: state.secret().clone(),
@@ -179,7 +217,11 @@ impl OidcProvider {
     }
 
     /// Exchanges the code and validates the ID token; the identity on success.
-    pub async fn finish(&self, flow: &FlowState, code: &str) -> Result<Identity, OidcFailure> {
+    pub async fn finish(
+        &self,
+        flow: &FlowState,
+        code: &str,
+    ) -> Result<(Identity, String), OidcFailure> {
         let client = self.client(&flow.redirect_uri)?;
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -193,7 +235,8 @@ impl OidcProvider {
                 OidcFailure::TokenExchange
             })?;
         let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
-        self.identity_from(&client, id_token, &flow.nonce)
+        let identity = self.identity_from(&client, id_token, &flow.nonce)?;
+        Ok((identity, id_token.to_string()))
     }
 
     /// Validates an ID token (signature with the OP's keys, `iss`, `aud`, `azp`, `exp`,
@@ -320,7 +363,7 @@ mod tests {
 
     /// A provider whose discovery document and JWKS hold `jwk`, as after discovery.
     fn provider(jwk: serde_json::Value) -> (OidcProvider, OidcClient) {
-        let metadata: CoreProviderMetadata = serde_json::from_value(serde_json::json!({
+        let metadata: Metadata = serde_json::from_value(serde_json::json!({
             "issuer": ISSUER,
             "authorization_endpoint": "https://op.test/auth",
             "token_endpoint": "https://op.test/token",
@@ -339,6 +382,8 @@ mod tests {
                 client_id: "portcullis".into(),
                 client_secret: None,
                 scopes: vec![],
+                acr_values: None,
+                prompt: None,
             },
         };
         let provider = OidcProvider::new(&config).expect("provider");

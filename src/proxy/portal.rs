@@ -42,6 +42,7 @@ impl Gateway {
             ("GET" | "HEAD", "whoami") => self.whoami(session, ctx).await,
             ("GET" | "HEAD", "logout") => self.logout_page(session, ctx).await,
             ("POST", "logout") => self.logout(session, ctx).await,
+            ("GET" | "HEAD", "signed-out") => self.signed_out(session, ctx).await,
             _ => {
                 self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                     .await
@@ -207,7 +208,7 @@ impl Gateway {
                 // Only the account's counter: a valid account must not reset its address's counter.
                 self.throttle.succeeded(&keys[..1]);
                 // A fresh session and id at every login: a pre-login cookie is never reused.
-                self.start_session(session, ctx, identity, &rd, "local")
+                self.start_session(session, ctx, identity, None, &rd, "local")
                     .await
             }
             Err(error) => {
@@ -285,8 +286,19 @@ impl Gateway {
                 .reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
                 .await;
         }
+        let mut op_logout = None;
         if let Some(data) = ctx.session.take() {
             self.revoked.revoke(&data.sid, data.expires_at, unix_now());
+            // Ended here; end it at the OP too when the OP supports RP-initiated logout.
+            if let Some(provider) = self.login.oidc.iter().find(|p| p.id == data.identity.idp) {
+                let back = format!(
+                    "{}://{}{}",
+                    ctx.scheme(session),
+                    ctx.host.as_deref().unwrap_or_default(),
+                    self.endpoint("signed-out")
+                );
+                op_logout = provider.logout_url(data.id_token.as_deref(), &back);
+            }
             let (idp, user, sid) = (
                 data.identity.idp.clone(),
                 data.identity.user_id.clone(),
@@ -297,6 +309,18 @@ impl Gateway {
         }
         ctx.set_cookies
             .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+        if let Some(location) = op_logout {
+            let mut response = html_response(303, String::new());
+            response.headers.push(("Location", location));
+            return self
+                .send(session, ctx, response, Reason::Authenticated)
+                .await;
+        }
+        self.signed_out(session, ctx).await
+    }
+
+    /// Where the OP sends the browser back after its own logout.
+    async fn signed_out(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let html = respond::signed_out_page(&self.endpoint("login"));
         self.send(
             session,
@@ -413,8 +437,8 @@ impl Gateway {
             (Some(_), _) | (None, None) => Err(OidcFailure::IdpError),
             (None, Some(code)) => provider.finish(&flow, &code).await,
         };
-        let identity = match result {
-            Ok(identity) => identity,
+        let (identity, id_token) = match result {
+            Ok(found) => found,
             Err(failure) => {
                 self.audit_login(
                     ctx,
@@ -436,8 +460,15 @@ impl Gateway {
                 return self.reply(session, ctx, reply, Reason::LoginFailed).await;
             }
         };
-        self.start_session(session, ctx, identity, &flow.return_to, "oidc")
-            .await
+        self.start_session(
+            session,
+            ctx,
+            identity,
+            Some(id_token),
+            &flow.return_to,
+            "oidc",
+        )
+        .await
     }
 
     /// A fresh session (and id) for `identity`, then on to `return_to`.
@@ -446,10 +477,12 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         identity: crate::identity::Identity,
+        id_token: Option<String>,
         return_to: &str,
         method: &str,
     ) -> Result<bool> {
-        let data = SessionData::new(identity, unix_now(), self.session_lifetime);
+        let mut data = SessionData::new(identity, unix_now(), self.session_lifetime);
+        data.id_token = id_token;
         let idp = data.identity.idp.clone();
         let values = match self.codec.encode(&data) {
             Ok(values) => values,

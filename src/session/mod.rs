@@ -44,6 +44,10 @@ pub struct SessionData {
     pub last_seen: u64,
     /// Who.
     pub identity: Identity,
+    /// The OIDC ID token, kept (encrypted, in the cookie only) as the `id_token_hint` of an
+    /// RP-initiated logout. Never forwarded, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl SessionData {
@@ -56,6 +60,7 @@ impl SessionData {
             expires_at: now.saturating_add(lifetime.as_secs()),
             last_seen: now,
             identity,
+            id_token: None,
         }
     }
 }
