@@ -29,6 +29,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: a fifth of the proxy's CPU went to glibc `malloc`/`free`,
+/// with records allocated on request threads and freed on the audit thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::Cli::parse().execute()
 }
