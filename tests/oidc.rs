@@ -17,11 +17,12 @@ struct Op {
 }
 
 impl Op {
-    fn start(redirect_uri: &str) -> Op {
+    fn start(redirect_uri: &str, auth_method: &str) -> Op {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp/oidc");
         let mut child = Command::new("node")
             .current_dir(dir)
             .args(["op.js", "portcullis", "op-client-secret", redirect_uri])
+            .env("OP_AUTH_METHOD", auth_method)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -80,15 +81,20 @@ struct World {
 }
 
 fn world() -> World {
+    world_with("client_secret_basic")
+}
+
+fn world_with(auth_method: &str) -> World {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
     let base = format!("https://a.test:{}", ports.https);
-    let op = Op::start(&format!("{base}/.portcullis/oidc/callback"));
+    let op = Op::start(&format!("{base}/.portcullis/oidc/callback"), auth_method);
     std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
     let providers = format!(
-        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n",
-        op.issuer
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    token_endpoint_auth: {auth_method}\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n",
+        op.issuer,
+        auth_method = auth_method,
     );
     let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n", upstream.url());
     let yaml = fixtures
@@ -383,4 +389,22 @@ async fn callbacks_without_the_matching_state_are_refused() {
         .expect("callback");
     assert_eq!(r.status(), 401);
     assert_eq!(w.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn client_secret_post_is_supported() {
+    let w = world_with("client_secret_post");
+    let (callback, ours) = through_the_op(&w, "frank").await;
+    let r = w
+        .https
+        .get(&callback)
+        .header(COOKIE, header(&ours))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(
+        r.status(),
+        303,
+        "code exchange with the secret in the request body"
+    );
 }

@@ -737,6 +737,11 @@ impl Compiler<'_> {
             ("client_secret", "oidc", idp.client_secret.is_some()),
             ("scopes", "oidc", idp.scopes.is_some()),
             ("acr_values", "oidc", idp.acr_values.is_some()),
+            (
+                "token_endpoint_auth",
+                "oidc",
+                idp.token_endpoint_auth.is_some(),
+            ),
             ("prompt", "oidc", idp.prompt.is_some()),
             ("idp_metadata", "saml", idp.idp_metadata.is_some()),
             ("users", "local", idp.users.is_some()),
@@ -806,6 +811,18 @@ impl Compiler<'_> {
                 );
             }
         }
+        let secret_in_body = match idp.token_endpoint_auth.as_deref() {
+            None | Some("client_secret_basic") => false,
+            Some("client_secret_post") => true,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{base}.token_endpoint_auth"),
+                    format!("unknown method `{other}`"),
+                    "use client_secret_basic (default) or client_secret_post",
+                );
+                false
+            }
+        };
         Some(IdentityProviderKind::Oidc {
             issuer,
             client_id,
@@ -813,6 +830,7 @@ impl Compiler<'_> {
             scopes,
             acr_values: idp.acr_values.clone(),
             prompt: idp.prompt.clone(),
+            secret_in_body,
         })
     }
 

@@ -189,6 +189,9 @@ pub enum IdentityProviderKind {
         acr_values: Option<String>,
         /// `prompt` sent with every authorization request (`login`, `consent`, …).
         prompt: Option<String>,
+        /// Send the client secret in the token request body (`client_secret_post`) instead of
+        /// HTTP Basic (`client_secret_basic`, the default).
+        secret_in_body: bool,
     },
     /// SAML 2.0 service provider.
     Saml {

@@ -121,6 +121,7 @@ pub struct RawIdentityProvider {
     pub client_secret: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub acr_values: Option<String>,
+    pub token_endpoint_auth: Option<String>,
     pub prompt: Option<String>,
     // saml
     pub idp_metadata: Option<String>,

@@ -77,7 +77,7 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let config = Config::load(&config_path)?;
     println!(
         "\nPortcullis demo\n  open      https://127.0.0.1:{port}/   (certificate: trust {ca} or accept the warning)\n  \
-         upstream  sample chat app on http://127.0.0.1:{upstream_port} (reachable only through Portcullis's address for you)\n  \
+         upstream  sample chat app on http://127.0.0.1:{upstream_port} (unprotected: use the address above)\n  \
          admin     http://127.0.0.1:{admin}/metrics\n  audit     {audit}\n  config    {config}\n\n  \
          Sign in as:\n{logins}\n  Stop with Ctrl-C.\n",
         logins = users.logins,

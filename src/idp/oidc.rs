@@ -11,7 +11,7 @@ use openidconnect::{
     reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
-use openidconnect::{LogoutRequest, PostLogoutRedirectUrl, ProviderMetadataWithLogout};
+use openidconnect::{AuthType, LogoutRequest, PostLogoutRedirectUrl, ProviderMetadataWithLogout};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{IdentityProvider, IdentityProviderKind, UserType};
@@ -74,6 +74,8 @@ pub struct OidcProvider {
     client_id: String,
     client_secret: Option<String>,
     scopes: Vec<String>,
+    /// `client_secret_post` instead of `client_secret_basic`.
+    secret_in_body: bool,
     /// Extra authorization parameters (`acr_values`, `prompt`).
     extra_params: Vec<(&'static str, String)>,
     http: reqwest::Client,
@@ -93,6 +95,7 @@ impl OidcProvider {
             scopes,
             acr_values,
             prompt,
+            secret_in_body,
         } = &provider.kind
         else {
             return None;
@@ -117,6 +120,7 @@ impl OidcProvider {
                 .filter(|s| s.as_str() != "openid")
                 .cloned()
                 .collect(),
+            secret_in_body: *secret_in_body,
             extra_params: [("acr_values", acr_values), ("prompt", prompt)]
                 .into_iter()
                 .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
@@ -180,7 +184,12 @@ impl OidcProvider {
             ClientId::new(self.client_id.clone()),
             self.client_secret.clone().map(ClientSecret::new),
         )
-        .set_redirect_uri(redirect))
+        .set_redirect_uri(redirect)
+        .set_auth_type(if self.secret_in_body {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        }))
     }
 
     /// The authorization request: where to send the browser, and what to remember.
@@ -384,6 +393,7 @@ mod tests {
                 scopes: vec![],
                 acr_values: None,
                 prompt: None,
+                secret_in_body: false,
             },
         };
         let provider = OidcProvider::new(&config).expect("provider");

@@ -168,11 +168,11 @@ impl Proxy {
             // Ports are bound before the proxy service runs (it waits for the audit writer),
             // so ready means: a real request gets a real answer.
             if up(self.ports.https) && up(self.ports.admin) {
-                let probe = raw_http(
+                let probe = try_raw_http(
                     self.ports.http,
                     b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n",
                 );
-                if probe.starts_with("HTTP/1.1 404") {
+                if probe.is_some_and(|p| p.starts_with("HTTP/1.1 404")) {
                     return;
                 }
             }
@@ -246,6 +246,12 @@ pub fn client(fixtures: &Fixtures, proxy: &Proxy) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
+}
+
+/// [`raw_http`] that answers `None` when nothing listens yet.
+pub fn try_raw_http(port: u16, request: &[u8]) -> Option<String> {
+    TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(raw_http(port, request))
 }
 
 /// Sends raw bytes over plain TCP and returns the whole response text.

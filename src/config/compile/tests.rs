@@ -235,7 +235,7 @@ fn relative_paths_are_relative_to_the_config_file() {
 #[test]
 fn oidc_prompt_must_be_known() {
     let yaml = format!(
-        "server:\n  public_url: https://c.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{k}\"]\nidentity_providers:\n  - id: corp\n    kind: oidc\n    issuer: https://op.example.com\n    client_id: x\n    prompt: sometimes\n    acr_values: urn:mfa\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    allow_plain_http: true\n",
+        "server:\n  public_url: https://c.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{k}\"]\nidentity_providers:\n  - id: corp\n    kind: oidc\n    issuer: https://op.example.com\n    client_id: x\n    prompt: sometimes\n    acr_values: urn:mfa\n    token_endpoint_auth: private_key_jwt\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    allow_plain_http: true\n",
         k = key_file()
     );
     let found = issues(&yaml);
@@ -243,5 +243,13 @@ fn oidc_prompt_must_be_known() {
         has(&found, "identity_providers[0].prompt", "not an OIDC prompt"),
         "{found:#?}"
     );
-    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        has(
+            &found,
+            "identity_providers[0].token_endpoint_auth",
+            "unknown method"
+        ),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
 }

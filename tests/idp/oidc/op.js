@@ -1,5 +1,6 @@
 // A real OpenID Provider (panva/oidc-provider) on 127.0.0.1 for Portcullis's tests.
 // Usage: node op.js <client_id> <client_secret> <redirect_uri> [<redirect_uri>...]
+// OP_AUTH_METHOD=client_secret_post registers the client for secrets in the request body.
 // Prints "READY <issuer>" once listening. Users: any name, password "secret";
 // the user "mfa-*" signs in with amr [pwd, otp]. Claims: email, name, groups.
 import http from 'node:http';
@@ -18,7 +19,7 @@ const provider = new Provider(issuer, {
     post_logout_redirect_uris: redirectUris.map((u) => u.replace('/oidc/callback', '/signed-out')),
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
+    token_endpoint_auth_method: process.env.OP_AUTH_METHOD || 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
   }],
   pkce: { required: () => true },
