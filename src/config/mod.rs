@@ -37,7 +37,7 @@ pub struct Config {
     pub server: Server,
     /// Session cookie settings.
     pub session: Session,
-    /// Identity providers (login flows arrive with the SSO release).
+    /// Identity providers (OIDC and local sign-in; SAML is accepted, its sign-in comes later).
     pub identity_providers: Vec<IdentityProvider>,
     /// Protected applications.
     pub apps: Vec<Arc<App>>,

@@ -107,8 +107,7 @@ pub struct RawLocalUser {
     pub totp_secret: Option<String>,
 }
 
-/// Accepted now so that configs written for the SSO release load; the login flows
-/// themselves arrive with it.
+/// One identity provider; which keys apply depends on `kind` (others are errors).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentityProvider {
