@@ -2,7 +2,7 @@
 # Installs the Debian packages Portcullis needs to build and test (idempotent).
 set -euo pipefail
 
-packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates)
+packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
