@@ -57,6 +57,10 @@ pub struct Gateway {
     trusted_proxies: Vec<ipnet::IpNet>,
     reserved_prefix: String,
     cookie_name: String,
+    /// `<cookie_name>-csrf`, computed once.
+    csrf_cookie_name: String,
+    /// `<cookie_name>-flow-`, computed once.
+    flow_prefix: String,
     hsts: Option<String>,
     limits: SizeLimits,
     https_port: Option<u16>,
@@ -94,6 +98,8 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             reserved_prefix: config.server.reserved_prefix.clone(),
             cookie_name: config.session.cookie_name.clone(),
+            csrf_cookie_name: format!("{}-csrf", config.session.cookie_name),
+            flow_prefix: format!("{}-flow-", config.session.cookie_name),
             hsts: config.server.hsts.clone(),
             limits: config.server.limits,
             https_port: https_port.filter(|p| *p != 443),
@@ -140,12 +146,9 @@ impl Gateway {
             .filter_map(|v| v.to_str().ok());
         let jar = CookieJar::parse(cookies, &self.cookie_name);
         ctx.cookie_chunks = jar.chunk_indexes(&self.cookie_name);
-        ctx.csrf_cookie = jar
-            .get(&format!("{}-csrf", self.cookie_name))
-            .map(str::to_string);
-        let flow_prefix = format!("{}-flow-", self.cookie_name);
+        ctx.csrf_cookie = jar.get(&self.csrf_cookie_name).map(str::to_string);
         ctx.flow_cookies_values = jar
-            .with_prefix(&flow_prefix)
+            .with_prefix(&self.flow_prefix)
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         ctx.flow_cookies = ctx

@@ -144,16 +144,9 @@ impl Gateway {
     }
 
     async fn login_submit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(form) = self.read_form(session, ctx).await? else {
-            return self
-                .reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
-                .await;
+        let Some(form) = self.protected_form(session, ctx).await? else {
+            return Ok(true);
         };
-        if !self.csrf_ok(session, ctx, &form) {
-            return self
-                .reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
-                .await;
-        }
         let field = |name: &str| form_value(&form, name).unwrap_or_default();
         let (idp, username, password, code) = (
             field("idp"),
@@ -276,15 +269,8 @@ impl Gateway {
     }
 
     async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(form) = self.read_form(session, ctx).await? else {
-            return self
-                .reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
-                .await;
-        };
-        if !self.csrf_ok(session, ctx, &form) {
-            return self
-                .reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
-                .await;
+        if self.protected_form(session, ctx).await?.is_none() {
+            return Ok(true);
         }
         let mut op_logout = None;
         if let Some(data) = ctx.session.take() {
@@ -371,7 +357,7 @@ impl Gateway {
         };
         // One cookie per attempt, so several tabs can sign in at once; bounded, so they
         // never pile up until requests fail: past the limit the older attempts are dropped.
-        let prefix = self.flow_prefix();
+        let prefix = &self.flow_prefix;
         if ctx.flow_cookies.len() >= MAX_FLOWS {
             for name in ctx.flow_cookies.drain(..) {
                 ctx.set_cookies.push(format!(
@@ -394,7 +380,7 @@ impl Gateway {
     /// The OP sends the browser back here with a code (or an error).
     async fn oidc_callback(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = query_value(session, "state").unwrap_or_default();
-        let flow_cookie = format!("{}{}", self.flow_prefix(), flow_id(&state));
+        let flow_cookie = format!("{}{}", self.flow_prefix, flow_id(&state));
         let flow = ctx
             .flow_cookies_values
             .iter()
@@ -522,8 +508,24 @@ impl Gateway {
             .await
     }
 
-    fn flow_prefix(&self) -> String {
-        format!("{}-flow-", self.cookie_name)
+    /// The form of a state-changing request, once its size and CSRF checks pass; `None`
+    /// when a refusal (413 or 403) has already been sent.
+    async fn protected_form(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(form) = self.read_form(session, ctx).await? else {
+            self.reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
+                .await?;
+            return Ok(None);
+        };
+        if !self.csrf_ok(session, ctx, &form) {
+            self.reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(form))
     }
 
     /// Reads a urlencoded form body; `None` when it is larger than [`MAX_FORM_BYTES`].
