@@ -1,29 +1,4 @@
-//! Portcullis: an identity-aware reverse proxy on Pingora.
-//!
-//! The request pipeline lives in [`proxy`]; everything it decides with is in modules that
-//! never import Pingora (`config`, `route`, `policy`, `netguard`, `respond`, `audit`).
-
-mod admin;
-mod audit;
-mod cli;
-mod config;
-mod demo;
-mod identity;
-mod idp;
-mod keys;
-mod logging;
-mod metrics;
-mod netguard;
-mod pem;
-mod policy;
-mod proxy;
-mod redirect;
-mod respond;
-mod route;
-mod server;
-mod session;
-mod store;
-mod tls;
+//! The `portcullis` command; everything it does lives in the library (`src/lib.rs`).
 
 use std::process::ExitCode;
 
@@ -35,5 +10,5 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    cli::Cli::parse().execute()
+    portcullis::cli::Cli::parse().execute()
 }

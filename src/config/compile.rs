@@ -196,12 +196,19 @@ impl Compiler<'_> {
                 ));
             }
         }
+        let issuer = server.public_url.origin().ascii_serialization();
         Config {
             source: file.to_path_buf(),
             server,
             session,
             identity_providers,
             apps,
+            assertion: AssertionSettings {
+                algorithm: AssertionAlgorithm::Es256,
+                signing_keys: Vec::new(),
+                ttl: Duration::from_secs(300),
+                issuer,
+            },
             audit,
             admin,
             warnings: std::mem::take(&mut self.warnings),
@@ -964,6 +971,7 @@ impl Compiler<'_> {
             insecure_allow_plain_http,
             public_paths,
             access,
+            identity_headers: IdentityHeaders::default(),
         })
     }
 

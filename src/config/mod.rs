@@ -41,6 +41,8 @@ pub struct Config {
     pub identity_providers: Vec<IdentityProvider>,
     /// Protected applications.
     pub apps: Vec<Arc<App>>,
+    /// How the user-context assertion is signed.
+    pub assertion: AssertionSettings,
     /// Audit trail.
     pub audit: Audit,
     /// Admin listener.
@@ -261,6 +263,8 @@ pub struct App {
     pub public_paths: Vec<PathGlob>,
     /// Who may use the app.
     pub access: Access,
+    /// What the upstream learns about the user.
+    pub identity_headers: IdentityHeaders,
 }
 
 /// `apps[].upstream` and `apps[].upstream_tls`
@@ -312,6 +316,53 @@ pub enum UserType {
     /// `external-user`
     #[serde(rename = "external-user")]
     External,
+}
+
+/// `assertion:` — the signed user-context JWT sent upstream in `X-Portcullis-Assertion`.
+#[derive(Debug, Clone)]
+pub struct AssertionSettings {
+    /// Signature algorithm of new assertions.
+    pub algorithm: AssertionAlgorithm,
+    /// PKCS#8 PEM private keys; the first signs, all are published in the JWKS (rotation).
+    /// Empty: a key is generated at start (fine for one process; replicas need shared keys).
+    pub signing_keys: Vec<Secret>,
+    /// Lifetime of one assertion (`exp - iat`), at most 5 minutes.
+    pub ttl: Duration,
+    /// `iss` claim: the public URL's origin.
+    pub issuer: String,
+}
+
+/// Signature algorithm of the assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAlgorithm {
+    /// ECDSA P-256 with SHA-256 (default).
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+/// `apps[].identity_headers`: what the upstream learns besides the assertion.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Also send `X-Portcullis-User`, `-Email`, `-User-Type`, `-Roles`, `-Entity`.
+    pub plain: bool,
+    /// Only these roles go upstream (assertion and plain header); `None` = all.
+    pub roles: Option<Vec<String>>,
+    /// Only these `custom` keys go upstream; `None` = all.
+    pub custom: Option<Vec<String>>,
+    /// Warn (once per session and app) when the identity headers would exceed this many bytes.
+    pub budget_bytes: usize,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            plain: false,
+            roles: None,
+            custom: None,
+            budget_bytes: 8192,
+        }
+    }
 }
 
 /// `audit:`

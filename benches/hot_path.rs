@@ -1,0 +1,2 @@
+//! Hot-path micro-benchmarks (filled in as the pieces land).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Signed user-context headers (filled in below).

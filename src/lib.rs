@@ -1,0 +1,29 @@
+//! Portcullis: an identity-aware reverse proxy on Pingora.
+//!
+//! The request pipeline lives in `proxy`; everything it decides with is in modules that
+//! never import Pingora (`config`, `route`, `policy`, `netguard`, `respond`, `audit`).
+//! The library exists for the binary and for the benchmarks in `benches/`; it has no stable
+//! API.
+
+mod admin;
+pub mod assertion;
+mod audit;
+pub mod cli;
+pub mod config;
+mod demo;
+pub mod identity;
+mod idp;
+mod keys;
+mod logging;
+mod metrics;
+mod netguard;
+mod pem;
+pub mod policy;
+mod proxy;
+mod redirect;
+mod respond;
+pub mod route;
+mod server;
+pub mod session;
+mod store;
+mod tls;
