@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::UserType;
+use crate::config::{ClaimMapping, IdentityMapping, Matcher, UserType};
 
 /// How the user authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,4 +54,306 @@ pub struct Identity {
     /// A second factor was used.
     #[serde(default)]
     pub mfa: bool,
+}
+
+/// What a provider said about a user, before the mapping rules: claims (OIDC) or
+/// attributes (SAML) as JSON, plus how the user signed in.
+#[derive(Debug, Clone)]
+pub struct Assertions<'a> {
+    /// Provider id.
+    pub idp: &'a str,
+    /// How the user signed in.
+    pub auth_method: AuthMethod,
+    /// The claims, as a JSON object.
+    pub claims: &'a serde_json::Value,
+    /// The provider reported a second factor (`amr`/`acr`/authn context, TOTP).
+    pub mfa: bool,
+}
+
+/// Why claims could not become an identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// The claim that gives the user id is absent or empty.
+    #[error("the user id claim `{0}` is missing")]
+    MissingUserId(String),
+}
+
+/// Longest accepted value of a single identity field; longer IdP values are refused rather
+/// than cut, so two users can never collapse into one.
+const MAX_FIELD: usize = 512;
+
+/// Builds the identity from a provider's claims (its `claims:` mapping), then applies the
+/// `identity:` rules. Runs once per login; the result lives in the session.
+pub fn from_claims(
+    source: &Assertions<'_>,
+    claims: &ClaimMapping,
+    rules: &IdentityMapping,
+) -> Result<Identity, MappingError> {
+    let values = source.claims;
+    let user_id = claims
+        .user_id
+        .string(values)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD)
+        .ok_or_else(|| MappingError::MissingUserId(claims.user_id.0.clone()))?;
+    let bounded = |v: Option<String>| v.filter(|s| !s.is_empty() && s.len() <= MAX_FIELD);
+    let groups = claims.groups.strings(values);
+    let mut identity = Identity {
+        user_id,
+        email: bounded(claims.email.string(values)),
+        name: bounded(claims.name.string(values)),
+        user_type: UserType::External,
+        roles: Vec::new(),
+        entity: bounded(claims.entity.as_ref().and_then(|c| c.string(values))),
+        custom: claims
+            .custom
+            .iter()
+            .filter_map(|(key, path)| bounded(path.string(values)).map(|v| (key.clone(), v)))
+            .collect(),
+        idp: source.idp.to_string(),
+        auth_method: source.auth_method,
+        mfa: source.mfa,
+    };
+    apply_rules(&mut identity, &groups, values, rules);
+    Ok(identity)
+}
+
+/// The `identity:` rules: internal users, roles (rules, then groups passed through by
+/// prefix), entity from e-mail domain or group when no claim gave one. An identity that is
+/// already internal (a local user marked so) stays internal.
+pub fn apply_rules(
+    identity: &mut Identity,
+    groups: &[String],
+    claims: &serde_json::Value,
+    rules: &IdentityMapping,
+) {
+    let holds = |m: &Matcher| matcher_holds(m, identity, groups, claims);
+    if rules.internal_users.iter().any(holds) {
+        identity.user_type = UserType::Internal;
+    }
+    let mut roles: Vec<String> = std::mem::take(&mut identity.roles);
+    for rule in &rules.roles {
+        if matcher_holds(&rule.when, identity, groups, claims) {
+            roles.push(rule.role.clone());
+        }
+    }
+    if let Some(prefix) = &rules.groups_as_roles {
+        roles.extend(
+            groups
+                .iter()
+                .filter(|g| g.starts_with(prefix.as_str()))
+                .cloned(),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    roles.retain(|r| seen.insert(r.clone()));
+    identity.roles = roles;
+    if identity.entity.is_none() {
+        let domain_entity = identity.email.as_deref().and_then(|email| {
+            let (_, domain) = email.rsplit_once('@')?;
+            rules
+                .entity_by_email_domain
+                .get(&domain.to_ascii_lowercase())
+                .cloned()
+        });
+        identity.entity = domain_entity.or_else(|| {
+            let mut found = groups.iter().filter_map(|g| rules.entity_by_group.get(g));
+            let first = found.next()?;
+            // Groups naming two different entities: ambiguous, so none (deny on doubt).
+            found.all(|e| e == first).then(|| first.clone())
+        });
+    }
+}
+
+fn matcher_holds(
+    m: &Matcher,
+    identity: &Identity,
+    groups: &[String],
+    claims: &serde_json::Value,
+) -> bool {
+    m.email_domain.as_ref().is_none_or(|d| {
+        identity
+            .email
+            .as_deref()
+            .is_some_and(|email| d.matches_email(email))
+    }) && m.group.as_ref().is_none_or(|g| groups.contains(g))
+        && m.provider.as_ref().is_none_or(|p| *p == identity.idp)
+        && m.claim
+            .as_ref()
+            .is_none_or(|(path, want)| match path.lookup(claims) {
+                Some(serde_json::Value::Array(items)) => items.iter().any(|v| value_is(v, want)),
+                Some(v) => value_is(v, want),
+                None => false,
+            })
+}
+
+fn value_is(value: &serde_json::Value, want: &str) -> bool {
+    match value {
+        serde_json::Value::String(s) => s == want,
+        serde_json::Value::Bool(b) => want == if *b { "true" } else { "false" },
+        serde_json::Value::Number(n) => n.to_string() == want,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::with_sections;
+
+    const RULES: &str = r#"identity_providers:
+  - id: corp
+    kind: oidc
+    issuer: https://op.test
+    client_id: portcullis
+    claims:
+      user_id: email
+      groups: "https://corp.test/groups"
+      entity: org.id
+      custom: { department: profile.department, tier: tier }
+  - { id: partners, kind: oidc, issuer: https://p.test, client_id: portcullis }
+identity:
+  internal_users:
+    - email_domain: corp.test
+    - group: staff
+      provider: partners
+    - claim: employee_type
+      equals: contractor
+  roles:
+    - { role: admin, group: chat-admins }
+    - { role: billing, claim: profile.department, equals: finance }
+  groups_as_roles: { prefix: "app-" }
+  entity:
+    email_domains: { acme.test: acme }
+    groups: { customer-globex: globex, customer-initech: initech }
+"#;
+
+    fn map(idp: &str, claims: serde_json::Value) -> Result<Identity, MappingError> {
+        let config = with_sections(
+            RULES,
+            "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n",
+        )
+        .expect("config");
+        let provider = config
+            .identity_providers
+            .iter()
+            .find(|p| p.id == idp)
+            .expect("provider");
+        let source = Assertions {
+            idp,
+            auth_method: AuthMethod::Oidc,
+            claims: &claims,
+            mfa: false,
+        };
+        from_claims(&source, &provider.claims, &config.identity)
+    }
+
+    #[test]
+    fn claims_and_rules_make_the_identity() {
+        let staff = map(
+            "corp",
+            serde_json::json!({
+                "sub": "00u1", "email": "ann@corp.test", "name": "Ann",
+                "https://corp.test/groups": ["chat-admins", "app-viewer", "other"],
+                "org": { "id": "hq" }, "profile": { "department": "finance" }, "tier": 3,
+            }),
+        )
+        .expect("identity");
+        assert_eq!(
+            staff.user_id, "ann@corp.test",
+            "user_id from the email claim"
+        );
+        assert_eq!(staff.user_type, UserType::Internal);
+        assert_eq!(staff.roles, ["admin", "billing", "app-viewer"]);
+        assert_eq!(staff.entity.as_deref(), Some("hq"), "nested claim");
+        assert_eq!(
+            staff.custom.get("department").map(String::as_str),
+            Some("finance")
+        );
+        assert_eq!(staff.custom.get("tier").map(String::as_str), Some("3"));
+        assert_eq!(staff.name.as_deref(), Some("Ann"));
+    }
+
+    #[test]
+    fn email_domains_match_exact_labels_and_one_at_sign() {
+        for (email, internal) in [
+            ("bob@corp.test", true),
+            ("bob@CORP.test", true),
+            ("bob@evilcorp.test", false),
+            ("bob@corp.test.evil.test", false),
+            ("bob@sub.corp.test", false),
+            ("bob@corp.test@evil.test", false),
+            ("evil.test@corp.test@x", false),
+            ("@corp.test", false),
+        ] {
+            let who = map("corp", serde_json::json!({ "email": email })).expect("identity");
+            assert_eq!(who.user_type == UserType::Internal, internal, "{email}");
+        }
+    }
+
+    #[test]
+    fn conditions_of_one_rule_all_hold() {
+        let groups = serde_json::json!({ "sub": "p1", "email": "p1@x.test", "groups": ["staff"] });
+        let partner_staff = map("partners", groups.clone()).expect("identity");
+        assert_eq!(
+            partner_staff.user_type,
+            UserType::Internal,
+            "group + provider"
+        );
+        // The same group from another provider is not enough (corp reads groups from another
+        // claim, so give it there).
+        let corp = map(
+            "corp",
+            serde_json::json!({ "email": "p1@x.test", "https://corp.test/groups": ["staff"] }),
+        )
+        .expect("identity");
+        assert_eq!(corp.user_type, UserType::External);
+        let contractor = map(
+            "partners",
+            serde_json::json!({ "sub": "c", "employee_type": ["contractor", "x"] }),
+        )
+        .expect("identity");
+        assert_eq!(
+            contractor.user_type,
+            UserType::Internal,
+            "claim value in an array"
+        );
+    }
+
+    #[test]
+    fn entity_from_domain_then_group_and_ambiguity_gives_none() {
+        let acme = map(
+            "partners",
+            serde_json::json!({ "sub": "a", "email": "a@ACME.test" }),
+        )
+        .expect("identity");
+        assert_eq!(acme.entity.as_deref(), Some("acme"));
+        let globex = map(
+            "partners",
+            serde_json::json!({ "sub": "g", "groups": ["customer-globex"] }),
+        )
+        .expect("identity");
+        assert_eq!(globex.entity.as_deref(), Some("globex"));
+        let both = map(
+            "partners",
+            serde_json::json!({ "sub": "g", "groups": ["customer-globex", "customer-initech"] }),
+        )
+        .expect("identity");
+        assert_eq!(both.entity, None, "two entities: none (deny on doubt)");
+    }
+
+    #[test]
+    fn a_missing_or_oversized_user_id_is_refused() {
+        assert_eq!(
+            map("corp", serde_json::json!({ "sub": "x" })).map(|i| i.user_id),
+            Err(MappingError::MissingUserId("email".into()))
+        );
+        let long = "a".repeat(600);
+        assert!(map("partners", serde_json::json!({ "sub": long })).is_err());
+        let no_name = map(
+            "partners",
+            serde_json::json!({ "sub": "s", "name": "n".repeat(600) }),
+        )
+        .expect("identity");
+        assert_eq!(no_name.name, None, "an oversized optional field is dropped");
+    }
 }

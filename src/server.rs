@@ -35,6 +35,9 @@ pub enum StartError {
     /// Pingora refused a listener setting.
     #[error("listener: {0}")]
     Listener(String),
+    /// The assertion signing keys.
+    #[error("assertion: {0}")]
+    Assertion(String),
 }
 
 /// Process options from the command line.
@@ -76,13 +79,24 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     );
     server.bootstrap();
 
+    let mapping = Arc::new(config.identity.clone());
     let oidc: Vec<Arc<OidcProvider>> = config
         .identity_providers
         .iter()
-        .filter_map(OidcProvider::new)
+        .filter_map(|p| OidcProvider::new(p, mapping.clone()))
         .map(Arc::new)
         .collect();
-    let gateway = Gateway::new(&config, auditor.clone(), metrics.clone(), oidc.clone())?;
+    let signer = Arc::new(
+        crate::assertion::Signer::new(&config.assertion)
+            .map_err(|e| StartError::Assertion(e.to_string()))?,
+    );
+    let gateway = Gateway::new(
+        &config,
+        auditor.clone(),
+        metrics.clone(),
+        oidc.clone(),
+        signer,
+    )?;
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
     if let Some(https) = &config.server.https {

@@ -1,18 +1,26 @@
-//! Shared state that outlives one request: revoked sessions and failed-login counters.
+//! Shared state that outlives one request: revoked sessions (ours and the OP's), failed-login
+//! counters, single-flight token refreshes and replay memory for logout tokens.
 //! In memory (per process); a Redis backend for several replicas plugs in behind the same
 //! methods later.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Most entries any map keeps; beyond it the oldest are pruned first, so memory stays bounded.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Session ids ended before their expiry (logout), remembered until they would have expired.
+/// Session ids ended before their expiry (logout), remembered until they would have expired;
+/// and sessions the OP ended by back-channel logout, by OP session id or by subject.
 #[derive(Default)]
 pub struct RevokedSessions {
     by_sid: RwLock<HashMap<String, u64>>,
+    /// `(idp, OP sid)` → unix seconds of the logout.
+    by_op_sid: RwLock<HashMap<(String, String), u64>>,
+    /// `(idp, sub)` → unix seconds of the logout: sessions issued up to then are over.
+    by_subject: RwLock<HashMap<(String, String), u64>>,
+    /// Nothing from the OP yet: the per-request check skips two lock acquisitions.
+    any_op_logout: std::sync::atomic::AtomicBool,
 }
 
 impl RevokedSessions {
@@ -29,6 +37,121 @@ impl RevokedSessions {
     /// True when `sid` was revoked. A poisoned lock counts as revoked (fail closed).
     pub fn is_revoked(&self, sid: &str) -> bool {
         self.by_sid.read().map_or(true, |map| map.contains_key(sid))
+    }
+
+    /// Ends, at `now`, the sessions of `idp` with this OP session id and/or subject.
+    pub fn end_op_sessions(&self, idp: &str, sub: Option<&str>, op_sid: Option<&str>, now: u64) {
+        let horizon = now.saturating_sub(OP_LOGOUT_MEMORY.as_secs());
+        for (map, key) in [(&self.by_op_sid, op_sid), (&self.by_subject, sub)] {
+            let (Some(key), Ok(mut map)) = (key, map.write()) else {
+                continue;
+            };
+            if map.len() >= MAX_ENTRIES {
+                map.retain(|_, at| *at > horizon);
+            }
+            map.insert((idp.to_string(), key.to_string()), now);
+        }
+        self.any_op_logout
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// True when the OP ended this session: its OP session id was logged out, or its subject
+    /// was logged out after the session began. A poisoned lock counts as ended.
+    pub fn ended_at_op(&self, idp: &str, sub: &str, op_sid: Option<&str>, issued_at: u64) -> bool {
+        if !self
+            .any_op_logout
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
+        let key = |k: &str| (idp.to_string(), k.to_string());
+        let by_sid = op_sid.is_some_and(|s| {
+            self.by_op_sid
+                .read()
+                .map_or(true, |map| map.contains_key(&key(s)))
+        });
+        by_sid
+            || self.by_subject.read().map_or(true, |map| {
+                map.get(&key(sub)).is_some_and(|at| *at >= issued_at)
+            })
+    }
+}
+
+/// How long a back-channel logout is remembered: longer than any session lives.
+const OP_LOGOUT_MEMORY: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// Token ids seen before (back-channel logout tokens), remembered until they expire.
+#[derive(Default)]
+pub struct SeenTokens {
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl SeenTokens {
+    /// Records `jti`; false when it was already seen (a replay). Fails closed.
+    pub fn first_use(&self, jti: &str, expires_at: u64, now: u64) -> bool {
+        let Ok(mut map) = self.seen.lock() else {
+            return false;
+        };
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, exp| *exp > now);
+        }
+        if map.contains_key(jti) {
+            return false;
+        }
+        map.insert(jti.to_string(), expires_at.max(now + 300));
+        true
+    }
+}
+
+/// Runs one call per key at a time and shares its result with every concurrent caller, and
+/// with callers that arrive within `keep` seconds after it finished (late requests that still
+/// carry the old cookie must get the same answer, not a second refresh that a rotating OP
+/// would treat as token reuse).
+pub struct SingleFlight<T> {
+    calls: Mutex<HashMap<String, Call<T>>>,
+    keep: u64,
+}
+
+/// A shared call and when it began.
+type Call<T> = (Arc<tokio::sync::OnceCell<T>>, u64);
+
+impl<T: Clone> SingleFlight<T> {
+    /// Results are shared for `keep` after the call began.
+    pub fn new(keep: Duration) -> Self {
+        SingleFlight {
+            calls: Mutex::new(HashMap::new()),
+            keep: keep.as_secs(),
+        }
+    }
+
+    /// The result of `call` for `key`, run at most once per key; `true` for the caller that ran it.
+    pub async fn run<F, Fut>(&self, key: String, now: u64, call: F) -> (T, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let cell = {
+            let mut calls = match self.calls.lock() {
+                Ok(calls) => calls,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let keep = self.keep;
+            calls.retain(|_, (_, started)| started.saturating_add(keep) > now);
+            calls
+                .entry(key)
+                .or_insert_with(|| (Arc::new(tokio::sync::OnceCell::new()), now))
+                .0
+                .clone()
+        };
+        let mut ran = false;
+        let value = cell
+            .get_or_init(|| {
+                ran = true;
+                call()
+            })
+            .await
+            .clone();
+        (value, ran)
     }
 }
 

@@ -46,6 +46,10 @@ pub enum EventKind {
     Logout,
     /// A session cookie was refused (see `detail`) and cleared.
     SessionRejected,
+    /// The OP's tokens were refreshed without user interaction.
+    RefreshSucceeded,
+    /// The OP refused a refresh: the session ended (see `detail`).
+    RefreshFailed,
 }
 
 /// Allow or deny, as recorded.
@@ -99,6 +103,9 @@ pub struct AuditEvent {
     /// Session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The app's path rule that decided, when one matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Free-form, non-secret detail (e.g. config file path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -121,6 +128,7 @@ impl AuditEvent {
             user: None,
             idp: None,
             sid: None,
+            rule: None,
             detail: None,
         }
     }

@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "session",
     "identity_providers",
     "identity",
+    "assertion",
     "apps",
     "service_accounts",
     "audit",
@@ -91,7 +92,8 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> RawConfig {
             "admin" => raw.admin = section(name, value, issues),
             "identity_providers" => raw.identity_providers = list(name, value, issues),
             "apps" => raw.apps = list(name, value, issues),
-            "identity" => raw.identity = Some(value),
+            "identity" => raw.identity = section(name, value, issues),
+            "assertion" => raw.assertion = section(name, value, issues),
             "service_accounts" => raw.service_accounts = Some(value),
             "store" => raw.store = Some(value),
             other => issues.add(
@@ -181,12 +183,14 @@ impl Compiler<'_> {
         }
         let identity_providers =
             self.identity_providers(raw.identity_providers.unwrap_or_default());
-        let apps = self.apps(raw.apps);
+        let identity = self.identity_mapping(raw.identity);
+        let provider_ids: HashSet<String> =
+            identity_providers.iter().map(|p| p.id.clone()).collect();
+        let apps = self.apps(raw.apps, &provider_ids);
         self.plain_http_consistency(&server, &apps);
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
         for (name, value) in [
-            ("identity", &raw.identity),
             ("service_accounts", &raw.service_accounts),
             ("store", &raw.store),
         ] {
@@ -203,12 +207,8 @@ impl Compiler<'_> {
             session,
             identity_providers,
             apps,
-            assertion: AssertionSettings {
-                algorithm: AssertionAlgorithm::Es256,
-                signing_keys: Vec::new(),
-                ttl: Duration::from_secs(300),
-                issuer,
-            },
+            identity,
+            assertion: self.assertion(raw.assertion, issuer),
             audit,
             admin,
             warnings: std::mem::take(&mut self.warnings),
@@ -638,12 +638,14 @@ impl Compiler<'_> {
                     None
                 }
             };
+            let claims = self.claims(&base, idp.claims.as_ref());
             if let (Some(id), Some(kind)) = (id, kind) {
                 let display_name = idp.display_name.clone().unwrap_or_else(|| id.clone());
                 out.push(IdentityProvider {
                     id,
                     display_name,
                     kind,
+                    claims,
                 });
             }
         }
@@ -750,6 +752,8 @@ impl Compiler<'_> {
                 idp.token_endpoint_auth.is_some(),
             ),
             ("prompt", "oidc", idp.prompt.is_some()),
+            ("userinfo", "oidc", idp.userinfo.is_some()),
+            ("mfa_acr_values", "oidc", idp.mfa_acr_values.is_some()),
             ("idp_metadata", "saml", idp.idp_metadata.is_some()),
             ("users", "local", idp.users.is_some()),
         ];
@@ -758,6 +762,13 @@ impl Compiler<'_> {
         };
         if !matches!(kind, "oidc" | "saml" | "local") {
             return;
+        }
+        if kind == "local" && idp.claims.is_some() {
+            self.issues.add(
+                &format!("{base}.claims"),
+                "local users have no claims to map",
+                "set email, name, user_type, roles and entity on each user instead",
+            );
         }
         for (key, owner, set) in present {
             if set && owner != kind {
@@ -838,6 +849,8 @@ impl Compiler<'_> {
             acr_values: idp.acr_values.clone(),
             prompt: idp.prompt.clone(),
             secret_in_body,
+            userinfo: idp.userinfo.unwrap_or(false),
+            mfa_acr_values: idp.mfa_acr_values.clone().unwrap_or_default(),
         })
     }
 
@@ -870,7 +883,7 @@ impl Compiler<'_> {
         Some(id.clone())
     }
 
-    fn apps(&mut self, raw: Option<Vec<RawApp>>) -> Vec<Arc<App>> {
+    fn apps(&mut self, raw: Option<Vec<RawApp>>, providers: &HashSet<String>) -> Vec<Arc<App>> {
         let raw = raw.unwrap_or_default();
         if raw.is_empty() {
             self.issues.add(
@@ -884,7 +897,7 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for (i, raw_app) in raw.into_iter().enumerate() {
             let base = format!("apps[{i}]");
-            let Some(app) = self.app(&base, raw_app, &mut seen_ids) else {
+            let Some(app) = self.app(&base, raw_app, &mut seen_ids, providers) else {
                 continue;
             };
             for host in &app.hosts {
@@ -905,7 +918,13 @@ impl Compiler<'_> {
         out
     }
 
-    fn app(&mut self, base: &str, raw: RawApp, seen_ids: &mut HashSet<String>) -> Option<App> {
+    fn app(
+        &mut self,
+        base: &str,
+        raw: RawApp,
+        seen_ids: &mut HashSet<String>,
+        providers: &HashSet<String>,
+    ) -> Option<App> {
         let id = self.identifier(&format!("{base}.id"), raw.id.as_ref(), seen_ids);
         let mut hosts = Vec::new();
         match raw.hosts.as_deref() {
@@ -951,7 +970,10 @@ impl Compiler<'_> {
                 ),
             }
         }
-        let access = self.access(base, raw.access);
+        let access = self.requirements(&format!("{base}.access"), raw.access, true, providers);
+        let rules = self.rules(base, raw.rules, providers);
+        let entity_scope = self.entity_scope(base, raw.entity_scope);
+        let identity_headers = self.identity_headers(base, raw.identity_headers);
         let insecure_allow_plain_http = raw.allow_plain_http.unwrap_or(false);
         if insecure_allow_plain_http {
             self.warnings.push(format!(
@@ -971,7 +993,9 @@ impl Compiler<'_> {
             insecure_allow_plain_http,
             public_paths,
             access,
-            identity_headers: IdentityHeaders::default(),
+            rules,
+            entity_scope,
+            identity_headers,
         })
     }
 
@@ -1108,25 +1132,6 @@ impl Compiler<'_> {
         })
     }
 
-    fn access(&mut self, base: &str, raw: Option<RawAccess>) -> Access {
-        let Some(raw) = raw else {
-            return Access::default();
-        };
-        let mut user_types = Vec::new();
-        for (j, t) in raw.user_types.unwrap_or_default().iter().enumerate() {
-            match t.as_str() {
-                "internal-user" => user_types.push(UserType::Internal),
-                "external-user" => user_types.push(UserType::External),
-                other => self.issues.add(
-                    &format!("{base}.access.user_types[{j}]"),
-                    format!("unknown user type `{other}`"),
-                    "use internal-user or external-user",
-                ),
-            }
-        }
-        Access { user_types }
-    }
-
     fn audit(&mut self, raw: RawAudit) -> Audit {
         let fsync = match raw.fsync.as_deref() {
             None | Some("interval") => FsyncPolicy::Interval(self.duration(
@@ -1248,5 +1253,6 @@ fn decode_key(text: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+mod access;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! and `compile`s them into the types below, collecting *every* problem into a
 //! [`ConfigReport`] with key paths, lines and hints.
 
+mod access;
 mod compile;
 mod raw;
 mod report;
@@ -18,6 +19,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
+pub use access::{
+    ClaimMapping, ClaimPath, DomainPattern, EntityPathPattern, EntityScope, IdentityMapping,
+    Matcher, PathRule, Requirements, RoleRule,
+};
 pub use report::{ConfigIssue, ConfigReport};
 pub use values::Secret;
 
@@ -39,6 +44,8 @@ pub struct Config {
     pub session: Session,
     /// Identity providers (OIDC and local sign-in; SAML is accepted, its sign-in comes later).
     pub identity_providers: Vec<IdentityProvider>,
+    /// How claims become user type, roles and entity.
+    pub identity: IdentityMapping,
     /// Protected applications.
     pub apps: Vec<Arc<App>>,
     /// How the user-context assertion is signed.
@@ -172,6 +179,8 @@ pub struct IdentityProvider {
     pub display_name: String,
     /// Protocol.
     pub kind: IdentityProviderKind,
+    /// Which claims (or attributes) give the identity's fields.
+    pub claims: ClaimMapping,
 }
 
 /// The protocol of an identity provider.
@@ -194,6 +203,11 @@ pub enum IdentityProviderKind {
         /// Send the client secret in the token request body (`client_secret_post`) instead of
         /// HTTP Basic (`client_secret_basic`, the default).
         secret_in_body: bool,
+        /// Also read the userinfo endpoint and merge its claims (the ID token's win).
+        userinfo: bool,
+        /// `acr` values that mean a second factor was used; also sent as `acr_values` (with
+        /// `prompt=login`) when an app requires MFA that the session lacks.
+        mfa_acr_values: Vec<String>,
     },
     /// SAML 2.0 service provider.
     Saml {
@@ -261,8 +275,12 @@ pub struct App {
     pub insecure_allow_plain_http: bool,
     /// Paths reachable without login (still stripped of identity headers).
     pub public_paths: Vec<PathGlob>,
-    /// Who may use the app.
-    pub access: Access,
+    /// Who may use the app (every layer must pass).
+    pub access: Requirements,
+    /// Per-path/method rules that narrow access; first match wins.
+    pub rules: Vec<PathRule>,
+    /// Where requests name an entity, for tenant isolation.
+    pub entity_scope: Option<EntityScope>,
     /// What the upstream learns about the user.
     pub identity_headers: IdentityHeaders,
 }
@@ -298,13 +316,6 @@ pub struct Timeouts {
     pub read: Duration,
     /// Longest wait for the upstream to accept request bytes.
     pub write: Duration,
-}
-
-/// `apps[].access` (enforced by the policy release; today: who the app is meant for).
-#[derive(Debug, Clone, Default)]
-pub struct Access {
-    /// Allowed user types.
-    pub user_types: Vec<UserType>,
 }
 
 /// Internal staff or external (customer, partner) users.
@@ -474,9 +485,15 @@ pub mod testing {
     /// Compiles `server:` (HTTPS and HTTP), `session:` and the given `apps:` YAML (indented as
     /// a top-level `apps:` list body).
     pub fn with_apps(apps: &str) -> Result<Config, ConfigReport> {
+        with_sections("", apps)
+    }
+
+    /// Like [`with_apps`], with more top-level sections (`identity_providers:`, `identity:`…)
+    /// written before `apps:`.
+    pub fn with_sections(sections: &str, apps: &str) -> Result<Config, ConfigReport> {
         let (cert, key) = certificate();
         let yaml = format!(
-            "server:\n  public_url: https://chat.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{}\"]\napps:\n{apps}",
+            "server:\n  public_url: https://chat.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n  http:\n    listen: [\"127.0.0.1:0\"]\nsession:\n  encryption_keys: [\"file:{}\"]\n{sections}apps:\n{apps}",
             key_file()
         );
         Config::from_yaml(Path::new("test.yaml"), &yaml)

@@ -13,7 +13,8 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     pub session: Option<RawSession>,
     pub identity_providers: Option<Vec<RawIdentityProvider>>,
-    pub identity: Option<serde_yaml_ng::Value>,
+    pub identity: Option<RawIdentity>,
+    pub assertion: Option<RawAssertion>,
     pub apps: Option<Vec<RawApp>>,
     pub service_accounts: Option<serde_yaml_ng::Value>,
     pub audit: Option<RawAudit>,
@@ -122,6 +123,10 @@ pub struct RawIdentityProvider {
     pub acr_values: Option<String>,
     pub token_endpoint_auth: Option<String>,
     pub prompt: Option<String>,
+    pub userinfo: Option<bool>,
+    pub mfa_acr_values: Option<Vec<String>>,
+    // oidc and saml
+    pub claims: Option<RawClaims>,
     // saml
     pub idp_metadata: Option<String>,
     // local
@@ -142,6 +147,9 @@ pub struct RawApp {
     pub allow_plain_http: Option<bool>,
     pub public_paths: Option<Vec<String>>,
     pub access: Option<RawAccess>,
+    pub rules: Option<Vec<RawRule>>,
+    pub entity_scope: Option<RawEntityScope>,
+    pub identity_headers: Option<RawIdentityHeaders>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +173,109 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawAccess {
     pub user_types: Option<Vec<String>>,
+    pub entities: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
+    #[serde(rename = "override")]
+    pub override_: Option<RawOverride>,
+    pub require_mfa: Option<bool>,
+    pub identity_providers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    pub users: Option<Vec<String>>,
+    pub entities: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub paths: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub deny: Option<bool>,
+    pub access: Option<RawAccess>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntityScope {
+    pub path_pattern: Option<String>,
+    pub query_param: Option<String>,
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    pub plain: Option<bool>,
+    pub roles: Option<Vec<String>>,
+    pub custom: Option<Vec<String>>,
+    pub budget_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Option<String>,
+    pub entity: Option<String>,
+    pub custom: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatcher {
+    pub email_domain: Option<String>,
+    pub group: Option<String>,
+    pub provider: Option<String>,
+    pub claim: Option<String>,
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoleRule {
+    pub role: Option<String>,
+    pub email_domain: Option<String>,
+    pub group: Option<String>,
+    pub provider: Option<String>,
+    pub claim: Option<String>,
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntityMap {
+    pub email_domains: Option<std::collections::BTreeMap<String, String>>,
+    pub groups: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub internal_users: Option<Vec<RawMatcher>>,
+    pub roles: Option<Vec<RawRoleRule>>,
+    pub groups_as_roles: Option<RawGroupsAsRoles>,
+    pub entity: Option<RawEntityMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupsAsRoles {
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    pub algorithm: Option<String>,
+    pub signing_keys: Option<Vec<String>>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

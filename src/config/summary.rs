@@ -75,6 +75,7 @@ impl Config {
                 .access
                 .user_types
                 .iter()
+                .flatten()
                 .map(|t| match t {
                     UserType::Internal => "internal-user",
                     UserType::External => "external-user",
@@ -82,7 +83,7 @@ impl Config {
                 .collect();
             let _ = writeln!(
                 out,
-                "app {}{}: {}{} -> {} (user types: {}; {} public path(s))",
+                "app {}{}: {}{} -> {} (user types: {}; {} rule(s); {} public path(s))",
                 app.id,
                 if app.enabled { "" } else { " [disabled]" },
                 hosts.join(", "),
@@ -97,6 +98,7 @@ impl Config {
                 } else {
                     user_types.join(", ")
                 },
+                app.rules.len(),
                 app.public_paths.len(),
             );
         }

@@ -39,11 +39,16 @@ pub struct LocalProvider {
     users: HashMap<String, LocalUser>,
     /// Verified for unknown users so that they take as long as known ones.
     dummy_hash: String,
+    /// The `identity:` rules (a local user may become internal or gain roles by them too).
+    mapping: std::sync::Arc<crate::config::IdentityMapping>,
 }
 
 impl LocalProvider {
     /// Builds the provider; `None` if `provider` is not a local one.
-    pub fn new(provider: &IdentityProvider) -> Option<LocalProvider> {
+    pub fn new(
+        provider: &IdentityProvider,
+        mapping: std::sync::Arc<crate::config::IdentityMapping>,
+    ) -> Option<LocalProvider> {
         let IdentityProviderKind::Local { users } = &provider.kind else {
             return None;
         };
@@ -55,6 +60,7 @@ impl LocalProvider {
                 .map(|u| (u.username.clone(), u.clone()))
                 .collect(),
             dummy_hash,
+            mapping,
         })
     }
 
@@ -83,7 +89,7 @@ impl LocalProvider {
                 true
             }
         };
-        Ok(Identity {
+        let mut identity = Identity {
             user_id: user.username.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
@@ -94,7 +100,12 @@ impl LocalProvider {
             idp: self.id.clone(),
             auth_method: AuthMethod::Local,
             mfa,
-        })
+        };
+        let claims = serde_json::json!({
+            "sub": user.username, "email": user.email, "name": user.name,
+        });
+        crate::identity::apply_rules(&mut identity, &[], &claims, &self.mapping);
+        Ok(identity)
     }
 }
 
@@ -230,8 +241,9 @@ mod tests {
             id: "staff".into(),
             display_name: "Staff".into(),
             kind: IdentityProviderKind::Local { users: vec![user] },
+            claims: Default::default(),
         };
-        LocalProvider::new(&config).expect("local")
+        LocalProvider::new(&config, Default::default()).expect("local")
     }
 
     #[test]

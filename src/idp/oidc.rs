@@ -9,12 +9,12 @@ use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
     reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use openidconnect::{AuthType, LogoutRequest, PostLogoutRedirectUrl, ProviderMetadataWithLogout};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{IdentityProvider, IdentityProviderKind, UserType};
+use crate::config::{ClaimMapping, IdentityMapping, IdentityProvider, IdentityProviderKind};
 use crate::identity::{AuthMethod, Identity};
 
 /// Why an OIDC login failed (audit `detail`, kebab-case).
@@ -30,6 +30,14 @@ pub enum OidcFailure {
     MissingIdToken,
     /// The ID token failed validation (signature, issuer, audience, expiry, nonce, algorithm).
     InvalidIdToken,
+    /// The userinfo endpoint failed or answered for another subject.
+    Userinfo,
+    /// The claims lack what the identity needs (the user id claim).
+    Claims,
+    /// The OP refused the refresh token (expired, revoked, reused).
+    RefreshRefused,
+    /// A back-channel logout token failed validation.
+    InvalidLogoutToken,
 }
 
 impl OidcFailure {
@@ -41,6 +49,10 @@ impl OidcFailure {
             OidcFailure::TokenExchange => "token-exchange-failed",
             OidcFailure::MissingIdToken => "id-token-missing",
             OidcFailure::InvalidIdToken => "id-token-invalid",
+            OidcFailure::Userinfo => "userinfo-failed",
+            OidcFailure::Claims => "claims-unusable",
+            OidcFailure::RefreshRefused => "refresh-refused",
+            OidcFailure::InvalidLogoutToken => "logout-token-invalid",
         }
     }
 }
@@ -62,6 +74,65 @@ pub struct FlowState {
     pub redirect_uri: String,
     /// Unix seconds when the attempt began.
     pub started: u64,
+    /// The attempt asks for MFA (an app required it).
+    #[serde(default)]
+    pub step_up: bool,
+}
+
+/// A successful sign-in: the identity and what the session keeps for later.
+#[derive(Debug)]
+pub struct Login {
+    /// Who signed in (claims mapped by the `claims:` and `identity:` rules).
+    pub identity: Identity,
+    /// Tokens and ids the session keeps (encrypted, never forwarded).
+    pub tokens: OidcTokens,
+}
+
+/// What a session keeps from the OP: for refresh, RP-initiated and back-channel logout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcTokens {
+    /// The ID token (`id_token_hint` at logout).
+    pub id_token: String,
+    /// The OP's subject (`sub`): back-channel logout may name it.
+    pub sub: String,
+    /// The OP's session id (`sid` claim), when it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_sid: Option<String>,
+    /// Refresh token, when the OP issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Unix seconds when the access token expires (`None`: the OP did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Unix seconds when these tokens were obtained.
+    pub obtained_at: u64,
+}
+
+impl OidcTokens {
+    /// Refresh once less than half the token's life, and at most a minute, is left.
+    pub fn needs_refresh(&self, now: u64) -> bool {
+        match (self.expires_at, &self.refresh_token) {
+            (Some(expires_at), Some(_)) => {
+                let life = expires_at.saturating_sub(self.obtained_at);
+                let margin = (life / 2).min(60);
+                now.saturating_add(margin) >= expires_at
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a valid back-channel logout token names: sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutTarget {
+    /// The OP's subject, when named.
+    pub sub: Option<String>,
+    /// The OP's session id, when named.
+    pub op_sid: Option<String>,
+    /// Token id (replays are refused).
+    pub jti: String,
+    /// Token expiry, for the replay memory.
+    pub exp: u64,
 }
 
 /// One OIDC provider.
@@ -78,8 +149,16 @@ pub struct OidcProvider {
     secret_in_body: bool,
     /// Extra authorization parameters (`acr_values`, `prompt`).
     extra_params: Vec<(&'static str, String)>,
+    /// Also fetch userinfo at login.
+    userinfo: bool,
+    /// `acr` values that mean a second factor.
+    mfa_acr_values: Vec<String>,
+    claims: ClaimMapping,
+    mapping: Arc<IdentityMapping>,
     http: reqwest::Client,
     metadata: RwLock<Option<Arc<Metadata>>>,
+    /// The OP's keys in jsonwebtoken's form, for logout tokens (refreshed with discovery).
+    logout_keys: RwLock<Option<Arc<jsonwebtoken::jwk::JwkSet>>>,
 }
 
 /// Discovery document with the RP-initiated logout field (`end_session_endpoint`).
@@ -87,7 +166,7 @@ type Metadata = ProviderMetadataWithLogout;
 
 impl OidcProvider {
     /// Builds the provider; `None` if `provider` is not OIDC.
-    pub fn new(provider: &IdentityProvider) -> Option<OidcProvider> {
+    pub fn new(provider: &IdentityProvider, mapping: Arc<IdentityMapping>) -> Option<OidcProvider> {
         let IdentityProviderKind::Oidc {
             issuer,
             client_id,
@@ -96,6 +175,8 @@ impl OidcProvider {
             acr_values,
             prompt,
             secret_in_body,
+            userinfo,
+            mfa_acr_values,
         } = &provider.kind
         else {
             return None;
@@ -125,8 +206,13 @@ impl OidcProvider {
                 .into_iter()
                 .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
                 .collect(),
+            userinfo: *userinfo,
+            mfa_acr_values: mfa_acr_values.clone(),
+            claims: provider.claims.clone(),
+            mapping,
             http,
             metadata: RwLock::new(None),
+            logout_keys: RwLock::new(None),
         })
     }
 
@@ -136,8 +222,14 @@ impl OidcProvider {
         let metadata = Metadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| e.to_string())?;
+        let keys = serde_json::to_value(metadata.jwks())
+            .ok()
+            .and_then(|v| serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(v).ok());
         if let Ok(mut slot) = self.metadata.write() {
             *slot = Some(Arc::new(metadata));
+        }
+        if let (Some(keys), Ok(mut slot)) = (keys, self.logout_keys.write()) {
+            *slot = Some(Arc::new(keys));
         }
         Ok(())
     }
@@ -185,19 +277,18 @@ impl OidcProvider {
             self.client_secret.clone().map(ClientSecret::new),
         )
         .set_redirect_uri(redirect)
-        .set_auth_type(if self.secret_in_body {
-            AuthType::RequestBody
-        } else {
-            AuthType::BasicAuth
-        }))
+        .set_auth_type(self.auth_type()))
     }
 
     /// The authorization request: where to send the browser, and what to remember.
+    /// `step_up`: the app needs MFA the session lacks, so ask the OP to authenticate again
+    /// (`prompt=login`) with the provider's `mfa_acr_values`.
     pub fn start(
         &self,
         redirect_uri: &str,
         return_to: &str,
         now: u64,
+        step_up: bool,
     ) -> Result<(String, FlowState), OidcFailure> {
         let client = self.client(redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -209,8 +300,20 @@ impl OidcProvider {
             )
             .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
             .set_pkce_challenge(challenge);
-        for (name, value) in &self.extra_params {
-            request = request.add_extra_param(*name, value.clone());
+        if step_up {
+            request = request.add_extra_param("prompt", "login");
+            if !self.mfa_acr_values.is_empty() {
+                request = request.add_extra_param("acr_values", self.mfa_acr_values.join(" "));
+            }
+            for (name, value) in &self.extra_params {
+                if !matches!(*name, "prompt" | "acr_values") {
+                    request = request.add_extra_param(*name, value.clone());
+                }
+            }
+        } else {
+            for (name, value) in &self.extra_params {
+                request = request.add_extra_param(*name, value.clone());
+            }
         }
         let (url, state, nonce) = request.url();
         let flow = FlowState {
@@ -221,16 +324,24 @@ impl OidcProvider {
             return_to: return_to.to_string(),
             redirect_uri: redirect_uri.to_string(),
             started: now,
+            step_up,
         };
         Ok((url.to_string(), flow))
     }
 
-    /// Exchanges the code and validates the ID token; the identity on success.
+    /// Whether a step-up sign-in can ask this OP for MFA (it has `mfa_acr_values`).
+    pub fn can_step_up(&self) -> bool {
+        !self.mfa_acr_values.is_empty()
+    }
+
+    /// Exchanges the code, validates the ID token, reads userinfo when configured, and maps
+    /// the claims to an identity.
     pub async fn finish(
         &self,
         flow: &FlowState,
         code: &str,
-    ) -> Result<(Identity, String), OidcFailure> {
+        now: u64,
+    ) -> Result<Login, OidcFailure> {
         let client = self.client(&flow.redirect_uri)?;
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -244,56 +355,238 @@ impl OidcProvider {
                 OidcFailure::TokenExchange
             })?;
         let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
-        let identity = self.identity_from(&client, id_token, &flow.nonce)?;
-        Ok((identity, id_token.to_string()))
+        let nonce = Nonce::new(flow.nonce.clone());
+        let mut claims = self.verified_claims(&client, id_token, &nonce)?;
+        if self.userinfo {
+            let info = self.userinfo_claims(&client, &response, &claims).await?;
+            merge_under(&mut claims, info);
+        }
+        let identity = self.identity_from_claims(&claims)?;
+        let tokens = OidcTokens {
+            id_token: id_token.to_string(),
+            sub: string_claim(&claims, "sub").unwrap_or_default(),
+            op_sid: string_claim(&claims, "sid"),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            expires_at: response
+                .expires_in()
+                .map(|d| now.saturating_add(d.as_secs())),
+            obtained_at: now,
+        };
+        Ok(Login { identity, tokens })
+    }
+
+    /// Uses the refresh token; the new tokens on success. A new ID token, when the OP sends
+    /// one, must validate and name the same subject.
+    pub async fn refresh(&self, tokens: &OidcTokens, now: u64) -> Result<OidcTokens, OidcFailure> {
+        let refresh_token = tokens
+            .refresh_token
+            .as_ref()
+            .ok_or(OidcFailure::RefreshRefused)?;
+        let metadata = self
+            .metadata
+            .read()
+            .ok()
+            .and_then(|m| m.clone())
+            .ok_or(OidcFailure::Unavailable)?;
+        let client = CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(self.client_id.clone()),
+            self.client_secret.clone().map(ClientSecret::new),
+        )
+        .set_auth_type(self.auth_type());
+        let response = client
+            .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.clone()))
+            .map_err(|_| OidcFailure::Unavailable)?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| {
+                tracing::info!(idp = %self.id, error = ?e, "OIDC refresh refused");
+                OidcFailure::RefreshRefused
+            })?;
+        let mut next = tokens.clone();
+        if let Some(id_token) = response.id_token() {
+            let verifier = client.id_token_verifier();
+            let claims = id_token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map_err(|_| OidcFailure::InvalidIdToken)?;
+            if claims.subject().as_str() != tokens.sub {
+                return Err(OidcFailure::InvalidIdToken);
+            }
+            next.id_token = id_token.to_string();
+        }
+        if let Some(rotated) = response.refresh_token() {
+            next.refresh_token = Some(rotated.secret().clone());
+        }
+        next.expires_at = response
+            .expires_in()
+            .map(|d| now.saturating_add(d.as_secs()));
+        next.obtained_at = now;
+        Ok(next)
+    }
+
+    /// Validates a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6):
+    /// signature by the OP's keys with an advertised asymmetric algorithm, `iss`, `aud`,
+    /// `iat`, `exp`, `jti`, the logout event, `sub` or `sid`, and no `nonce`.
+    pub fn logout_target(&self, token: &str) -> Result<LogoutTarget, OidcFailure> {
+        use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+        let invalid = |why: &str| {
+            tracing::info!(idp = %self.id, why, "back-channel logout token refused");
+            OidcFailure::InvalidLogoutToken
+        };
+        let header = decode_header(token).map_err(|_| invalid("header"))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(invalid("algorithm"));
+        }
+        let keys = self
+            .logout_keys
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or(OidcFailure::Unavailable)?;
+        let jwk = match header.kid.as_deref() {
+            Some(kid) => keys.find(kid),
+            None if keys.keys.len() == 1 => keys.keys.first(),
+            None => None,
+        }
+        .ok_or_else(|| invalid("unknown key"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("key"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&[self.client_id.as_str()]);
+        validation.set_required_spec_claims(&["iss", "aud", "iat", "exp"]);
+        validation.leeway = 60;
+        let data = decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(|_| invalid("signature or claims"))?;
+        let claims = data.claims;
+        let event = claims
+            .get("events")
+            .and_then(|e| e.get("http://schemas.openid.net/event/backchannel-logout"));
+        if !event.is_some_and(|e| e.is_object()) || claims.get("nonce").is_some() {
+            return Err(invalid("events or nonce"));
+        }
+        let sub = string_claim(&claims, "sub");
+        let op_sid = string_claim(&claims, "sid");
+        let jti = string_claim(&claims, "jti").ok_or_else(|| invalid("jti"))?;
+        if sub.is_none() && op_sid.is_none() {
+            return Err(invalid("neither sub nor sid"));
+        }
+        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok(LogoutTarget {
+            sub,
+            op_sid,
+            jti,
+            exp,
+        })
+    }
+
+    fn auth_type(&self) -> AuthType {
+        if self.secret_in_body {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        }
     }
 
     /// Validates an ID token (signature with the OP's keys, `iss`, `aud`, `azp`, `exp`,
-    /// `iat`, `nonce`, allowed algorithms) and maps it to an identity.
-    fn identity_from(
+    /// `iat`, `nonce`, allowed algorithms) and returns all its claims.
+    fn verified_claims(
         &self,
         client: &OidcClient,
         id_token: &CoreIdToken,
-        nonce: &str,
-    ) -> Result<Identity, OidcFailure> {
+        nonce: &Nonce,
+    ) -> Result<serde_json::Value, OidcFailure> {
         let verifier = client.id_token_verifier();
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_string()))
-            .map_err(|e| {
-                tracing::warn!(idp = %self.id, error = %e, "OIDC ID token refused");
-                OidcFailure::InvalidIdToken
-            })?;
+        id_token.claims(&verifier, nonce).map_err(|e| {
+            tracing::warn!(idp = %self.id, error = %e, "OIDC ID token refused");
+            OidcFailure::InvalidIdToken
+        })?;
         // The signature is verified over this exact token: its payload may be read for the
-        // claims the core types do not model (groups, amr).
-        let extra = payload(&id_token.to_string()).unwrap_or_default();
-        let strings = |name: &str| -> Vec<String> {
-            extra
-                .get(name)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mfa = mfa_from_amr(&strings("amr"));
-        Ok(Identity {
-            user_id: claims.subject().to_string(),
-            email: claims.email().map(|e| e.to_string()),
-            name: claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.to_string()),
-            user_type: UserType::External,
-            roles: strings("groups"),
-            entity: None,
-            custom: Default::default(),
-            idp: self.id.clone(),
+        // claims the core types do not model (groups, amr, custom claims).
+        payload(&id_token.to_string())
+            .map(serde_json::Value::Object)
+            .ok_or(OidcFailure::InvalidIdToken)
+    }
+
+    /// Userinfo claims for the ID token's subject (the crate checks `sub` matches).
+    async fn userinfo_claims(
+        &self,
+        client: &OidcClient,
+        response: &openidconnect::core::CoreTokenResponse,
+        claims: &serde_json::Value,
+    ) -> Result<serde_json::Value, OidcFailure> {
+        let sub = string_claim(claims, "sub").ok_or(OidcFailure::Userinfo)?;
+        let request = client
+            .user_info(
+                response.access_token().clone(),
+                Some(openidconnect::SubjectIdentifier::new(sub)),
+            )
+            .map_err(|_| OidcFailure::Userinfo)?;
+        let info: openidconnect::UserInfoClaims<AllClaims, openidconnect::core::CoreGenderClaim> =
+            request.request_async(&self.http).await.map_err(|e| {
+                tracing::warn!(idp = %self.id, error = ?e, "OIDC userinfo failed");
+                OidcFailure::Userinfo
+            })?;
+        serde_json::to_value(&info).map_err(|_| OidcFailure::Userinfo)
+    }
+
+    /// The identity from verified claims: `claims:` mapping, MFA from `amr`/`acr`, then the
+    /// `identity:` rules.
+    fn identity_from_claims(&self, claims: &serde_json::Value) -> Result<Identity, OidcFailure> {
+        let amr: Vec<String> = claims
+            .get("amr")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let acr_mfa =
+            string_claim(claims, "acr").is_some_and(|acr| self.mfa_acr_values.contains(&acr));
+        let source = crate::identity::Assertions {
+            idp: &self.id,
             auth_method: AuthMethod::Oidc,
-            mfa,
+            claims,
+            mfa: mfa_from_amr(&amr) || acr_mfa,
+        };
+        crate::identity::from_claims(&source, &self.claims, &self.mapping).map_err(|e| {
+            tracing::warn!(idp = %self.id, error = %e, "OIDC claims unusable");
+            OidcFailure::Claims
         })
     }
+}
+
+/// Every claim of a userinfo response, kept as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AllClaims(serde_json::Map<String, serde_json::Value>);
+
+impl openidconnect::AdditionalClaims for AllClaims {}
+
+/// Adds `extra`'s claims that `claims` lacks (the verified ID token wins on conflicts).
+fn merge_under(claims: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(base), serde_json::Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        for (k, v) in extra {
+            base.entry(k).or_insert(v);
+        }
+    }
+}
+
+fn string_claim(claims: &serde_json::Value, name: &str) -> Option<String> {
+    claims
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
 }
 
 type OidcClient = CoreClient<
@@ -394,9 +687,12 @@ mod tests {
                 acr_values: None,
                 prompt: None,
                 secret_in_body: false,
+                userinfo: false,
+                mfa_acr_values: vec![],
             },
+            claims: Default::default(),
         };
-        let provider = OidcProvider::new(&config).expect("provider");
+        let provider = OidcProvider::new(&config, Default::default()).expect("provider");
         *provider.metadata.write().expect("lock") = Some(Arc::new(metadata.set_jwks(jwks)));
         let client = provider
             .client("https://a.test/.portcullis/oidc/callback")
@@ -424,7 +720,8 @@ mod tests {
         token: &str,
     ) -> Result<Identity, OidcFailure> {
         let parsed: CoreIdToken = token.parse().map_err(|_| OidcFailure::InvalidIdToken)?;
-        provider.identity_from(client, &parsed, "n-1")
+        let claims = provider.verified_claims(client, &parsed, &Nonce::new("n-1".into()))?;
+        provider.identity_from_claims(&claims)
     }
 
     /// Negative cases are hand-built tokens (the real OP in tests/oidc.rs signs only valid
@@ -437,9 +734,11 @@ mod tests {
         let good = sign(&pair, header.clone(), claims(serde_json::json!({})));
         let identity = check(&provider, &client, &good).expect("valid token");
         assert_eq!(
-            (identity.user_id.as_str(), identity.roles.clone()),
-            ("alice", vec!["staff".to_string()])
+            (identity.user_id.as_str(), identity.roles.len()),
+            ("alice", 0),
+            "groups become roles only by the identity rules"
         );
+        assert_eq!(identity.user_type, crate::config::UserType::External);
 
         let (other, _) = key("k1");
         let cases = [

@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub app: Option<Arc<App>>,
     /// Set only by the policy decision; required to forward.
     pub permit: Option<Permit>,
+    /// The signed identity assertion for the upstream (authenticated requests only).
+    pub assertion: Option<Arc<str>>,
     /// Why Portcullis answered itself.
     pub denial: Option<Reason>,
     /// Status of a response Portcullis wrote itself.
@@ -71,6 +73,7 @@ impl RequestCtx {
             path: None,
             app: None,
             permit: None,
+            assertion: None,
             denial: None,
             status: None,
             session: None,

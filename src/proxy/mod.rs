@@ -28,17 +28,18 @@ use pingora::{ErrorSource, ErrorType};
 pub use ctx::RequestCtx;
 pub use peers::PeerError;
 
+use crate::assertion::Signer;
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
 use crate::config::Config;
 use crate::idp::local::LocalProvider;
-use crate::idp::oidc::OidcProvider;
+use crate::idp::oidc::{OidcFailure, OidcProvider, OidcTokens};
 use crate::metrics::Metrics;
 use crate::netguard::{SizeLimits, SizeViolation};
-use crate::policy::{decide, Decision, Reason};
+use crate::policy::{decide, Decision, Reason, Request};
 use crate::respond::{wants_html, Reply, Synthetic};
 use crate::route::Router;
 use crate::session::{clear_cookies, cookie_values, CookieJar, Rejection, SessionCodec};
-use crate::store::{LoginThrottle, RevokedSessions};
+use crate::store::{LoginThrottle, RevokedSessions, SeenTokens, SingleFlight};
 
 /// What the sign-in page offers.
 struct LoginOptions {
@@ -73,6 +74,14 @@ pub struct Gateway {
     revoked: RevokedSessions,
     /// Bounds concurrent Argon2 checks (memory and CPU under a login flood).
     password_checks: tokio::sync::Semaphore,
+    /// Signs the user-context assertion; serves the JWKS.
+    signer: Arc<Signer>,
+    /// One token refresh per session at a time, shared with concurrent requests.
+    refreshes: SingleFlight<std::result::Result<OidcTokens, OidcFailure>>,
+    /// Back-channel logout tokens already used.
+    logout_tokens: SeenTokens,
+    /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
+    budget_warned: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -82,7 +91,9 @@ impl Gateway {
         auditor: Auditor,
         metrics: Arc<Metrics>,
         oidc: Vec<Arc<OidcProvider>>,
+        signer: Arc<Signer>,
     ) -> Result<Gateway, peers::PeerError> {
+        let mapping = Arc::new(config.identity.clone());
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
             _ => config
@@ -118,7 +129,7 @@ impl Gateway {
                     .identity_providers
                     .iter()
                     .filter_map(|p| {
-                        LocalProvider::new(p)
+                        LocalProvider::new(p, mapping.clone())
                             .map(|l| (p.id.clone(), p.display_name.clone(), Arc::new(l)))
                     })
                     .collect(),
@@ -133,6 +144,10 @@ impl Gateway {
             throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
             revoked: RevokedSessions::default(),
             password_checks: tokio::sync::Semaphore::new(4),
+            signer,
+            refreshes: SingleFlight::new(std::time::Duration::from_secs(120)),
+            logout_tokens: SeenTokens::default(),
+            budget_warned: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -158,9 +173,23 @@ impl Gateway {
             .collect();
         let now = portal::unix_now();
         let rejection = match self.codec.decode(&jar, now) {
-            Ok(data) if self.revoked.is_revoked(&data.sid) => Rejection::Revoked,
+            Ok(data) if self.is_revoked(&data) => Rejection::Revoked,
             Ok(mut data) => {
-                if self.codec.needs_touch(&data, now) {
+                let mut rewrite = self.codec.needs_touch(&data, now);
+                if data.oidc.as_ref().is_some_and(|t| t.needs_refresh(now)) {
+                    match self.refresh(ctx, &data, now).await {
+                        Some(tokens) => {
+                            data.oidc = Some(tokens);
+                            rewrite = true;
+                        }
+                        None => {
+                            ctx.set_cookies
+                                .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+                            return;
+                        }
+                    }
+                }
+                if rewrite {
                     data.last_seen = now;
                     if let Ok(values) = self.codec.encode(&data) {
                         let max_age = data.expires_at.saturating_sub(now);
@@ -188,17 +217,111 @@ impl Gateway {
         self.auditor.record(event).await;
     }
 
+    /// Ended here by logout, or at the OP by back-channel logout.
+    fn is_revoked(&self, data: &crate::session::SessionData) -> bool {
+        self.revoked.is_revoked(&data.sid)
+            || data.oidc.as_ref().is_some_and(|t| {
+                self.revoked.ended_at_op(
+                    &data.identity.idp,
+                    &t.sub,
+                    t.op_sid.as_deref(),
+                    data.issued_at,
+                )
+            })
+    }
+
+    /// Refreshes the session's OP tokens, once per session however many requests ask at the
+    /// same moment. `None` when the OP refuses: the session is over (audited).
+    async fn refresh(
+        &self,
+        ctx: &RequestCtx,
+        data: &crate::session::SessionData,
+        now: u64,
+    ) -> Option<OidcTokens> {
+        let tokens = data.oidc.as_ref()?;
+        let provider = self
+            .login
+            .oidc
+            .iter()
+            .find(|p| p.id == data.identity.idp)?
+            .clone();
+        let token_hash = ring::digest::digest(
+            &ring::digest::SHA256,
+            tokens
+                .refresh_token
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let key = format!(
+            "{}:{}",
+            data.sid,
+            crate::audit::hex(&token_hash.as_ref()[..8])
+        );
+        let (result, ran) = self
+            .refreshes
+            .run(
+                key,
+                now,
+                || async move { provider.refresh(tokens, now).await },
+            )
+            .await;
+        if ran {
+            let kind = if result.is_ok() {
+                EventKind::RefreshSucceeded
+            } else {
+                EventKind::RefreshFailed
+            };
+            let mut event = AuditEvent::new(kind);
+            event.request_id = Some(ctx.request_id.clone());
+            event.client_ip = ctx.client_ip;
+            event.app = ctx.app.as_ref().map(|a| a.audit_id.clone());
+            event.user = Some(data.identity.user_id.clone());
+            event.idp = Some(data.identity.idp.clone());
+            event.sid = Some(data.sid.clone());
+            event.detail = result.as_ref().err().map(|f| f.as_str().to_string());
+            self.auditor.record(event).await;
+        }
+        match result {
+            Ok(tokens) => Some(tokens),
+            Err(OidcFailure::Unavailable) => {
+                // The OP is unreachable: keep the session on its current tokens rather than
+                // log everyone out during an IdP outage; the next request tries again.
+                Some(tokens.clone())
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Where a session without MFA is sent to sign in again with MFA, when its provider can
+    /// ask for it and this session is not already the result of such a step-up.
+    fn step_up_location(&self, ctx: &RequestCtx, return_to: &str) -> Option<String> {
+        let data = ctx.session.as_ref()?;
+        if data.stepped_up || data.identity.auth_method != crate::identity::AuthMethod::Oidc {
+            return None;
+        }
+        let provider = self
+            .login
+            .oidc
+            .iter()
+            .find(|p| p.id == data.identity.idp && p.can_step_up())?;
+        let rd: String = url::form_urlencoded::byte_serialize(
+            crate::redirect::safe_return_path(return_to)
+                .unwrap_or("/")
+                .as_bytes(),
+        )
+        .collect();
+        Some(format!(
+            "{}login?idp={}&mfa=1&rd={rd}",
+            self.reserved_prefix, provider.id
+        ))
+    }
+
     /// Browser navigations go to the login page; API calls (fetch/XHR, non-HTML clients) get
     /// a 401 with the login URL, which a single-page app can act on.
     fn login_reply(&self, session: &Session) -> Reply {
         let request = session.req_header();
-        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
-        let navigation = matches!(request.method.as_str(), "GET" | "HEAD")
-            && header("x-requested-with").is_none()
-            && match header("sec-fetch-mode") {
-                Some(mode) => mode == "navigate",
-                None => wants_html(header("accept").map(str::as_bytes)),
-            };
+        let navigation = self.is_navigation(session);
         let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let login_url = self.login_url(crate::redirect::safe_return_path(return_to).unwrap_or("/"));
         if navigation {
@@ -208,6 +331,19 @@ impl Gateway {
         } else {
             Reply::LoginRequired { login_url }
         }
+    }
+
+    /// A top-level browser navigation (which can follow a redirect), as opposed to fetch/XHR
+    /// or an API client.
+    fn is_navigation(&self, session: &Session) -> bool {
+        let request = session.req_header();
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+        matches!(request.method.as_str(), "GET" | "HEAD")
+            && header("x-requested-with").is_none()
+            && match header("sec-fetch-mode") {
+                Some(mode) => mode == "navigate",
+                None => wants_html(header("accept").map(str::as_bytes)),
+            }
     }
 
     /// Writes a synthetic response (see [`crate::respond`]) and records why.
@@ -379,9 +515,34 @@ impl ProxyHttp for Gateway {
         if let Some(endpoint) = path.strip_prefix(self.reserved_prefix.as_str()) {
             return self.portal(session, ctx, endpoint).await;
         }
+        let request = session.req_header();
+        let policy_request = Request {
+            method: request.method.as_str(),
+            path: &path,
+            query: request.uri.query(),
+        };
         let identity = ctx.session.as_ref().map(|s| &s.identity);
-        match decide(&app, &path, identity) {
+        match decide(&app, &policy_request, identity) {
             Decision::Allow(permit) => {
+                if permit.carries_identity() {
+                    let Some(data) = ctx.session.as_ref() else {
+                        return self
+                            .reply(session, ctx, Reply::InternalError, Reason::AssertionFailed)
+                            .await;
+                    };
+                    match self
+                        .signer
+                        .token(&data.sid, &app, &data.identity, portal::unix_now())
+                    {
+                        Ok(token) => ctx.assertion = Some(token),
+                        Err(error) => {
+                            tracing::error!(%error, app = %app.id, "cannot sign the identity assertion");
+                            return self
+                                .reply(session, ctx, Reply::InternalError, Reason::AssertionFailed)
+                                .await;
+                        }
+                    }
+                }
                 ctx.permit = Some(permit);
                 Ok(false)
             }
@@ -392,6 +553,17 @@ impl ProxyHttp for Gateway {
             Decision::Deny(Reason::AppDisabled) => {
                 self.reply(session, ctx, Reply::AppDisabled, Reason::AppDisabled)
                     .await
+            }
+            Decision::Deny(Reason::MfaRequired) => {
+                let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
+                let reply = match self.step_up_location(ctx, return_to) {
+                    Some(location) if self.is_navigation(session) => {
+                        Reply::RedirectLogin { location }
+                    }
+                    Some(login_url) => Reply::LoginRequired { login_url },
+                    None => Reply::Forbidden,
+                };
+                self.reply(session, ctx, reply, Reason::MfaRequired).await
             }
             Decision::Deny(reason) => self.reply(session, ctx, Reply::Forbidden, reason).await,
         }
@@ -445,6 +617,27 @@ impl ProxyHttp for Gateway {
             );
         };
         let app = permit.app();
+        if permit.carries_identity() {
+            // Never forward an authenticated request without its assertion.
+            let (Some(token), Some(data)) = (ctx.assertion.as_deref(), ctx.session.as_ref()) else {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "authenticated request without an assertion",
+                );
+            };
+            upstream.insert_header("x-portcullis-assertion", token)?;
+            let plain = if app.identity_headers.plain {
+                crate::assertion::plain_headers(app, &data.identity)
+            } else {
+                Vec::new()
+            };
+            if crate::assertion::over_budget(app, token, &plain) {
+                self.warn_budget(app, data);
+            }
+            for (name, value) in plain {
+                upstream.insert_header(name, value)?;
+            }
+        }
         // Forward exactly the path that was authorised.
         let path = ctx.path.as_deref().unwrap_or("/");
         let target = match upstream.uri.query() {
@@ -590,12 +783,40 @@ impl ProxyHttp for Gateway {
         event.status = Some(status);
         event.decision = Some(outcome);
         event.reason = Some(reason);
+        event.rule = ctx
+            .permit
+            .as_ref()
+            .and_then(|p| p.rule())
+            .map(str::to_string);
         if let Some(data) = ctx.session.take() {
             event.user = Some(data.identity.user_id);
             event.idp = Some(data.identity.idp);
             event.sid = Some(data.sid);
         }
         self.auditor.record(event).await;
+    }
+}
+
+impl Gateway {
+    /// Logs (at most once a minute) that a user's identity headers exceed the app's budget.
+    fn warn_budget(&self, app: &crate::config::App, data: &crate::session::SessionData) {
+        use std::sync::atomic::Ordering;
+        let now = portal::unix_now();
+        let last = self.budget_warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .budget_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                app = %app.id,
+                user = %data.identity.user_id,
+                roles = data.identity.roles.len(),
+                budget = app.identity_headers.budget_bytes,
+                "identity headers exceed the app's budget: limit identity_headers.roles/custom"
+            );
+        }
     }
 }
 

@@ -33,11 +33,14 @@ impl Gateway {
         match (method.as_str(), endpoint) {
             ("GET" | "HEAD", "login") => match query_value(session, "idp") {
                 Some(idp) if self.login.oidc.iter().any(|p| p.id == idp) => {
-                    self.oidc_start(session, ctx, &idp).await
+                    let step_up = query_value(session, "mfa").as_deref() == Some("1");
+                    self.oidc_start(session, ctx, &idp, step_up).await
                 }
                 _ => self.login_page(session, ctx, None).await,
             },
             ("GET", "oidc/callback") => self.oidc_callback(session, ctx).await,
+            ("POST", "oidc/backchannel-logout") => self.backchannel_logout(session, ctx).await,
+            ("GET" | "HEAD", "jwks.json") => self.jwks(session, ctx).await,
             ("POST", "login") => self.login_submit(session, ctx).await,
             ("GET" | "HEAD", "whoami") => self.whoami(session, ctx).await,
             ("GET" | "HEAD", "logout") => self.logout_page(session, ctx).await,
@@ -201,8 +204,8 @@ impl Gateway {
                 // Only the account's counter: a valid account must not reset its address's counter.
                 self.throttle.succeeded(&keys[..1]);
                 // A fresh session and id at every login: a pre-login cookie is never reused.
-                self.start_session(session, ctx, identity, None, &rd, "local")
-                    .await
+                let data = SessionData::new(identity, now, self.session_lifetime);
+                self.start_session(session, ctx, data, &rd, "local").await
             }
             Err(error) => {
                 self.throttle.failed(&keys, now);
@@ -283,7 +286,8 @@ impl Gateway {
                     ctx.host.as_deref().unwrap_or_default(),
                     self.endpoint("signed-out")
                 );
-                op_logout = provider.logout_url(data.id_token.as_deref(), &back);
+                let id_token = data.oidc.as_ref().map(|t| t.id_token.as_str());
+                op_logout = provider.logout_url(id_token, &back);
             }
             let (idp, user, sid) = (
                 data.identity.idp.clone(),
@@ -305,6 +309,107 @@ impl Gateway {
         self.signed_out(session, ctx).await
     }
 
+    /// OpenID Connect Back-Channel Logout: the OP says a user's session ended there. The
+    /// logout token's signature is the authentication (no cookies, no CSRF token: the OP
+    /// calls from its server). Ends the matching sessions at once.
+    async fn backchannel_logout(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(form) = self.read_form(session, ctx).await? else {
+            return self
+                .reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
+                .await;
+        };
+        let token = form_value(&form, "logout_token").unwrap_or_default();
+        let now = unix_now();
+        let found = self
+            .login
+            .oidc
+            .iter()
+            .find_map(|p| p.logout_target(&token).ok().map(|t| (p.id.clone(), t)));
+        let Some((idp, target)) = found else {
+            self.audit_login(
+                ctx,
+                EventKind::LoginFailed,
+                "",
+                "",
+                None,
+                "logout-token-invalid",
+            )
+            .await;
+            return self
+                .backchannel_answer(session, ctx, 400, "invalid_request")
+                .await;
+        };
+        if !self.logout_tokens.first_use(&target.jti, target.exp, now) {
+            self.audit_login(
+                ctx,
+                EventKind::LoginFailed,
+                &idp,
+                "",
+                None,
+                "logout-token-replayed",
+            )
+            .await;
+            return self
+                .backchannel_answer(session, ctx, 400, "invalid_request")
+                .await;
+        }
+        self.revoked
+            .end_op_sessions(&idp, target.sub.as_deref(), target.op_sid.as_deref(), now);
+        let user = target.sub.clone().unwrap_or_default();
+        self.audit_login(
+            ctx,
+            EventKind::Logout,
+            &idp,
+            &user,
+            target.op_sid.as_deref(),
+            "backchannel",
+        )
+        .await;
+        self.backchannel_answer(session, ctx, 200, "").await
+    }
+
+    async fn backchannel_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        error: &str,
+    ) -> Result<bool> {
+        let body = if error.is_empty() {
+            String::new()
+        } else {
+            serde_json::json!({ "error": error }).to_string()
+        };
+        let response = Synthetic {
+            status,
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                ("Cache-Control", "no-store".into()),
+            ],
+            body: Bytes::from(body),
+        };
+        self.send(session, ctx, response, Reason::LoginFailed).await
+    }
+
+    /// The public keys that verify `X-Portcullis-Assertion`.
+    async fn jwks(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let response = Synthetic {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "application/jwk-set+json".into()),
+                // Short enough that a rotated-in key is seen quickly; verifiers also refetch
+                // on an unknown kid.
+                ("Cache-Control", "public, max-age=300".into()),
+            ],
+            body: self.signer.jwks().clone(),
+        };
+        self.send(session, ctx, response, Reason::PublicPath).await
+    }
+
     /// Where the OP sends the browser back after its own logout.
     async fn signed_out(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let html = respond::signed_out_page(&self.endpoint("login"));
@@ -324,6 +429,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         idp: &str,
+        step_up: bool,
     ) -> Result<bool> {
         let Some(provider) = self.login.oidc.iter().find(|p| p.id == idp).cloned() else {
             return self
@@ -337,7 +443,7 @@ impl Gateway {
         let host = ctx.host.clone().unwrap_or_default();
         let redirect_uri = format!("{scheme}://{host}{}", self.endpoint("oidc/callback"));
         let now = unix_now();
-        let (location, flow) = match provider.start(&redirect_uri, &rd, now) {
+        let (location, flow) = match provider.start(&redirect_uri, &rd, now, step_up) {
             Ok(started) => started,
             Err(failure) => {
                 self.audit_login(ctx, EventKind::LoginFailed, idp, "", None, failure.as_str())
@@ -421,9 +527,9 @@ impl Gateway {
         };
         let result = match (query_value(session, "error"), query_value(session, "code")) {
             (Some(_), _) | (None, None) => Err(OidcFailure::IdpError),
-            (None, Some(code)) => provider.finish(&flow, &code).await,
+            (None, Some(code)) => provider.finish(&flow, &code, now).await,
         };
-        let (identity, id_token) = match result {
+        let login = match result {
             Ok(found) => found,
             Err(failure) => {
                 self.audit_login(
@@ -446,15 +552,11 @@ impl Gateway {
                 return self.reply(session, ctx, reply, Reason::LoginFailed).await;
             }
         };
-        self.start_session(
-            session,
-            ctx,
-            identity,
-            Some(id_token),
-            &flow.return_to,
-            "oidc",
-        )
-        .await
+        let mut data = SessionData::new(login.identity, now, self.session_lifetime);
+        data.oidc = Some(login.tokens);
+        data.stepped_up = flow.step_up;
+        self.start_session(session, ctx, data, &flow.return_to, "oidc")
+            .await
     }
 
     /// A fresh session (and id) for `identity`, then on to `return_to`.
@@ -462,13 +564,10 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        identity: crate::identity::Identity,
-        id_token: Option<String>,
+        data: SessionData,
         return_to: &str,
         method: &str,
     ) -> Result<bool> {
-        let mut data = SessionData::new(identity, unix_now(), self.session_lifetime);
-        data.id_token = id_token;
         let idp = data.identity.idp.clone();
         let values = match self.codec.encode(&data) {
             Ok(values) => values,

@@ -44,10 +44,13 @@ pub struct SessionData {
     pub last_seen: u64,
     /// Who.
     pub identity: Identity,
-    /// The OIDC ID token, kept (encrypted, in the cookie only) as the `id_token_hint` of an
-    /// RP-initiated logout. Never forwarded, never shown.
+    /// What the OP issued (ID and refresh tokens, subject, OP session id), kept encrypted in
+    /// the cookie only, for refresh and logout. Never forwarded, never shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
+    pub oidc: Option<crate::idp::oidc::OidcTokens>,
+    /// This session came from a sign-in that asked the IdP for MFA (no second step-up loop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stepped_up: bool,
 }
 
 impl SessionData {
@@ -60,7 +63,8 @@ impl SessionData {
             expires_at: now.saturating_add(lifetime.as_secs()),
             last_seen: now,
             identity,
-            id_token: None,
+            oidc: None,
+            stepped_up: false,
         }
     }
 }
@@ -82,8 +86,10 @@ pub enum Rejection {
     Expired,
     /// Unused for longer than the idle timeout.
     Idle,
-    /// Ended by a logout before its expiry.
+    /// Ended by a logout before its expiry (here, or at the OP by back-channel logout).
     Revoked,
+    /// The OP refused to refresh the session's tokens.
+    RefreshFailed,
 }
 
 impl Rejection {
@@ -98,6 +104,7 @@ impl Rejection {
             Rejection::Expired => "session-expired",
             Rejection::Idle => "session-idle",
             Rejection::Revoked => "session-revoked",
+            Rejection::RefreshFailed => "session-refresh-failed",
         }
     }
 }
