@@ -16,6 +16,9 @@ Examples:
   portcullis check -c /etc/portcullis/portcullis.yaml
   portcullis run -c /etc/portcullis/portcullis.yaml
   portcullis keys generate > /etc/portcullis/keys.env
+  portcullis keys assertion > /etc/portcullis/assertion.pem
+  portcullis policy explain -c portcullis.yaml --app support --user-type external-user \
+      --roles customer --entity acme --method POST --path /api/agents/billing-specialist/run
   echo 'a long passphrase' | portcullis hash-password
   portcullis keys dev-cert --out certs/dev --name chat.local
   portcullis audit verify /var/log/portcullis/audit.jsonl --key <base64 public key>";
@@ -45,6 +48,61 @@ enum Command {
     Keys(KeysCommand),
     /// Hash a password for a local user (Argon2id); reads the password from standard input.
     HashPassword,
+    /// Access policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Show the decision the proxy would make for a user and request, layer by layer
+    /// (exit 0 allowed, 1 refused or login required, 2 configuration problems).
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// App id (or give --host).
+    #[arg(long)]
+    app: Option<String>,
+    /// Host the request is sent to (the app is routed as the proxy would).
+    #[arg(long)]
+    host: Option<String>,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Path, optionally with a query (`/api/x?entity=acme`); normalised as the proxy does.
+    #[arg(long)]
+    path: String,
+    /// No session: an anonymous request.
+    #[arg(long, conflicts_with_all = ["user", "user_type", "roles", "entity", "mfa"])]
+    anonymous: bool,
+    /// User id.
+    #[arg(long, default_value = "explain-user")]
+    user: String,
+    /// E-mail address.
+    #[arg(long)]
+    email: Option<String>,
+    /// internal-user or external-user.
+    #[arg(long, default_value = "external-user")]
+    user_type: String,
+    /// Roles (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Entity (tenant).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Identity provider id (default: the first configured).
+    #[arg(long)]
+    idp: Option<String>,
+    /// The session used a second factor.
+    #[arg(long)]
+    mfa: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +164,12 @@ enum AuditCommand {
 enum KeysCommand {
     /// Print a new session key and audit signing key as environment assignments.
     Generate,
+    /// Print a new assertion signing key (PKCS#8 PEM) for `assertion.signing_keys`.
+    Assertion {
+        /// ES256 (default) or EdDSA.
+        #[arg(long, default_value = "ES256")]
+        algorithm: String,
+    },
     /// Make a development CA and a server certificate (never for production).
     DevCert {
         /// Output directory.
@@ -131,6 +195,24 @@ impl Cli {
                 continuation,
             }) => verify(&file, key.as_deref(), open, continuation),
             Command::HashPassword => hash_password(),
+            Command::Policy(PolicyCommand::Explain(args)) => explain(&args),
+            Command::Keys(KeysCommand::Assertion { algorithm }) => {
+                let algorithm = match algorithm.as_str() {
+                    "ES256" => crate::config::AssertionAlgorithm::Es256,
+                    "EdDSA" => crate::config::AssertionAlgorithm::EdDsa,
+                    other => {
+                        eprintln!("error: unknown algorithm {other}: use ES256 or EdDSA");
+                        return ExitCode::from(2);
+                    }
+                };
+                match crate::assertion::generate_pem(algorithm) {
+                    Ok(pem) => {
+                        print!("{pem}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                }
+            }
             Command::Keys(KeysCommand::Generate) => match keys::generate_report() {
                 Ok(report) => {
                     print!("{report}");
@@ -148,6 +230,133 @@ impl Cli {
                 }
             }
         }
+    }
+}
+
+/// `policy explain`: the proxy's own decision function, with every layer's reason.
+fn explain(args: &ExplainArgs) -> ExitCode {
+    use crate::policy::{Decision, Verdict};
+    let config = match Config::load(&args.config.config) {
+        Ok(config) => config,
+        Err(report) => {
+            eprintln!("{report}");
+            return ExitCode::from(2);
+        }
+    };
+    let (raw_path, query) = match args.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (args.path.as_str(), None),
+    };
+    let path = match crate::route::normalize_path(raw_path) {
+        Ok(path) => path,
+        Err(_) => {
+            println!("decision: deny (bad-request): the path is refused before any policy");
+            return ExitCode::from(1);
+        }
+    };
+    let router = crate::route::Router::new(&config.apps);
+    let app = match (&args.app, &args.host) {
+        (Some(id), _) => config.apps.iter().find(|a| a.id == *id),
+        (None, Some(host)) => router.route(host, &path),
+        (None, None) => {
+            eprintln!("error: give --app ID or --host NAME");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(app) = app.cloned() else {
+        eprintln!(
+            "error: no such app (ids: {})",
+            config
+                .apps
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let user_type = match args.user_type.as_str() {
+        "internal-user" => crate::config::UserType::Internal,
+        "external-user" => crate::config::UserType::External,
+        other => {
+            eprintln!("error: unknown user type {other}: use internal-user or external-user");
+            return ExitCode::from(2);
+        }
+    };
+    let idp = args
+        .idp
+        .clone()
+        .or_else(|| config.identity_providers.first().map(|p| p.id.clone()))
+        .unwrap_or_default();
+    let identity = crate::identity::Identity {
+        user_id: args.user.clone(),
+        email: args.email.clone(),
+        name: None,
+        user_type,
+        roles: args
+            .roles
+            .iter()
+            .filter(|r| !r.is_empty())
+            .cloned()
+            .collect(),
+        entity: args.entity.clone(),
+        custom: Default::default(),
+        idp,
+        auth_method: crate::identity::AuthMethod::Oidc,
+        mfa: args.mfa,
+    };
+    let request = crate::policy::Request {
+        method: &args.method.to_ascii_uppercase(),
+        path: &path,
+        query,
+    };
+    let explanation =
+        crate::policy::explain(&app, &request, (!args.anonymous).then_some(&identity));
+    let (verdict, reason, status, code) = match &explanation.decision {
+        Decision::Allow(permit) => ("allow", permit.reason().as_str(), "forwarded", 0),
+        Decision::LoginRequired => ("login-required", "login-required", "302 to login / 401", 1),
+        Decision::Deny(reason) => ("deny", reason.as_str(), deny_status(*reason), 1),
+    };
+    if args.json {
+        let body = serde_json::json!({
+            "app": app.id, "method": request.method, "path": path,
+            "decision": verdict, "reason": reason, "rule": explanation.rule,
+            "steps": explanation.steps,
+        });
+        println!("{body:#}");
+    } else {
+        println!("app:      {}", app.id);
+        println!(
+            "request:  {} {path}{}",
+            request.method,
+            query.map(|q| format!("?{q}")).unwrap_or_default()
+        );
+        println!(
+            "rule:     {}",
+            explanation
+                .rule
+                .as_deref()
+                .unwrap_or("(none: the app's access applies)")
+        );
+        println!("decision: {verdict} ({reason}) → {status}");
+        for step in &explanation.steps {
+            let mark = match step.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "FAIL",
+                Verdict::Skip => "skip",
+            };
+            println!("  {mark}  {:<18} {}", step.layer, step.detail);
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn deny_status(reason: crate::policy::Reason) -> &'static str {
+    use crate::policy::Reason;
+    match reason {
+        Reason::AppDisabled => "503",
+        Reason::MfaRequired => "sign in again with MFA (or 403)",
+        _ => "403",
     }
 }
 

@@ -48,32 +48,11 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
             other => panic!("sign-in page not served: {other:?}"),
         }
     };
-    let csrf_cookie =
-        cookie_value(login_page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
     let html = login_page.text().await.expect("html");
     assert!(html.contains("Demo users"), "{html}");
     let passwords = std::fs::read_to_string(dir.path().join("passwords.txt")).expect("passwords");
-    let alice = passwords
-        .lines()
-        .find_map(|l| l.strip_prefix("alice "))
-        .expect("alice's password");
-    let r = client
-        .post(format!("{base}/.portcullis/login"))
-        .header("cookie", format!("__Host-portcullis-csrf={csrf_cookie}"))
-        .header("origin", base.clone())
-        .form(&[
-            ("idp", "demo"),
-            ("username", "alice"),
-            ("password", alice),
-            ("rd", "/"),
-            ("csrf", csrf_cookie.as_str()),
-        ])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status(), 303);
-    let session = cookie_value(r.headers(), "__Host-portcullis").expect("session cookie");
-    let cookie = format!("__Host-portcullis={session}");
+    let cookie = sign_in(&client, &base, &passwords, "alice").await;
+    let bob = sign_in(&client, &base, &passwords, "bob").await;
 
     let page = client
         .get(format!("{base}/"))
@@ -97,8 +76,45 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
         .await
         .expect("json");
     assert_eq!(headers["x-forwarded-proto"], "https");
-    assert!(headers.get("x-portcullis-user").is_none(), "{headers}");
+    assert_eq!(
+        headers["x-portcullis-user"], "alice",
+        "never the forged value"
+    );
+    assert!(headers["x-portcullis-assertion"].is_string(), "{headers}");
     assert!(headers.get("cookie").is_none(), "{headers}");
+
+    // Two users, different access: alice (billing role) reaches the billing agent, bob gets 403.
+    let agent = format!("{base}/api/agents/billing-specialist/run");
+    let alice_agent = client
+        .post(&agent)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(alice_agent.status(), 200);
+    let answer: serde_json::Value = alice_agent.json().await.expect("json");
+    assert_eq!(answer["user"], "alice");
+    let bob_agent = client
+        .post(&agent)
+        .header("cookie", &bob)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bob_agent.status(), 403);
+    let bob_own = client
+        .get(format!("{base}/api/entities/acme/tickets"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bob_own.status(), 200, "bob's own entity");
+    let bob_other = client
+        .get(format!("{base}/api/entities/globex/tickets"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bob_other.status(), 403, "another entity's data");
 
     let mut stream = client
         .get(format!("{base}/api/chat"))
@@ -129,6 +145,53 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit log");
     assert!(audit.contains("\"event\":\"access\""));
     assert!(audit.contains("\"event\":\"login-succeeded\""));
+    let denied: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &serde_json::Value| r["event"] == "access-denied" && r["user"] == "bob")
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["reason"] == "role-missing"
+                && r["path"] == "/api/agents/billing-specialist/run"),
+        "{denied:?}"
+    );
+    assert!(
+        denied.iter().any(|r| r["reason"] == "entity-mismatch"),
+        "{denied:?}"
+    );
+}
+
+/// Signs in a demo user with the password `portcullis demo` generated; the session cookie.
+async fn sign_in(client: &reqwest::Client, base: &str, passwords: &str, user: &str) -> String {
+    let page = client
+        .get(format!("{base}/.portcullis/login"))
+        .send()
+        .await
+        .expect("login page");
+    let csrf = cookie_value(page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
+    let password = passwords
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{user} ")))
+        .expect("password");
+    let r = client
+        .post(format!("{base}/.portcullis/login"))
+        .header("cookie", format!("__Host-portcullis-csrf={csrf}"))
+        .header("origin", base)
+        .form(&[
+            ("idp", "demo"),
+            ("username", user),
+            ("password", password),
+            ("rd", "/"),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303, "{user} signs in");
+    let session = cookie_value(r.headers(), "__Host-portcullis").expect("session cookie");
+    format!("__Host-portcullis={session}")
 }
 
 fn cookie_value(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {

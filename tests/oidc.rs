@@ -4,71 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
+use common::op::{cookies_of, header, Op};
 use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
-use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
-
-struct Op {
-    child: Child,
-    issuer: String,
-}
-
-impl Op {
-    fn start(redirect_uri: &str, auth_method: &str) -> Op {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp/oidc");
-        let mut child = Command::new("node")
-            .current_dir(dir)
-            .args(["op.js", "portcullis", "op-client-secret", redirect_uri])
-            .env("OP_AUTH_METHOD", auth_method)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node op.js (run `npm ci` in tests/idp/oidc)");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("READY "))
-            .expect("OP ready");
-        // Keep reading: a closed pipe would kill the OP at its next log line.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Op {
-            child,
-            issuer: line["READY ".len()..].to_string(),
-        }
-    }
-}
-
-impl Drop for Op {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cookies_of(headers: &HeaderMap, jar: &mut BTreeMap<String, String>) {
-    for v in headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
-            jar.insert(name.trim().to_string(), value.to_string());
-        }
-    }
-}
-
-fn header(jar: &BTreeMap<String, String>) -> String {
-    jar.iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 struct World {
     _op: Op,
@@ -89,10 +29,13 @@ fn world_with(auth_method: &str) -> World {
     let upstream = Upstream::start();
     let ports = Ports::new();
     let base = format!("https://a.test:{}", ports.https);
-    let op = Op::start(&format!("{base}/.portcullis/oidc/callback"), auth_method);
+    let op = Op::start(
+        &format!("{base}/.portcullis/oidc/callback"),
+        &[("OP_AUTH_METHOD", auth_method)],
+    );
     std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
     let providers = format!(
-        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    token_endpoint_auth: {auth_method}\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n",
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    token_endpoint_auth: {auth_method}\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n    claims: {{ entity: org.id }}\nidentity:\n  internal_users: [{{ group: staff }}]\n  roles:\n    - {{ role: admin, group: chat-admins }}\n  groups_as_roles: {{ prefix: chat- }}\n",
         op.issuer,
         auth_method = auth_method,
     );
@@ -243,11 +186,9 @@ async fn sign_in_through_a_real_openid_provider() {
     assert_eq!(identity["email"], "mfa-carol@corp.test");
     assert_eq!(identity["auth_method"], "oidc");
     assert_eq!(identity["idp"], "corp");
-    assert!(identity["mfa"].is_boolean());
-    assert_eq!(
-        identity["roles"],
-        serde_json::json!(["staff", "chat-users"])
-    );
+    assert_eq!(identity["mfa"], true, "amr [pwd, otp] from the OP");
+    assert_eq!(identity["user_type"], "internal-user", "group staff");
+    assert_eq!(identity["roles"], serde_json::json!(["chat-users"]));
     assert!(
         !who.to_string().contains("eyJ"),
         "no token ever leaves the session: {who}"

@@ -79,7 +79,11 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
         "\nPortcullis demo\n  open      https://127.0.0.1:{port}/   (certificate: trust {ca} or accept the warning)\n  \
          upstream  sample chat app on http://127.0.0.1:{upstream_port} (unprotected: use the address above)\n  \
          admin     http://127.0.0.1:{admin}/metrics\n  audit     {audit}\n  config    {config}\n\n  \
-         Sign in as:\n{logins}\n  Stop with Ctrl-C.\n",
+         Sign in as:\n{logins}\n  \
+         alice (staff: admin, billing) may call the billing agent; bob (customer of acme) gets 403\n  \
+         for it and for other entities' data (/api/entities/globex/...); see the audit log.\n  \
+         Point it at a real OpenID Provider: docs/identity-providers.md and conf/oidc-*.yaml.\n\n  \
+         Stop with Ctrl-C.\n",
         logins = users.logins,
         port = options.port,
         ca = cert.ca_cert.display(),
@@ -190,12 +194,13 @@ identity_providers:
         name: Alice (staff)
         email: alice@corp.example
         user_type: internal-user
-        roles: [admin]
+        roles: [admin, billing]
       - username: bob
         password_hash: "{bob}"
         name: Bob (customer)
         email: bob@acme.example
         user_type: external-user
+        roles: [customer]
         entity: acme
 apps:
   - id: demo-chat
@@ -203,6 +208,15 @@ apps:
     upstream: http://127.0.0.1:{upstream_port}
     access:
       user_types: [internal-user, external-user]
+      roles: [admin, customer]
+    rules:
+      - name: billing-agent
+        paths: ["/api/agents/billing-*/**"]
+        access: {{ roles: [billing] }}
+    entity_scope:
+      path_pattern: "/api/entities/{{entity}}/**"
+    identity_headers:
+      plain: true
 audit:
   path: "{dir}/audit.jsonl"
   signing_key: "file:{audit_key}"

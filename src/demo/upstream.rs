@@ -54,6 +54,25 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
             )
         }
         "/api/chat" => chat_stream(),
+        path if path.starts_with("/api/agents/") || path.starts_with("/api/entities/") => {
+            // What an agent endpoint would see: the path, and who Portcullis says is calling.
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let body = serde_json::json!({
+                "path": path,
+                "user": header("x-portcullis-user"),
+                "roles": header("x-portcullis-roles"),
+                "entity": header("x-portcullis-entity"),
+                "signed_assertion": !header("x-portcullis-assertion").is_empty(),
+            });
+            text(StatusCode::OK, "application/json", body.to_string())
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     })
 }
@@ -111,11 +130,18 @@ pre{background:#f5f5f5;padding:1rem;overflow:auto}</style></head>
 <p>This page is served by the sample upstream behind Portcullis.</p>
 <button id="ask">Ask a question</button>
 <h2>Answer (streamed with server-sent events)</h2><div id="answer"></div>
+<h2>Billing agent</h2>
+<p>Only users with the <code>billing</code> role may call it (alice can, bob gets 403).</p>
+<button id="billing">Call /api/agents/billing-specialist/run</button><pre id="agent"></pre>
 <h2>Headers the app received</h2><pre id="headers">loading…</pre>
 <script>
 fetch('/api/headers').then(r => r.json()).then(h => {
   document.getElementById('headers').textContent = JSON.stringify(h, null, 2);
 });
+document.getElementById('billing').onclick = () => {
+  fetch('/api/agents/billing-specialist/run', { method: 'POST' })
+    .then(async r => { document.getElementById('agent').textContent = r.status + ' ' + await r.text(); });
+};
 document.getElementById('ask').onclick = () => {
   const out = document.getElementById('answer');
   out.textContent = '';

@@ -1,6 +1,7 @@
 //! Test harness: a real upstream on 127.0.0.1:0 and the real `portcullis` binary in front.
 #![allow(dead_code, unused_imports)]
 
+pub mod op;
 pub mod upstream;
 
 use std::io::Read;

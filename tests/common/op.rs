@@ -1,0 +1,182 @@
+//! A real OpenID Provider (panva/oidc-provider on Node.js, `tests/idp/oidc/op.js`) on
+//! 127.0.0.1, and a scripted browser that signs in through it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+
+pub struct Op {
+    child: Child,
+    pub issuer: String,
+    /// Every line the OP printed after READY (REFRESH, BACKCHANNEL-OK, …).
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Op {
+    /// Starts the OP for client `portcullis` (secret `op-client-secret`) with `env` settings
+    /// (OP_AUTH_METHOD, OP_ACCESS_TTL, OP_BACKCHANNEL).
+    pub fn start(redirect_uri: &str, env: &[(&str, &str)]) -> Op {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp/oidc");
+        let mut command = Command::new("node");
+        command
+            .current_dir(dir)
+            .args(["op.js", "portcullis", "op-client-secret", redirect_uri]);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node op.js (run `npm ci` in tests/idp/oidc)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("READY "))
+            .expect("OP ready");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        // Keep reading: a closed pipe would kill the OP at its next log line.
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                sink.lock().expect("lines").push(l);
+            }
+        });
+        Op {
+            child,
+            issuer: line["READY ".len()..].to_string(),
+            lines: seen,
+        }
+    }
+
+    /// How many lines equal `what` so far.
+    pub fn count(&self, what: &str) -> usize {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter(|l| l.as_str() == what)
+            .count()
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cookie jar keyed by name.
+pub type Jar = BTreeMap<String, String>;
+
+pub fn cookies_of(headers: &HeaderMap, jar: &mut Jar) {
+    for v in headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
+            jar.insert(name.trim().to_string(), value.to_string());
+        }
+    }
+}
+
+pub fn header(jar: &Jar) -> String {
+    jar.iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Follows a browser from `start` (a Portcullis URL that redirects to the OP) through the
+/// OP's sign-in form as `user`, until the OP sends it back to `base`. Returns the callback
+/// URL, Portcullis's cookies and the OP's cookies.
+pub async fn sign_in_at_op(
+    https: &reqwest::Client,
+    op: &Op,
+    base: &str,
+    start: &str,
+    user: &str,
+    ours: &mut Jar,
+    theirs: &mut Jar,
+) -> String {
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = https
+        .get(start)
+        .header(COOKIE, header(ours))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 302, "{start}");
+    cookies_of(r.headers(), ours);
+    let mut url = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    for _ in 0..10 {
+        if url.starts_with(base) {
+            return url;
+        }
+        let absolute = if url.starts_with('/') {
+            format!("{}{url}", op.issuer)
+        } else {
+            url.clone()
+        };
+        let r = plain
+            .get(&absolute)
+            .header(COOKIE, header(theirs))
+            .send()
+            .await
+            .expect("op");
+        cookies_of(r.headers(), theirs);
+        if r.status().is_redirection() {
+            url = r.headers()[LOCATION]
+                .to_str()
+                .expect("location")
+                .to_string();
+            continue;
+        }
+        let page = r.text().await.expect("page");
+        let action = page
+            .split("action=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("login form");
+        let r = plain
+            .post(format!("{}{action}", op.issuer))
+            .header(COOKIE, header(theirs))
+            .form(&[("username", user), ("password", "secret")])
+            .send()
+            .await
+            .expect("op login");
+        cookies_of(r.headers(), theirs);
+        assert!(r.status().is_redirection(), "OP login: {}", r.status());
+        url = r.headers()[LOCATION]
+            .to_str()
+            .expect("location")
+            .to_string();
+    }
+    panic!("never came back from the OP");
+}
+
+/// Completes a sign-in at Portcullis's callback; the session jar.
+pub async fn finish(https: &reqwest::Client, callback: &str, ours: &mut Jar) -> u16 {
+    let r = https
+        .get(callback)
+        .header(COOKIE, header(ours))
+        .send()
+        .await
+        .expect("callback");
+    cookies_of(r.headers(), ours);
+    r.status().as_u16()
+}
