@@ -253,9 +253,12 @@ impl Gateway {
                 .unwrap_or_default()
                 .as_bytes(),
         );
+        // The same tokens (a session and the moment they were obtained) refresh once; the
+        // refreshed session has a new `obtained_at`, so its own refresh later is a new call.
         let key = format!(
-            "{}:{}",
+            "{}:{}:{}",
             data.sid,
+            tokens.obtained_at,
             crate::audit::hex(&token_hash.as_ref()[..8])
         );
         let (result, ran) = self
@@ -267,6 +270,12 @@ impl Gateway {
             )
             .await;
         if ran {
+            tracing::debug!(
+                sid = %data.sid,
+                ok = result.is_ok(),
+                expires_at = ?result.as_ref().ok().and_then(|t| t.expires_at),
+                "OIDC refresh"
+            );
             let kind = if result.is_ok() {
                 EventKind::RefreshSucceeded
             } else {

@@ -4,6 +4,7 @@
 // OP_ACCESS_TTL=<seconds> shortens access and ID tokens (refresh tests).
 // OP_BACKCHANNEL=<url> registers a back-channel logout URI (called with TLS checks off and every
 // host resolved to 127.0.0.1: test only).
+// POST /__test/refuse-tokens makes the token endpoint refuse every later grant.
 // Prints "READY <issuer>" once listening; then "REFRESH" for every refresh-token grant.
 // Users: any name, password "secret". Claims by name prefix: admin-* (groups staff, chat-admins;
 // org corp), acme-* / globex-* (group customer; org acme / globex), nogroups-* (no groups),
@@ -87,7 +88,19 @@ function readBody(req) {
 }
 
 const callback = provider.callback();
+let refuseTokens = false;
 server.on('request', async (req, res) => {
+  const path = new URL(req.url, issuer).pathname;
+  // Test control: from now on the token endpoint refuses every grant (a revoked refresh token).
+  if (path === '/__test/refuse-tokens') {
+    refuseTokens = true;
+    res.writeHead(204);
+    return res.end();
+  }
+  if (refuseTokens && path === '/token') {
+    res.writeHead(400, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify({ error: 'invalid_grant', error_description: 'grant revoked' }));
+  }
   const match = new URL(req.url, issuer).pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
   if (!match) return callback(req, res);
   try {
