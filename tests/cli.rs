@@ -236,3 +236,158 @@ fn help_and_version() {
     let version = common::run_ok(&["--version"]);
     assert!(version.starts_with("portcullis "), "{version}");
 }
+
+/// `policy explain` runs the proxy's own decision function: table-tested against the same
+/// kind of app the end-to-end tests use.
+#[test]
+fn policy_explain_shows_the_decision_and_each_layer() {
+    let fixtures = Fixtures::new();
+    let config = fixtures.path("policy.yaml");
+    let apps = r#"  - id: support
+    hosts: [support.example.com]
+    upstream: http://127.0.0.1:9
+    public_paths: [/status]
+    access:
+      user_types: [internal-user, external-user]
+      roles: [customer, admin]
+    rules:
+      - name: billing-agent
+        paths: ["/api/agents/billing-*/**"]
+        methods: [POST]
+        access: { roles: [billing], require_mfa: true }
+    entity_scope: { path_pattern: "/api/entities/{entity}/**" }
+"#;
+    std::fs::write(&config, fixtures.config(&Ports::new(), "", apps)).expect("write");
+    let config = config.to_str().expect("utf8");
+    let explain = |extra: &[&str]| {
+        let out = Command::new(binary())
+            .args(["policy", "explain", "-c", config])
+            .args(extra)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let table: &[(&[&str], i32, &[&str])] = &[
+        (
+            &[
+                "--app",
+                "support",
+                "--user-type",
+                "external-user",
+                "--roles",
+                "customer",
+                "--entity",
+                "acme",
+                "--method",
+                "POST",
+                "--path",
+                "/api/agents/billing-specialist/run",
+            ],
+            1,
+            &[
+                "rule:     billing-agent",
+                "decision: deny (role-missing) → 403",
+                "FAIL  roles",
+            ],
+        ),
+        (
+            &[
+                "--app",
+                "support",
+                "--roles",
+                "customer,billing",
+                "--entity",
+                "acme",
+                "--mfa",
+                "--method",
+                "POST",
+                "--path",
+                "/api/agents/billing-specialist/run",
+            ],
+            0,
+            &["decision: allow (authenticated)", "pass  mfa"],
+        ),
+        (
+            &[
+                "--app",
+                "support",
+                "--roles",
+                "billing",
+                "--entity",
+                "acme",
+                "--method",
+                "POST",
+                "--path",
+                "/api/agents/billing-x/run",
+            ],
+            1,
+            &["deny (role-missing)"],
+        ),
+        (
+            &[
+                "--host",
+                "support.example.com",
+                "--roles",
+                "customer",
+                "--entity",
+                "acme",
+                "--path",
+                "/api/entities/globex/x",
+            ],
+            1,
+            &[
+                "app:      support",
+                "deny (entity-mismatch)",
+                "FAIL  entity-scope",
+            ],
+        ),
+        (
+            &[
+                "--app",
+                "support",
+                "--user-type",
+                "internal-user",
+                "--path",
+                "/api/entities/globex/x",
+                "--roles",
+                "admin",
+            ],
+            0,
+            &["allow (authenticated)", "skip  entity-scope"],
+        ),
+        (
+            &["--app", "support", "--anonymous", "--path", "/chat"],
+            1,
+            &["decision: login-required"],
+        ),
+        (
+            &["--app", "support", "--anonymous", "--path", "/status"],
+            0,
+            &["allow (public-path)"],
+        ),
+        (
+            &["--app", "support", "--path", "/a/../status", "--anonymous"],
+            0,
+            &["request:  GET /status"],
+        ),
+    ];
+    for (args, code, needles) in table {
+        let (status, text) = explain(args);
+        assert_eq!(status, Some(*code), "{args:?}\n{text}");
+        for needle in *needles {
+            assert!(text.contains(needle), "{args:?}: {needle}\n{text}");
+        }
+    }
+    let (status, json) = explain(&[
+        "--app", "support", "--path", "/chat", "--roles", "customer", "--json",
+    ]);
+    assert_eq!(status, Some(0));
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(value["decision"], "allow");
+    assert!(value["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    let (status, _) = explain(&["--app", "nope", "--path", "/"]);
+    assert_eq!(status, Some(2));
+}

@@ -253,3 +253,114 @@ fn oidc_prompt_must_be_known() {
     );
     assert_eq!(found.len(), 2, "{found:#?}");
 }
+
+fn policy_issues(sections: &str, apps: &str) -> Vec<ConfigIssue> {
+    match crate::config::testing::with_sections(sections, apps) {
+        Ok(_) => Vec::new(),
+        Err(report) => report.issues,
+    }
+}
+
+#[test]
+fn policy_sections_report_every_mistake_with_its_path() {
+    let sections = r#"identity_providers:
+  - id: corp
+    kind: oidc
+    issuer: https://op.test
+    client_id: x
+    claims: { user_id: "a..b", custom: { "bad key": name } }
+  - id: staff
+    kind: local
+    users: [{ username: a, password_hash: "$argon2id$v=19$m=19456,t=2,p=1$NUmIOwwJuAAr5f6fKD51uA$yvU6MqSMFJRFOoxwAZ5gHwg26VFwidea4PwmwY08nC8" }]
+    claims: { email: mail }
+identity:
+  internal_users:
+    - { email_domain: "corp..test" }
+    - { claim: employee_type }
+    - {}
+  roles:
+    - { group: admins }
+  groups_as_roles: { prefix: "" }
+assertion:
+  algorithm: RS256
+  ttl: 1h
+"#;
+    let apps = r#"  - id: a
+    hosts: [a.test]
+    upstream: http://127.0.0.1:1
+    access:
+      user_types: [robot]
+      roles: []
+      identity_providers: [nope]
+    rules:
+      - name: r
+        paths: [relative]
+        methods: ["GE T"]
+      - name: r
+        paths: [/x]
+        deny: true
+        access: { roles: [a] }
+    entity_scope: { path_pattern: "/api/{tenant}/**" }
+    identity_headers: { budget_bytes: 10 }
+"#;
+    let found = policy_issues(sections, apps);
+    let expect = [
+        ("identity_providers[0].claims.user_id", "not a claim name"),
+        (
+            "identity_providers[0].claims.custom.bad key",
+            "not a valid custom key",
+        ),
+        ("identity_providers[1].claims", "local users have no claims"),
+        (
+            "identity.internal_users[0].email_domain",
+            "not an e-mail domain",
+        ),
+        ("identity.internal_users[1].equals", "needs `equals`"),
+        ("identity.internal_users[2]", "at least one condition"),
+        ("identity.roles[0].role", "is required"),
+        ("identity.groups_as_roles.prefix", "non-empty prefix"),
+        ("assertion.algorithm", "unsupported algorithm"),
+        ("assertion.ttl", "out of range"),
+        ("apps[0].access.user_types[0]", "unknown user type"),
+        ("apps[0].access.roles", "admit nobody"),
+        (
+            "apps[0].access.identity_providers[0]",
+            "no identity provider",
+        ),
+        ("apps[0].rules[0].paths[0]", "must start with '/'"),
+        ("apps[0].rules[0].methods[0]", "not an HTTP method"),
+        ("apps[0].rules[0]", "needs `access`"),
+        ("apps[0].rules[1].name", "duplicate rule name"),
+        ("apps[0].rules[1].access", "would do nothing"),
+        ("apps[0].entity_scope.path_pattern", "{entity}"),
+        ("apps[0].identity_headers.budget_bytes", "out of range"),
+    ];
+    for (path, needle) in expect {
+        assert!(has(&found, path, needle), "{path}: {needle}\n{found:#?}");
+    }
+}
+
+#[test]
+fn policy_sections_compile_to_their_meaning() {
+    let config = crate::config::testing::with_sections(
+        "identity:\n  internal_users: [{ email_domain: \"*.Corp.test\" }]\n  entity: { email_domains: { acme.test: acme } }\nassertion: { algorithm: EdDSA, ttl: 2m }\n",
+        "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    access: { roles: [x] }\n    rules:\n      - { paths: [/t/**], methods: [post], access: { require_mfa: true } }\n    entity_scope: { query_param: org, strict: true }\n    identity_headers: { plain: true, roles: [x] }\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        config.identity.internal_users[0].email_domain,
+        Some(DomainPattern::Subdomains(".corp.test".into()))
+    );
+    assert_eq!(config.identity.entity_by_email_domain["acme.test"], "acme");
+    assert_eq!(config.assertion.algorithm, AssertionAlgorithm::EdDsa);
+    assert_eq!(config.assertion.ttl, Duration::from_secs(120));
+    assert_eq!(config.assertion.issuer, "https://chat.example.com");
+    let app = &config.apps[0];
+    assert_eq!(app.access.user_types, Some(vec![]), "no user_types: nobody");
+    assert_eq!(app.rules[0].name, "rules[0]");
+    assert_eq!(app.rules[0].methods, ["POST"]);
+    assert!(app.rules[0].access.require_mfa && app.rules[0].access.user_types.is_none());
+    let scope = app.entity_scope.as_ref().expect("scope");
+    assert!(scope.strict && scope.query_param.as_deref() == Some("org") && scope.path.is_none());
+    assert!(app.identity_headers.plain);
+}
