@@ -868,7 +868,7 @@ mod tests {
             message.contains("assertion.signing_keys[1]") && message.contains("ES256"),
             "{message}"
         );
-        let (_, wrong) = problem(AssertionAlgorithm::EdDsa, &[es.clone()]);
+        let (_, wrong) = problem(AssertionAlgorithm::EdDsa, std::slice::from_ref(&es));
         assert!(matches!(
             wrong,
             KeyProblem::WrongType {

@@ -297,6 +297,27 @@ async fn each_user_reaches_exactly_what_the_policy_allows() {
     assert_eq!(got["x-portcullis-user-type"], "external-user");
     assert_eq!(got["x-portcullis-roles"], "customer");
 
+    // The sign-in page offers only the providers the destination app accepts.
+    let port = w.base.rsplit(':').next().unwrap_or_default().to_string();
+    for (host, offered, hidden) in [
+        ("localhost", "idp=partners", "idp=corp"),
+        ("a.test", "idp=corp", "idp=partners"),
+    ] {
+        let page = w
+            .https
+            .get(format!("https://{host}:{port}/.portcullis/login?rd=%2F"))
+            .send()
+            .await
+            .expect("login page")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            page.contains(offered) && !page.contains(hidden),
+            "{host}: {page}"
+        );
+    }
+
     // Public path: forwarded without login, and never with identity headers.
     let r = w.get("a.test", "/status", &acme).await;
     assert_eq!(r.status(), 200);

@@ -94,6 +94,17 @@ impl Gateway {
             .unwrap_or_else(|| "/".into());
         let token = self.csrf_token(ctx);
         let action = self.endpoint("login");
+        // Only the providers the destination app accepts (its `access.identity_providers`).
+        let accepted = ctx
+            .host
+            .as_deref()
+            .and_then(|host| self.router.route(host, &rd))
+            .and_then(|app| app.access.identity_providers.clone());
+        let offered = |id: &str| {
+            accepted
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|i| i == id))
+        };
         let html = respond::login_page(&respond::LoginPage {
             action: &action,
             return_to: &rd,
@@ -102,13 +113,14 @@ impl Gateway {
                 .login
                 .local
                 .iter()
+                .filter(|(id, _, _)| offered(id))
                 .map(|(id, name, _)| (id.as_str(), name.as_str()))
                 .collect(),
             sso: self
                 .login
                 .oidc
                 .iter()
-                .filter(|p| p.is_available())
+                .filter(|p| p.is_available() && offered(&p.id))
                 .map(|p| {
                     let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
                     (
