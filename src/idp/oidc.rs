@@ -159,6 +159,9 @@ pub struct OidcProvider {
     metadata: RwLock<Option<Arc<Metadata>>>,
     /// The OP's keys in jsonwebtoken's form, for logout tokens (refreshed with discovery).
     logout_keys: RwLock<Option<Arc<jsonwebtoken::jwk::JwkSet>>>,
+    /// Unix seconds of the last key refetch forced by an unknown `kid` (at most one a minute,
+    /// so forged tokens cannot make Portcullis hammer the OP).
+    last_forced_refetch: std::sync::atomic::AtomicU64,
 }
 
 /// Discovery document with the RP-initiated logout field (`end_session_endpoint`).
@@ -213,6 +216,7 @@ impl OidcProvider {
             http,
             metadata: RwLock::new(None),
             logout_keys: RwLock::new(None),
+            last_forced_refetch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -356,7 +360,19 @@ impl OidcProvider {
             })?;
         let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
         let nonce = Nonce::new(flow.nonce.clone());
-        let mut claims = self.verified_claims(&client, id_token, &nonce)?;
+        let mut claims = match self.verified_claims(&client, id_token, &nonce) {
+            Ok(claims) => claims,
+            // The OP may have rotated its keys since the last discovery: refetch once (rate
+            // limited) and validate again.
+            Err(failure) if self.has_unknown_kid(&id_token.to_string()) => {
+                if !self.may_force_refetch(now) || self.discover().await.is_err() {
+                    return Err(failure);
+                }
+                let client = self.client(&flow.redirect_uri)?;
+                self.verified_claims(&client, id_token, &nonce)?
+            }
+            Err(failure) => return Err(failure),
+        };
         if self.userinfo {
             let info = self.userinfo_claims(&client, &response, &claims).await?;
             merge_under(&mut claims, info);
@@ -488,6 +504,29 @@ impl OidcProvider {
             jti,
             exp,
         })
+    }
+
+    /// The token names a key id the cached JWKS does not have.
+    fn has_unknown_kid(&self, token: &str) -> bool {
+        let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else {
+            return false;
+        };
+        self.logout_keys
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .is_some_and(|keys| keys.find(&kid).is_none())
+    }
+
+    /// True at most once a minute.
+    fn may_force_refetch(&self, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last_forced_refetch.load(Ordering::Relaxed);
+        now >= last.saturating_add(60)
+            && self
+                .last_forced_refetch
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn auth_type(&self) -> AuthType {
@@ -821,6 +860,117 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn logout_tokens_are_validated_like_the_spec_says() {
+        let (pair, jwk) = key("k1");
+        let (provider, _) = provider(jwk.clone());
+        *provider.logout_keys.write().expect("lock") = Some(Arc::new(
+            serde_json::from_value(serde_json::json!({ "keys": [jwk] })).expect("jwks"),
+        ));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        let event = serde_json::json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+        let base = serde_json::json!({
+            "iss": ISSUER, "aud": "portcullis", "iat": now, "exp": now + 120, "jti": "j-1",
+            "sub": "alice", "sid": "op-s1", "events": event,
+        });
+        let with = |changes: serde_json::Value| {
+            let mut c = base.clone();
+            for (k, v) in changes.as_object().expect("object") {
+                if v.is_null() {
+                    c.as_object_mut().expect("object").remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            sign(&pair, serde_json::json!({ "alg": "ES256", "kid": "k1" }), c)
+        };
+        let target = provider
+            .logout_target(&with(serde_json::json!({})))
+            .expect("valid");
+        assert_eq!(
+            (
+                target.sub.as_deref(),
+                target.op_sid.as_deref(),
+                target.jti.as_str()
+            ),
+            (Some("alice"), Some("op-s1"), "j-1")
+        );
+        assert!(
+            provider
+                .logout_target(&with(serde_json::json!({ "sub": null })))
+                .is_ok(),
+            "sid alone"
+        );
+        let (other, _) = key("k1");
+        let forged = sign(
+            &other,
+            serde_json::json!({ "alg": "ES256", "kid": "k1" }),
+            base.clone(),
+        );
+        let cases = [
+            ("another key", forged),
+            (
+                "wrong audience",
+                with(serde_json::json!({ "aud": "other" })),
+            ),
+            (
+                "wrong issuer",
+                with(serde_json::json!({ "iss": "https://evil.test" })),
+            ),
+            (
+                "expired",
+                with(serde_json::json!({ "exp": now - 600, "iat": now - 900 })),
+            ),
+            ("no event", with(serde_json::json!({ "events": null }))),
+            (
+                "an ID token (nonce)",
+                with(serde_json::json!({ "nonce": "n" })),
+            ),
+            (
+                "neither sub nor sid",
+                with(serde_json::json!({ "sub": null, "sid": null })),
+            ),
+            ("no jti", with(serde_json::json!({ "jti": null }))),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+                    URL_SAFE_NO_PAD.encode(base.to_string())
+                ),
+            ),
+            ("garbage", "x.y.z".into()),
+        ];
+        for (name, token) in cases {
+            assert_eq!(
+                provider.logout_target(&token),
+                Err(OidcFailure::InvalidLogoutToken),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_ids_force_a_refetch_at_most_once_a_minute() {
+        let (pair, jwk) = key("k1");
+        let (provider, _) = provider(jwk.clone());
+        *provider.logout_keys.write().expect("lock") = Some(Arc::new(
+            serde_json::from_value(serde_json::json!({ "keys": [jwk] })).expect("jwks"),
+        ));
+        let header = |kid: &str| serde_json::json!({ "alg": "ES256", "kid": kid });
+        let known = sign(&pair, header("k1"), claims(serde_json::json!({})));
+        let rotated = sign(&pair, header("k2"), claims(serde_json::json!({})));
+        assert!(!provider.has_unknown_kid(&known));
+        assert!(provider.has_unknown_kid(&rotated));
+        assert!(!provider.has_unknown_kid("garbage"));
+        assert!(provider.may_force_refetch(1_000));
+        assert!(!provider.may_force_refetch(1_030));
+        assert!(provider.may_force_refetch(1_061));
     }
 
     #[test]
