@@ -84,5 +84,93 @@ fn assertion_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, assertion_benches);
+/// `session/decode`: the session cookie of every request, parsed, decrypted (AES-256-GCM) and
+/// deserialised, for a typical identity.
+fn session_benches(c: &mut Criterion) {
+    use portcullis::session::{CookieJar, SessionCodec, SessionData};
+    let config = bench_config();
+    let codec = SessionCodec::new(
+        &config.session.encryption_keys,
+        &config.session.cookie_name,
+        &config.session.deployment_id,
+        config.session.max_chunks,
+        config.session.idle_timeout,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let data = SessionData::new(bench_identity(), now, std::time::Duration::from_secs(3600));
+    let values = codec.encode(&data).expect("encode");
+    let header: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match i {
+            0 => format!("{}={v}", config.session.cookie_name),
+            i => format!("{}.{i}={v}", config.session.cookie_name),
+        })
+        .chain(["_ga=GA1.2.3; theme=dark".to_string()])
+        .collect::<Vec<_>>()
+        .join("; ");
+    c.bench_function("session/decode", |b| {
+        b.iter(|| {
+            let jar = CookieJar::parse(
+                std::iter::once(black_box(header.as_str())),
+                &config.session.cookie_name,
+            );
+            codec.decode(&jar, now).expect("valid session")
+        })
+    });
+}
+
+/// `policy/200-rules/*`: one decision over an app with 200 path rules: the last rule matching
+/// (every rule tried), and no rule matching (the app's access applies).
+fn policy_benches(c: &mut Criterion) {
+    use portcullis::policy::{decide, Decision, Request};
+    let mut yaml = BENCH_YAML.replace(
+        "      user_types: [internal-user, external-user]\n",
+        "      user_types: [internal-user, external-user]\n      roles: [chat-user]\n    entity_scope: { path_pattern: \"/api/entities/{entity}/**\" }\n    rules:\n",
+    );
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "      - {{ name: tool-{i}, paths: [\"/api/tools/t{i}/**\"], methods: [POST], access: {{ roles: [tool-{i}, admin] }} }}\n"
+        ));
+    }
+    std::env::set_var(
+        "PORTCULLIS_BENCH_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    let config = match Config::from_yaml(Path::new("bench.yaml"), &yaml) {
+        Ok(config) => config,
+        Err(report) => panic!("policy bench config: {report}"),
+    };
+    let app = Arc::clone(&config.apps[0]);
+    assert_eq!(app.rules.len(), 200);
+    let identity = bench_identity();
+    let last = Request {
+        method: "POST",
+        path: "/api/tools/t199/run",
+        query: None,
+    };
+    let none = Request {
+        method: "GET",
+        path: "/api/entities/acme/chat",
+        query: Some("q=1"),
+    };
+    assert!(matches!(
+        decide(&app, &last, Some(&identity)),
+        Decision::Allow(_)
+    ));
+    assert!(matches!(
+        decide(&app, &none, Some(&identity)),
+        Decision::Allow(_)
+    ));
+    c.bench_function("policy/200-rules/last-rule-matches", |b| {
+        b.iter(|| decide(&app, black_box(&last), Some(&identity)))
+    });
+    c.bench_function("policy/200-rules/no-rule-matches", |b| {
+        b.iter(|| decide(&app, black_box(&none), Some(&identity)))
+    });
+}
+
+criterion_group!(benches, assertion_benches, session_benches, policy_benches);
 criterion_main!(benches);

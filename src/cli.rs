@@ -57,7 +57,7 @@ enum Command {
 enum PolicyCommand {
     /// Show the decision the proxy would make for a user and request, layer by layer
     /// (exit 0 allowed, 1 refused or login required, 2 configuration problems).
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -480,12 +480,29 @@ impl Compiler<'_> {
                 "between 30s and 5m: a leaked assertion must expire quickly",
             );
         }
-        AssertionSettings {
+        let settings = AssertionSettings {
             algorithm,
             signing_keys,
             ttl,
             issuer,
+        };
+        // Load the keys now, so that `check` (and `run`) name a bad key before any request.
+        if !settings.signing_keys.is_empty() {
+            match crate::assertion::Signer::new(&settings) {
+                Ok(_) => {}
+                Err(crate::assertion::AssertionError::SigningKey { index, problem }) => {
+                    self.issues.add(
+                        &format!("assertion.signing_keys[{index}]"),
+                        problem.to_string(),
+                        "make one with `portcullis keys assertion` (PKCS#8 PEM)",
+                    )
+                }
+                Err(other) => self
+                    .issues
+                    .add("assertion.signing_keys", other.to_string(), ""),
+            }
         }
+        settings
     }
 }
 

@@ -364,3 +364,38 @@ fn policy_sections_compile_to_their_meaning() {
     assert!(scope.strict && scope.query_param.as_deref() == Some("org") && scope.path.is_none());
     assert!(app.identity_headers.plain);
 }
+
+#[test]
+fn assertion_keys_are_loaded_by_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ed = dir.path().join("ed.pem");
+    let es = dir.path().join("es.pem");
+    std::fs::write(
+        &ed,
+        crate::assertion::generate_pem(AssertionAlgorithm::EdDsa).expect("pem"),
+    )
+    .expect("write");
+    std::fs::write(
+        &es,
+        crate::assertion::generate_pem(AssertionAlgorithm::Es256).expect("pem"),
+    )
+    .expect("write");
+    let app = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    let with_keys = |algorithm: &str, keys: &str| {
+        policy_issues(
+            &format!("assertion:\n  algorithm: {algorithm}\n  signing_keys: [{keys}]\n"),
+            app,
+        )
+    };
+    let (ed, es) = (
+        format!("\"file:{}\"", ed.display()),
+        format!("\"file:{}\"", es.display()),
+    );
+    assert!(with_keys("ES256", &es).is_empty());
+    assert!(with_keys("EdDSA", &ed).is_empty());
+    let wrong = with_keys("ES256", &format!("{es}, {ed}"));
+    assert!(
+        wrong.iter().any(|i| i.path == "assertion.signing_keys[1]"),
+        "{wrong:#?}"
+    );
+}
