@@ -12,6 +12,10 @@ pub struct PathGlob {
     source: String,
     segments: Vec<Segment>,
     open_ended: bool,
+    /// Every matching path starts with this (the literal text up to the first `*`): one
+    /// `starts_with` rejects most paths before segment matching, which keeps an app with
+    /// hundreds of rules cheap.
+    prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +57,22 @@ impl PathGlob {
                 Segment::Literal(part.to_string())
             });
         }
+        let mut prefix = String::new();
+        for segment in &segments {
+            prefix.push('/');
+            match segment {
+                Segment::Literal(text) => prefix.push_str(text),
+                Segment::Wildcard(pieces) => {
+                    prefix.push_str(pieces.first().map_or("", String::as_str));
+                    break;
+                }
+            }
+        }
         Ok(PathGlob {
             source: pattern.to_string(),
             segments,
             open_ended,
+            prefix,
         })
     }
 
@@ -67,6 +83,9 @@ impl PathGlob {
 
     /// Matches a normalised path.
     pub fn matches(&self, path: &str) -> bool {
+        if !path.starts_with(self.prefix.as_str()) {
+            return false;
+        }
         let rest = path.strip_prefix('/').unwrap_or(path);
         let mut actual = rest.split('/');
         for want in &self.segments {
@@ -144,6 +163,12 @@ mod tests {
             ("/a*b*c", "/abc", true),
             ("/a*b*c", "/axxbyyc", true),
             ("/a*b*c", "/axxc", false),
+            ("/api/tools/t1/**", "/api/tools/t1", true),
+            ("/api/tools/t1/**", "/api/tools/t19/run", false),
+            ("/api/*/run", "/api/x/run", true),
+            ("/", "/", true),
+            ("/", "/x", false),
+            ("/a/b", "/a", false),
         ];
         for (pattern, path, want) in cases {
             assert_eq!(glob(pattern).matches(path), want, "{pattern} vs {path}");
