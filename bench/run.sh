@@ -13,7 +13,9 @@
 #
 # Rows: direct (wrk -> upstream), nginx, nginx+log (same nginx, buffered access log, for
 # comparison with Portcullis's audit record), pingora (bench/pingora-baseline: bare Pingora
-# with no logic, same threads; BASELINE=0 skips it), portcullis; with TLS=1 also nginx-tls and
+# with no logic, same threads; BASELINE=0 skips it), portcullis (a public path),
+# portcullis-auth (a signed-in local user's session cookie: decryption, policy with rules, the
+# signed assertion and plain identity headers, audit); with TLS=1 also nginx-tls and
 # portcullis-tls (TLS on the client side only; the upstream is always plain HTTP).
 # Each round runs every row once (interleaved, so slow drift of a shared machine hits all
 # rows alike); the table shows the median over ROUNDS.
@@ -268,6 +270,8 @@ EOF
 
 # --- Portcullis ------------------------------------------------------------------------------
 PC_CONF="$TMP/portcullis/bench.yaml"
+PC_PASSWORD="bench-$RANDOM-$RANDOM"
+PC_HASH=$(printf '%s\n' "$PC_PASSWORD" | "$PC_BIN" hash-password)
 {
     cat <<EOF
 # Written by bench/run.sh: one public app, plain HTTP allowed, so that it compares with nginx.
@@ -293,12 +297,36 @@ EOF
     level: $PC_LOG_LEVEL
 session:
   encryption_keys: [env:PORTCULLIS_SESSION_KEY]
+identity_providers:
+  - id: bench
+    kind: local
+    users:
+      - username: bench
+        password_hash: "$PC_HASH"
+        user_type: internal-user
+        email: bench@corp.example
+        roles: [chat-user, engineering]
+        entity: acme
 apps:
   - id: bench
     hosts: [127.0.0.1, localhost]
     upstream: http://127.0.0.1:$UP_PORT
     allow_plain_http: true
     public_paths: ["/**"]
+  # The authenticated path: session cookie decrypted, policy with rules, signed assertion
+  # (cached per session), plain identity headers, audit record.
+  - id: bench-auth
+    hosts: [127.0.0.1, localhost]
+    path_prefix: /auth
+    upstream: http://127.0.0.1:$UP_PORT
+    allow_plain_http: true
+    access:
+      user_types: [internal-user, external-user]
+      roles: [chat-user]
+    rules:
+      - { name: billing, paths: ["/auth/agents/billing-*/**"], access: { roles: [billing] } }
+      - { name: admin, paths: ["/auth/admin/**"], access: { user_types: [internal-user] } }
+    identity_headers: { plain: true }
 audit:
   path: "$TMP/portcullis/audit.jsonl"
   fsync: $PC_AUDIT_FSYNC
@@ -342,6 +370,19 @@ for url in "http://127.0.0.1:$NG_PORT/" "http://127.0.0.1:$PC_PORT/"; do
     body=$(curl -fsS "$url")
     [ "$body" = ok ] || die "$url answered '$body', not the upstream's 'ok'"
 done
+# Sign in once (CSRF cookie from the sign-in page, then the form); wrk replays the session cookie.
+JAR="$TMP/portcullis/cookies.txt"
+curl -fsS -c "$JAR" -o /dev/null "http://127.0.0.1:$PC_PORT/.portcullis/login"
+CSRF=$(awk '$6 == "__Host-portcullis-csrf" { print $7 }' "$JAR")
+curl -sS -b "$JAR" -c "$JAR" -o /dev/null -H "Origin: http://127.0.0.1:$PC_PORT" \
+    --data-urlencode "idp=bench" --data-urlencode "username=bench" \
+    --data-urlencode "password=$PC_PASSWORD" --data-urlencode "csrf=$CSRF" --data-urlencode "rd=/auth/" \
+    "http://127.0.0.1:$PC_PORT/.portcullis/login"
+PC_SESSION=$(awk '$6 == "__Host-portcullis" { print $7 }' "$JAR")
+[ -n "$PC_SESSION" ] || die "benchmark sign-in failed"
+AUTH_COOKIE="Cookie: __Host-portcullis=$PC_SESSION"
+body=$(curl -fsS -H "$AUTH_COOKIE" "http://127.0.0.1:$PC_PORT/auth/")
+[ "$body" = ok ] || die "authenticated request answered '$body'"
 sleep 1
 PC_IDLE_RSS=$(status_kb "$PORTCULLIS_PID" VmRSS)
 NG_IDLE_RSS=$(status_kb "$NGINX_PID" VmRSS)
@@ -352,13 +393,15 @@ log "idle RSS: portcullis ${PC_IDLE_RSS} KiB ($PC_THREADS_LIVE threads), nginx $
 # --- load ---------------------------------------------------------------------------------------
 ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
-ROWS="$ROWS portcullis"
+ROWS="$ROWS portcullis portcullis-auth"
 [ "$TLS" = 1 ] && ROWS="$ROWS nginx-tls portcullis-tls"
-declare -A URL PROXY_PID
+declare -A URL PROXY_PID HDR
 URL[direct]="http://127.0.0.1:$UP_PORT/";          PROXY_PID[direct]=""
 URL[nginx]="http://127.0.0.1:$NG_PORT/";           PROXY_PID[nginx]=$NGINX_PID
 URL[nginx+log]="http://127.0.0.1:$NGLOG_PORT/";    PROXY_PID[nginx+log]=$NGINX_PID
 URL[portcullis]="http://127.0.0.1:$PC_PORT/";      PROXY_PID[portcullis]=$PORTCULLIS_PID
+URL[portcullis-auth]="http://127.0.0.1:$PC_PORT/auth/"; PROXY_PID[portcullis-auth]=$PORTCULLIS_PID
+HDR[portcullis-auth]=$AUTH_COOKIE
 URL[pingora]="http://127.0.0.1:$PB_PORT/";         PROXY_PID[pingora]=${PINGORA_PID:-}
 URL[nginx-tls]="https://127.0.0.1:$NGTLS_PORT/";   PROXY_PID[nginx-tls]=$NGINX_PID
 URL[portcullis-tls]="https://127.0.0.1:$PCTLS_PORT/"; PROXY_PID[portcullis-tls]=$PORTCULLIS_PID
@@ -371,13 +414,15 @@ measure() { # row round
     local row=$1 round=$2 url=${URL[$1]} pid=${PROXY_PID[$1]} out warm t0 t1 c0 c1 u0 u1 a0 a1 b0 b1 s0 s1 reqs secs rps p50 p99 bad errs
     warm="$TMP/wrk/$row.$round.warmup"
     out="$TMP/wrk/$row.$round.txt"
-    taskset -c "$LOAD_CPU" "$WRK_BIN" -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >"$warm" 2>&1
+    local -a extra=()
+    [ -n "${HDR[$row]:-}" ] && extra=(-H "${HDR[$row]}")
+    taskset -c "$LOAD_CPU" "$WRK_BIN" -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${extra[@]}" "$url" >"$warm" 2>&1
     [ -n "$pid" ] && t0=$(cpu_ticks "$pid") && c0=$(ctx_switches "$pid")
     a0=$(upstream_accepts)
     b0=$(cpu_busy "$PROXY_CPU")
     u0=$(cpu_ticks "$UPSTREAM_PID")
     s0=$(date +%s.%N)
-    taskset -c "$LOAD_CPU" "$WRK_BIN" -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1
+    taskset -c "$LOAD_CPU" "$WRK_BIN" -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${extra[@]}" "$url" >"$out" 2>&1
     s1=$(date +%s.%N)
     [ -n "$pid" ] && t1=$(cpu_ticks "$pid") && c1=$(ctx_switches "$pid")
     u1=$(cpu_ticks "$UPSTREAM_PID")
@@ -503,6 +548,8 @@ cat <<EOF
 | Portcullis ÷ nginx (plain HTTP) | ratio |
 |---|---:|
 | CPU per request | **$CPU_RATIO** |
+| CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[nginx]}")** |
+| authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[portcullis]}") |
 | CPU per request vs nginx+log | $CPU_RATIO_LOG |
 | CPU per request vs bare Pingora (what Portcullis adds) | $CPU_RATIO_PB |
 | bare Pingora ÷ nginx, CPU per request (the engine's own gap) | $PB_RATIO_NG |
