@@ -24,6 +24,8 @@ fn world() -> World {
     world_with("client_secret_basic")
 }
 
+/// `client_secret_post` also turns on `userinfo` (both are per-provider settings the main test
+/// leaves at their defaults).
 fn world_with(auth_method: &str) -> World {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
@@ -35,9 +37,10 @@ fn world_with(auth_method: &str) -> World {
     );
     std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
     let providers = format!(
-        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    token_endpoint_auth: {auth_method}\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n    claims: {{ entity: org.id }}\nidentity:\n  internal_users: [{{ group: staff }}]\n  roles:\n    - {{ role: admin, group: chat-admins }}\n  groups_as_roles: {{ prefix: chat- }}\n",
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    display_name: Corp SSO\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    token_endpoint_auth: {auth_method}\n    scopes: [openid, email, profile, groups]\n    acr_values: urn:example:loa:2\n    prompt: login\n    userinfo: {userinfo}\n    claims: {{ entity: org.id }}\nidentity:\n  internal_users: [{{ group: staff }}]\n  roles:\n    - {{ role: admin, group: chat-admins }}\n  groups_as_roles: {{ prefix: chat- }}\n",
         op.issuer,
         auth_method = auth_method,
+        userinfo = auth_method == "client_secret_post",
     );
     let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n", upstream.url());
     let yaml = fixtures
@@ -348,4 +351,5 @@ async fn client_secret_post_is_supported() {
         303,
         "code exchange with the secret in the request body"
     );
+    assert_eq!(w._op.count("USERINFO"), 1, "userinfo read once at sign-in");
 }
