@@ -146,15 +146,18 @@ fn policy_benches(c: &mut Criterion) {
     let app = Arc::clone(&config.apps[0]);
     assert_eq!(app.rules.len(), 200);
     let identity = bench_identity();
+    let ip = Some(std::net::IpAddr::from([192, 0, 2, 10]));
     let last = Request {
         method: "POST",
         path: "/api/tools/t199/run",
         query: None,
+        client_ip: ip,
     };
     let none = Request {
         method: "GET",
         path: "/api/entities/acme/chat",
         query: Some("q=1"),
+        client_ip: ip,
     };
     assert!(matches!(
         decide(&app, &last, Some(&identity)),
@@ -172,5 +175,56 @@ fn policy_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, assertion_benches, session_benches, policy_benches);
+/// `netguard/allowlist-1000`: one lookup in an allowlist of 1,000 IPv4 and IPv6 prefixes of
+/// mixed lengths (a hit and a miss); `netguard/rate-limit-check`: one keyed limiter check.
+fn netguard_benches(c: &mut Criterion) {
+    use portcullis::netguard::{
+        AllowlistMode, IpAllowlist, KeyHasher, LimitKey, LimitSpec, Limiter,
+    };
+    let nets: Vec<ipnet::IpNet> = (0..1000u32)
+        .map(|i| {
+            let net = if i % 4 == 0 {
+                let addr =
+                    std::net::Ipv6Addr::from(u128::from(i.wrapping_mul(2_654_435_761)) << 96);
+                ipnet::IpNet::new(addr.into(), 32 + (i % 33) as u8)
+            } else {
+                let addr = std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761));
+                ipnet::IpNet::new(addr.into(), 8 + (i % 25) as u8)
+            };
+            net.expect("prefix").trunc()
+        })
+        .collect();
+    let hit = nets[1].addr();
+    let list = IpAllowlist::new(AllowlistMode::Enforce, nets);
+    let miss = std::net::IpAddr::from([203, 0, 113, 77]);
+    assert!(list.contains(hit));
+    c.bench_function("netguard/allowlist-1000/hit", |b| {
+        b.iter(|| list.contains(black_box(hit)))
+    });
+    c.bench_function("netguard/allowlist-1000/miss", |b| {
+        b.iter(|| list.contains(black_box(miss)))
+    });
+    let limiter = Limiter::new(LimitSpec {
+        key: LimitKey::User,
+        rate: std::num::NonZeroU32::new(u32::MAX).expect("rate"),
+        per: std::time::Duration::from_secs(1),
+        burst: std::num::NonZeroU32::new(u32::MAX).expect("burst"),
+    });
+    let hasher = KeyHasher::default();
+    let identity = bench_identity();
+    c.bench_function("netguard/rate-limit-check", |b| {
+        b.iter(|| {
+            let key = hasher.key(LimitKey::User, 0, Some(&identity), None, "/chat");
+            limiter.check(black_box(key.unwrap_or_default()))
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    assertion_benches,
+    session_benches,
+    policy_benches,
+    netguard_benches
+);
 criterion_main!(benches);

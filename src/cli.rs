@@ -100,6 +100,9 @@ struct ExplainArgs {
     /// The session used a second factor.
     #[arg(long)]
     mfa: bool,
+    /// Client address (IP allowlists refuse a request without one).
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -309,6 +312,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         method: &args.method.to_ascii_uppercase(),
         path: &path,
         query,
+        client_ip: args.ip,
     };
     let explanation =
         crate::policy::explain(&app, &request, (!args.anonymous).then_some(&identity));

@@ -16,7 +16,7 @@ mod idp;
 mod keys;
 mod logging;
 mod metrics;
-mod netguard;
+pub mod netguard;
 mod pem;
 pub mod policy;
 mod proxy;

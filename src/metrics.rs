@@ -25,6 +25,14 @@ pub struct Metrics {
     pub audit_write_errors: IntCounter,
     /// `portcullis_audit_writer_up`: 1 while records reach the file; `/readyz` fails at 0.
     pub audit_writer_up: IntGauge,
+    /// `portcullis_rate_limited_total{app,key}`: requests refused by a rate limit.
+    pub rate_limited: IntCounterVec,
+    /// `portcullis_ip_allowlist_reported_total{app}`: misses of a report-mode allowlist.
+    pub ip_reported: IntCounterVec,
+    /// `portcullis_auth_failures_total{idp,reason}`: failed sign-ins (alert on spikes).
+    pub auth_failures: IntCounterVec,
+    /// `portcullis_rate_limit_buckets`: keys held by every rate limiter after the last sweep.
+    pub rate_limit_buckets: IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +84,35 @@ impl Metrics {
             "portcullis_audit_writer_up",
             "1 while the audit writer is writing to its file, 0 when it cannot",
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate limit, by app and what the limit counts by",
+            ),
+            &["app", "key"],
+        )?;
+        let ip_reported = IntCounterVec::new(
+            Opts::new(
+                "portcullis_ip_allowlist_reported_total",
+                "Requests from addresses outside a report-mode IP allowlist (forwarded)",
+            ),
+            &["app"],
+        )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_auth_failures_total",
+                "Failed sign-ins by identity provider and reason",
+            ),
+            &["idp", "reason"],
+        )?;
+        let rate_limit_buckets = IntGauge::new(
+            "portcullis_rate_limit_buckets",
+            "Keys held by every rate limiter after the last periodic sweep",
+        )?;
+        registry.register(Box::new(rate_limit_buckets.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(ip_reported.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
         registry.register(Box::new(audit_writer_up.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -94,6 +131,10 @@ impl Metrics {
             tls_handshake_failures,
             audit_write_errors,
             audit_writer_up,
+            rate_limited,
+            ip_reported,
+            auth_failures,
+            rate_limit_buckets,
         })
     }
 

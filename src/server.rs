@@ -90,12 +90,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         crate::assertion::Signer::new(&config.assertion)
             .map_err(|e| StartError::Assertion(e.to_string()))?,
     );
+    let rate_limits = Arc::new(crate::netguard::RateLimits::new(&config));
     let gateway = Gateway::new(
         &config,
         auditor.clone(),
         metrics.clone(),
         oidc.clone(),
         signer,
+        rate_limits.clone(),
     )?;
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
@@ -118,7 +120,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .iter()
         .map(|a| a.upstream.address.clone())
         .collect();
-    let mut admin = Service::new("admin".to_string(), AdminApp::new(metrics, upstreams));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp::new(metrics.clone(), upstreams),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     let audit_service = background_service(
         "audit",
@@ -131,6 +136,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let discovery_handle = server.add_service(background_service(
         "oidc-discovery",
         Discovery { providers: oidc },
+    ));
+    server.add_service(background_service(
+        "rate-limit-sweeper",
+        Sweeper {
+            limits: rate_limits,
+            metrics: metrics.clone(),
+        },
     ));
     // Listeners open only once the audit file is writable (nothing is served unaudited) and
     // every OIDC provider had its first discovery attempt.
@@ -193,6 +205,29 @@ impl BackgroundService for Discovery {
     }
 
     async fn start(&self, _shutdown: ShutdownWatch) {}
+}
+
+/// Drops full rate-limit buckets every 10 s, so millions of distinct keys (say, rotating IPv6
+/// addresses) do not pile up in memory.
+struct Sweeper {
+    limits: Arc<crate::netguard::RateLimits>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                    self.limits.sweep();
+                    let held = i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX);
+                    self.metrics.rate_limit_buckets.set(held);
+                }
+            }
+        }
+    }
 }
 
 /// Starts the audit writer inside the server (after any daemonising fork) and reports

@@ -103,6 +103,9 @@ pub struct AuditEvent {
     /// Session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The client address was outside a report-mode IP allowlist.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ip_reported: bool,
     /// The app's path rule that decided, when one matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -129,6 +132,7 @@ impl AuditEvent {
             idp: None,
             sid: None,
             rule: None,
+            ip_reported: false,
             detail: None,
         }
     }

@@ -190,6 +190,10 @@ pub struct PathRule {
     pub deny: bool,
     /// Additional requirements (all app layers apply too).
     pub access: Requirements,
+    /// Addresses allowed for these paths (on top of the app's and the server's).
+    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    /// Rate limits for these paths (on top of the app's).
+    pub rate_limits: Vec<crate::netguard::LimitSpec>,
 }
 
 /// `apps[].entity_scope`: where a request names the entity whose data it touches.

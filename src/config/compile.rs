@@ -18,6 +18,16 @@ use super::values::{parse_duration, parse_listen, Secret};
 use super::*;
 use crate::route::{HostPattern, PathGlob};
 
+/// Default pre-authentication limit per client address: 10 requests a second, bursts of 50.
+const DEFAULT_PRE_AUTH_RATE: std::num::NonZeroU32 = match std::num::NonZeroU32::new(10) {
+    Some(n) => n,
+    None => std::num::NonZeroU32::MIN,
+};
+const DEFAULT_PRE_AUTH_BURST: std::num::NonZeroU32 = match std::num::NonZeroU32::new(50) {
+    Some(n) => n,
+    None => std::num::NonZeroU32::MIN,
+};
+
 const SECTIONS: &[&str] = &[
     "server",
     "session",
@@ -387,6 +397,22 @@ impl Compiler<'_> {
         }
         let log = self.log(raw.log.unwrap_or_default());
         let limits = self.limits(raw.limits.unwrap_or_default());
+        let ip_allowlist = self.ip_allowlist("server.ip_allowlist", raw.ip_allowlist);
+        let pre_auth_rate_limit = match raw.pre_auth_rate_limit {
+            None => Some(crate::netguard::LimitSpec {
+                key: crate::netguard::LimitKey::Ip,
+                rate: DEFAULT_PRE_AUTH_RATE,
+                per: Duration::from_secs(1),
+                burst: DEFAULT_PRE_AUTH_BURST,
+            }),
+            Some(raw) if raw.rate.as_deref() == Some("off") => {
+                self.warnings.push(
+                    "server.pre_auth_rate_limit is off: sign-in endpoints and refused cookies are not rate limited".into(),
+                );
+                None
+            }
+            Some(raw) => self.rate_limit("server.pre_auth_rate_limit", raw, false),
+        };
         Server {
             public_url,
             https,
@@ -415,6 +441,8 @@ impl Compiler<'_> {
             ),
             log,
             limits,
+            ip_allowlist,
+            pre_auth_rate_limit,
         }
     }
 
@@ -973,6 +1001,8 @@ impl Compiler<'_> {
         let access = self.requirements(&format!("{base}.access"), raw.access, true, providers);
         let rules = self.rules(base, raw.rules, providers);
         let entity_scope = self.entity_scope(base, raw.entity_scope);
+        let ip_allowlist = self.ip_allowlist(&format!("{base}.ip_allowlist"), raw.ip_allowlist);
+        let rate_limits = self.rate_limits(&format!("{base}.rate_limits"), raw.rate_limits);
         let identity_headers = self.identity_headers(base, raw.identity_headers);
         let insecure_allow_plain_http = raw.allow_plain_http.unwrap_or(false);
         if insecure_allow_plain_http {
@@ -995,6 +1025,8 @@ impl Compiler<'_> {
             access,
             rules,
             entity_scope,
+            ip_allowlist,
+            rate_limits,
             identity_headers,
         })
     }

@@ -88,6 +88,11 @@ pub struct Server {
     pub log: Log,
     /// Request size limits.
     pub limits: crate::netguard::SizeLimits,
+    /// Addresses allowed to reach anything (checked before routing and login).
+    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    /// Per-address limit on requests that carry no valid session to Portcullis's own endpoints
+    /// (sign-in, callback) and on refused cookies; `None` = off.
+    pub pre_auth_rate_limit: Option<crate::netguard::LimitSpec>,
 }
 
 /// `server.https`
@@ -281,6 +286,10 @@ pub struct App {
     pub rules: Vec<PathRule>,
     /// Where requests name an entity, for tenant isolation.
     pub entity_scope: Option<EntityScope>,
+    /// Addresses allowed to reach this app (on top of the server's).
+    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    /// Rate limits for every request to this app.
+    pub rate_limits: Vec<crate::netguard::LimitSpec>,
     /// What the upstream learns about the user.
     pub identity_headers: IdentityHeaders,
 }

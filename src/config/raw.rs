@@ -38,6 +38,23 @@ pub struct RawServer {
     pub upgrade_sock: Option<String>,
     pub log: Option<RawLog>,
     pub limits: Option<RawLimits>,
+    pub ip_allowlist: Option<RawIpAllowlist>,
+    pub pre_auth_rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpAllowlist {
+    pub mode: Option<String>,
+    pub cidrs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub key: Option<String>,
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +166,8 @@ pub struct RawApp {
     pub access: Option<RawAccess>,
     pub rules: Option<Vec<RawRule>>,
     pub entity_scope: Option<RawEntityScope>,
+    pub ip_allowlist: Option<RawIpAllowlist>,
+    pub rate_limits: Option<Vec<RawRateLimit>>,
     pub identity_headers: Option<RawIdentityHeaders>,
 }
 
@@ -197,6 +216,8 @@ pub struct RawRule {
     pub methods: Option<Vec<String>>,
     pub deny: Option<bool>,
     pub access: Option<RawAccess>,
+    pub ip_allowlist: Option<RawIpAllowlist>,
+    pub rate_limits: Option<Vec<RawRateLimit>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -59,6 +59,10 @@ pub enum Reason {
     MfaRequired,
     /// The signed identity assertion could not be made: nothing is forwarded.
     AssertionFailed,
+    /// The client address is not in an enforced IP allowlist.
+    IpNotAllowed,
+    /// Over a rate limit.
+    RateLimited,
 }
 
 impl Reason {
@@ -87,6 +91,8 @@ impl Reason {
             Reason::RuleDenied => "rule-denied",
             Reason::MfaRequired => "mfa-required",
             Reason::AssertionFailed => "assertion-failed",
+            Reason::IpNotAllowed => "ip-not-allowed",
+            Reason::RateLimited => "rate-limited",
         }
     }
 }
@@ -97,6 +103,7 @@ pub struct Permit {
     app: Arc<App>,
     reason: Reason,
     rule: Option<usize>,
+    ip_reported: bool,
 }
 
 impl Permit {
@@ -115,6 +122,16 @@ impl Permit {
         self.rule
             .and_then(|i| self.app.rules.get(i))
             .map(|r| r.name.as_str())
+    }
+
+    /// The index of the path rule that matched (its rate limits apply too).
+    pub fn rule_index(&self) -> Option<usize> {
+        self.rule
+    }
+
+    /// The client address missed an IP allowlist in `report` mode (forwarded, but flagged).
+    pub fn ip_reported(&self) -> bool {
+        self.ip_reported
     }
 
     /// Identity headers go upstream only for authenticated requests, never on public paths.
@@ -143,6 +160,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The raw query string, without `?`.
     pub query: Option<&'a str>,
+    /// The client address (after trusted proxies); `None` when unknown, which no allowlist
+    /// admits.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// How one layer ended, for [`explain`].
@@ -242,6 +262,16 @@ fn evaluate(
         return Decision::Deny(Reason::AppDisabled);
     }
     trace.step("enabled", Verdict::Pass, || "the app is enabled".into());
+    let mut ip_reported = false;
+    if let Err(reason) = ip_layer(
+        "ip-allowlist",
+        app.ip_allowlist.as_ref(),
+        request,
+        &mut ip_reported,
+        trace,
+    ) {
+        return Decision::Deny(reason);
+    }
     if let Some(glob) = app.public_paths.iter().find(|g| g.matches(request.path)) {
         trace.step("public-path", Verdict::Pass, || {
             format!("{} matches public path {}", request.path, glob.source())
@@ -250,6 +280,7 @@ fn evaluate(
             app: app.clone(),
             reason: Reason::PublicPath,
             rule: None,
+            ip_reported,
         });
     }
     trace.step("public-path", Verdict::Skip, || "not a public path".into());
@@ -265,6 +296,16 @@ fn evaluate(
         None => trace.step("rule", Verdict::Skip, || {
             "no path rule matches: the app's access applies".into()
         }),
+    }
+    let rule_list = rule.and_then(|r| r.ip_allowlist.as_ref());
+    if let Err(reason) = ip_layer(
+        "rule-ip-allowlist",
+        rule_list,
+        request,
+        &mut ip_reported,
+        trace,
+    ) {
+        return Decision::Deny(reason);
     }
     let Some(identity) = identity else {
         trace.step("login", Verdict::Fail, || "not signed in".into());
@@ -316,7 +357,47 @@ fn evaluate(
         app: app.clone(),
         reason: Reason::Authenticated,
         rule: rule_index,
+        ip_reported,
     })
+}
+
+/// An IP allowlist layer: enforce refuses a miss (before any login); report lets it through
+/// and flags it.
+fn ip_layer(
+    layer: &'static str,
+    list: Option<&crate::netguard::IpAllowlist>,
+    request: &Request<'_>,
+    reported: &mut bool,
+    trace: &mut impl Trace,
+) -> Result<(), Reason> {
+    use crate::netguard::AllowlistMode;
+    let Some(list) = list else {
+        return Ok(());
+    };
+    if list.admits(request.client_ip) {
+        trace.step(layer, Verdict::Pass, || {
+            format!("{:?} is allowed", request.client_ip)
+        });
+        return Ok(());
+    }
+    match list.mode {
+        AllowlistMode::Enforce => {
+            trace.step(layer, Verdict::Fail, || {
+                format!("{:?} is not in the allowlist", request.client_ip)
+            });
+            Err(Reason::IpNotAllowed)
+        }
+        AllowlistMode::Report => {
+            trace.step(layer, Verdict::Pass, || {
+                format!(
+                    "{:?} is not in the allowlist (report mode: flagged)",
+                    request.client_ip
+                )
+            });
+            *reported = true;
+            Ok(())
+        }
+    }
 }
 
 /// The layers of one requirement set (the app's or a rule's), MFA excepted.

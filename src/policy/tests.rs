@@ -6,6 +6,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
+
+/// The client address of table rows (no allowlist in the table apps refuses it).
+const IP: Option<std::net::IpAddr> =
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)));
 use crate::config::testing::with_sections;
 use crate::config::{App, Config, UserType};
 use crate::identity::AuthMethod;
@@ -99,6 +103,7 @@ fn run(app: &Arc<App>, method: &str, target: &str, who: Option<&Identity>) -> St
         method,
         path,
         query,
+        client_ip: IP,
     };
     let decided = decide(app, &request, who);
     // One code path: explain must reach the same decision.
@@ -309,6 +314,7 @@ fn explain_names_each_layer() {
         method: "POST",
         path: "/api/agents/billing-specialist/run",
         query: None,
+        client_ip: IP,
     };
     let explanation = explain(support, &request, Some(&acme));
     assert_eq!(explanation.rule.as_deref(), Some("billing-agent"));
@@ -337,6 +343,7 @@ fn public_paths_never_carry_identity() {
         method: "GET",
         path: "/healthz",
         query: None,
+        client_ip: IP,
     };
     match decide(support, &request, Some(&acme)) {
         Decision::Allow(permit) => assert!(!permit.carries_identity()),
@@ -407,7 +414,7 @@ proptest! {
         let support = app(&config, "support");
         let method = if post { "POST" } else { "GET" };
         let query = query_entity.map(|e| format!("entity={e}"));
-        let request = Request { method, path: &path, query: query.as_deref() };
+        let request = Request { method, path: &path, query: query.as_deref() , client_ip: IP};
         let decision = decide(support, &request, Some(&who));
         if let Decision::Allow(permit) = decision {
             if path == "/healthz" {
@@ -445,9 +452,66 @@ proptest! {
     fn app_denial_is_never_overturned(who in identity_strategy(), path in path_strategy(), post in any::<bool>()) {
         let config = with_sections(PROVIDERS, "  - id: staff\n    hosts: [s.test]\n    upstream: http://127.0.0.1:1\n    access: { user_types: [internal-user], roles: [admin] }\n").expect("config");
         let staff = &config.apps[0];
-        let request = Request { method: if post { "POST" } else { "GET" }, path: &path, query: None };
+        let request = Request { method: if post { "POST" } else { "GET" }, path: &path, query: None, client_ip: IP };
         let allowed = matches!(decide(staff, &request, Some(&who)), Decision::Allow(_));
         let admits = who.user_type == UserType::Internal && who.roles.iter().any(|r| r == "admin");
         prop_assert_eq!(allowed, admits);
     }
+}
+
+#[test]
+fn ip_allowlists_come_before_login_and_report_mode_flags() {
+    let config = with_sections(
+        "",
+        r#"  - id: office
+    hosts: [o.test]
+    upstream: http://127.0.0.1:1
+    public_paths: [/public]
+    ip_allowlist: { cidrs: [10.0.0.0/8] }
+    access: { user_types: [internal-user] }
+    rules:
+      - name: audit
+        paths: [/audit/**]
+        ip_allowlist: { mode: report, cidrs: [10.1.0.0/16] }
+      - name: vault
+        paths: [/vault/**]
+        ip_allowlist: { cidrs: [10.2.0.0/16] }
+"#,
+    )
+    .expect("config");
+    let office = &config.apps[0];
+    let staff = person(UserType::Internal, &[], None);
+    let at = |ip: &str, path: &str, who: Option<&Identity>| {
+        let request = Request {
+            method: "GET",
+            path,
+            query: None,
+            client_ip: ip.parse().ok(),
+        };
+        match decide(office, &request, who) {
+            Decision::Allow(p) => format!("allow:{}", p.ip_reported()),
+            other => outcome(&other),
+        }
+    };
+    assert_eq!(
+        at("192.0.2.1", "/x", None),
+        "deny:ip-not-allowed",
+        "before login"
+    );
+    assert_eq!(at("192.0.2.1", "/public", None), "deny:ip-not-allowed");
+    assert_eq!(at("unknown", "/x", Some(&staff)), "deny:ip-not-allowed");
+    assert_eq!(at("10.9.0.1", "/x", None), "login");
+    assert_eq!(at("10.9.0.1", "/x", Some(&staff)), "allow:false");
+    assert_eq!(
+        at("10.9.0.1", "/audit/x", Some(&staff)),
+        "allow:true",
+        "report mode"
+    );
+    assert_eq!(at("10.1.0.1", "/audit/x", Some(&staff)), "allow:false");
+    assert_eq!(
+        at("10.9.0.1", "/vault/x", None),
+        "deny:ip-not-allowed",
+        "rule list, before login"
+    );
+    assert_eq!(at("10.2.0.1", "/vault/x", Some(&staff)), "allow:false");
 }

@@ -39,6 +39,11 @@ pub struct RequestCtx {
     pub permit: Option<Permit>,
     /// The signed identity assertion for the upstream (authenticated requests only).
     pub assertion: Option<Arc<str>>,
+    /// The client address missed a report-mode IP allowlist (forwarded, flagged in audit).
+    pub ip_reported: bool,
+    /// The request carried a session cookie that was refused (counts against the
+    /// pre-authentication limit).
+    pub cookie_rejected: bool,
     /// Why Portcullis answered itself.
     pub denial: Option<Reason>,
     /// Status of a response Portcullis wrote itself.
@@ -74,6 +79,8 @@ impl RequestCtx {
             app: None,
             permit: None,
             assertion: None,
+            ip_reported: false,
+            cookie_rejected: false,
             denial: None,
             status: None,
             session: None,

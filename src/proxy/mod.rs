@@ -82,6 +82,10 @@ pub struct Gateway {
     logout_tokens: SeenTokens,
     /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
     budget_warned: std::sync::atomic::AtomicU64,
+    /// Addresses allowed to reach anything.
+    ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    /// Every rate limiter (shared with the sweeper).
+    rate_limits: Arc<crate::netguard::RateLimits>,
 }
 
 impl Gateway {
@@ -92,6 +96,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         oidc: Vec<Arc<OidcProvider>>,
         signer: Arc<Signer>,
+        rate_limits: Arc<crate::netguard::RateLimits>,
     ) -> Result<Gateway, peers::PeerError> {
         let mapping = Arc::new(config.identity.clone());
         let https_port = match &config.server.http {
@@ -148,6 +153,8 @@ impl Gateway {
             refreshes: SingleFlight::new(std::time::Duration::from_secs(120)),
             logout_tokens: SeenTokens::default(),
             budget_warned: std::sync::atomic::AtomicU64::new(0),
+            ip_allowlist: config.server.ip_allowlist.clone(),
+            rate_limits,
         })
     }
 
@@ -207,6 +214,7 @@ impl Gateway {
             Err(Rejection::Absent) => return,
             Err(rejection) => rejection,
         };
+        ctx.cookie_rejected = true;
         ctx.set_cookies
             .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
         let mut event = AuditEvent::new(EventKind::SessionRejected);
@@ -300,6 +308,28 @@ impl Gateway {
             }
             Err(_) => None,
         }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1), counted by app and key kind.
+    async fn rate_limited(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        app: &crate::config::App,
+        over: crate::netguard::OverLimit,
+    ) -> Result<bool> {
+        self.metrics
+            .rate_limited
+            .with_label_values(&[app.id.as_str(), over.key.as_str()])
+            .inc();
+        let retry_after = over.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        self.reply(
+            session,
+            ctx,
+            Reply::RateLimited { retry_after },
+            Reason::RateLimited,
+        )
+        .await
     }
 
     /// Where a session without MFA is sent to sign in again with MFA, when its provider can
@@ -493,6 +523,20 @@ impl ProxyHttp for Gateway {
                     .await
             }
         }
+        // The server-wide allowlist comes first: outsiders learn nothing, not even which
+        // hosts exist.
+        if let Some(list) = &self.ip_allowlist {
+            if !list.admits(ctx.client_ip) {
+                match list.mode {
+                    crate::netguard::AllowlistMode::Enforce => {
+                        return self
+                            .reply(session, ctx, Reply::Forbidden, Reason::IpNotAllowed)
+                            .await
+                    }
+                    crate::netguard::AllowlistMode::Report => ctx.ip_reported = true,
+                }
+            }
+        }
         let Some(path) = ctx.path.clone() else {
             return self
                 .reply(session, ctx, Reply::BadRequest, Reason::BadRequest)
@@ -521,7 +565,27 @@ impl ProxyHttp for Gateway {
             };
         }
         self.authenticate(session, ctx).await;
-        if let Some(endpoint) = path.strip_prefix(self.reserved_prefix.as_str()) {
+        let endpoint = path.strip_prefix(self.reserved_prefix.as_str());
+        // Without a session, sign-in endpoints and refused cookies are limited per address:
+        // a flood of callbacks or forged cookies cannot exhaust the CPU.
+        let pre_auth = ctx.session.is_none()
+            && (ctx.cookie_rejected || endpoint.is_some_and(|e| e != "jwks.json"));
+        if pre_auth {
+            if let Err(over) = self.rate_limits.check_pre_auth(ctx.client_ip) {
+                return self.rate_limited(session, ctx, &app, over).await;
+            }
+        }
+        if let Some(endpoint) = endpoint {
+            // The app's enforced allowlist guards its sign-in endpoints too: outsiders are
+            // never sent to the identity provider.
+            let outsider = app.ip_allowlist.as_ref().is_some_and(|l| {
+                l.mode == crate::netguard::AllowlistMode::Enforce && !l.admits(ctx.client_ip)
+            });
+            if outsider && endpoint != "jwks.json" {
+                return self
+                    .reply(session, ctx, Reply::Forbidden, Reason::IpNotAllowed)
+                    .await;
+            }
             return self.portal(session, ctx, endpoint).await;
         }
         let request = session.req_header();
@@ -529,10 +593,24 @@ impl ProxyHttp for Gateway {
             method: request.method.as_str(),
             path: &path,
             query: request.uri.query(),
+            client_ip: ctx.client_ip,
         };
         let identity = ctx.session.as_ref().map(|s| &s.identity);
         match decide(&app, &policy_request, identity) {
             Decision::Allow(permit) => {
+                let identity = ctx.session.as_ref().map(|s| &s.identity);
+                if let Err(over) = self.rate_limits.check(
+                    &app,
+                    permit.rule_index(),
+                    identity,
+                    ctx.client_ip,
+                    &path,
+                ) {
+                    return self.rate_limited(session, ctx, &app, over).await;
+                }
+                if permit.ip_reported() {
+                    ctx.ip_reported = true;
+                }
                 if permit.carries_identity() {
                     let Some(data) = ctx.session.as_ref() else {
                         return self
@@ -792,6 +870,13 @@ impl ProxyHttp for Gateway {
         event.status = Some(status);
         event.decision = Some(outcome);
         event.reason = Some(reason);
+        event.ip_reported = ctx.ip_reported;
+        if ctx.ip_reported {
+            self.metrics
+                .ip_reported
+                .with_label_values(&[app_label])
+                .inc();
+        }
         event.rule = ctx
             .permit
             .as_ref()

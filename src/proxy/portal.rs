@@ -690,6 +690,27 @@ impl Gateway {
         sid: Option<&str>,
         detail: &str,
     ) {
+        if kind == EventKind::LoginFailed {
+            // Labels stay a bounded set: reasons are kebab-case words, anything else is "other".
+            let reason = if detail.len() <= 40
+                && detail.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            {
+                detail
+            } else {
+                "other"
+            };
+            let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
+                || self.login.local.iter().any(|(id, _, _)| id == idp)
+            {
+                idp
+            } else {
+                "-"
+            };
+            self.metrics
+                .auth_failures
+                .with_label_values(&[idp_label, reason])
+                .inc();
+        }
         let mut event = AuditEvent::new(kind);
         event.request_id = Some(ctx.request_id.clone());
         event.client_ip = ctx.client_ip;

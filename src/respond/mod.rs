@@ -30,6 +30,11 @@ pub enum Reply {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// 429: over a rate limit.
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 413: a body too large for a Portcullis endpoint.
     PayloadTooLarge,
     /// 403: refused.
@@ -73,7 +78,7 @@ impl Reply {
             Reply::BadRequest => 400,
             Reply::LoginRequired { .. } => 401,
             Reply::RedirectLogin { .. } => 302,
-            Reply::TooManyAttempts { .. } => 429,
+            Reply::TooManyAttempts { .. } | Reply::RateLimited { .. } => 429,
             Reply::PayloadTooLarge => 413,
             Reply::Forbidden => 403,
             Reply::NotFound => 404,
@@ -93,6 +98,11 @@ impl Reply {
                 "too_many_attempts",
                 "Too many attempts",
                 "Too many attempts. Please wait and try again.",
+            ),
+            Reply::RateLimited { .. } => (
+                "rate_limited",
+                "Too many requests",
+                "Too many requests. Please slow down and try again shortly.",
             ),
             Reply::PayloadTooLarge => (
                 "payload_too_large",
@@ -169,7 +179,7 @@ impl Reply {
                 headers.push(("WWW-Authenticate", "Bearer realm=\"portcullis\"".into()))
             }
             Reply::RedirectLogin { location } => headers.push(("Location", location.clone())),
-            Reply::TooManyAttempts { retry_after } => {
+            Reply::TooManyAttempts { retry_after } | Reply::RateLimited { retry_after } => {
                 headers.push(("Retry-After", retry_after.to_string()))
             }
             _ => {}

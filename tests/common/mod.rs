@@ -173,7 +173,10 @@ impl Proxy {
                     self.ports.http,
                     b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n",
                 );
-                if probe.is_some_and(|p| p.starts_with("HTTP/1.1 404")) {
+                // 404 (unknown host), or 403 when a server-wide IP allowlist refuses the probe.
+                if probe
+                    .is_some_and(|p| p.starts_with("HTTP/1.1 404") || p.starts_with("HTTP/1.1 403"))
+                {
                     return;
                 }
             }

@@ -340,20 +340,28 @@ impl Compiler<'_> {
                     "remove one of them",
                 );
             }
-            if !deny && rule.access.is_none() {
+            if !deny
+                && rule.access.is_none()
+                && rule.ip_allowlist.is_none()
+                && rule.rate_limits.is_none()
+            {
                 self.issues.add(
                     &at,
-                    "a rule needs `access` (extra requirements) or `deny: true`",
+                    "a rule needs `access`, `ip_allowlist`, `rate_limits` or `deny: true`",
                     "a rule that changes nothing only hides later rules",
                 );
             }
             let access = self.requirements(&format!("{at}.access"), rule.access, false, providers);
+            let ip_allowlist = self.ip_allowlist(&format!("{at}.ip_allowlist"), rule.ip_allowlist);
+            let rate_limits = self.rate_limits(&format!("{at}.rate_limits"), rule.rate_limits);
             rules.push(PathRule {
                 name,
                 paths,
                 methods,
                 deny,
                 access,
+                ip_allowlist,
+                rate_limits,
             });
         }
         rules
@@ -504,6 +512,145 @@ impl Compiler<'_> {
         }
         settings
     }
+}
+
+impl Compiler<'_> {
+    /// `ip_allowlist: { mode, cidrs }`.
+    pub(super) fn ip_allowlist(
+        &mut self,
+        at: &str,
+        raw: Option<RawIpAllowlist>,
+    ) -> Option<crate::netguard::IpAllowlist> {
+        let raw = raw?;
+        let mode = match raw.mode.as_deref() {
+            None | Some("enforce") => crate::netguard::AllowlistMode::Enforce,
+            Some("report") => crate::netguard::AllowlistMode::Report,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{at}.mode"),
+                    format!("unknown mode `{other}`"),
+                    "use enforce (default) or report",
+                );
+                crate::netguard::AllowlistMode::Enforce
+            }
+        };
+        let mut nets = Vec::new();
+        match raw.cidrs.as_deref() {
+            None | Some([]) => self.issues.add(
+                &format!("{at}.cidrs"),
+                "an allowlist needs at least one network",
+                "e.g. [10.0.0.0/8, 2001:db8::/32]; remove ip_allowlist to allow every address",
+            ),
+            Some(list) => {
+                for (i, text) in list.iter().enumerate() {
+                    match super::parse_cidr(text) {
+                        Ok(net) => nets.push(net),
+                        Err(e) => self.issues.add(
+                            &format!("{at}.cidrs[{i}]"),
+                            e,
+                            "an address or a network, e.g. 192.0.2.0/24",
+                        ),
+                    }
+                }
+            }
+        }
+        Some(crate::netguard::IpAllowlist::new(mode, nets))
+    }
+
+    /// `rate_limits: [{ key, rate, burst }]`.
+    pub(super) fn rate_limits(
+        &mut self,
+        at: &str,
+        raw: Option<Vec<RawRateLimit>>,
+    ) -> Vec<crate::netguard::LimitSpec> {
+        raw.unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.rate_limit(&format!("{at}[{i}]"), r, true))
+            .collect()
+    }
+
+    /// One limit; `keyed`: a `key` is required (the pre-authentication limit is per address).
+    pub(super) fn rate_limit(
+        &mut self,
+        at: &str,
+        raw: RawRateLimit,
+        keyed: bool,
+    ) -> Option<crate::netguard::LimitSpec> {
+        use crate::netguard::LimitKey;
+        let key = match (keyed, raw.key.as_deref()) {
+            (false, None) => LimitKey::Ip,
+            (false, Some(_)) => {
+                self.issues.add(
+                    &format!("{at}.key"),
+                    "this limit always counts by client address",
+                    "remove `key`",
+                );
+                LimitKey::Ip
+            }
+            (true, Some("user")) => LimitKey::User,
+            (true, Some("entity")) => LimitKey::Entity,
+            (true, Some("ip")) => LimitKey::Ip,
+            (true, Some("user+path")) => LimitKey::UserPath,
+            (true, other) => {
+                self.issues.add(
+                    &format!("{at}.key"),
+                    match other {
+                        Some(k) => format!("unknown key `{k}`"),
+                        None => "is required".into(),
+                    },
+                    "use user, entity, ip or user+path",
+                );
+                return None;
+            }
+        };
+        let Some(text) = raw.rate.as_deref() else {
+            self.issues.add(
+                &format!("{at}.rate"),
+                "is required",
+                "e.g. 10/s, 600/min or 5000/h",
+            );
+            return None;
+        };
+        let Some((rate, per)) = parse_rate(text) else {
+            self.issues.add(
+                &format!("{at}.rate"),
+                format!("`{text}` is not a rate"),
+                "requests per second, minute or hour: 10/s, 600/min, 5000/h",
+            );
+            return None;
+        };
+        let burst = match raw.burst {
+            None => rate,
+            Some(b) => match std::num::NonZeroU32::new(b) {
+                Some(b) => b,
+                None => {
+                    self.issues
+                        .add(&format!("{at}.burst"), "must be at least 1", "e.g. 20");
+                    return None;
+                }
+            },
+        };
+        Some(crate::netguard::LimitSpec {
+            key,
+            rate,
+            per,
+            burst,
+        })
+    }
+}
+
+/// `10/s`, `600/min`, `5000/h`.
+fn parse_rate(text: &str) -> Option<(std::num::NonZeroU32, Duration)> {
+    let (count, unit) = text.split_once('/')?;
+    let count: u32 = count.trim().parse().ok()?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some((std::num::NonZeroU32::new(count)?, per))
 }
 
 /// Keys of `custom` travel in the assertion and could become header names: keep them tame.

@@ -399,3 +399,36 @@ fn assertion_keys_are_loaded_by_check() {
         "{wrong:#?}"
     );
 }
+
+#[test]
+fn network_guards_report_mistakes_and_compile() {
+    let found = policy_issues(
+        "",
+        "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    ip_allowlist: { mode: block, cidrs: [10.0.0.0/33] }\n    rate_limits:\n      - { key: session, rate: 10/s }\n      - { key: user, rate: ten }\n      - { key: user, rate: 5/s, burst: 0 }\n    rules:\n      - { paths: [/x], ip_allowlist: { cidrs: [] } }\n",
+    );
+    for (path, needle) in [
+        ("apps[0].ip_allowlist.mode", "unknown mode"),
+        ("apps[0].ip_allowlist.cidrs[0]", ""),
+        ("apps[0].rate_limits[0].key", "unknown key"),
+        ("apps[0].rate_limits[1].rate", "not a rate"),
+        ("apps[0].rate_limits[2].burst", "at least 1"),
+        (
+            "apps[0].rules[0].ip_allowlist.cidrs",
+            "at least one network",
+        ),
+    ] {
+        assert!(has(&found, path, needle), "{path}\n{found:#?}");
+    }
+    let config = crate::config::testing::with_apps(
+        "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    rate_limits: [{ key: user+path, rate: 600/min, burst: 20 }]\n",
+    )
+    .expect("valid");
+    let limit = config.apps[0].rate_limits[0];
+    assert_eq!(limit.key, crate::netguard::LimitKey::UserPath);
+    assert_eq!(
+        (limit.rate.get(), limit.per, limit.burst.get()),
+        (600, Duration::from_secs(60), 20)
+    );
+    let pre_auth = config.server.pre_auth_rate_limit.expect("on by default");
+    assert_eq!((pre_auth.rate.get(), pre_auth.burst.get()), (10, 50));
+}

@@ -4,9 +4,17 @@
 //! trusted proxy; then the right-most `X-Forwarded-For` address that is not itself a
 //! trusted proxy is (left-most entries are client-controlled and never believed).
 
+mod allowlist;
+mod guards;
+mod ratelimit;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+pub use allowlist::{AllowlistMode, IpAllowlist};
+pub use guards::{OverLimit, RateLimits};
+pub use ratelimit::{KeyHasher, LimitKey, LimitSpec, Limiter};
 
 /// IPv4-mapped IPv6 (`::ffff:10.1.2.3`) compares as IPv4.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

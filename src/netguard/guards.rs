@@ -1,0 +1,119 @@
+//! The rate limiters of a running configuration: one per configured limit (server
+//! pre-authentication, each app's, each path rule's), built once, swept periodically.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{KeyHasher, LimitKey, Limiter};
+use crate::config::{App, Config};
+use crate::identity::Identity;
+
+/// Limits of one app and of its rules (indexed like `app.rules`).
+struct AppLimits {
+    app: Vec<Limiter>,
+    rules: Vec<Vec<Limiter>>,
+}
+
+/// A request over a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    /// What the limit counted by (metric label).
+    pub key: LimitKey,
+    /// When to try again.
+    pub retry_after: Duration,
+}
+
+/// Every rate limiter.
+pub struct RateLimits {
+    pre_auth: Option<Limiter>,
+    apps: Vec<AppLimits>,
+    hasher: KeyHasher,
+}
+
+impl RateLimits {
+    /// Builds the limiters of `config`.
+    pub fn new(config: &Config) -> RateLimits {
+        RateLimits {
+            pre_auth: config.server.pre_auth_rate_limit.map(Limiter::new),
+            apps: config
+                .apps
+                .iter()
+                .map(|app| AppLimits {
+                    app: app.rate_limits.iter().copied().map(Limiter::new).collect(),
+                    rules: app
+                        .rules
+                        .iter()
+                        .map(|r| r.rate_limits.iter().copied().map(Limiter::new).collect())
+                        .collect(),
+                })
+                .collect(),
+            hasher: KeyHasher::default(),
+        }
+    }
+
+    /// The per-address limit on requests without a session to sign-in endpoints, and on
+    /// refused cookies.
+    pub fn check_pre_auth(&self, ip: Option<IpAddr>) -> Result<(), OverLimit> {
+        let Some(limiter) = &self.pre_auth else {
+            return Ok(());
+        };
+        let Some(key) = self.hasher.key(LimitKey::Ip, usize::MAX, None, ip, "") else {
+            return Ok(());
+        };
+        limiter.check(key).map_err(|retry_after| OverLimit {
+            key: LimitKey::Ip,
+            retry_after,
+        })
+    }
+
+    /// Every limit of `app` and of the matched rule; the first one over its limit refuses.
+    /// (Buckets of limits checked before a refusal were charged: a refused request still
+    /// counts against the client, as it should.)
+    pub fn check(
+        &self,
+        app: &App,
+        rule: Option<usize>,
+        identity: Option<&Identity>,
+        ip: Option<IpAddr>,
+        path: &str,
+    ) -> Result<(), OverLimit> {
+        let Some(limits) = self.apps.get(app.index) else {
+            return Ok(());
+        };
+        let rule_limits = rule
+            .and_then(|i| limits.rules.get(i))
+            .map_or(&[][..], Vec::as_slice);
+        for limiter in limits.app.iter().chain(rule_limits) {
+            let kind = limiter.spec.key;
+            let Some(key) = self.hasher.key(kind, 0, identity, ip, path) else {
+                continue;
+            };
+            limiter.sweep_if_huge();
+            limiter.check(key).map_err(|retry_after| OverLimit {
+                key: kind,
+                retry_after,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drops full buckets everywhere (periodically, off the request path).
+    pub fn sweep(&self) {
+        for limiter in self.all() {
+            limiter.sweep();
+        }
+    }
+
+    /// Buckets held across every limiter.
+    pub fn buckets(&self) -> usize {
+        self.all().map(Limiter::len).sum()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Limiter> {
+        self.pre_auth.iter().chain(
+            self.apps
+                .iter()
+                .flat_map(|a| a.app.iter().chain(a.rules.iter().flatten())),
+        )
+    }
+}

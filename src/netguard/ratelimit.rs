@@ -1,0 +1,250 @@
+//! Rate limits (GCRA, `governor`), keyed by who is asking: user, entity, address, or user and
+//! path. Keys are 64-bit hashes of what they name, so a check allocates nothing; the hash is
+//! keyed per process, so nobody can aim two identities at one bucket.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::identity::Identity;
+
+/// What a limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The signed-in user (anonymous requests: their address).
+    User,
+    /// The user's entity (users without one: the user).
+    Entity,
+    /// The client address.
+    Ip,
+    /// The user and the normalised path.
+    UserPath,
+}
+
+impl LimitKey {
+    /// Metric label and config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKey::User => "user",
+            LimitKey::Entity => "entity",
+            LimitKey::Ip => "ip",
+            LimitKey::UserPath => "user+path",
+        }
+    }
+}
+
+/// A configured limit: `rate` requests per `per`, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// Counted by.
+    pub key: LimitKey,
+    /// Requests...
+    pub rate: NonZeroU32,
+    /// ...per this period.
+    pub per: Duration,
+    /// Largest burst.
+    pub burst: NonZeroU32,
+}
+
+/// One limit with its buckets.
+pub struct Limiter {
+    /// The configuration.
+    pub spec: LimitSpec,
+    buckets: DefaultKeyedRateLimiter<u64>,
+}
+
+/// Buckets beyond this are swept at once rather than waiting for the periodic sweep.
+const MAX_KEYS: usize = 1_000_000;
+
+impl Limiter {
+    /// A limiter for `spec`.
+    pub fn new(spec: LimitSpec) -> Limiter {
+        let replenish = spec.per / spec.rate.get();
+        let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(spec.rate))
+            .allow_burst(spec.burst);
+        Limiter {
+            spec,
+            buckets: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// `Err(retry after)` when the request is over the limit.
+    pub fn check(&self, key: u64) -> Result<(), Duration> {
+        self.buckets
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Drops buckets that are full again (they would behave exactly like absent ones) and
+    /// returns their memory: run periodically so millions of distinct keys do not pile up.
+    pub fn sweep(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+
+    /// Buckets held.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// True when no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Sweeps at once when an attack (say, rotating IPv6 addresses) grows the map too far.
+    pub fn sweep_if_huge(&self) {
+        if self.buckets.len() > MAX_KEYS {
+            self.sweep();
+        }
+    }
+}
+
+/// Hashes limit keys with a per-process random key.
+#[derive(Clone)]
+pub struct KeyHasher(std::collections::hash_map::RandomState);
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher(std::collections::hash_map::RandomState::new())
+    }
+}
+
+impl KeyHasher {
+    /// The bucket key of a request for `kind`; `None` when the key cannot be formed (no
+    /// address on a non-IP listener).
+    pub fn key(
+        &self,
+        kind: LimitKey,
+        scope: usize,
+        identity: Option<&Identity>,
+        ip: Option<IpAddr>,
+        path: &str,
+    ) -> Option<u64> {
+        let mut h = self.0.build_hasher();
+        scope.hash(&mut h);
+        match (kind, identity) {
+            (LimitKey::Ip, _) | (_, None) => {
+                0u8.hash(&mut h);
+                ip?.hash(&mut h);
+                if kind == LimitKey::UserPath {
+                    path.hash(&mut h);
+                }
+            }
+            (LimitKey::User, Some(who)) => {
+                1u8.hash(&mut h);
+                (&who.idp, &who.user_id).hash(&mut h);
+            }
+            (LimitKey::Entity, Some(who)) => match &who.entity {
+                Some(entity) => {
+                    2u8.hash(&mut h);
+                    entity.hash(&mut h);
+                }
+                None => {
+                    1u8.hash(&mut h);
+                    (&who.idp, &who.user_id).hash(&mut h);
+                }
+            },
+            (LimitKey::UserPath, Some(who)) => {
+                3u8.hash(&mut h);
+                (&who.idp, &who.user_id, path).hash(&mut h);
+            }
+        }
+        Some(h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: LimitKey, rate: u32, burst: u32) -> LimitSpec {
+        LimitSpec {
+            key,
+            rate: NonZeroU32::new(rate).expect("rate"),
+            per: Duration::from_secs(60),
+            burst: NonZeroU32::new(burst).expect("burst"),
+        }
+    }
+
+    #[test]
+    fn bursts_then_refuses_with_a_retry_after() {
+        let limiter = Limiter::new(spec(LimitKey::User, 60, 3));
+        for _ in 0..3 {
+            assert!(limiter.check(1).is_ok());
+        }
+        let wait = limiter.check(1).expect_err("over the limit");
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(limiter.check(2).is_ok(), "another key has its own bucket");
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_many_keys() {
+        let limiter = Limiter::new(LimitSpec {
+            per: Duration::from_millis(1),
+            ..spec(LimitKey::Ip, 1000, 1)
+        });
+        for key in 0..200_000u64 {
+            let _ = limiter.check(key);
+        }
+        assert_eq!(limiter.len(), 200_000);
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.sweep();
+        assert_eq!(limiter.len(), 0, "full buckets are dropped");
+    }
+
+    #[test]
+    fn keys_separate_users_entities_and_paths() {
+        let hasher = KeyHasher::default();
+        let who = |user: &str, entity: Option<&str>| Identity {
+            user_id: user.into(),
+            email: None,
+            name: None,
+            user_type: crate::config::UserType::External,
+            roles: vec![],
+            entity: entity.map(Into::into),
+            custom: Default::default(),
+            idp: "corp".into(),
+            auth_method: crate::identity::AuthMethod::Oidc,
+            mfa: false,
+        };
+        let (a, b) = (who("a", Some("acme")), who("b", Some("acme")));
+        let ip: Option<IpAddr> = Some("10.0.0.1".parse().expect("ip"));
+        let k = |kind, id: Option<&Identity>, path| hasher.key(kind, 0, id, ip, path);
+        assert_ne!(
+            k(LimitKey::User, Some(&a), "/"),
+            k(LimitKey::User, Some(&b), "/")
+        );
+        assert_eq!(
+            k(LimitKey::Entity, Some(&a), "/"),
+            k(LimitKey::Entity, Some(&b), "/")
+        );
+        assert_ne!(
+            k(LimitKey::UserPath, Some(&a), "/x"),
+            k(LimitKey::UserPath, Some(&a), "/y")
+        );
+        assert_eq!(
+            k(LimitKey::Ip, Some(&a), "/"),
+            k(LimitKey::Ip, Some(&b), "/")
+        );
+        assert_eq!(
+            k(LimitKey::User, None, "/"),
+            k(LimitKey::Ip, None, "/"),
+            "anonymous: by address"
+        );
+        assert_ne!(
+            hasher.key(LimitKey::User, 1, Some(&a), ip, "/"),
+            k(LimitKey::User, Some(&a), "/"),
+            "scopes apart"
+        );
+        assert_eq!(hasher.key(LimitKey::Ip, 0, None, None, "/"), None);
+    }
+}

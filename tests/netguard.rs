@@ -1,0 +1,274 @@
+//! Network guards end to end: IP allowlists (enforce and report, IPv4, IPv6, mapped, through
+//! trusted proxies, spoofing ignored), identity-aware rate limits, the pre-authentication
+//! limit, and their counters. No refused request reaches the upstream.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use reqwest::header::{COOKIE, SET_COOKIE};
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(common::binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+const PASSWORD: &str = "a test password";
+
+fn start(fixtures: &Fixtures, upstream: &Upstream, server: &str, apps: &str) -> Proxy {
+    let ports = Ports::new();
+    let users = format!(
+        "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{h}\", user_type: internal-user, entity: acme }}\n      - {{ username: bob, password_hash: \"{h}\", entity: acme }}\n      - {{ username: carol, password_hash: \"{h}\", entity: globex }}\n",
+        h = hash(PASSWORD)
+    );
+    let apps = apps.replace("UPSTREAM", &upstream.url());
+    let yaml = fixtures
+        .config(&ports, server, &apps)
+        .replace("session:\n", &format!("{users}session:\n"));
+    Proxy::start(fixtures, ports, &yaml)
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A request from `ip` (as a trusted proxy would report it in X-Forwarded-For).
+    async fn get(&self, path: &str, xff: &str, cookie: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("x-forwarded-for", xff)
+            .header(COOKIE, cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Signs `user` in from `xff`; the session cookie header.
+    async fn sign_in(&self, user: &str, xff: &str) -> String {
+        let page = self
+            .http
+            .get(format!("{}/.portcullis/login", self.base))
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .expect("login page");
+        assert_eq!(page.status(), 200, "{user}: sign-in page");
+        let csrf = cookie(page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
+        let r = self
+            .http
+            .post(format!("{}/.portcullis/login", self.base))
+            .header("x-forwarded-for", xff)
+            .header(COOKIE, format!("__Host-portcullis-csrf={csrf}"))
+            .header("origin", self.base.clone())
+            .form(&[
+                ("idp", "corp"),
+                ("username", user),
+                ("password", PASSWORD),
+                ("rd", "/"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 303, "{user} signs in");
+        format!(
+            "__Host-portcullis={}",
+            cookie(r.headers(), "__Host-portcullis").expect("session")
+        )
+    }
+}
+
+fn cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (n, rest) = v.split_once('=')?;
+            (n == name).then(|| rest.split(';').next().unwrap_or_default().to_string())
+        })
+}
+
+const OFFICE: &str = r#"  - id: office
+    hosts: [a.test]
+    upstream: UPSTREAM
+    public_paths: [/public]
+    ip_allowlist: { cidrs: [10.0.0.0/8, "2001:db8::/32"] }
+    access: { user_types: [internal-user, external-user] }
+    rate_limits:
+      - { key: user, rate: 60/min, burst: 3 }
+      - { key: entity, rate: 60/min, burst: 5 }
+    rules:
+      - name: reports
+        paths: [/reports/**]
+        ip_allowlist: { mode: report, cidrs: [10.1.0.0/16] }
+"#;
+
+#[tokio::test]
+async fn allowlists_and_rate_limits_through_a_trusted_proxy() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server =
+        "  trusted_proxies: [127.0.0.1/32]\n  pre_auth_rate_limit: { rate: 60/min, burst: 5 }\n";
+    let mut proxy = start(&fixtures, &upstream, server, OFFICE);
+    let c = Client {
+        http: client(&fixtures, &proxy),
+        base: format!("https://a.test:{}", proxy.ports.https),
+    };
+
+    // Outsiders are refused before any login redirect, on every path (sign-in included).
+    for (xff, path) in [
+        ("192.0.2.1", "/chat"),
+        ("192.0.2.1", "/public"),
+        ("192.0.2.1", "/.portcullis/login?idp=corp"),
+        ("2001:db9::1", "/chat"),
+        ("10.9.9.9, 192.0.2.1", "/chat"),
+    ] {
+        let r = c.get(path, xff, "").await;
+        assert_eq!(r.status(), 403, "{xff} {path}");
+    }
+    // Insiders still need a session: the allowlist never replaces authentication.
+    for xff in [
+        "10.1.2.3",
+        "::ffff:10.1.2.3",
+        "2001:db8::5",
+        "192.0.2.1, 10.9.9.9",
+    ] {
+        let r = c.get("/chat", xff, "").await;
+        assert_eq!(r.status(), 401, "{xff}");
+    }
+    assert_eq!(c.get("/public", "10.1.2.3", "").await.status(), 200);
+    assert_eq!(upstream.hits(), 1, "only the public path was forwarded");
+
+    // Per-user limit (burst 3) and per-entity limit (burst 5).
+    let alice = c.sign_in("alice", "10.1.0.1").await;
+    let bob = c.sign_in("bob", "10.1.0.2").await;
+    let carol = c.sign_in("carol", "10.1.0.3").await;
+    let hits = upstream.hits();
+    for _ in 0..3 {
+        assert_eq!(c.get("/chat", "10.1.0.1", &alice).await.status(), 200);
+    }
+    let r = c.get("/chat", "10.1.0.1", &alice).await;
+    assert_eq!(r.status(), 429, "alice is over her limit");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "rate_limited");
+    // bob shares alice's entity: two more requests fit the entity's burst of 5, then 429.
+    assert_eq!(c.get("/chat", "10.1.0.2", &bob).await.status(), 200);
+    assert_eq!(c.get("/chat", "10.1.0.2", &bob).await.status(), 200);
+    assert_eq!(
+        c.get("/chat", "10.1.0.2", &bob).await.status(),
+        429,
+        "entity-wide"
+    );
+    // carol (another entity) is unaffected.
+    assert_eq!(c.get("/chat", "10.1.0.3", &carol).await.status(), 200);
+    assert_eq!(
+        upstream.hits(),
+        hits + 6,
+        "no refused request was forwarded"
+    );
+
+    // Report mode: forwarded, flagged.
+    let r = c.get("/reports/q3", "10.2.0.1", &carol).await;
+    assert_eq!(r.status(), 200);
+
+    // Pre-authentication limit: a flood of callbacks, then of forged cookies.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = c
+            .get("/.portcullis/oidc/callback?state=x&code=y", "10.3.3.3", "")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[5..], &[429, 429], "{statuses:?}");
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = c
+            .get("/chat", "10.4.4.4", "__Host-portcullis=1.1.k.garbage")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(&statuses[5..], &[429, 429], "{statuses:?}");
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", proxy.ports.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "portcullis_rate_limited_total{app=\"office\",key=\"user\"} 1",
+        "portcullis_rate_limited_total{app=\"office\",key=\"entity\"} 1",
+        "portcullis_rate_limited_total{app=\"office\",key=\"ip\"} 4",
+        "portcullis_ip_allowlist_reported_total{app=\"office\"} 1",
+        "portcullis_denied_total{app=\"office\",reason=\"ip-not-allowed\"} 5",
+        "portcullis_auth_failures_total{idp=\"-\",reason=\"state-mismatch\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle}\n{metrics}");
+    }
+
+    proxy.stop();
+    let records = audit_records(&fixtures.audit_log());
+    let count = |reason: &str| records.iter().filter(|r| r["reason"] == reason).count();
+    assert_eq!(count("ip-not-allowed"), 5);
+    assert_eq!(count("rate-limited"), 6);
+    assert!(records
+        .iter()
+        .any(|r| r["path"] == "/reports/q3" && r["ip_reported"] == true && r["rule"] == "reports"));
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored_by_the_server_allowlist() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server = "  ip_allowlist: { cidrs: [10.0.0.0/8] }\n";
+    let apps =
+        "  - id: open\n    hosts: [a.test]\n    upstream: UPSTREAM\n    public_paths: [\"/**\"]\n";
+    let proxy = start(&fixtures, &upstream, server, apps);
+    let c = Client {
+        http: client(&fixtures, &proxy),
+        base: format!("https://a.test:{}", proxy.ports.https),
+    };
+    // The peer is 127.0.0.1 and not a trusted proxy: its X-Forwarded-For is not believed.
+    let r = c.get("/", "10.1.1.1", "").await;
+    assert_eq!(r.status(), 403);
+    let r = c
+        .http
+        .get(format!("https://b.test:{}/", proxy.ports.https))
+        .send()
+        .await
+        .expect("unknown host");
+    assert_eq!(
+        r.status(),
+        403,
+        "before routing: outsiders learn nothing about hosts"
+    );
+    assert_eq!(upstream.hits(), 0);
+}
