@@ -15,7 +15,8 @@
 # comparison with Portcullis's audit record), pingora (bench/pingora-baseline: bare Pingora
 # with no logic, same threads; BASELINE=0 skips it), portcullis (a public path),
 # portcullis-auth (a signed-in local user's session cookie: decryption, policy with rules, the
-# signed assertion and plain identity headers, audit); with TLS=1 also nginx-tls and
+# signed assertion and plain identity headers, audit), portcullis-guarded (the same behind a
+# 1,000-prefix IP allowlist and two rate limits); with TLS=1 also nginx-tls and
 # portcullis-tls (TLS on the client side only; the upstream is always plain HTTP).
 # Each round runs every row once (interleaved, so slow drift of a shared machine hits all
 # rows alike); the table shows the median over ROUNDS.
@@ -327,6 +328,26 @@ apps:
       - { name: billing, paths: ["/auth/agents/billing-*/**"], access: { roles: [billing] } }
       - { name: admin, paths: ["/auth/admin/**"], access: { user_types: [internal-user] } }
     identity_headers: { plain: true }
+  # The same, guarded: an IP allowlist of 1,000 prefixes and two rate limits (never reached).
+  - id: bench-guarded
+    hosts: [127.0.0.1, localhost]
+    path_prefix: /guarded
+    upstream: http://127.0.0.1:$UP_PORT
+    allow_plain_http: true
+    access:
+      user_types: [internal-user, external-user]
+      roles: [chat-user]
+    rules:
+      - { name: billing, paths: ["/guarded/agents/billing-*/**"], access: { roles: [billing] } }
+      - { name: admin, paths: ["/guarded/admin/**"], access: { user_types: [internal-user] } }
+    identity_headers: { plain: true }
+    rate_limits:
+      - { key: user, rate: 1000000/s, burst: 1000000 }
+      - { key: entity, rate: 1000000/s, burst: 1000000 }
+    ip_allowlist:
+      cidrs:
+$(for i in $(seq 1 999); do printf '        - 10.%d.%d.0/24\n' $((i / 250)) $((i % 250)); done)
+        - 127.0.0.0/8
 audit:
   path: "$TMP/portcullis/audit.jsonl"
   fsync: $PC_AUDIT_FSYNC
@@ -396,7 +417,7 @@ log "idle RSS: portcullis ${PC_IDLE_RSS} KiB ($PC_THREADS_LIVE threads), nginx $
 # --- load ---------------------------------------------------------------------------------------
 ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
-ROWS="$ROWS portcullis portcullis-auth"
+ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
 [ "$TLS" = 1 ] && ROWS="$ROWS nginx-tls portcullis-tls"
 declare -A URL PROXY_PID HDR
 URL[direct]="http://127.0.0.1:$UP_PORT/";          PROXY_PID[direct]=""
@@ -405,6 +426,8 @@ URL[nginx+log]="http://127.0.0.1:$NGLOG_PORT/";    PROXY_PID[nginx+log]=$NGINX_P
 URL[portcullis]="http://127.0.0.1:$PC_PORT/";      PROXY_PID[portcullis]=$PORTCULLIS_PID
 URL[portcullis-auth]="http://127.0.0.1:$PC_PORT/auth/"; PROXY_PID[portcullis-auth]=$PORTCULLIS_PID
 HDR[portcullis-auth]=$AUTH_COOKIE
+URL[portcullis-guarded]="http://127.0.0.1:$PC_PORT/guarded/"; PROXY_PID[portcullis-guarded]=$PORTCULLIS_PID
+HDR[portcullis-guarded]=$AUTH_COOKIE
 URL[pingora]="http://127.0.0.1:$PB_PORT/";         PROXY_PID[pingora]=${PINGORA_PID:-}
 URL[nginx-tls]="https://127.0.0.1:$NGTLS_PORT/";   PROXY_PID[nginx-tls]=$NGINX_PID
 URL[portcullis-tls]="https://127.0.0.1:$PCTLS_PORT/"; PROXY_PID[portcullis-tls]=$PORTCULLIS_PID
@@ -553,6 +576,7 @@ cat <<EOF
 | CPU per request | **$CPU_RATIO** |
 | CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[nginx]}")** |
 | authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[portcullis]}") |
+| guarded ÷ authenticated (1,000-prefix allowlist + 2 rate limits; target ≤ 1.1) | $(ratio "${M_CPU[portcullis-guarded]}" "${M_CPU[portcullis-auth]}") |
 | CPU per request vs nginx+log | $CPU_RATIO_LOG |
 | CPU per request vs bare Pingora (what Portcullis adds) | $CPU_RATIO_PB |
 | bare Pingora ÷ nginx, CPU per request (the engine's own gap) | $PB_RATIO_NG |
