@@ -55,6 +55,8 @@ pub struct Limiter {
     /// The configuration.
     pub spec: LimitSpec,
     buckets: DefaultKeyedRateLimiter<u64>,
+    /// Checks since the last size check (`len()` visits every shard: not on every request).
+    checks: std::sync::atomic::AtomicU32,
 }
 
 /// Buckets beyond this are swept at once rather than waiting for the periodic sweep.
@@ -70,6 +72,7 @@ impl Limiter {
         Limiter {
             spec,
             buckets: RateLimiter::keyed(quota),
+            checks: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -98,8 +101,12 @@ impl Limiter {
     }
 
     /// Sweeps at once when an attack (say, rotating IPv6 addresses) grows the map too far.
+    /// Looks at the size once every 4,096 checks.
     pub fn sweep_if_huge(&self) {
-        if self.buckets.len() > MAX_KEYS {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 4096 == 4095 && self.buckets.len() > MAX_KEYS {
             self.sweep();
         }
     }
