@@ -149,7 +149,11 @@ pub fn apply_rules(
     identity.roles = roles;
     if identity.entity.is_none() {
         let domain_entity = identity.email.as_deref().and_then(|email| {
-            let (_, domain) = email.rsplit_once('@')?;
+            let (local, domain) = email.split_once('@')?;
+            if local.is_empty() || domain.contains('@') {
+                return None;
+            }
+            let domain = domain.trim_end_matches('.');
             rules
                 .entity_by_email_domain
                 .get(&domain.to_ascii_lowercase())
@@ -327,6 +331,15 @@ identity:
         )
         .expect("identity");
         assert_eq!(acme.entity.as_deref(), Some("acme"));
+        let two_ats = map(
+            "partners",
+            serde_json::json!({ "sub": "x", "email": "x@y@acme.test" }),
+        )
+        .expect("identity");
+        assert_eq!(
+            two_ats.entity, None,
+            "an address with two @ maps to no entity"
+        );
         let globex = map(
             "partners",
             serde_json::json!({ "sub": "g", "groups": ["customer-globex"] }),

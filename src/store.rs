@@ -39,9 +39,11 @@ impl RevokedSessions {
         self.by_sid.read().map_or(true, |map| map.contains_key(sid))
     }
 
-    /// Ends, at `now`, the sessions of `idp` with this OP session id and/or subject.
+    /// Ends, at `now`, the sessions of `idp` with this OP session id; or, when the OP names
+    /// no session, every session of the subject issued until now (Back-Channel Logout §2.4).
     pub fn end_op_sessions(&self, idp: &str, sub: Option<&str>, op_sid: Option<&str>, now: u64) {
         let horizon = now.saturating_sub(OP_LOGOUT_MEMORY.as_secs());
+        let sub = if op_sid.is_some() { None } else { sub };
         for (map, key) in [(&self.by_op_sid, op_sid), (&self.by_subject, sub)] {
             let (Some(key), Ok(mut map)) = (key, map.write()) else {
                 continue;
@@ -283,6 +285,12 @@ mod tests {
             !revoked.ended_at_op("other", "alice", Some("s1"), 10),
             "per provider"
         );
+        revoked.end_op_sessions("corp", Some("carl"), Some("s9"), 100);
+        assert!(
+            !revoked.ended_at_op("corp", "carl", Some("s8"), 10),
+            "sid named: only that session"
+        );
+        assert!(revoked.ended_at_op("corp", "carl", Some("s9"), 10));
         revoked.end_op_sessions("corp", Some("bob"), None, 100);
         assert!(
             revoked.ended_at_op("corp", "bob", None, 99),

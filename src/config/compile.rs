@@ -193,9 +193,9 @@ impl Compiler<'_> {
         }
         let identity_providers =
             self.identity_providers(raw.identity_providers.unwrap_or_default());
-        let identity = self.identity_mapping(raw.identity);
         let provider_ids: HashSet<String> =
             identity_providers.iter().map(|p| p.id.clone()).collect();
+        let identity = self.identity_mapping(raw.identity, &provider_ids);
         let apps = self.apps(raw.apps, &provider_ids);
         self.plain_http_consistency(&server, &apps);
         let audit = self.audit(raw.audit.unwrap_or_default());

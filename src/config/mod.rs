@@ -370,7 +370,8 @@ pub struct IdentityHeaders {
     pub roles: Option<Vec<String>>,
     /// Only these `custom` keys go upstream; `None` = all.
     pub custom: Option<Vec<String>>,
-    /// Warn (once per session and app) when the identity headers would exceed this many bytes.
+    /// Warn (at most once a minute per process) when the identity headers would exceed this
+    /// many bytes.
     pub budget_bytes: usize,
 }
 

@@ -415,9 +415,18 @@ impl OidcProvider {
             .map_err(|_| OidcFailure::Unavailable)?
             .request_async(&self.http)
             .await
-            .map_err(|e| {
-                tracing::info!(idp = %self.id, error = ?e, "OIDC refresh refused");
-                OidcFailure::RefreshRefused
+            .map_err(|e| match e {
+                // The OP answered with an OAuth error (invalid_grant, …): the grant is over.
+                openidconnect::RequestTokenError::ServerResponse(_) => {
+                    tracing::info!(idp = %self.id, error = ?e, "OIDC refresh refused");
+                    OidcFailure::RefreshRefused
+                }
+                // Network failure, timeout, unparsable answer: the OP is not reachable as it
+                // should be; keep the session on its tokens and try again later.
+                _ => {
+                    tracing::warn!(idp = %self.id, error = ?e, "OIDC refresh failed; keeping the session");
+                    OidcFailure::Unavailable
+                }
             })?;
         let mut next = tokens.clone();
         if let Some(id_token) = response.id_token() {

@@ -243,9 +243,19 @@ pub fn explain(app: &Arc<App>, request: &Request<'_>, identity: Option<&Identity
 /// Index of the first rule whose methods and paths match.
 fn matching_rule(app: &App, request: &Request<'_>) -> Option<usize> {
     app.rules.iter().position(|rule| {
-        (rule.methods.is_empty() || rule.methods.iter().any(|m| m == request.method))
+        (rule.methods.is_empty()
+            || rule
+                .methods
+                .iter()
+                .any(|m| method_matches(m, request.method)))
             && rule.paths.iter().any(|glob| glob.matches(request.path))
     })
+}
+
+/// Methods compare case-insensitively, and `HEAD` is held to `GET` rules: backends commonly
+/// serve HEAD with their GET handler, so a GET-only rule must not be sidestepped with HEAD.
+fn method_matches(rule: &str, request: &str) -> bool {
+    rule.eq_ignore_ascii_case(request) || (rule == "GET" && request.eq_ignore_ascii_case("HEAD"))
 }
 
 /// Every layer of PRODUCT.md in order: enabled → public path → rule → signed in → (app, then
@@ -383,7 +393,7 @@ fn ip_layer(
     match list.mode {
         AllowlistMode::Enforce => {
             trace.step(layer, Verdict::Fail, || {
-                format!("{:?} is not in the allowlist", request.client_ip)
+                format!("{} is not in the allowlist", shown_ip(request.client_ip))
             });
             Err(Reason::IpNotAllowed)
         }
@@ -433,6 +443,17 @@ fn check(
             format!("{scope}: {} allowed", type_name(identity.user_type))
         });
     }
+    let overridden = req.override_users.iter().any(|u| names_user(u, identity))
+        || identity
+            .entity
+            .as_deref()
+            .is_some_and(|e| req.override_entities.iter().any(|x| x == e));
+    if overridden {
+        trace.step("override", Verdict::Pass, || {
+            format!("{scope}: admitted by override (entities, roles and users lists not applied)")
+        });
+        return Ok(());
+    }
     if let Some(entities) = &req.entities {
         if identity.user_type == UserType::External {
             let ok = identity
@@ -456,17 +477,6 @@ fn check(
                 format!("{scope}: internal users are not bound to entities")
             });
         }
-    }
-    let overridden = req.override_users.iter().any(|u| names_user(u, identity))
-        || identity
-            .entity
-            .as_deref()
-            .is_some_and(|e| req.override_entities.iter().any(|x| x == e));
-    if overridden {
-        trace.step("override", Verdict::Pass, || {
-            format!("{scope}: admitted by override (roles and users lists not applied)")
-        });
-        return Ok(());
     }
     if let Some(roles) = &req.roles {
         if !identity.roles.iter().any(|r| roles.contains(r)) {
@@ -523,7 +533,7 @@ fn entity_scope(
     if let Some(named) = scope.path.as_ref().and_then(|p| p.entity(request.path)) {
         if own != Some(named) {
             trace.step("entity-scope", Verdict::Fail, || {
-                format!("path names entity {named:?}, the user's is {own:?}")
+                format!("path names entity {named}, the user's is {}", shown(own))
             });
             return Err(Reason::EntityMismatch);
         }
@@ -533,7 +543,7 @@ fn entity_scope(
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             if name == param.as_str() && own != Some(value.as_ref()) {
                 trace.step("entity-scope", Verdict::Fail, || {
-                    format!("query names entity {value:?}, the user's is {own:?}")
+                    format!("query names entity {value}, the user's is {}", shown(own))
                 });
                 return Err(Reason::EntityMismatch);
             }
@@ -543,6 +553,16 @@ fn entity_scope(
         "no other entity named".into()
     });
     Ok(())
+}
+
+/// An optional value for explanations: the value, or "(none)".
+fn shown(value: Option<&str>) -> &str {
+    value.unwrap_or("(none)")
+}
+
+/// A client address for explanations.
+fn shown_ip(ip: Option<std::net::IpAddr>) -> String {
+    ip.map_or_else(|| "(unknown address)".into(), |ip| ip.to_string())
 }
 
 fn type_name(t: UserType) -> &'static str {

@@ -424,8 +424,9 @@ proptest! {
             let external = who.user_type == UserType::External;
             let entity = who.entity.as_deref();
             prop_assert_eq!(who.idp.as_str(), "corp");
-            prop_assert!(!external || matches!(entity, Some("acme" | "globex" | "partner")));
+            // Overrides (vip by e-mail, the partner entity) skip the entities, roles and users lists.
             let overridden = who.email.as_deref() == Some("vip@corp.test") || entity == Some("partner");
+            prop_assert!(!external || overridden || matches!(entity, Some("acme" | "globex" | "partner")));
             prop_assert!(overridden || who.roles.iter().any(|r| ["customer", "agent", "admin"].contains(&r.as_str())));
             prop_assert!(!path.starts_with("/api/legacy"));
             if path.starts_with("/admin") {
@@ -514,4 +515,32 @@ fn ip_allowlists_come_before_login_and_report_mode_flags() {
         "rule list, before login"
     );
     assert_eq!(at("10.2.0.1", "/vault/x", Some(&staff)), "allow:false");
+}
+
+#[test]
+fn rule_methods_ignore_case_and_hold_head_to_get_rules() {
+    assert!(method_matches("GET", "get"));
+    assert!(method_matches("GET", "HEAD"));
+    assert!(method_matches("POST", "post"));
+    assert!(!method_matches("POST", "GET"));
+    assert!(!method_matches("DELETE", "HEAD"));
+}
+
+#[test]
+fn an_overridden_entity_needs_no_listing() {
+    let config = with_sections(
+        "",
+        "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    access:\n      user_types: [external-user]\n      entities: [acme]\n      roles: [customer]\n      override: { entities: [partner] }\n",
+    )
+    .expect("config");
+    let partner = person(UserType::External, &[], Some("partner"));
+    assert_eq!(
+        run(&config.apps[0], "GET", "/", Some(&partner)),
+        "allow:authenticated"
+    );
+    let other = person(UserType::External, &["customer"], Some("initech"));
+    assert_eq!(
+        run(&config.apps[0], "GET", "/", Some(&other)),
+        "deny:entity-not-allowed"
+    );
 }

@@ -247,12 +247,24 @@ impl Gateway {
         now: u64,
     ) -> Option<OidcTokens> {
         let tokens = data.oidc.as_ref()?;
-        let provider = self
+        let Some(provider) = self
             .login
             .oidc
             .iter()
-            .find(|p| p.id == data.identity.idp)?
-            .clone();
+            .find(|p| p.id == data.identity.idp)
+            .cloned()
+        else {
+            // The provider is no longer configured: its sessions end, on the record.
+            let mut event = AuditEvent::new(EventKind::RefreshFailed);
+            event.request_id = Some(ctx.request_id.clone());
+            event.client_ip = ctx.client_ip;
+            event.user = Some(data.identity.user_id.clone());
+            event.idp = Some(data.identity.idp.clone());
+            event.sid = Some(data.sid.clone());
+            event.detail = Some("idp-not-configured".into());
+            self.auditor.record(event).await;
+            return None;
+        };
         let token_hash = ring::digest::digest(
             &ring::digest::SHA256,
             tokens
@@ -581,7 +593,9 @@ impl ProxyHttp for Gateway {
             let outsider = app.ip_allowlist.as_ref().is_some_and(|l| {
                 l.mode == crate::netguard::AllowlistMode::Enforce && !l.admits(ctx.client_ip)
             });
-            if outsider && endpoint != "jwks.json" {
+            // Exempt: the JWKS (public keys for backends) and the OP's back-channel logout
+            // (authenticated by its signature, sent from the OP's own addresses).
+            if outsider && !matches!(endpoint, "jwks.json" | "oidc/backchannel-logout") {
                 return self
                     .reply(session, ctx, Reply::Forbidden, Reason::IpNotAllowed)
                     .await;

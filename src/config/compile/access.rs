@@ -113,6 +113,16 @@ impl Compiler<'_> {
         Some(matcher)
     }
 
+    fn known_provider(&mut self, at: &str, provider: Option<&String>, providers: &HashSet<String>) {
+        if let Some(id) = provider.filter(|id| !providers.contains(*id)) {
+            self.issues.add(
+                &format!("{at}.provider"),
+                format!("no identity provider has id `{id}`"),
+                "use an id from identity_providers",
+            );
+        }
+    }
+
     fn domain_pattern(&mut self, at: &str, text: &str) -> Option<DomainPattern> {
         let lower = text.to_ascii_lowercase();
         let (subdomains, domain) = match lower.strip_prefix("*.") {
@@ -142,13 +152,18 @@ impl Compiler<'_> {
         })
     }
 
-    pub(super) fn identity_mapping(&mut self, raw: Option<RawIdentity>) -> IdentityMapping {
+    pub(super) fn identity_mapping(
+        &mut self,
+        raw: Option<RawIdentity>,
+        providers: &HashSet<String>,
+    ) -> IdentityMapping {
         let Some(raw) = raw else {
             return IdentityMapping::default();
         };
         let mut mapping = IdentityMapping::default();
         for (i, m) in raw.internal_users.iter().flatten().enumerate() {
             let at = format!("identity.internal_users[{i}]");
+            self.known_provider(&at, m.provider.as_ref(), providers);
             if let Some(matcher) = self.matcher(
                 &at,
                 m.email_domain.as_ref(),
@@ -167,6 +182,7 @@ impl Compiler<'_> {
                 continue;
             };
             let role = role.clone();
+            self.known_provider(&at, r.provider.as_ref(), providers);
             if let Some(when) = self.matcher(
                 &at,
                 r.email_domain.as_ref(),
@@ -333,6 +349,7 @@ impl Compiler<'_> {
                 }
             }
             let deny = rule.deny.unwrap_or(false);
+            let rule_has_access = rule.access.is_some();
             if deny && rule.access.is_some() {
                 self.issues.add(
                     &format!("{at}.access"),
@@ -351,7 +368,31 @@ impl Compiler<'_> {
                     "a rule that changes nothing only hides later rules",
                 );
             }
+            if rule
+                .access
+                .as_ref()
+                .is_some_and(|a| a.user_types.as_ref().is_some_and(Vec::is_empty))
+            {
+                self.issues.add(
+                    &format!("{at}.access.user_types"),
+                    "an empty list would admit nobody",
+                    "write `deny: true` to refuse every matching request",
+                );
+            }
             let access = self.requirements(&format!("{at}.access"), rule.access, false, providers);
+            let changes_nothing = access.user_types.is_none()
+                && access.entities.is_none()
+                && access.roles.is_none()
+                && access.users.is_none()
+                && access.identity_providers.is_none()
+                && !access.require_mfa;
+            if !deny && changes_nothing && rule_has_access {
+                self.issues.add(
+                    &format!("{at}.access"),
+                    "these requirements add nothing to the app's",
+                    "set user_types, entities, roles, users, identity_providers or require_mfa",
+                );
+            }
             let ip_allowlist = self.ip_allowlist(&format!("{at}.ip_allowlist"), rule.ip_allowlist);
             let rate_limits = self.rate_limits(&format!("{at}.rate_limits"), rule.rate_limits);
             rules.push(PathRule {

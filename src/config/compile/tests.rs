@@ -432,3 +432,31 @@ fn network_guards_report_mistakes_and_compile() {
     let pre_auth = config.server.pre_auth_rate_limit.expect("on by default");
     assert_eq!((pre_auth.rate.get(), pre_auth.burst.get()), (10, 50));
 }
+
+#[test]
+fn rules_that_change_nothing_and_unknown_providers_in_identity_rules_are_errors() {
+    let found = policy_issues(
+        "identity_providers:\n  - { id: corp, kind: oidc, issuer: https://op.test, client_id: x }\nidentity:\n  internal_users: [{ provider: crop }]\n  roles: [{ role: a, provider: corp }]\n",
+        "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    access: { user_types: [internal-user] }\n    rules:\n      - { paths: [/x], access: {} }\n      - { paths: [/y], access: { user_types: [] } }\n",
+    );
+    assert!(
+        has(
+            &found,
+            "identity.internal_users[0].provider",
+            "no identity provider"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        !found.iter().any(|i| i.path.starts_with("identity.roles")),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "apps[0].rules[0].access", "add nothing"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "apps[0].rules[1].access.user_types", "admit nobody"),
+        "{found:#?}"
+    );
+}
