@@ -99,8 +99,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         signer,
         rate_limits.clone(),
     )?;
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
+    let mut proxy = pingora::services::listening::Service::new(
+        "portcullis".to_string(),
+        crate::proxy::DeadlineApp::new(
+            pingora::proxy::http_proxy(&server.configuration, gateway),
+            config.server.limits.header_timeout,
+        ),
+    );
     if let Some(https) = &config.server.https {
         let resolver = Arc::new(SniResolver::load(&https.certificates)?);
         for addr in &https.listen {

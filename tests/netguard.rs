@@ -272,3 +272,53 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored_by_the_server_allowlist
     );
     assert_eq!(upstream.hits(), 0);
 }
+
+/// A client that sends its headers a byte at a time is cut off at `header_timeout`, while a
+/// normal client on another connection is served meanwhile; WebSocket connections are not
+/// held to the deadline after their upgrade (tests/proxy.rs streams over them).
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server = "  limits: { header_timeout: 2s }\n";
+    let apps = "  - id: open\n    hosts: [a.test]\n    upstream: UPSTREAM\n    allow_plain_http: true\n    public_paths: [\"/**\"]\n";
+    let proxy = start(&fixtures, &upstream, server, apps);
+    let port = proxy.ports.http;
+    let slow = std::thread::spawn(move || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let started = Instant::now();
+        let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for byte in request.iter() {
+            if conn.write_all(&[*byte]).is_err() {
+                return (started.elapsed(), true);
+            }
+            let mut buf = [0u8; 256];
+            match conn.read(&mut buf) {
+                Ok(0) => return (started.elapsed(), true),
+                Ok(_) => return (started.elapsed(), false),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return (started.elapsed(), true),
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        (started.elapsed(), false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let normal = common::raw_http(
+        port,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(normal.starts_with("HTTP/1.1 200"), "{normal}");
+    let (after, closed) = slow.join().expect("slow client");
+    assert!(closed, "the slow client was cut off");
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_secs(5),
+        "cut off at the deadline, not before or much later: {after:?}"
+    );
+}

@@ -468,6 +468,21 @@ impl Compiler<'_> {
             ),
             max_headers: pick("max_headers", raw.max_headers, defaults.max_headers),
             max_uri_bytes: pick("max_uri_bytes", raw.max_uri_bytes, defaults.max_uri_bytes),
+            header_timeout: {
+                let t = self.duration(
+                    "server.limits.header_timeout",
+                    raw.header_timeout.as_ref(),
+                    defaults.header_timeout,
+                );
+                if t < Duration::from_secs(1) || t > Duration::from_secs(300) {
+                    self.issues.add(
+                        "server.limits.header_timeout",
+                        "out of range",
+                        "between 1s and 5m (default 10s)",
+                    );
+                }
+                t
+            },
         }
     }
 

@@ -63,6 +63,7 @@ pub struct RawLimits {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,
+    pub header_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

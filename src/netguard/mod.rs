@@ -84,6 +84,8 @@ pub struct SizeLimits {
     pub max_headers: usize,
     /// Length of the request target (path and query).
     pub max_uri_bytes: usize,
+    /// Longest time from a request's first byte to the end of its headers (slowloris).
+    pub header_timeout: std::time::Duration,
 }
 
 impl Default for SizeLimits {
@@ -92,6 +94,7 @@ impl Default for SizeLimits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            header_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -137,6 +140,7 @@ mod tests {
             max_header_bytes: 10,
             max_headers: 2,
             max_uri_bytes: 5,
+            ..SizeLimits::default()
         };
         assert_eq!(limits.check(5, [(2, 3)].into_iter()), Ok(()));
         assert_eq!(limits.check(6, std::iter::empty()), Err(SizeViolation::Uri));

@@ -13,6 +13,7 @@
 //! ```
 
 mod ctx;
+mod deadline;
 mod hygiene;
 mod peers;
 mod portal;
@@ -26,6 +27,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
 pub use ctx::RequestCtx;
+pub use deadline::DeadlineApp;
 pub use peers::PeerError;
 
 use crate::assertion::Signer;
