@@ -105,6 +105,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         crate::proxy::DeadlineApp::new(
             pingora::proxy::http_proxy(&server.configuration, gateway),
             config.server.limits.header_timeout,
+            config.server.limits.max_connections_per_ip,
+            config.server.trusted_proxies.clone(),
         ),
     );
     if let Some(https) = &config.server.https {

@@ -322,3 +322,45 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
         "cut off at the deadline, not before or much later: {after:?}"
     );
 }
+
+/// At most `max_connections_per_ip` connections at once from one address; one more is closed
+/// at once, and a slot frees up when a connection ends.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    use std::io::Read;
+    use std::time::Duration;
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server = "  limits: { max_connections_per_ip: 2 }\n";
+    let apps = "  - id: open\n    hosts: [a.test]\n    upstream: UPSTREAM\n    allow_plain_http: true\n    public_paths: [\"/**\"]\n";
+    let proxy = start(&fixtures, &upstream, server, apps);
+    let port = proxy.ports.http;
+    let open = || {
+        let conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        conn
+    };
+    let first = open();
+    let second = open();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = open();
+    let mut buf = [0u8; 16];
+    let third_read = third.read(&mut buf);
+    assert!(
+        matches!(third_read, Ok(0))
+            || matches!(&third_read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the third connection is closed: {third_read:?}"
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = common::raw_http(
+        port,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "a slot freed up: {answer}"
+    );
+    drop(second);
+}

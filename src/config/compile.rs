@@ -483,6 +483,22 @@ impl Compiler<'_> {
                 }
                 t
             },
+            body_idle_timeout: self.duration(
+                "server.limits.body_idle_timeout",
+                raw.body_idle_timeout.as_ref(),
+                defaults.body_idle_timeout,
+            ),
+            max_connections_per_ip: match raw.max_connections_per_ip {
+                Some(0) => {
+                    self.issues.add(
+                        "server.limits.max_connections_per_ip",
+                        "must be at least 1",
+                        "remove it for no cap",
+                    );
+                    None
+                }
+                other => other,
+            },
         }
     }
 

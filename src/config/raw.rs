@@ -64,6 +64,8 @@ pub struct RawLimits {
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,
     pub header_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -86,6 +86,10 @@ pub struct SizeLimits {
     pub max_uri_bytes: usize,
     /// Longest time from a request's first byte to the end of its headers (slowloris).
     pub header_timeout: std::time::Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_idle_timeout: std::time::Duration,
+    /// Most connections open at once from one peer address (trusted proxies exempt).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for SizeLimits {
@@ -95,6 +99,8 @@ impl Default for SizeLimits {
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
             header_timeout: std::time::Duration::from_secs(10),
+            body_idle_timeout: std::time::Duration::from_secs(60),
+            max_connections_per_ip: None,
         }
     }
 }

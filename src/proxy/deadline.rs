@@ -251,18 +251,80 @@ impl Peek for HeaderDeadline {
     }
 }
 
-/// The proxy application with every HTTP/1 connection wrapped in a [`HeaderDeadline`].
+/// The proxy application, with two guards on every connection: at most
+/// `max_per_ip` open connections per TCP peer address (trusted proxies exempt), and a
+/// [`HeaderDeadline`] on every HTTP/1 connection.
 pub struct DeadlineApp<A> {
     inner: Arc<A>,
     limit: Duration,
+    max_per_ip: Option<usize>,
+    trusted: Vec<ipnet::IpNet>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 impl<A> DeadlineApp<A> {
-    /// Wraps `inner`'s connections with a header deadline of `limit`.
-    pub fn new(inner: A, limit: Duration) -> Self {
+    /// Wraps `inner`'s connections with a header deadline of `limit` and an optional cap on
+    /// concurrent connections per peer address.
+    pub fn new(
+        inner: A,
+        limit: Duration,
+        max_per_ip: Option<usize>,
+        trusted: Vec<ipnet::IpNet>,
+    ) -> Self {
         DeadlineApp {
             inner: Arc::new(inner),
             limit,
+            max_per_ip,
+            trusted,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Counts a new connection from `peer`; `None` when it is one too many.
+    fn admit(
+        self: &Arc<Self>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<Option<OpenConnection<A>>> {
+        let (Some(max), Some(peer)) = (self.max_per_ip, peer) else {
+            return Some(None);
+        };
+        let peer = crate::netguard::canonical_ip(peer);
+        if crate::netguard::is_trusted(peer, &self.trusted) {
+            return Some(None);
+        }
+        let mut open = match self.open.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = open.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(OpenConnection {
+            app: self.clone(),
+            peer,
+        }))
+    }
+}
+
+/// One counted connection; uncounted when dropped (however the connection ends).
+struct OpenConnection<A> {
+    app: Arc<DeadlineApp<A>>,
+    peer: std::net::IpAddr,
+}
+
+impl<A> Drop for OpenConnection<A> {
+    fn drop(&mut self) {
+        let mut open = match self.app.open.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
         }
     }
 }
@@ -274,6 +336,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(_counted) = self.admit(peer) else {
+            tracing::debug!(?peer, "connection refused: too many open from this address");
+            return None;
+        };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {

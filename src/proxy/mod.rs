@@ -499,6 +499,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.inspect(session, &self.trusted_proxies);
+        // Request bodies: the longest wait for their next piece (Pingora's default is 60 s).
+        session.set_read_timeout(Some(self.limits.body_idle_timeout));
         if let (Some(path), Some(host)) = (ctx.path.as_deref(), ctx.host.as_deref()) {
             let routed = match self.router.route(host, path) {
                 Some(app) => Some(app),
