@@ -25,5 +25,5 @@ mod respond;
 pub mod route;
 mod server;
 pub mod session;
-mod store;
+pub mod store;
 mod tls;

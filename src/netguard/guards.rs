@@ -4,14 +4,31 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{KeyHasher, LimitKey, Limiter};
+use super::{KeyHasher, LimitKey, LimitSpec, Limiter};
 use crate::config::{App, Config};
 use crate::identity::Identity;
+use crate::store::LimitStore;
+
+/// A configured limit and the store of its buckets.
+struct Limit {
+    spec: LimitSpec,
+    store: Box<dyn LimitStore>,
+}
+
+impl Limit {
+    /// In memory; the one place a shared store would be chosen instead.
+    fn new(spec: LimitSpec) -> Limit {
+        Limit {
+            spec,
+            store: Box::new(Limiter::new(spec)),
+        }
+    }
+}
 
 /// Limits of one app and of its rules (indexed like `app.rules`).
 struct AppLimits {
-    app: Vec<Limiter>,
-    rules: Vec<Vec<Limiter>>,
+    app: Vec<Limit>,
+    rules: Vec<Vec<Limit>>,
 }
 
 /// A request over a limit.
@@ -25,7 +42,7 @@ pub struct OverLimit {
 
 /// Every rate limiter.
 pub struct RateLimits {
-    pre_auth: Option<Limiter>,
+    pre_auth: Option<Limit>,
     apps: Vec<AppLimits>,
     hasher: KeyHasher,
 }
@@ -34,16 +51,16 @@ impl RateLimits {
     /// Builds the limiters of `config`.
     pub fn new(config: &Config) -> RateLimits {
         RateLimits {
-            pre_auth: config.server.pre_auth_rate_limit.map(Limiter::new),
+            pre_auth: config.server.pre_auth_rate_limit.map(Limit::new),
             apps: config
                 .apps
                 .iter()
                 .map(|app| AppLimits {
-                    app: app.rate_limits.iter().copied().map(Limiter::new).collect(),
+                    app: app.rate_limits.iter().copied().map(Limit::new).collect(),
                     rules: app
                         .rules
                         .iter()
-                        .map(|r| r.rate_limits.iter().copied().map(Limiter::new).collect())
+                        .map(|r| r.rate_limits.iter().copied().map(Limit::new).collect())
                         .collect(),
                 })
                 .collect(),
@@ -60,7 +77,7 @@ impl RateLimits {
         let Some(key) = self.hasher.key(LimitKey::Ip, usize::MAX, None, ip, "") else {
             return Ok(());
         };
-        limiter.check(key).map_err(|retry_after| OverLimit {
+        limiter.store.check(key).map_err(|retry_after| OverLimit {
             key: LimitKey::Ip,
             retry_after,
         })
@@ -88,8 +105,7 @@ impl RateLimits {
             let Some(key) = self.hasher.key(kind, 0, identity, ip, path) else {
                 continue;
             };
-            limiter.sweep_if_huge();
-            limiter.check(key).map_err(|retry_after| OverLimit {
+            limiter.store.check(key).map_err(|retry_after| OverLimit {
                 key: kind,
                 retry_after,
             })?;
@@ -99,17 +115,17 @@ impl RateLimits {
 
     /// Drops full buckets everywhere (periodically, off the request path).
     pub fn sweep(&self) {
-        for limiter in self.all() {
-            limiter.sweep();
+        for limit in self.all() {
+            limit.store.sweep();
         }
     }
 
     /// Buckets held across every limiter.
     pub fn buckets(&self) -> usize {
-        self.all().map(Limiter::len).sum()
+        self.all().map(|l| l.store.keys_held()).sum()
     }
 
-    fn all(&self) -> impl Iterator<Item = &Limiter> {
+    fn all(&self) -> impl Iterator<Item = &Limit> {
         self.pre_auth.iter().chain(
             self.apps
                 .iter()

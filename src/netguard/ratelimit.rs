@@ -11,6 +11,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::identity::Identity;
+use crate::store::LimitStore;
 
 /// What a limit counts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,39 +77,34 @@ impl Limiter {
         }
     }
 
-    /// `Err(retry after)` when the request is over the limit.
-    pub fn check(&self, key: u64) -> Result<(), Duration> {
-        self.buckets
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Drops buckets that are full again (they would behave exactly like absent ones) and
-    /// returns their memory: run periodically so millions of distinct keys do not pile up.
-    pub fn sweep(&self) {
-        self.buckets.retain_recent();
-        self.buckets.shrink_to_fit();
-    }
-
-    /// Buckets held.
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
-
-    /// True when no bucket is held.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
-    /// Sweeps at once when an attack (say, rotating IPv6 addresses) grows the map too far.
     /// Looks at the size once every 4,096 checks.
-    pub fn sweep_if_huge(&self) {
+    fn sweep_if_huge(&self) {
         let n = self
             .checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n % 4096 == 4095 && self.buckets.len() > MAX_KEYS {
             self.sweep();
         }
+    }
+}
+
+impl LimitStore for Limiter {
+    fn check(&self, key: u64) -> Result<(), Duration> {
+        self.sweep_if_huge();
+        self.buckets
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Drops buckets that are full again (they would behave exactly like absent ones) and
+    /// returns their memory, so millions of distinct keys do not pile up.
+    fn sweep(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+
+    fn keys_held(&self) -> usize {
+        self.buckets.len()
     }
 }
 
@@ -202,10 +198,10 @@ mod tests {
         for key in 0..200_000u64 {
             let _ = limiter.check(key);
         }
-        assert_eq!(limiter.len(), 200_000);
+        assert_eq!(limiter.keys_held(), 200_000);
         std::thread::sleep(Duration::from_millis(20));
         limiter.sweep();
-        assert_eq!(limiter.len(), 0, "full buckets are dropped");
+        assert_eq!(limiter.keys_held(), 0, "full buckets are dropped");
     }
 
     #[test]
