@@ -31,34 +31,32 @@ pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 }
 
 /// The client address for `peer`, given every `X-Forwarded-For` header value in order.
+///
+/// `None` when a trusted proxy's chain holds an entry that is not an address before an
+/// untrusted one is found: the client is then unknown, which no IP allowlist admits (never the
+/// trusted proxy's own address, which an allowlist might well contain).
 pub fn client_ip<'a>(
     peer: IpAddr,
     forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     trusted: &[IpNet],
-) -> IpAddr {
+) -> Option<IpAddr> {
     let peer = canonical_ip(peer);
     if !is_trusted(peer, trusted) {
-        return peer;
+        return Some(peer);
     }
     let mut client = peer;
     for value in forwarded_for.rev() {
-        let Ok(text) = std::str::from_utf8(value) else {
-            return client;
-        };
+        let text = std::str::from_utf8(value).ok()?;
         for entry in text.rsplit(',') {
-            match parse_forwarded_address(entry) {
-                Some(ip) => {
-                    client = ip;
-                    if !is_trusted(ip, trusted) {
-                        return ip;
-                    }
-                }
-                // An unparsable hop: stop at the last address we could trust.
-                None => return client,
+            let ip = parse_forwarded_address(entry)?;
+            client = ip;
+            if !is_trusted(ip, trusted) {
+                return Some(ip);
             }
         }
     }
-    client
+    // Every hop is a trusted proxy (or there is no header): the request comes from one.
+    Some(client)
 }
 
 /// Parses one XFF entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:443`.
@@ -174,7 +172,7 @@ mod tests {
         let xff: [&[u8]; 1] = [b"1.1.1.1"];
         assert_eq!(
             client_ip(ip("203.0.113.9"), xff.into_iter(), &trusted),
-            ip("203.0.113.9")
+            Some(ip("203.0.113.9"))
         );
     }
 
@@ -184,27 +182,30 @@ mod tests {
         let xff: [&[u8]; 2] = [b"6.6.6.6, 198.51.100.7", b"10.1.1.1"];
         assert_eq!(
             client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted),
-            ip("198.51.100.7")
+            Some(ip("198.51.100.7"))
         );
         let v6: [&[u8]; 1] = [b"[2001:db8::5]:443"];
         assert_eq!(
             client_ip(ip("fd00::1"), v6.into_iter(), &trusted),
-            ip("2001:db8::5")
+            Some(ip("2001:db8::5"))
         );
     }
 
     #[test]
-    fn garbage_stops_at_last_known_hop() {
+    fn an_unparsable_hop_makes_the_client_unknown() {
         let trusted = nets(&["10.0.0.0/8"]);
         let xff: [&[u8]; 1] = [b"evil, 10.2.2.2"];
+        assert_eq!(client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted), None);
+        let after_untrusted: [&[u8]; 1] = [b"evil, 192.0.2.4, 10.2.2.2"];
         assert_eq!(
-            client_ip(ip("10.0.0.2"), xff.into_iter(), &trusted),
-            ip("10.2.2.2")
+            client_ip(ip("10.0.0.2"), after_untrusted.into_iter(), &trusted),
+            Some(ip("192.0.2.4")),
+            "entries left of the client are never read"
         );
         let none: [&[u8]; 0] = [];
         assert_eq!(
             client_ip(ip("10.0.0.2"), none.into_iter(), &trusted),
-            ip("10.0.0.2")
+            Some(ip("10.0.0.2"))
         );
     }
 
@@ -215,7 +216,7 @@ mod tests {
         let xff: [&[u8]; 1] = [b"::ffff:192.0.2.1"];
         assert_eq!(
             client_ip(ip("::ffff:10.0.0.1"), xff.into_iter(), &trusted),
-            ip("192.0.2.1")
+            Some(ip("192.0.2.1"))
         );
     }
 }

@@ -102,7 +102,7 @@ impl RequestCtx {
         self.peer_ip = peer;
         let request = session.req_header();
         self.trusted_peer = peer.is_some_and(|ip| netguard::is_trusted(ip, trusted));
-        self.client_ip = peer.map(|ip| {
+        self.client_ip = peer.and_then(|ip| {
             let xff = request
                 .headers
                 .get_all("x-forwarded-for")
