@@ -107,6 +107,15 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             config.server.limits.header_timeout,
             config.server.limits.max_connections_per_ip,
             config.server.trusted_proxies.clone(),
+        )
+        .with_proxy_protocol(
+            config
+                .server
+                .http
+                .as_ref()
+                .filter(|h| h.proxy_protocol)
+                .map(|h| h.listen.clone())
+                .unwrap_or_default(),
         ),
     );
     if let Some(https) = &config.server.https {

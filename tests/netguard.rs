@@ -364,3 +364,54 @@ async fn connections_per_address_are_capped() {
     );
     drop(second);
 }
+
+/// A load balancer speaking the PROXY protocol (v1 or v2) on the plain-HTTP listener: the
+/// client address it reports is the one allowlists, limits and X-Forwarded-For see; a
+/// connection without the header, or from a peer that is not a trusted proxy, is closed.
+#[tokio::test]
+async fn proxy_protocol_from_a_trusted_load_balancer() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let apps = "  - id: open\n    hosts: [a.test]\n    upstream: UPSTREAM\n    allow_plain_http: true\n    public_paths: [\"/**\"]\n    ip_allowlist: { cidrs: [192.0.2.0/24, \"2001:db8::/32\"] }\n"
+        .replace("UPSTREAM", &upstream.url());
+    let listen = format!("listen: [\"127.0.0.1:{}\"]\n", ports.http);
+    let yaml = fixtures
+        .config(&ports, "  trusted_proxies: [127.0.0.1/32]\n", &apps)
+        .replacen(&listen, &format!("{listen}    proxy_protocol: true\n"), 1);
+    let proxy = Proxy::start(&fixtures, ports, &yaml);
+    let port = proxy.ports.http;
+    let get = b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+    let send = |header: &[u8]| {
+        common::try_raw_http(port, &[header, &get[..]].concat()).unwrap_or_default()
+    };
+
+    let v1 = send(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n");
+    assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");
+    assert!(
+        v1.contains("192.0.2.7"),
+        "the upstream sees the client in X-Forwarded-For: {v1}"
+    );
+    let outsider = send(b"PROXY TCP4 203.0.113.1 127.0.0.1 5555 80\r\n");
+    assert!(outsider.starts_with("HTTP/1.1 403"), "{outsider}");
+    let mut v2 = vec![
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x21, 0, 36,
+    ];
+    let mut block = [0u8; 36];
+    block[..2].copy_from_slice(&[0x20, 0x01]);
+    block[2..4].copy_from_slice(&[0x0d, 0xb8]);
+    block[15] = 9;
+    block[32..34].copy_from_slice(&4000u16.to_be_bytes());
+    v2.extend_from_slice(&block);
+    let v6 = send(&v2);
+    assert!(
+        v6.starts_with("HTTP/1.1 200") && v6.contains("2001:db8::9"),
+        "{v6}"
+    );
+    let bare = send(b"");
+    assert!(
+        bare.is_empty(),
+        "no PROXY header: closed without an answer: {bare}"
+    );
+    assert_eq!(upstream.hits(), 2);
+}

@@ -335,6 +335,7 @@ impl Compiler<'_> {
                 h.listen.as_deref().unwrap_or_default(),
             ),
             redirect_port: h.redirect_port,
+            proxy_protocol: h.proxy_protocol.unwrap_or(false),
         });
         if raw.hsts.is_some() && https.is_none() {
             self.issues.add(
@@ -375,6 +376,13 @@ impl Compiler<'_> {
                     "write a CIDR like 10.0.0.0/8 or fd00::/8, or a single address",
                 ),
             }
+        }
+        if http.as_ref().is_some_and(|h| h.proxy_protocol) && trusted_proxies.is_empty() {
+            self.issues.add(
+                "server.http.proxy_protocol",
+                "the PROXY protocol is only accepted from server.trusted_proxies, which is empty",
+                "list the load balancer's addresses in server.trusted_proxies",
+            );
         }
         let reserved_prefix = raw
             .reserved_prefix

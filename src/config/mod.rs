@@ -120,6 +120,8 @@ pub struct Http {
     pub listen: Vec<SocketAddr>,
     /// Port put in HTTPS redirects; `None` means the default 443.
     pub redirect_port: Option<u16>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header from a trusted proxy.
+    pub proxy_protocol: bool,
 }
 
 /// `server.log`

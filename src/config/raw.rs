@@ -87,6 +87,7 @@ pub struct RawCertificate {
 pub struct RawHttp {
     pub listen: Option<Vec<String>>,
     pub redirect_port: Option<u16>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

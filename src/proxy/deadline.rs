@@ -102,6 +102,8 @@ pub struct HeaderDeadline {
     limit: Duration,
     scan: HeaderScan,
     timer: Pin<Box<Sleep>>,
+    /// The client's address from a PROXY protocol header, reported as the peer.
+    proxied: Option<Arc<SocketDigest>>,
 }
 
 impl HeaderDeadline {
@@ -112,7 +114,27 @@ impl HeaderDeadline {
             limit,
             scan: HeaderScan::new(),
             timer: Box::pin(tokio::time::sleep(limit)),
+            proxied: None,
         }
+    }
+
+    /// Reports `client` (from a PROXY protocol header) as the connection's peer address.
+    fn with_client(mut self, client: std::net::SocketAddr) -> Self {
+        // A digest of its own with the addresses filled in: its file descriptor is never used
+        // for them (socket options on it simply fail, as for any closed socket).
+        let digest = SocketDigest::from_raw_fd(-1);
+        let _ = digest
+            .peer_addr
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(
+                client,
+            )));
+        let local = self
+            .inner
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().cloned());
+        let _ = digest.local_addr.set(local);
+        self.proxied = Some(Arc::new(digest));
+        self
     }
 }
 
@@ -236,7 +258,9 @@ impl GetProxyDigest for HeaderDeadline {
 
 impl GetSocketDigest for HeaderDeadline {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.proxied
+            .clone()
+            .or_else(|| self.inner.get_socket_digest())
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
@@ -260,6 +284,8 @@ pub struct DeadlineApp<A> {
     max_per_ip: Option<usize>,
     trusted: Vec<ipnet::IpNet>,
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Listen addresses where every connection starts with a PROXY protocol header.
+    proxy_protocol: Vec<std::net::SocketAddr>,
 }
 
 impl<A> DeadlineApp<A> {
@@ -277,7 +303,30 @@ impl<A> DeadlineApp<A> {
             max_per_ip,
             trusted,
             open: std::sync::Mutex::new(std::collections::HashMap::new()),
+            proxy_protocol: Vec::new(),
         }
+    }
+
+    /// Connections to these listen addresses start with a PROXY protocol header.
+    pub fn with_proxy_protocol(mut self, listen: Vec<std::net::SocketAddr>) -> Self {
+        self.proxy_protocol = listen;
+        self
+    }
+
+    /// The connection arrived on a PROXY protocol listener.
+    fn expects_proxy_header(&self, stream: &Stream) -> bool {
+        let Some(local) = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
+        else {
+            return false;
+        };
+        self.proxy_protocol.iter().any(|listen| {
+            listen.port() == local.port()
+                && (listen.ip().is_unspecified()
+                    || crate::netguard::canonical_ip(listen.ip())
+                        == crate::netguard::canonical_ip(local.ip()))
+        })
     }
 
     /// Counts a new connection from `peer`; `None` when it is one too many.
@@ -336,17 +385,46 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let mut stream = stream;
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let Some(_counted) = self.admit(peer) else {
-            tracing::debug!(?peer, "connection refused: too many open from this address");
+        let mut client = None;
+        if self.expects_proxy_header(&stream) {
+            // Only a trusted proxy may say who the client is.
+            if !peer.is_some_and(|p| crate::netguard::is_trusted(p, &self.trusted)) {
+                tracing::debug!(
+                    ?peer,
+                    "PROXY protocol listener: peer is not a trusted proxy"
+                );
+                return None;
+            }
+            let header = super::proxy_protocol::read_header(&mut stream);
+            match tokio::time::timeout(self.limit, header).await {
+                Ok(Ok(found)) => client = found,
+                Ok(Err(error)) => {
+                    tracing::debug!(?peer, %error, "connection closed");
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let counted_address = client.map(|c| c.ip()).or(peer);
+        let Some(_counted) = self.admit(counted_address) else {
+            tracing::debug!(
+                ?counted_address,
+                "connection refused: too many open from this address"
+            );
             return None;
         };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {
-            Box::new(HeaderDeadline::new(stream, self.limit))
+            let wrapped = HeaderDeadline::new(stream, self.limit);
+            Box::new(match client {
+                Some(client) => wrapped.with_client(client),
+                None => wrapped,
+            })
         };
         self.inner.process_new(stream, shutdown).await
     }

@@ -17,6 +17,7 @@ mod deadline;
 mod hygiene;
 mod peers;
 mod portal;
+mod proxy_protocol;
 
 use std::sync::Arc;
 

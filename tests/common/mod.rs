@@ -158,21 +158,29 @@ impl Proxy {
             ports,
             config,
         };
-        proxy.wait_ready();
+        // A PROXY protocol listener answers only after a PROXY header (a health-check one).
+        let prefix: &[u8] = if yaml.contains("proxy_protocol: true") {
+            b"PROXY UNKNOWN\r\n"
+        } else {
+            b""
+        };
+        proxy.wait_ready(prefix);
         proxy
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, prefix: &[u8]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
             // Ports are bound before the proxy service runs (it waits for the audit writer),
             // so ready means: a real request gets a real answer.
             if up(self.ports.https) && up(self.ports.admin) {
-                let probe = try_raw_http(
-                    self.ports.http,
+                let request = [
+                    prefix,
                     b"GET / HTTP/1.1\r\nHost: readiness.invalid\r\nConnection: close\r\n\r\n",
-                );
+                ]
+                .concat();
+                let probe = try_raw_http(self.ports.http, &request);
                 // 404 (unknown host), or 403 when a server-wide IP allowlist refuses the probe.
                 if probe
                     .is_some_and(|p| p.starts_with("HTTP/1.1 404") || p.starts_with("HTTP/1.1 403"))

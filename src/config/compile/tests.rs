@@ -460,3 +460,14 @@ fn rules_that_change_nothing_and_unknown_providers_in_identity_rules_are_errors(
         "{found:#?}"
     );
 }
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let found = issues(
+        "server:\n  public_url: http://a.test\n  http: { listen: [\"127.0.0.1:0\"], proxy_protocol: true }\nsession:\n  encryption_keys: [env:NOPE]\napps: []\n",
+    );
+    assert!(
+        has(&found, "server.http.proxy_protocol", "trusted_proxies"),
+        "{found:#?}"
+    );
+}
