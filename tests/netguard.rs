@@ -415,3 +415,37 @@ async fn proxy_protocol_from_a_trusted_load_balancer() {
     );
     assert_eq!(upstream.hits(), 2);
 }
+
+/// Portcullis's own endpoints read at most `max_form_bytes` of body: 413 beyond, never more.
+#[tokio::test]
+async fn oversized_forms_to_own_endpoints_get_413() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server = "  limits: { max_form_bytes: 1024 }\n";
+    let apps = "  - id: chat\n    hosts: [a.test]\n    upstream: UPSTREAM\n    access: { user_types: [internal-user] }\n";
+    let proxy = start(&fixtures, &upstream, server, apps);
+    let c = Client {
+        http: client(&fixtures, &proxy),
+        base: format!("https://a.test:{}", proxy.ports.https),
+    };
+    let big = "x".repeat(2000);
+    let r = c
+        .http
+        .post(format!("{}/.portcullis/login", c.base))
+        .header("origin", c.base.clone())
+        .form(&[("username", big.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 413);
+    let small = c
+        .http
+        .post(format!("{}/.portcullis/login", c.base))
+        .header("origin", c.base.clone())
+        .form(&[("username", "x")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(small.status(), 403, "read, then refused by the CSRF check");
+    assert_eq!(upstream.hits(), 0);
+}

@@ -476,6 +476,11 @@ impl Compiler<'_> {
             ),
             max_headers: pick("max_headers", raw.max_headers, defaults.max_headers),
             max_uri_bytes: pick("max_uri_bytes", raw.max_uri_bytes, defaults.max_uri_bytes),
+            max_form_bytes: pick(
+                "max_form_bytes",
+                raw.max_form_bytes,
+                defaults.max_form_bytes,
+            ),
             header_timeout: {
                 let t = self.duration(
                     "server.limits.header_timeout",

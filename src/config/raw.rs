@@ -66,6 +66,7 @@ pub struct RawLimits {
     pub header_timeout: Option<String>,
     pub body_idle_timeout: Option<String>,
     pub max_connections_per_ip: Option<usize>,
+    pub max_form_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -88,6 +88,9 @@ pub struct SizeLimits {
     pub body_idle_timeout: std::time::Duration,
     /// Most connections open at once from one peer address (trusted proxies exempt).
     pub max_connections_per_ip: Option<usize>,
+    /// Largest body Portcullis reads for its own endpoints (sign-in and sign-out forms,
+    /// back-channel logout).
+    pub max_form_bytes: usize,
 }
 
 impl Default for SizeLimits {
@@ -99,6 +102,7 @@ impl Default for SizeLimits {
             header_timeout: std::time::Duration::from_secs(10),
             body_idle_timeout: std::time::Duration::from_secs(60),
             max_connections_per_ip: None,
+            max_form_bytes: 16 * 1024,
         }
     }
 }

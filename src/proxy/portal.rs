@@ -18,9 +18,6 @@ use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
 use crate::session::{clear_cookies, cookie_values, SessionData};
 
-/// Largest form Portcullis reads (login, logout).
-const MAX_FORM_BYTES: usize = 16 * 1024;
-
 impl Gateway {
     /// Dispatches one request under the reserved prefix.
     pub(super) async fn portal(
@@ -639,7 +636,8 @@ impl Gateway {
         Ok(Some(form))
     }
 
-    /// Reads a urlencoded form body; `None` when it is larger than [`MAX_FORM_BYTES`].
+    /// Reads a urlencoded form body; `None` when it is larger than
+    /// `server.limits.max_form_bytes`.
     async fn read_form(
         &self,
         session: &mut Session,
@@ -647,7 +645,7 @@ impl Gateway {
     ) -> Result<Option<Vec<u8>>> {
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
-            if body.len() + chunk.len() > MAX_FORM_BYTES {
+            if body.len() + chunk.len() > self.limits.max_form_bytes {
                 ctx.body_unread = true;
                 return Ok(None);
             }
