@@ -157,6 +157,19 @@ async fn allowlists_and_rate_limits_through_a_trusted_proxy() {
         let r = c.get("/chat", xff, "").await;
         assert_eq!(r.status(), 401, "{xff}");
     }
+    let browser = c
+        .http
+        .get(format!("{}/chat", c.base))
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("navigate");
+    assert_eq!(
+        browser.status(),
+        302,
+        "an allowlisted browser is sent to sign in"
+    );
     assert_eq!(c.get("/public", "10.1.2.3", "").await.status(), 200);
     assert_eq!(upstream.hits(), 1, "only the public path was forwarded");
 
