@@ -1,7 +1,8 @@
 //! Users listed in the configuration: Argon2id passwords and an optional TOTP second factor.
 //!
-//! An unknown user name costs the same Argon2 work as a wrong password (a dummy hash is
-//! verified), and both get the same answer: the login form does not reveal which users exist.
+//! An unknown user name costs the same Argon2 work as a wrong password (the password is
+//! checked against a configured user's hash, with that user's parameters, and refused whatever
+//! the result), and both get the same answer: the login form does not reveal which users exist.
 
 use std::collections::HashMap;
 
@@ -37,7 +38,8 @@ impl LocalLoginError {
 pub struct LocalProvider {
     id: String,
     users: HashMap<String, LocalUser>,
-    /// Verified for unknown users so that they take as long as known ones.
+    /// Verified for unknown users so that they take as long as known ones: the costliest
+    /// configured hash (no Argon2 work, and no 19 MiB, at start).
     dummy_hash: String,
     /// The `identity:` rules (a local user may become internal or gain roles by them too).
     mapping: std::sync::Arc<crate::config::IdentityMapping>,
@@ -52,7 +54,11 @@ impl LocalProvider {
         let IdentityProviderKind::Local { users } = &provider.kind else {
             return None;
         };
-        let dummy_hash = hash_password("portcullis-dummy-password").unwrap_or_default();
+        let dummy_hash = users
+            .iter()
+            .max_by_key(|u| argon2_cost(&u.password_hash))
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_default();
         Some(LocalProvider {
             id: provider.id.clone(),
             users: users
@@ -107,6 +113,15 @@ impl LocalProvider {
         crate::identity::apply_rules(&mut identity, &[], &claims, &self.mapping);
         Ok(identity)
     }
+}
+
+/// Memory × iterations × lanes of a PHC hash (0 when it does not parse).
+fn argon2_cost(hash: &str) -> u64 {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return 0;
+    };
+    let param = |name: &str| parsed.params.get_decimal(name).map_or(1, u64::from);
+    param("m") * param("t") * param("p")
 }
 
 /// Argon2id with the crate's default (OWASP-recommended) parameters and a random salt.
@@ -189,6 +204,15 @@ pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unknown_users_are_checked_against_the_costliest_configured_hash() {
+        let cheap = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$YWJjZGVmZ2hpamtsbW5vcA";
+        let default = "$argon2id$v=19$m=19456,t=2,p=1$CgTZcYL4qoVLFfhK0rk1ZA$m6MRTZQe7LFRDqATt5zykLNQXrE9ojJ+aCIvdQ1auXA";
+        assert!(argon2_cost(default) > argon2_cost(cheap));
+        assert_eq!(argon2_cost("not a hash"), 0);
+    }
+
     use super::*;
     use crate::config::{TotpSecret, UserType};
 
