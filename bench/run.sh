@@ -271,6 +271,22 @@ EOF
 
 # --- Portcullis ------------------------------------------------------------------------------
 PC_CONF="$TMP/portcullis/bench.yaml"
+signed_in_app() { # NAME: an app under /NAME for signed-in users, with two path rules
+    cat <<EOF
+  - id: bench-$1
+    hosts: [127.0.0.1, localhost]
+    path_prefix: /$1
+    upstream: http://127.0.0.1:$UP_PORT
+    allow_plain_http: true
+    access:
+      user_types: [internal-user, external-user]
+      roles: [chat-user]
+    rules:
+      - { name: billing, paths: ["/$1/agents/billing-*/**"], access: { roles: [billing] } }
+      - { name: admin, paths: ["/$1/admin/**"], access: { user_types: [internal-user] } }
+    identity_headers: { plain: true }
+EOF
+}
 PC_PASSWORD="bench-$RANDOM-$RANDOM"
 PC_HASH=$(printf '%s\n' "$PC_PASSWORD" | "$PC_BIN" hash-password)
 {
@@ -316,31 +332,9 @@ apps:
     public_paths: ["/**"]
   # The authenticated path: session cookie decrypted, policy with rules, signed assertion
   # (cached per session), plain identity headers, audit record.
-  - id: bench-auth
-    hosts: [127.0.0.1, localhost]
-    path_prefix: /auth
-    upstream: http://127.0.0.1:$UP_PORT
-    allow_plain_http: true
-    access:
-      user_types: [internal-user, external-user]
-      roles: [chat-user]
-    rules:
-      - { name: billing, paths: ["/auth/agents/billing-*/**"], access: { roles: [billing] } }
-      - { name: admin, paths: ["/auth/admin/**"], access: { user_types: [internal-user] } }
-    identity_headers: { plain: true }
+$(signed_in_app auth)
   # The same, guarded: an IP allowlist of 1,000 prefixes and two rate limits (never reached).
-  - id: bench-guarded
-    hosts: [127.0.0.1, localhost]
-    path_prefix: /guarded
-    upstream: http://127.0.0.1:$UP_PORT
-    allow_plain_http: true
-    access:
-      user_types: [internal-user, external-user]
-      roles: [chat-user]
-    rules:
-      - { name: billing, paths: ["/guarded/agents/billing-*/**"], access: { roles: [billing] } }
-      - { name: admin, paths: ["/guarded/admin/**"], access: { user_types: [internal-user] } }
-    identity_headers: { plain: true }
+$(signed_in_app guarded)
     rate_limits:
       - { key: user, rate: 1000000/s, burst: 1000000 }
       - { key: entity, rate: 1000000/s, burst: 1000000 }

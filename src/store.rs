@@ -31,10 +31,10 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Default)]
 pub struct RevokedSessions {
     by_sid: RwLock<HashMap<String, u64>>,
-    /// `(idp, OP sid)` → unix seconds of the logout.
-    by_op_sid: RwLock<HashMap<(String, String), u64>>,
-    /// `(idp, sub)` → unix seconds of the logout: sessions issued up to then are over.
-    by_subject: RwLock<HashMap<(String, String), u64>>,
+    /// idp → OP sid → unix seconds of the logout.
+    by_op_sid: RwLock<OpLogouts>,
+    /// idp → sub → unix seconds of the logout: sessions issued up to then are over.
+    by_subject: RwLock<OpLogouts>,
     /// Nothing from the OP yet: the per-request check skips two lock acquisitions.
     any_op_logout: std::sync::atomic::AtomicBool,
 }
@@ -64,10 +64,11 @@ impl RevokedSessions {
             let (Some(key), Ok(mut map)) = (key, map.write()) else {
                 continue;
             };
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, at| *at > horizon);
+            let per_idp = map.entry(idp.to_string()).or_default();
+            if per_idp.len() >= MAX_ENTRIES {
+                per_idp.retain(|_, at| *at > horizon);
             }
-            map.insert((idp.to_string(), key.to_string()), now);
+            per_idp.insert(key.to_string(), now);
         }
         self.any_op_logout
             .store(true, std::sync::atomic::Ordering::Release);
@@ -82,18 +83,22 @@ impl RevokedSessions {
         {
             return false;
         }
-        let key = |k: &str| (idp.to_string(), k.to_string());
-        let by_sid = op_sid.is_some_and(|s| {
-            self.by_op_sid
-                .read()
-                .map_or(true, |map| map.contains_key(&key(s)))
-        });
+        // Looked up by `&str` at both levels: nothing is allocated on the request path.
+        let logged_out_at = |map: &RwLock<OpLogouts>, key: &str| -> Result<Option<u64>, ()> {
+            let map = map.read().map_err(|_| ())?;
+            Ok(map.get(idp).and_then(|per_idp| per_idp.get(key)).copied())
+        };
+        let by_sid = op_sid.is_some_and(|s| logged_out_at(&self.by_op_sid, s) != Ok(None));
         by_sid
-            || self.by_subject.read().map_or(true, |map| {
-                map.get(&key(sub)).is_some_and(|at| *at >= issued_at)
-            })
+            || match logged_out_at(&self.by_subject, sub) {
+                Ok(at) => at.is_some_and(|at| at >= issued_at),
+                Err(()) => true,
+            }
     }
 }
+
+/// Back-channel logouts by provider, then by OP sid or subject.
+type OpLogouts = HashMap<String, HashMap<String, u64>>;
 
 /// How long a back-channel logout is remembered: longer than any session lives.
 const OP_LOGOUT_MEMORY: Duration = Duration::from_secs(31 * 24 * 3600);

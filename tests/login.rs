@@ -4,35 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 
 use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
 
 const TOTP_SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
-
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(common::binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
 
 fn start(fixtures: &Fixtures, upstream: &Upstream) -> Proxy {
     std::fs::write(fixtures.path("totp.secret"), TOTP_SECRET_B32).expect("write");
@@ -43,8 +20,8 @@ fn start(fixtures: &Fixtures, upstream: &Upstream) -> Proxy {
     );
     let providers = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    display_name: Corp accounts\n    users:\n      - {{ username: alice, password_hash: \"{alice}\", user_type: internal-user, roles: [admin], email: alice@corp.test }}\n      - {{ username: bob, password_hash: \"{bob}\", user_type: external-user, entity: acme, totp_secret: \"file:totp.secret\" }}\n",
-        alice = hash("correct horse battery"),
-        bob = hash("bobs password"),
+        alice = common::hash_password("correct horse battery"),
+        bob = common::hash_password("bobs password"),
     );
     let yaml = fixtures
         .config(&ports, "", &apps)

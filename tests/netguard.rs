@@ -5,30 +5,9 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, SET_COOKIE};
-
-fn hash(password: &str) -> String {
-    let mut child = Command::new(common::binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
 
 const PASSWORD: &str = "a test password";
 
@@ -36,7 +15,7 @@ fn start(fixtures: &Fixtures, upstream: &Upstream, server: &str, apps: &str) -> 
     let ports = Ports::new();
     let users = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{h}\", user_type: internal-user, entity: acme }}\n      - {{ username: bob, password_hash: \"{h}\", entity: acme }}\n      - {{ username: carol, password_hash: \"{h}\", entity: globex }}\n",
-        h = hash(PASSWORD)
+        h = common::hash_password(PASSWORD)
     );
     let apps = apps.replace("UPSTREAM", &upstream.url());
     let yaml = fixtures

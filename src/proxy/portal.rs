@@ -256,14 +256,7 @@ impl Gateway {
             "identity": data.identity,
             "session": { "sid": data.sid, "issued_at": data.issued_at, "expires_at": data.expires_at },
         });
-        let response = Synthetic {
-            status: 200,
-            headers: vec![
-                ("Content-Type", "application/json".into()),
-                ("Cache-Control", "no-store".into()),
-            ],
-            body: Bytes::from(body.to_string()),
-        };
+        let response = json_response(200, body.to_string());
         self.send(session, ctx, response, Reason::Authenticated)
             .await
     }
@@ -393,14 +386,7 @@ impl Gateway {
         } else {
             serde_json::json!({ "error": error }).to_string()
         };
-        let response = Synthetic {
-            status,
-            headers: vec![
-                ("Content-Type", "application/json".into()),
-                ("Cache-Control", "no-store".into()),
-            ],
-            body: Bytes::from(body),
-        };
+        let response = json_response(status, body);
         self.send(session, ctx, response, Reason::LoginFailed).await
     }
 
@@ -735,6 +721,18 @@ async fn verify_off_thread(
     tokio::task::spawn_blocking(move || provider.login(&username, &password, code.as_deref(), now))
         .await
         .unwrap_or(Err(LocalLoginError::BadCredentials))
+}
+
+/// A JSON answer from Portcullis itself, never cached.
+fn json_response(status: u16, json: String) -> Synthetic {
+    Synthetic {
+        status,
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Bytes::from(json),
+    }
 }
 
 fn html_response(status: u16, html: String) -> Synthetic {

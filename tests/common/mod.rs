@@ -104,6 +104,29 @@ impl Fixtures {
     }
 }
 
+/// An Argon2id hash of `password` from `portcullis hash-password` (the way operators make them).
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "hash-password failed");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
 /// Runs the binary with `args`, expecting success; returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
     let out = Command::new(binary())

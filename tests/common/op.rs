@@ -107,10 +107,6 @@ pub async fn sign_in_at_op(
     ours: &mut Jar,
     theirs: &mut Jar,
 ) -> String {
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
     let r = https
         .get(start)
         .header(COOKIE, header(ours))
@@ -119,10 +115,26 @@ pub async fn sign_in_at_op(
         .expect("start");
     assert_eq!(r.status(), 302, "{start}");
     cookies_of(r.headers(), ours);
-    let mut url = r.headers()[LOCATION]
+    let url = r.headers()[LOCATION]
         .to_str()
         .expect("location")
         .to_string();
+    follow_op(op, base, url, user, theirs).await
+}
+
+/// Follows a browser from `url` (at the OP) through its sign-in form as `user` until the OP
+/// sends it back to `base`; the callback URL.
+pub async fn follow_op(
+    op: &Op,
+    base: &str,
+    mut url: String,
+    user: &str,
+    theirs: &mut Jar,
+) -> String {
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     for _ in 0..10 {
         if url.starts_with(base) {
             return url;
