@@ -441,3 +441,30 @@ async fn oversized_forms_to_own_endpoints_get_413() {
     assert_eq!(small.status(), 403, "read, then refused by the CSRF check");
     assert_eq!(upstream.hits(), 0);
 }
+
+/// A request body that stalls longer than `body_idle_timeout` ends the connection.
+#[tokio::test]
+async fn a_stalled_request_body_is_cut_off() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let server = "  limits: { body_idle_timeout: 1s }\n";
+    let apps = "  - id: open\n    hosts: [a.test]\n    upstream: UPSTREAM\n    allow_plain_http: true\n    public_paths: [\"/**\"]\n";
+    let proxy = start(&fixtures, &upstream, server, apps);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", proxy.ports.http)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\nonly a little",
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after the body idle timeout, not Pingora's 60 s: {waited:?}"
+    );
+}
