@@ -13,6 +13,7 @@ use crate::admin::AdminApp;
 use crate::audit::{self, AuditEvent, CheckpointSigner, EventKind, PendingWriter, WriterHandle};
 use crate::config::Config;
 use crate::idp::oidc::OidcProvider;
+use crate::idp::saml::SamlProvider;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::tls::SniResolver;
@@ -86,6 +87,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .filter_map(|p| OidcProvider::new(p, mapping.clone()))
         .map(Arc::new)
         .collect();
+    let saml: Vec<Arc<SamlProvider>> = config
+        .identity_providers
+        .iter()
+        .filter_map(|p| SamlProvider::new(p, mapping.clone()))
+        .map(Arc::new)
+        .collect();
     let signer = Arc::new(
         crate::assertion::Signer::new(&config.assertion)
             .map_err(|e| StartError::Assertion(e.to_string()))?,
@@ -96,6 +103,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         auditor.clone(),
         metrics.clone(),
         oidc.clone(),
+        saml.clone(),
         signer,
         rate_limits.clone(),
     )?;
@@ -154,6 +162,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         "oidc-discovery",
         Discovery { providers: oidc },
     ));
+    let saml_handle = server.add_service(background_service(
+        "saml-metadata",
+        SamlMetadata { providers: saml },
+    ));
     server.add_service(background_service(
         "rate-limit-sweeper",
         Sweeper {
@@ -166,6 +178,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let proxy_handle = server.add_service(proxy);
     proxy_handle.add_dependency(&audit_handle);
     proxy_handle.add_dependency(&discovery_handle);
+    proxy_handle.add_dependency(&saml_handle);
     server.add_service(admin);
 
     let mut loaded = AuditEvent::new(EventKind::ConfigLoaded);
@@ -219,6 +232,59 @@ impl BackgroundService for Discovery {
                 _ = tokio::time::sleep(wait) => healthy = self.discover_all().await,
             }
         }
+    }
+
+    async fn start(&self, _shutdown: ShutdownWatch) {}
+}
+
+/// Fetches SAML metadata published at a URL at start, then again every `metadata_refresh`
+/// (every minute while it fails); a failed fetch keeps the last good copy.
+struct SamlMetadata {
+    providers: Vec<Arc<SamlProvider>>,
+}
+
+impl SamlMetadata {
+    /// Fetches what is due; returns the seconds until the next fetch.
+    async fn fetch_due(&self, due: &mut [u64], now: u64) -> u64 {
+        let mut next = u64::MAX;
+        for (provider, at) in self.providers.iter().zip(due.iter_mut()) {
+            let Some(every) = provider.metadata_refresh() else {
+                continue;
+            };
+            if *at <= now {
+                *at = match provider.refresh_metadata().await {
+                    Ok(()) => now + every.as_secs(),
+                    Err(e) => {
+                        tracing::warn!(idp = %provider.id, error = %e, "SAML metadata fetch failed; keeping the last good copy (sign-in unavailable until one succeeds)");
+                        now + 60
+                    }
+                };
+            }
+            next = next.min(at.saturating_sub(now));
+        }
+        next
+    }
+}
+
+#[async_trait]
+impl BackgroundService for SamlMetadata {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        let mut due = vec![0; self.providers.len()];
+        let mut wait = self.fetch_due(&mut due, crate::proxy::unix_now()).await;
+        ready.notify_ready();
+        while wait != u64::MAX {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(wait.max(1))) => {
+                    wait = self.fetch_due(&mut due, crate::proxy::unix_now()).await;
+                }
+            }
+        }
+        let _ = shutdown.changed().await;
     }
 
     async fn start(&self, _shutdown: ShutdownWatch) {}

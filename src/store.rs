@@ -110,6 +110,13 @@ pub struct SeenTokens {
 }
 
 impl SeenTokens {
+    /// Was `id` recorded and is it still remembered? (Does not record it.) Fails closed.
+    pub fn seen(&self, id: &str, now: u64) -> bool {
+        self.seen
+            .lock()
+            .map_or(true, |map| map.get(id).is_some_and(|exp| *exp > now))
+    }
+
     /// Records `jti`; false when it was already seen (a replay). Fails closed.
     pub fn first_use(&self, jti: &str, expires_at: u64, now: u64) -> bool {
         let Ok(mut map) = self.seen.lock() else {

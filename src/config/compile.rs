@@ -192,7 +192,7 @@ impl Compiler<'_> {
             session.deployment_id = server.public_url.origin().ascii_serialization();
         }
         let identity_providers =
-            self.identity_providers(raw.identity_providers.unwrap_or_default());
+            self.identity_providers(raw.identity_providers.unwrap_or_default(), &server);
         let provider_ids: HashSet<String> =
             identity_providers.iter().map(|p| p.id.clone()).collect();
         let identity = self.identity_mapping(raw.identity, &provider_ids);
@@ -674,7 +674,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn identity_providers(&mut self, raw: Vec<RawIdentityProvider>) -> Vec<IdentityProvider> {
+    fn identity_providers(
+        &mut self,
+        raw: Vec<RawIdentityProvider>,
+        server: &Server,
+    ) -> Vec<IdentityProvider> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, idp) in raw.into_iter().enumerate() {
@@ -683,15 +687,9 @@ impl Compiler<'_> {
             self.foreign_provider_keys(&base, &idp);
             let kind = match idp.kind.as_deref() {
                 Some("oidc") => self.oidc(&base, &idp),
-                Some("saml") => self
-                    .required(
-                        &format!("{base}.idp_metadata"),
-                        idp.idp_metadata.as_ref(),
-                        "a metadata URL or file",
-                    )
-                    .map(|m| IdentityProviderKind::Saml {
-                        idp_metadata: m.clone(),
-                    }),
+                Some("saml") => {
+                    self.saml(&base, &idp, &server.public_url, &server.reserved_prefix)
+                }
                 Some("local") => self.local_users(&base, idp.users.as_deref().unwrap_or_default()),
                 Some(other) => {
                     self.issues.add(
@@ -710,7 +708,13 @@ impl Compiler<'_> {
                     None
                 }
             };
-            let claims = self.claims(&base, idp.claims.as_ref());
+            let mut claims = self.claims(&base, idp.claims.as_ref());
+            // A SAML subject is its NameID, unless the mapping names an attribute.
+            if idp.kind.as_deref() == Some("saml")
+                && idp.claims.as_ref().is_none_or(|c| c.user_id.is_none())
+            {
+                claims.user_id = ClaimPath("name_id".into());
+            }
             if let (Some(id), Some(kind)) = (id, kind) {
                 let display_name = idp.display_name.clone().unwrap_or_else(|| id.clone());
                 out.push(IdentityProvider {
@@ -827,6 +831,24 @@ impl Compiler<'_> {
             ("userinfo", "oidc", idp.userinfo.is_some()),
             ("mfa_acr_values", "oidc", idp.mfa_acr_values.is_some()),
             ("idp_metadata", "saml", idp.idp_metadata.is_some()),
+            ("idp_entity_id", "saml", idp.idp_entity_id.is_some()),
+            ("idp_sso_url", "saml", idp.idp_sso_url.is_some()),
+            ("idp_slo_url", "saml", idp.idp_slo_url.is_some()),
+            ("idp_certificates", "saml", idp.idp_certificates.is_some()),
+            ("sp_entity_id", "saml", idp.sp_entity_id.is_some()),
+            ("sp_signing_key", "saml", idp.sp_signing_key.is_some()),
+            ("sp_certificate", "saml", idp.sp_certificate.is_some()),
+            ("name_id_format", "saml", idp.name_id_format.is_some()),
+            ("allow_unsolicited", "saml", idp.allow_unsolicited.is_some()),
+            ("clock_skew", "saml", idp.clock_skew.is_some()),
+            ("max_response_age", "saml", idp.max_response_age.is_some()),
+            ("mfa_authn_contexts", "saml", idp.mfa_authn_contexts.is_some()),
+            (
+                "insecure_allow_sha1",
+                "saml",
+                idp.insecure_allow_sha1.is_some(),
+            ),
+            ("metadata_refresh", "saml", idp.metadata_refresh.is_some()),
             ("users", "local", idp.users.is_some()),
         ];
         let Some(kind) = idp.kind.as_deref() else {
@@ -1330,5 +1352,6 @@ fn decode_key(text: &str) -> Option<[u8; 32]> {
 }
 
 mod access;
+mod saml;
 #[cfg(test)]
 mod tests;

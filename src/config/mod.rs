@@ -217,15 +217,48 @@ pub enum IdentityProviderKind {
         mfa_acr_values: Vec<String>,
     },
     /// SAML 2.0 service provider.
-    Saml {
-        /// Metadata URL or file.
-        idp_metadata: String,
-    },
+    Saml(Box<SamlSettings>),
     /// Users listed in the config.
     Local {
         /// The users.
         users: Vec<LocalUser>,
     },
+}
+
+/// A SAML 2.0 provider's settings (`kind: saml`).
+#[derive(Debug)]
+pub struct SamlSettings {
+    /// Metadata fetched from this URL at start and refreshed in the background.
+    pub metadata_url: Option<Url>,
+    /// The IdP as read from a metadata file or the inline keys (`None` until a URL is
+    /// fetched).
+    pub idp: Option<crate::idp::saml::IdpDescriptor>,
+    /// Picks the IdP in an aggregate, and must match the fetched metadata.
+    pub idp_entity_id: Option<String>,
+    /// Replaces the metadata's SSO endpoint.
+    pub idp_sso_url: Option<Url>,
+    /// Replaces the metadata's SLO endpoint.
+    pub idp_slo_url: Option<Url>,
+    /// Trusted in addition to the metadata's certificates (rotation), DER.
+    pub idp_certificates: Vec<Vec<u8>>,
+    /// This service provider's entity id (the audience of assertions).
+    pub sp_entity_id: String,
+    /// Signs AuthnRequests and logout messages; published in SP metadata.
+    pub sp_signer: Option<std::sync::Arc<crate::idp::saml::SpSigner>>,
+    /// NameID format requested.
+    pub name_id_format: Option<String>,
+    /// Accept IdP-initiated sign-in.
+    pub allow_unsolicited: bool,
+    /// Tolerated clock difference.
+    pub clock_skew: Duration,
+    /// Oldest accepted response.
+    pub max_response_age: Duration,
+    /// `AuthnContextClassRef` values that mean a second factor.
+    pub mfa_authn_contexts: Vec<String>,
+    /// Accept SHA-1 signatures.
+    pub insecure_allow_sha1: bool,
+    /// How often metadata from a URL is fetched again.
+    pub metadata_refresh: Duration,
 }
 
 /// `identity_providers[].users[]` of a local provider.

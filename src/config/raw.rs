@@ -151,6 +151,20 @@ pub struct RawIdentityProvider {
     pub claims: Option<RawClaims>,
     // saml
     pub idp_metadata: Option<String>,
+    pub idp_entity_id: Option<String>,
+    pub idp_sso_url: Option<String>,
+    pub idp_slo_url: Option<String>,
+    pub idp_certificates: Option<Vec<String>>,
+    pub sp_entity_id: Option<String>,
+    pub sp_signing_key: Option<String>,
+    pub sp_certificate: Option<String>,
+    pub name_id_format: Option<String>,
+    pub allow_unsolicited: Option<bool>,
+    pub clock_skew: Option<String>,
+    pub max_response_age: Option<String>,
+    pub mfa_authn_contexts: Option<Vec<String>>,
+    pub insecure_allow_sha1: Option<bool>,
+    pub metadata_refresh: Option<String>,
     // local
     pub users: Option<Vec<RawLocalUser>>,
 }

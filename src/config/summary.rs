@@ -55,9 +55,11 @@ impl Config {
                         ""
                     }
                 ),
-                IdentityProviderKind::Saml { idp_metadata } => {
-                    format!("saml metadata {idp_metadata}")
-                }
+                IdentityProviderKind::Saml(saml) => match (&saml.metadata_url, &saml.idp) {
+                    (Some(url), _) => format!("saml metadata {url}"),
+                    (None, Some(idp)) => format!("saml idp {}", idp.entity_id),
+                    (None, None) => "saml".to_string(),
+                },
                 IdentityProviderKind::Local { users } => format!("{} local user(s)", users.len()),
             };
             let _ = writeln!(out, "identity provider {}: {kind}", idp.id);

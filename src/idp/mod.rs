@@ -3,3 +3,4 @@
 
 pub mod local;
 pub mod oidc;
+pub mod saml;

@@ -18,6 +18,7 @@ mod hygiene;
 mod peers;
 mod portal;
 mod proxy_protocol;
+mod saml;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use pingora::{ErrorSource, ErrorType};
 pub use ctx::RequestCtx;
 pub use deadline::DeadlineApp;
 pub use peers::PeerError;
+pub use portal::unix_now;
 
 use crate::assertion::Signer;
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
@@ -50,6 +52,8 @@ struct LoginOptions {
     local: Vec<(String, String, Arc<LocalProvider>)>,
     /// OpenID Connect providers.
     oidc: Vec<Arc<OidcProvider>>,
+    /// SAML 2.0 providers.
+    saml: Vec<Arc<crate::idp::saml::SamlProvider>>,
     /// Providers this build cannot sign in with yet (display names).
     unavailable: Vec<String>,
 }
@@ -60,6 +64,8 @@ pub struct Gateway {
     peers: peers::Peers,
     trusted_proxies: Vec<ipnet::IpNet>,
     reserved_prefix: String,
+    /// `server.public_url`'s origin (SAML SP metadata).
+    public_origin: String,
     cookie_name: String,
     /// `<cookie_name>-csrf`, computed once.
     csrf_cookie_name: String,
@@ -98,6 +104,7 @@ impl Gateway {
         auditor: Auditor,
         metrics: Arc<Metrics>,
         oidc: Vec<Arc<OidcProvider>>,
+        saml: Vec<Arc<crate::idp::saml::SamlProvider>>,
         signer: Arc<Signer>,
         rate_limits: Arc<crate::netguard::RateLimits>,
     ) -> Result<Gateway, peers::PeerError> {
@@ -116,6 +123,7 @@ impl Gateway {
             peers: peers::Peers::new(&config.apps)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
             reserved_prefix: config.server.reserved_prefix.clone(),
+            public_origin: config.server.public_url.origin().ascii_serialization(),
             cookie_name: config.session.cookie_name.clone(),
             csrf_cookie_name: format!("{}-csrf", config.session.cookie_name),
             flow_prefix: format!("{}-flow-", config.session.cookie_name),
@@ -142,12 +150,8 @@ impl Gateway {
                     })
                     .collect(),
                 oidc,
-                unavailable: config
-                    .identity_providers
-                    .iter()
-                    .filter(|p| matches!(p.kind, crate::config::IdentityProviderKind::Saml { .. }))
-                    .map(|p| p.display_name.clone())
-                    .collect(),
+                saml,
+                unavailable: Vec::new(),
             },
             throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
             revoked: RevokedSessions::default(),
@@ -228,7 +232,7 @@ impl Gateway {
         self.auditor.record(event).await;
     }
 
-    /// Ended here by logout, or at the OP by back-channel logout.
+    /// Ended here by logout, or at the IdP (OIDC back-channel logout, SAML single logout).
     fn is_revoked(&self, data: &crate::session::SessionData) -> bool {
         self.revoked.is_revoked(&data.sid)
             || data.oidc.as_ref().is_some_and(|t| {
@@ -236,6 +240,14 @@ impl Gateway {
                     &data.identity.idp,
                     &t.sub,
                     t.op_sid.as_deref(),
+                    data.issued_at,
+                )
+            })
+            || data.saml.as_ref().is_some_and(|s| {
+                self.revoked.ended_at_op(
+                    &data.identity.idp,
+                    &s.name_id,
+                    s.session_index.as_deref(),
                     data.issued_at,
                 )
             })
@@ -351,14 +363,23 @@ impl Gateway {
     /// ask for it and this session is not already the result of such a step-up.
     fn step_up_location(&self, ctx: &RequestCtx, return_to: &str) -> Option<String> {
         let data = ctx.session.as_ref()?;
-        if data.stepped_up || data.identity.auth_method != crate::identity::AuthMethod::Oidc {
+        if data.stepped_up {
             return None;
         }
-        let provider = self
-            .login
-            .oidc
-            .iter()
-            .find(|p| p.id == data.identity.idp && p.can_step_up())?;
+        let idp = &data.identity.idp;
+        let provider_id = match data.identity.auth_method {
+            crate::identity::AuthMethod::Oidc => self
+                .login
+                .oidc
+                .iter()
+                .find(|p| p.id == *idp && p.can_step_up())
+                .map(|p| &p.id)?,
+            // SAML always can: RequestedAuthnContext with the MFA contexts, ForceAuthn.
+            crate::identity::AuthMethod::Saml => {
+                self.login.saml.iter().find(|p| p.id == *idp).map(|p| &p.id)?
+            }
+            _ => return None,
+        };
         let rd: String = url::form_urlencoded::byte_serialize(
             crate::redirect::safe_return_path(return_to)
                 .unwrap_or("/")
@@ -367,7 +388,7 @@ impl Gateway {
         .collect();
         Some(format!(
             "{}login?idp={}&mfa=1&rd={rd}",
-            self.reserved_prefix, provider.id
+            self.reserved_prefix, provider_id
         ))
     }
 
@@ -600,7 +621,12 @@ impl ProxyHttp for Gateway {
             });
             // Exempt: the JWKS (public keys for backends) and the OP's back-channel logout
             // (authenticated by its signature, sent from the OP's own addresses).
-            if outsider && !matches!(endpoint, "jwks.json" | "oidc/backchannel-logout") {
+            if outsider
+                && !matches!(
+                    endpoint,
+                    "jwks.json" | "oidc/backchannel-logout" | "saml/metadata"
+                )
+            {
                 return self
                     .reply(session, ctx, Reply::Forbidden, Reason::IpNotAllowed)
                     .await;

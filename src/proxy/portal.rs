@@ -28,13 +28,21 @@ impl Gateway {
     ) -> Result<bool> {
         let method = session.req_header().method.clone();
         match (method.as_str(), endpoint) {
-            ("GET" | "HEAD", "login") => match query_value(session, "idp") {
-                Some(idp) if self.login.oidc.iter().any(|p| p.id == idp) => {
-                    let step_up = query_value(session, "mfa").as_deref() == Some("1");
+            ("GET" | "HEAD", "login") => {
+                let idp = query_value(session, "idp").unwrap_or_default();
+                let step_up = query_value(session, "mfa").as_deref() == Some("1");
+                if self.login.oidc.iter().any(|p| p.id == idp) {
                     self.oidc_start(session, ctx, &idp, step_up).await
+                } else if let Some(provider) = self.login.saml.iter().find(|p| p.id == idp) {
+                    self.saml_start(session, ctx, provider.clone(), step_up)
+                        .await
+                } else {
+                    self.login_page(session, ctx, None).await
                 }
-                _ => self.login_page(session, ctx, None).await,
-            },
+            }
+            ("POST", "saml/acs") => self.saml_acs(session, ctx).await,
+            ("GET" | "HEAD", "saml/metadata") => self.saml_metadata(session, ctx).await,
+            ("GET", "saml/slo") => self.saml_slo(session, ctx).await,
             ("GET", "oidc/callback") => self.oidc_callback(session, ctx).await,
             ("POST", "oidc/backchannel-logout") => self.backchannel_logout(session, ctx).await,
             ("GET" | "HEAD", "jwks.json") => self.jwks(session, ctx).await,
@@ -118,12 +126,17 @@ impl Gateway {
                 .oidc
                 .iter()
                 .filter(|p| p.is_available() && offered(&p.id))
-                .map(|p| {
+                .map(|p| (p.display_name.as_str(), p.id.as_str()))
+                .chain(
+                    self.login
+                        .saml
+                        .iter()
+                        .filter(|p| p.is_available() && offered(&p.id))
+                        .map(|p| (p.display_name.as_str(), p.id.as_str())),
+                )
+                .map(|(name, id)| {
                     let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-                    (
-                        p.display_name.as_str(),
-                        format!("{action}?idp={}&rd={rd}", p.id),
-                    )
+                    (name, format!("{action}?idp={id}&rd={rd}"))
                 })
                 .collect(),
             unavailable: self
@@ -134,6 +147,13 @@ impl Gateway {
                 .chain(
                     self.login
                         .oidc
+                        .iter()
+                        .filter(|p| !p.is_available())
+                        .map(|p| p.display_name.as_str()),
+                )
+                .chain(
+                    self.login
+                        .saml
                         .iter()
                         .filter(|p| !p.is_available())
                         .map(|p| p.display_name.as_str()),
@@ -291,6 +311,13 @@ impl Gateway {
                 let id_token = data.oidc.as_ref().map(|t| t.id_token.as_str());
                 op_logout = provider.logout_url(id_token, &back);
             }
+            // SAML single logout: a LogoutRequest to the IdP, which answers at saml/slo.
+            if let (Some(saml), Some(provider)) = (
+                data.saml.as_ref(),
+                self.login.saml.iter().find(|p| p.id == data.identity.idp),
+            ) {
+                op_logout = provider.logout_url(saml, unix_now());
+            }
             let (idp, user, sid) = (
                 data.identity.idp.clone(),
                 data.identity.user_id.clone(),
@@ -406,7 +433,7 @@ impl Gateway {
     }
 
     /// Where the OP sends the browser back after its own logout.
-    async fn signed_out(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(super) async fn signed_out(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let html = respond::signed_out_page(&self.endpoint("login"));
         self.send(
             session,
@@ -456,16 +483,8 @@ impl Gateway {
                 .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
                 .await;
         };
-        // One cookie per attempt, so several tabs can sign in at once; bounded, so they
-        // never pile up until requests fail: past the limit the older attempts are dropped.
+        self.drop_old_flows(ctx);
         let prefix = &self.flow_prefix;
-        if ctx.flow_cookies.len() >= MAX_FLOWS {
-            for name in ctx.flow_cookies.drain(..) {
-                ctx.set_cookies.push(format!(
-                    "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
-                ));
-            }
-        }
         ctx.set_cookies.push(format!(
             "{prefix}{}={sealed}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={FLOW_SECONDS}",
             flow_id(&flow.state)
@@ -476,6 +495,18 @@ impl Gateway {
         response.headers.push(("Location", location));
         self.send(session, ctx, response, Reason::LoginRequired)
             .await
+    }
+
+    /// One cookie per sign-in attempt, so several tabs can sign in at once; bounded, so they
+    /// never pile up until requests fail: past the limit the older attempts are dropped.
+    pub(super) fn drop_old_flows(&self, ctx: &mut RequestCtx) {
+        if ctx.flow_cookies.len() >= MAX_FLOWS {
+            for name in ctx.flow_cookies.drain(..) {
+                ctx.set_cookies.push(format!(
+                    "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+                ));
+            }
+        }
     }
 
     /// The OP sends the browser back here with a code (or an error).
@@ -555,7 +586,7 @@ impl Gateway {
     }
 
     /// A fresh session (and id) for `identity`, then on to `return_to`.
-    async fn start_session(
+    pub(super) async fn start_session(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -629,9 +660,20 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Vec<u8>>> {
+        self.read_body(session, ctx, self.limits.max_form_bytes)
+            .await
+    }
+
+    /// Reads a request body of at most `max` bytes; `None` when it is larger.
+    pub(super) async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
-            if body.len() + chunk.len() > self.limits.max_form_bytes {
+            if body.len() + chunk.len() > max {
                 ctx.body_unread = true;
                 return Ok(None);
             }
@@ -665,7 +707,7 @@ impl Gateway {
         !cookie.is_empty() && bool::from(cookie.as_bytes().ct_eq(sent.as_bytes()))
     }
 
-    async fn audit_login(
+    pub(super) async fn audit_login(
         &self,
         ctx: &RequestCtx,
         kind: EventKind,
@@ -684,6 +726,7 @@ impl Gateway {
                 "other"
             };
             let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
+                || self.login.saml.iter().any(|p| p.id == idp)
                 || self.login.local.iter().any(|(id, _, _)| id == idp)
             {
                 idp
@@ -735,7 +778,7 @@ fn json_response(status: u16, json: String) -> Synthetic {
     }
 }
 
-fn html_response(status: u16, html: String) -> Synthetic {
+pub(super) fn html_response(status: u16, html: String) -> Synthetic {
     Synthetic {
         status,
         headers: vec![
@@ -751,12 +794,12 @@ fn html_response(status: u16, html: String) -> Synthetic {
 /// Purpose bound into the encryption of login-flow cookies.
 const FLOW_PURPOSE: &str = "oidc-flow";
 /// How long a sign-in at the OP may take.
-const FLOW_SECONDS: u64 = 600;
+pub(super) const FLOW_SECONDS: u64 = 600;
 /// Most sign-in attempts in flight per browser.
 const MAX_FLOWS: usize = 3;
 
 /// A cookie-name-safe id for an attempt, from its (random, URL-safe) state.
-fn flow_id(state: &str) -> String {
+pub(super) fn flow_id(state: &str) -> String {
     state
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -764,7 +807,7 @@ fn flow_id(state: &str) -> String {
         .collect()
 }
 
-fn query_value(session: &Session, name: &str) -> Option<String> {
+pub(super) fn query_value(session: &Session, name: &str) -> Option<String> {
     form_value(session.req_header().uri.query()?.as_bytes(), name)
 }
 
@@ -779,14 +822,14 @@ fn wants_html_request(session: &Session) -> bool {
 }
 
 /// The first value of `name` in a urlencoded body or query.
-fn form_value(form: &[u8], name: &str) -> Option<String> {
+pub(super) fn form_value(form: &[u8], name: &str) -> Option<String> {
     url::form_urlencoded::parse(form)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
 /// Seconds since the Unix epoch.
-pub(super) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -48,6 +48,9 @@ pub struct SessionData {
     /// the cookie only, for refresh and logout. Never forwarded, never shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<crate::idp::oidc::OidcTokens>,
+    /// The SAML subject and IdP session, for single logout. Never forwarded, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml: Option<crate::idp::saml::SamlSession>,
     /// This session came from a sign-in that asked the IdP for MFA (no second step-up loop).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stepped_up: bool,
@@ -64,6 +67,7 @@ impl SessionData {
             last_seen: now,
             identity,
             oidc: None,
+            saml: None,
             stepped_up: false,
         }
     }

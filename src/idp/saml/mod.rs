@@ -1,0 +1,591 @@
+//! SAML 2.0 service provider: SP-initiated sign-in (HTTP-Redirect AuthnRequest, HTTP-POST
+//! response), IdP-initiated sign-in when allowed, single logout both ways, SP metadata.
+//!
+//! Signatures on responses are verified by xmlsec (through samael), never by code here; see
+//! [`response`] for the checks around that verification and their order.
+
+pub mod binding;
+pub mod metadata;
+pub mod response;
+mod xml;
+
+use std::sync::{Arc, RwLock};
+
+use openidconnect::reqwest;
+use serde::{Deserialize, Serialize};
+
+pub use binding::SpSigner;
+pub use metadata::IdpDescriptor;
+pub use response::Refusal;
+
+use crate::config::{
+    ClaimMapping, IdentityMapping, IdentityProvider, IdentityProviderKind, SamlSettings,
+};
+use crate::identity::{self, AuthMethod, Identity};
+use crate::store::SeenTokens;
+use binding::{Carrier, RedirectMessage};
+
+/// Largest metadata document fetched from a URL.
+const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
+/// One configured SAML IdP.
+pub struct SamlProvider {
+    /// Provider id.
+    pub id: String,
+    /// Name on the login page.
+    pub display_name: String,
+    settings: SamlSettings,
+    claims: ClaimMapping,
+    mapping: Arc<IdentityMapping>,
+    /// The IdP as last read (file, inline, or the last good fetch).
+    idp: RwLock<Option<Arc<IdpDescriptor>>>,
+    /// Assertion ids consumed, until they expire.
+    consumed: SeenTokens,
+    http: reqwest::Client,
+}
+
+/// A sign-in in progress, sealed in a short-lived cookie of the browser that started it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamlFlow {
+    /// Provider id.
+    pub idp: String,
+    /// `AuthnRequest/@ID`: the response must answer exactly this.
+    pub request_id: String,
+    /// Where the browser goes after sign-in.
+    pub return_to: String,
+    /// Unix seconds.
+    pub started: u64,
+    /// This sign-in asked for MFA.
+    pub step_up: bool,
+}
+
+/// What single logout needs to know about a SAML session (kept in the session cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlSession {
+    /// The subject as the IdP named it.
+    pub name_id: String,
+    /// Its format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_id_format: Option<String>,
+    /// The IdP's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_index: Option<String>,
+}
+
+/// A successful sign-in.
+#[derive(Debug)]
+pub struct SamlLogin {
+    /// Who.
+    pub identity: Identity,
+    /// For single logout.
+    pub session: SamlSession,
+    /// The IdP's `SessionNotOnOrAfter`: the session may not outlive it.
+    pub ends_at: Option<u64>,
+}
+
+/// Which sessions an IdP-initiated LogoutRequest ends, and the answer to send.
+#[derive(Debug)]
+pub struct LogoutOrder {
+    /// NameID.
+    pub name_id: String,
+    /// SessionIndex, when given: only that session.
+    pub session_index: Option<String>,
+    /// Where to send the LogoutResponse (redirect URL), when the IdP has an endpoint.
+    pub answer: Option<String>,
+}
+
+impl SamlProvider {
+    /// The provider for a `kind: saml` entry.
+    pub fn new(provider: &IdentityProvider, mapping: Arc<IdentityMapping>) -> Option<SamlProvider> {
+        let IdentityProviderKind::Saml(settings) = &provider.kind else {
+            return None;
+        };
+        let http = reqwest::ClientBuilder::new()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .ok()?;
+        let settings = SamlSettings {
+            metadata_url: settings.metadata_url.clone(),
+            idp: settings.idp.clone(),
+            idp_entity_id: settings.idp_entity_id.clone(),
+            idp_sso_url: settings.idp_sso_url.clone(),
+            idp_slo_url: settings.idp_slo_url.clone(),
+            idp_certificates: settings.idp_certificates.clone(),
+            sp_entity_id: settings.sp_entity_id.clone(),
+            sp_signer: settings.sp_signer.clone(),
+            name_id_format: settings.name_id_format.clone(),
+            allow_unsolicited: settings.allow_unsolicited,
+            clock_skew: settings.clock_skew,
+            max_response_age: settings.max_response_age,
+            mfa_authn_contexts: settings.mfa_authn_contexts.clone(),
+            insecure_allow_sha1: settings.insecure_allow_sha1,
+            metadata_refresh: settings.metadata_refresh,
+        };
+        Some(SamlProvider {
+            id: provider.id.clone(),
+            display_name: provider.display_name.clone(),
+            idp: RwLock::new(settings.idp.clone().map(Arc::new)),
+            settings,
+            claims: provider.claims.clone(),
+            mapping,
+            consumed: SeenTokens::default(),
+            http,
+        })
+    }
+
+    /// Metadata is known (file, inline, or fetched at least once).
+    pub fn is_available(&self) -> bool {
+        self.descriptor().is_some()
+    }
+
+    fn descriptor(&self) -> Option<Arc<IdpDescriptor>> {
+        self.idp.read().ok().and_then(|d| d.clone())
+    }
+
+    /// The IdP's entity id, once known.
+    pub fn idp_entity_id(&self) -> Option<String> {
+        self.descriptor().map(|d| d.entity_id.clone())
+    }
+
+    /// How often metadata from a URL is fetched again; `None` when it is not from a URL.
+    pub fn metadata_refresh(&self) -> Option<std::time::Duration> {
+        self.settings
+            .metadata_url
+            .as_ref()
+            .map(|_| self.settings.metadata_refresh)
+    }
+
+    /// Fetches metadata from its URL (when it has one). A failure keeps the last good copy.
+    pub async fn refresh_metadata(&self) -> Result<(), String> {
+        let Some(url) = &self.settings.metadata_url else {
+            return Ok(());
+        };
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("fetch {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("fetch {url}: HTTP {}", response.status()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_METADATA_BYTES as u64)
+        {
+            return Err(format!("{url}: metadata larger than 4 MiB"));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("fetch {url}: {e}"))?;
+        if bytes.len() > MAX_METADATA_BYTES {
+            return Err(format!("{url}: metadata larger than 4 MiB"));
+        }
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8"))?;
+        let mut found = metadata::parse(&text, self.settings.idp_entity_id.as_deref())
+            .map_err(|e| format!("{url}: {e}"))?;
+        found.apply_overrides(
+            &self.settings.idp_sso_url,
+            &self.settings.idp_slo_url,
+            &self.settings.idp_certificates,
+        );
+        if let Ok(mut slot) = self.idp.write() {
+            *slot = Some(Arc::new(found));
+        }
+        Ok(())
+    }
+
+    /// The redirect to the IdP and the flow to remember. `step_up` asks for MFA and a
+    /// fresh authentication.
+    pub fn start(
+        &self,
+        acs_url: &str,
+        return_to: &str,
+        relay_state: &str,
+        now: u64,
+        step_up: bool,
+    ) -> Option<(String, SamlFlow)> {
+        let idp = self.descriptor()?;
+        let request_id = binding::new_id();
+        let contexts: &[String] = if step_up {
+            &self.settings.mfa_authn_contexts
+        } else {
+            &[]
+        };
+        let request = binding::AuthnRequest {
+            id: &request_id,
+            now,
+            destination: idp.sso_url.as_str(),
+            acs_url,
+            sp_entity_id: &self.settings.sp_entity_id,
+            name_id_format: self.settings.name_id_format.as_deref(),
+            force_authn: step_up,
+            authn_contexts: contexts,
+        };
+        let location = binding::redirect_url(
+            &idp.sso_url,
+            Carrier::Request,
+            &request.to_xml(),
+            Some(relay_state),
+            self.settings.sp_signer.as_deref(),
+        )?;
+        let flow = SamlFlow {
+            idp: self.id.clone(),
+            request_id,
+            return_to: return_to.to_string(),
+            started: now,
+            step_up,
+        };
+        Some((location, flow))
+    }
+
+    /// Verifies a posted response (blocking: run it off the proxy workers) and maps the
+    /// assertion to an identity. `flow` is the browser's pending sign-in, if any.
+    pub fn finish(
+        &self,
+        response_xml: &str,
+        flow: Option<&SamlFlow>,
+        acs_url: &str,
+        now: u64,
+    ) -> Result<SamlLogin, Refusal> {
+        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+        let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
+        let consumed = |id: &str| self.consumed.seen(id, now);
+        let expect = response::Expectations {
+            idp_entity_id: &idp.entity_id,
+            certificates: &idp.certificates,
+            sp_entity_id: &self.settings.sp_entity_id,
+            acs_url,
+            request_id: flow.map(|f| f.request_id.as_str()),
+            allow_unsolicited: self.settings.allow_unsolicited,
+            allow_sha1: self.settings.insecure_allow_sha1,
+            clock_skew: seconds(self.settings.clock_skew),
+            max_age: seconds(self.settings.max_response_age),
+            now: now_signed,
+            consumed: &consumed,
+        };
+        let verified = response::verify(response_xml, &expect)?;
+        let remember = u64::try_from(verified.remember_until).unwrap_or(now);
+        // Recorded only once everything else held, and atomically: of two concurrent posts
+        // of one response, one wins.
+        if !self
+            .consumed
+            .first_use(&verified.assertion_id, remember, now)
+        {
+            return Err(Refusal::Replayed);
+        }
+        let claims = claims_of(&verified);
+        let mfa = self.is_mfa(&verified);
+        let source = identity::Assertions {
+            idp: &self.id,
+            auth_method: AuthMethod::Saml,
+            claims: &claims,
+            mfa,
+        };
+        let identity = identity::from_claims(&source, &self.claims, &self.mapping)
+            .map_err(|_| Refusal::SubjectMissing)?;
+        Ok(SamlLogin {
+            identity,
+            session: SamlSession {
+                name_id: verified.name_id,
+                name_id_format: verified.name_id_format,
+                session_index: verified.session_index,
+            },
+            ends_at: verified
+                .session_not_on_or_after
+                .and_then(|t| u64::try_from(t).ok()),
+        })
+    }
+
+    /// A second factor: an MFA authentication context, or Entra ID's
+    /// `authnmethodsreferences` attribute naming one.
+    fn is_mfa(&self, verified: &response::VerifiedAssertion) -> bool {
+        let mfa = &self.settings.mfa_authn_contexts;
+        verified
+            .authn_context
+            .as_ref()
+            .is_some_and(|c| mfa.contains(c))
+            || verified
+                .attributes
+                .iter()
+                .filter(|a| a.name == "http://schemas.microsoft.com/claims/authnmethodsreferences")
+                .flat_map(|a| &a.values)
+                .any(|v| mfa.contains(v))
+    }
+
+    /// SP-initiated logout: the redirect that asks the IdP to end its session too; `None`
+    /// when the IdP has no single logout endpoint.
+    pub fn logout_url(&self, session: &SamlSession, now: u64) -> Option<String> {
+        let idp = self.descriptor()?;
+        let slo = idp.slo_url.as_ref()?;
+        let request = binding::logout_request(
+            &binding::new_id(),
+            now,
+            slo.as_str(),
+            &self.settings.sp_entity_id,
+            &session.name_id,
+            session.name_id_format.as_deref(),
+            session.session_index.as_deref(),
+        );
+        binding::redirect_url(
+            slo,
+            Carrier::Request,
+            &request,
+            None,
+            self.settings.sp_signer.as_deref(),
+        )
+    }
+
+    /// An IdP-initiated LogoutRequest (HTTP-Redirect), which must be signed by the IdP.
+    pub fn logout_order(
+        &self,
+        message: &RedirectMessage<'_>,
+        request_xml: &str,
+        slo_url: &str,
+        now: u64,
+    ) -> Result<LogoutOrder, Refusal> {
+        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+        message.verify(&idp.certificates, self.settings.insecure_allow_sha1)?;
+        let request = logout::read_request(request_xml)?;
+        if request.issuer.as_deref() != Some(idp.entity_id.as_str()) {
+            return Err(Refusal::IssuerMismatch);
+        }
+        if request.destination.as_deref().is_some_and(|d| d != slo_url) {
+            return Err(Refusal::DestinationMismatch);
+        }
+        let skew = seconds(self.settings.clock_skew);
+        let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
+        if request.not_on_or_after.is_some_and(|t| t <= now_signed - skew) {
+            return Err(Refusal::Expired);
+        }
+        if !self.consumed.first_use(&request.id, now + 600, now) {
+            return Err(Refusal::Replayed);
+        }
+        let answer = idp.slo_response_url.as_ref().and_then(|to| {
+            let xml = binding::logout_response(
+                &binding::new_id(),
+                now,
+                to.as_str(),
+                &request.id,
+                &self.settings.sp_entity_id,
+                true,
+            );
+            binding::redirect_url(
+                to,
+                Carrier::Response,
+                &xml,
+                message.relay_state().as_deref(),
+                self.settings.sp_signer.as_deref(),
+            )
+        });
+        Ok(LogoutOrder {
+            name_id: request.name_id,
+            session_index: request.session_index,
+            answer,
+        })
+    }
+
+    /// The IdP's answer to our LogoutRequest: its signature is checked when it has one; the
+    /// local session ended before the browser left, so an unsigned answer only changes which
+    /// page is shown.
+    pub fn logout_answer(&self, message: &RedirectMessage<'_>, response_xml: &str) -> Result<bool, Refusal> {
+        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+        if message.is_signed() {
+            message.verify(&idp.certificates, self.settings.insecure_allow_sha1)?;
+        }
+        logout::read_response(response_xml, &idp.entity_id)
+    }
+
+    /// SP metadata for this provider.
+    pub fn sp_metadata(&self, acs_urls: &[String], slo_url: &str) -> String {
+        binding::SpMetadata {
+            entity_id: &self.settings.sp_entity_id,
+            acs_urls,
+            slo_url,
+            certificate: self
+                .settings
+                .sp_signer
+                .as_ref()
+                .map(|s| s.certificate.as_slice()),
+            name_id_format: self.settings.name_id_format.as_deref(),
+        }
+        .to_xml()
+    }
+}
+
+/// The unverified `Issuer` of a logout message: only to pick which provider's keys check it.
+pub fn message_issuer(message_xml: &str) -> Option<String> {
+    let doc = xml::parse(message_xml).ok()?;
+    xml::child(doc.root_element(), xml::ASSERTION, "Issuer").map(xml::text)
+}
+
+fn seconds(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Well-known attribute names, so the default mapping (`email`, `name`, `groups`) works with
+/// Okta, Entra ID, ADFS and Shibboleth without configuration.
+const ALIASES: [(&str, &[&str]); 3] = [
+    (
+        "email",
+        &[
+            "mail",
+            "emailaddress",
+            "urn:oid:0.9.2342.19200300.100.1.3",
+            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+        ],
+    ),
+    (
+        "name",
+        &[
+            "displayName",
+            "urn:oid:2.16.840.1.113730.3.1.241",
+            "http://schemas.microsoft.com/identity/claims/displayname",
+            "cn",
+        ],
+    ),
+    (
+        "groups",
+        &[
+            "memberOf",
+            "isMemberOf",
+            "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+            "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+        ],
+    ),
+];
+
+/// The assertion as JSON claims: `name_id`, `name_id_format`, `authn_context`, then every
+/// attribute by `Name` and by `FriendlyName` (one value: a string; several: an array), then
+/// the aliases above where absent.
+fn claims_of(verified: &response::VerifiedAssertion) -> serde_json::Value {
+    let mut claims = serde_json::Map::new();
+    claims.insert("name_id".into(), verified.name_id.clone().into());
+    if let Some(format) = &verified.name_id_format {
+        claims.insert("name_id_format".into(), format.clone().into());
+    }
+    if let Some(context) = &verified.authn_context {
+        claims.insert("authn_context".into(), context.clone().into());
+    }
+    for attribute in &verified.attributes {
+        let value: serde_json::Value = match attribute.values.as_slice() {
+            [one] => one.clone().into(),
+            many => many.to_vec().into(),
+        };
+        for key in std::iter::once(&attribute.name).chain(attribute.friendly_name.as_ref()) {
+            claims.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    for (alias, names) in ALIASES {
+        if claims.contains_key(alias) {
+            continue;
+        }
+        if let Some(value) = names.iter().find_map(|n| claims.get(*n)).cloned() {
+            claims.insert(alias.into(), value);
+        }
+    }
+    serde_json::Value::Object(claims)
+}
+
+/// Logout messages.
+mod logout {
+    use super::response::Refusal;
+    use super::xml::{self, ASSERTION, PROTOCOL};
+
+    /// What an IdP's LogoutRequest says.
+    pub struct Request {
+        pub id: String,
+        pub issuer: Option<String>,
+        pub destination: Option<String>,
+        pub not_on_or_after: Option<i64>,
+        pub name_id: String,
+        pub session_index: Option<String>,
+    }
+
+    pub fn read_request(text: &str) -> Result<Request, Refusal> {
+        let doc = xml::parse(text)?;
+        let root = doc.root_element();
+        if !xml::is(&root, PROTOCOL, "LogoutRequest") {
+            return Err(Refusal::Malformed);
+        }
+        let name_id = xml::child(root, ASSERTION, "NameID").ok_or(Refusal::SubjectMissing)?;
+        if xml::has_comment(name_id) {
+            return Err(Refusal::CommentInjected);
+        }
+        let not_on_or_after = root
+            .attribute("NotOnOrAfter")
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.timestamp())
+                    .map_err(|_| Refusal::Malformed)
+            })
+            .transpose()?;
+        Ok(Request {
+            id: root
+                .attribute("ID")
+                .filter(|id| !id.is_empty())
+                .ok_or(Refusal::Malformed)?
+                .to_string(),
+            issuer: xml::child(root, ASSERTION, "Issuer").map(xml::text),
+            destination: root.attribute("Destination").map(str::to_string),
+            not_on_or_after,
+            name_id: xml::text(name_id),
+            session_index: xml::child(root, PROTOCOL, "SessionIndex").map(xml::text),
+        })
+    }
+
+    /// `true` when the IdP reports success.
+    pub fn read_response(text: &str, idp_entity_id: &str) -> Result<bool, Refusal> {
+        let doc = xml::parse(text)?;
+        let root = doc.root_element();
+        if !xml::is(&root, PROTOCOL, "LogoutResponse") {
+            return Err(Refusal::Malformed);
+        }
+        if xml::child(root, ASSERTION, "Issuer").map(xml::text).as_deref() != Some(idp_entity_id) {
+            return Err(Refusal::IssuerMismatch);
+        }
+        Ok(xml::child(root, PROTOCOL, "Status")
+            .and_then(|s| xml::child(s, PROTOCOL, "StatusCode"))
+            .and_then(|c| c.attribute("Value"))
+            == Some("urn:oasis:names:tc:SAML:2.0:status:Success"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_become_claims_by_name_friendly_name_and_alias() {
+        let verified = response::VerifiedAssertion {
+            assertion_id: "_a".into(),
+            remember_until: 0,
+            name_id: "alice@corp.test".into(),
+            name_id_format: None,
+            session_index: None,
+            authn_context: None,
+            session_not_on_or_after: None,
+            attributes: vec![
+                response::Attribute {
+                    name: "urn:oid:0.9.2342.19200300.100.1.3".into(),
+                    friendly_name: Some("mail".into()),
+                    values: vec!["alice@corp.test".into()],
+                },
+                response::Attribute {
+                    name: "groups".into(),
+                    friendly_name: None,
+                    values: vec!["a".into(), "b".into()],
+                },
+            ],
+        };
+        let claims = claims_of(&verified);
+        assert_eq!(claims["name_id"], "alice@corp.test");
+        assert_eq!(claims["mail"], "alice@corp.test");
+        assert_eq!(claims["urn:oid:0.9.2342.19200300.100.1.3"], "alice@corp.test");
+        assert_eq!(claims["email"], "alice@corp.test", "alias from the OID");
+        assert_eq!(claims["groups"], serde_json::json!(["a", "b"]));
+    }
+}

@@ -1,0 +1,534 @@
+//! The assertion consumer service's checks: from a posted `SAMLResponse` to the facts of
+//! one signed assertion, or a precise reason for refusing it.
+//!
+//! Order matters. The document's shape is checked first (one assertion, where the protocol
+//! puts it; each signature enveloped in, and pointing at, its own parent; allowed
+//! algorithms and transforms only), so that the assertion read later is necessarily the one a
+//! verified signature covers (XML signature wrapping). xmlsec (through samael) then verifies
+//! every signature against the IdP's certificates and reduces the document to the signed
+//! content; every fact about the user is read from that reduced document only.
+
+use base64::Engine;
+use roxmltree::Node;
+use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider};
+
+use super::xml::{self, XmlError, ASSERTION, DSIG, PROTOCOL};
+
+/// Largest posted `SAMLResponse` (base64), bytes. Real responses are 5–30 KB.
+pub const MAX_RESPONSE_BASE64: usize = 256 * 1024;
+
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
+
+/// Signature algorithms accepted by default (SHA-256 or stronger).
+const STRONG_SIGNATURES: [&str; 6] = [
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+];
+const STRONG_DIGESTS: [&str; 3] = [
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+];
+/// Only with `insecure_allow_sha1: true`.
+const SHA1_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+const SHA1_DIGEST: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+/// Canonicalisation and transforms an enveloped SAML signature uses; anything else (XPath,
+/// XSLT, base64…) is refused before xmlsec runs.
+const TRANSFORMS: [&str; 5] = [
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+];
+
+/// Why a response was refused (audit `detail`, kebab-case, a closed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than [`MAX_RESPONSE_BASE64`].
+    TooLarge,
+    /// `SAMLResponse` is not base64.
+    NotBase64,
+    /// Not a well-formed SAML response (or too large or deep once decoded).
+    Malformed,
+    /// Declares a DTD.
+    DoctypeForbidden,
+    /// The IdP answered with an error status.
+    IdpStatus,
+    /// More than one assertion, an assertion outside its place, duplicate ids, or a signature
+    /// that does not cover its own parent: the shapes of XML signature wrapping.
+    Wrapped,
+    /// No signature covers the assertion.
+    Unsigned,
+    /// A signature or digest algorithm below the configured minimum.
+    WeakAlgorithm,
+    /// A transform or canonicalisation that SAML signatures never need.
+    UnsupportedTransform,
+    /// A signature that xmlsec does not verify with any trusted IdP certificate.
+    SignatureInvalid,
+    /// Encrypted assertions are not configured.
+    Encrypted,
+    /// A comment inside the assertion (comments are outside the signature; their only use in
+    /// an assertion is to mislead a reader).
+    CommentInjected,
+    /// `Issuer` is not the IdP.
+    IssuerMismatch,
+    /// The assertion is not for this service provider.
+    AudienceMismatch,
+    /// `SubjectConfirmationData/@Recipient` is not this ACS.
+    RecipientMismatch,
+    /// `Response/@Destination` is not this ACS.
+    DestinationMismatch,
+    /// Answers a request this browser did not make.
+    InResponseToMismatch,
+    /// IdP-initiated, and the provider does not accept those.
+    Unsolicited,
+    /// Past `NotOnOrAfter` (with skew) or issued too long ago.
+    Expired,
+    /// Before `NotBefore` (with skew) or issued in the future.
+    NotYetValid,
+    /// No subject, no bearer confirmation, or no authentication statement.
+    SubjectMissing,
+    /// This assertion was consumed before.
+    Replayed,
+}
+
+impl Refusal {
+    /// Kebab-case name for the audit trail and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::TooLarge => "response-too-large",
+            Refusal::NotBase64 => "not-base64",
+            Refusal::Malformed => "malformed",
+            Refusal::DoctypeForbidden => "doctype-forbidden",
+            Refusal::IdpStatus => "idp-status",
+            Refusal::Wrapped => "wrapped",
+            Refusal::Unsigned => "unsigned",
+            Refusal::WeakAlgorithm => "weak-algorithm",
+            Refusal::UnsupportedTransform => "unsupported-transform",
+            Refusal::SignatureInvalid => "signature-invalid",
+            Refusal::Encrypted => "encrypted-assertion",
+            Refusal::CommentInjected => "comment-injected",
+            Refusal::IssuerMismatch => "issuer-mismatch",
+            Refusal::AudienceMismatch => "audience-mismatch",
+            Refusal::RecipientMismatch => "recipient-mismatch",
+            Refusal::DestinationMismatch => "destination-mismatch",
+            Refusal::InResponseToMismatch => "in-response-to-mismatch",
+            Refusal::Unsolicited => "unsolicited",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not-yet-valid",
+            Refusal::SubjectMissing => "subject-missing",
+            Refusal::Replayed => "replayed",
+        }
+    }
+
+    /// Refusals caused by a request that is simply not SAML (400) rather than a response
+    /// that fails a security check (403).
+    pub fn is_bad_request(self) -> bool {
+        matches!(
+            self,
+            Refusal::TooLarge | Refusal::NotBase64 | Refusal::Malformed
+        )
+    }
+}
+
+impl From<XmlError> for Refusal {
+    fn from(e: XmlError) -> Self {
+        match e {
+            XmlError::Doctype => Refusal::DoctypeForbidden,
+            XmlError::Malformed => Refusal::Malformed,
+        }
+    }
+}
+
+/// What the response must match.
+#[derive(Clone, Copy)]
+pub struct Expectations<'a> {
+    /// The IdP's entity id.
+    pub idp_entity_id: &'a str,
+    /// Its signing certificates (DER); any of them may sign.
+    pub certificates: &'a [CertificateDer],
+    /// This SP's entity id (the audience).
+    pub sp_entity_id: &'a str,
+    /// The ACS URL the response was posted to.
+    pub acs_url: &'a str,
+    /// The id of the AuthnRequest this browser sent, when it has a pending sign-in.
+    pub request_id: Option<&'a str>,
+    /// Accept IdP-initiated responses (no `InResponseTo`).
+    pub allow_unsolicited: bool,
+    /// Accept RSA-SHA1 and SHA-1 digests.
+    pub allow_sha1: bool,
+    /// Clock skew tolerated on every time check, seconds.
+    pub clock_skew: i64,
+    /// Oldest accepted `IssueInstant`, seconds before now.
+    pub max_age: i64,
+    /// Unix seconds.
+    pub now: i64,
+    /// Was this assertion id consumed before? Asked once the signature holds, so a replay is
+    /// named as such even when its sign-in cookie is gone.
+    pub consumed: &'a dyn Fn(&str) -> bool,
+}
+
+/// The facts of a verified assertion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAssertion {
+    /// `Assertion/@ID` (replay memory).
+    pub assertion_id: String,
+    /// Remember the id until then (unix seconds).
+    pub remember_until: i64,
+    /// `NameID`, whole.
+    pub name_id: String,
+    /// `NameID/@Format`.
+    pub name_id_format: Option<String>,
+    /// `AuthnStatement/@SessionIndex` (single logout).
+    pub session_index: Option<String>,
+    /// `AuthnContextClassRef`.
+    pub authn_context: Option<String>,
+    /// `AuthnStatement/@SessionNotOnOrAfter` (unix seconds): the session ends then.
+    pub session_not_on_or_after: Option<i64>,
+    /// Attributes: name, friendly name, values.
+    pub attributes: Vec<Attribute>,
+}
+
+/// One `saml:Attribute`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// `Name` (often a URI or OID).
+    pub name: String,
+    /// `FriendlyName`.
+    pub friendly_name: Option<String>,
+    /// Every `AttributeValue`, whole.
+    pub values: Vec<String>,
+}
+
+/// Decodes the posted form value (base64, line breaks tolerated).
+pub fn decode(form_value: &str) -> Result<String, Refusal> {
+    if form_value.len() > MAX_RESPONSE_BASE64 {
+        return Err(Refusal::TooLarge);
+    }
+    let compact: Vec<u8> = form_value
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| Refusal::NotBase64)?;
+    String::from_utf8(bytes).map_err(|_| Refusal::Malformed)
+}
+
+/// The unverified `Issuer` of a response: only to pick which provider's keys to verify an
+/// IdP-initiated response with; never trusted for anything else.
+pub fn claimed_issuer(xml_text: &str) -> Option<String> {
+    let doc = xml::parse(xml_text).ok()?;
+    let root = doc.root_element();
+    let issuer = xml::child(root, ASSERTION, "Issuer").or_else(|| {
+        xml::child(root, ASSERTION, "Assertion").and_then(|a| xml::child(a, ASSERTION, "Issuer"))
+    })?;
+    Some(xml::text(issuer))
+}
+
+/// Verifies a decoded response; blocking (xmlsec), about a millisecond.
+pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
+    let doc = xml::parse(xml_text)?;
+    let response = doc.root_element();
+    if !xml::is(&response, PROTOCOL, "Response") {
+        return Err(Refusal::Malformed);
+    }
+    // An error status carries no assertion: say what the IdP said.
+    let status = xml::child(response, PROTOCOL, "Status")
+        .and_then(|s| xml::child(s, PROTOCOL, "StatusCode"))
+        .and_then(|c| c.attribute("Value"));
+    if status != Some(STATUS_SUCCESS) {
+        return Err(Refusal::IdpStatus);
+    }
+    let assertion_id = check_shape(response, expect.allow_sha1)?;
+
+    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        xml_text,
+        expect.certificates,
+        samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
+        (!expect.allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
+    )
+    .map_err(|_| Refusal::SignatureInvalid)?;
+    let signed_doc = xml::parse(&reduced).map_err(|_| Refusal::SignatureInvalid)?;
+    // Exactly the assertion the shape check found, now known to be signed.
+    let mut signed = signed_doc
+        .descendants()
+        .filter(|n| xml::is(n, ASSERTION, "Assertion"));
+    let assertion = match (signed.next(), signed.next()) {
+        (Some(a), None) if a.attribute("ID") == Some(assertion_id.as_str()) => a,
+        _ => return Err(Refusal::Wrapped),
+    };
+    if (expect.consumed)(&assertion_id) {
+        return Err(Refusal::Replayed);
+    }
+    check_response(response, expect)?;
+    read_assertion(assertion, expect)
+}
+
+/// SAML's algorithms by name, for xmlsec's own allowlist (a second check behind ours).
+const STRONG_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+
+/// The structure checks that defeat signature wrapping; returns the assertion's id.
+fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<String, Refusal> {
+    let doc = response.document();
+    let mut assertions = doc.descendants().filter(|n| {
+        xml::is(n, ASSERTION, "Assertion") || xml::is(n, ASSERTION, "EncryptedAssertion")
+    });
+    let assertion = match (assertions.next(), assertions.next()) {
+        (Some(a), None) => a,
+        (None, _) => return Err(Refusal::Malformed),
+        (Some(_), Some(_)) => return Err(Refusal::Wrapped),
+    };
+    if assertion.parent() != Some(response) {
+        return Err(Refusal::Wrapped);
+    }
+    if xml::is(&assertion, ASSERTION, "EncryptedAssertion") {
+        return Err(Refusal::Encrypted);
+    }
+    // Comments sit outside the signature (exclusive c14n drops them); inside an assertion
+    // their only use is to make a reader stop early in a NameID or an attribute value.
+    if xml::has_comment(assertion) {
+        return Err(Refusal::CommentInjected);
+    }
+    let mut ids = std::collections::HashSet::new();
+    for id in doc.descendants().filter_map(|n| n.attribute("ID")) {
+        if !ids.insert(id) {
+            return Err(Refusal::Wrapped);
+        }
+    }
+    let assertion_id = assertion
+        .attribute("ID")
+        .filter(|id| !id.is_empty())
+        .ok_or(Refusal::Malformed)?;
+    let mut covered = false;
+    for signature in doc.descendants().filter(|n| xml::is(n, DSIG, "Signature")) {
+        let parent = signature.parent().ok_or(Refusal::Wrapped)?;
+        if parent != response && parent != assertion {
+            return Err(Refusal::Wrapped);
+        }
+        let signed_info = xml::child(signature, DSIG, "SignedInfo").ok_or(Refusal::Malformed)?;
+        let mut references = xml::children(signed_info, DSIG, "Reference");
+        let reference = match (references.next(), references.next()) {
+            (Some(r), None) => r,
+            _ => return Err(Refusal::Wrapped),
+        };
+        let target = reference
+            .attribute("URI")
+            .and_then(|uri| uri.strip_prefix('#'));
+        if target.is_none() || target != parent.attribute("ID") {
+            return Err(Refusal::Wrapped);
+        }
+        check_algorithms(signed_info, reference, allow_sha1)?;
+        covered = true;
+    }
+    if !covered {
+        return Err(Refusal::Unsigned);
+    }
+    Ok(assertion_id.to_string())
+}
+
+fn algorithm<'a>(node: Option<Node<'a, '_>>) -> Option<&'a str> {
+    node.and_then(|n| n.attribute("Algorithm"))
+}
+
+fn check_algorithms(
+    signed_info: Node<'_, '_>,
+    reference: Node<'_, '_>,
+    allow_sha1: bool,
+) -> Result<(), Refusal> {
+    let signature = algorithm(xml::child(signed_info, DSIG, "SignatureMethod"));
+    let digest = algorithm(xml::child(reference, DSIG, "DigestMethod"));
+    let signature_ok = signature.is_some_and(|a| {
+        STRONG_SIGNATURES.contains(&a) || (allow_sha1 && a == SHA1_SIGNATURE)
+    });
+    let digest_ok = digest
+        .is_some_and(|a| STRONG_DIGESTS.contains(&a) || (allow_sha1 && a == SHA1_DIGEST));
+    if !signature_ok || !digest_ok {
+        return Err(Refusal::WeakAlgorithm);
+    }
+    let canonicalization = algorithm(xml::child(signed_info, DSIG, "CanonicalizationMethod"));
+    let transforms = xml::child(reference, DSIG, "Transforms")
+        .map(|t| xml::children(t, DSIG, "Transform").map(Some).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let known = |a: Option<&str>| a.is_some_and(|a| TRANSFORMS.contains(&a));
+    if !known(canonicalization) || !transforms.into_iter().all(|t| known(algorithm(t))) {
+        return Err(Refusal::UnsupportedTransform);
+    }
+    Ok(())
+}
+
+/// The envelope's own claims. When only the assertion is signed these are unsigned, so they
+/// can only ever refuse, never grant: the signed assertion repeats what matters.
+fn check_response(response: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), Refusal> {
+    if let Some(destination) = response.attribute("Destination") {
+        if destination != expect.acs_url {
+            return Err(Refusal::DestinationMismatch);
+        }
+    }
+    if let Some(issuer) = xml::child(response, ASSERTION, "Issuer") {
+        if xml::text(issuer) != expect.idp_entity_id {
+            return Err(Refusal::IssuerMismatch);
+        }
+    }
+    check_in_response_to(response.attribute("InResponseTo"), expect)
+}
+
+fn check_in_response_to(found: Option<&str>, expect: &Expectations<'_>) -> Result<(), Refusal> {
+    match (expect.request_id, found) {
+        (Some(sent), Some(found)) if sent == found => Ok(()),
+        (_, Some(_)) => Err(Refusal::InResponseToMismatch),
+        (_, None) if expect.allow_unsolicited => Ok(()),
+        (_, None) => Err(Refusal::Unsolicited),
+    }
+}
+
+/// Reads the signed assertion, checking issuer, times, audience and subject confirmation.
+fn read_assertion(
+    assertion: Node<'_, '_>,
+    expect: &Expectations<'_>,
+) -> Result<VerifiedAssertion, Refusal> {
+    let (now, skew) = (expect.now, expect.clock_skew);
+    let issuer = xml::child(assertion, ASSERTION, "Issuer").map(xml::text);
+    if issuer.as_deref() != Some(expect.idp_entity_id) {
+        return Err(Refusal::IssuerMismatch);
+    }
+    let issued = time(assertion.attribute("IssueInstant"))?.ok_or(Refusal::Malformed)?;
+    if issued > now + skew {
+        return Err(Refusal::NotYetValid);
+    }
+    if issued < now - expect.max_age - skew {
+        return Err(Refusal::Expired);
+    }
+
+    let subject = xml::child(assertion, ASSERTION, "Subject").ok_or(Refusal::SubjectMissing)?;
+    let name_id_node = xml::child(subject, ASSERTION, "NameID").ok_or(Refusal::SubjectMissing)?;
+    let statements: Vec<Node<'_, '_>> =
+        xml::children(assertion, ASSERTION, "AttributeStatement").collect();
+    let name_id = xml::text(name_id_node);
+    if name_id.is_empty() {
+        return Err(Refusal::SubjectMissing);
+    }
+
+    let conditions = xml::child(assertion, ASSERTION, "Conditions").ok_or(Refusal::AudienceMismatch)?;
+    let mut remember_until = now + expect.max_age;
+    if let Some(not_before) = time(conditions.attribute("NotBefore"))? {
+        if not_before > now + skew {
+            return Err(Refusal::NotYetValid);
+        }
+    }
+    if let Some(not_on_or_after) = time(conditions.attribute("NotOnOrAfter"))? {
+        if not_on_or_after <= now - skew {
+            return Err(Refusal::Expired);
+        }
+        remember_until = remember_until.max(not_on_or_after + skew);
+    }
+    // Every AudienceRestriction must name us (SAML core 2.5.1.4), and there must be one.
+    let mut restrictions = xml::children(conditions, ASSERTION, "AudienceRestriction").peekable();
+    if restrictions.peek().is_none() {
+        return Err(Refusal::AudienceMismatch);
+    }
+    for restriction in restrictions {
+        if !xml::children(restriction, ASSERTION, "Audience").any(|a| xml::text(a) == expect.sp_entity_id) {
+            return Err(Refusal::AudienceMismatch);
+        }
+    }
+
+    // A bearer confirmation for this ACS and this request, still valid.
+    let mut first_failure = Refusal::SubjectMissing;
+    let mut confirmed = false;
+    for confirmation in xml::children(subject, ASSERTION, "SubjectConfirmation")
+        .filter(|c| c.attribute("Method") == Some(BEARER))
+    {
+        match check_confirmation(confirmation, expect) {
+            Ok(until) => {
+                remember_until = remember_until.max(until + skew);
+                confirmed = true;
+                break;
+            }
+            Err(refusal) if first_failure == Refusal::SubjectMissing => first_failure = refusal,
+            Err(_) => {}
+        }
+    }
+    if !confirmed {
+        return Err(first_failure);
+    }
+
+    let authn = xml::child(assertion, ASSERTION, "AuthnStatement").ok_or(Refusal::SubjectMissing)?;
+    let session_not_on_or_after = time(authn.attribute("SessionNotOnOrAfter"))?;
+    if session_not_on_or_after.is_some_and(|t| t <= now - skew) {
+        return Err(Refusal::Expired);
+    }
+    let authn_context = xml::child(authn, ASSERTION, "AuthnContext")
+        .and_then(|c| xml::child(c, ASSERTION, "AuthnContextClassRef"))
+        .map(xml::text);
+
+    let attributes = statements
+        .into_iter()
+        .flat_map(|s| xml::children(s, ASSERTION, "Attribute"))
+        .filter_map(|a| {
+            Some(Attribute {
+                name: a.attribute("Name")?.to_string(),
+                friendly_name: a.attribute("FriendlyName").map(str::to_string),
+                values: xml::children(a, ASSERTION, "AttributeValue")
+                    .map(xml::text)
+                    .collect(),
+            })
+        })
+        .collect();
+
+    Ok(VerifiedAssertion {
+        assertion_id: assertion.attribute("ID").unwrap_or_default().to_string(),
+        remember_until,
+        name_id,
+        name_id_format: name_id_node.attribute("Format").map(str::to_string),
+        session_index: authn.attribute("SessionIndex").map(str::to_string),
+        authn_context,
+        session_not_on_or_after,
+        attributes,
+    })
+}
+
+/// Checks one bearer `SubjectConfirmation`; returns its `NotOnOrAfter`.
+fn check_confirmation(confirmation: Node<'_, '_>, expect: &Expectations<'_>) -> Result<i64, Refusal> {
+    let data = xml::child(confirmation, ASSERTION, "SubjectConfirmationData")
+        .ok_or(Refusal::SubjectMissing)?;
+    if data.attribute("Recipient") != Some(expect.acs_url) {
+        return Err(Refusal::RecipientMismatch);
+    }
+    let until = time(data.attribute("NotOnOrAfter"))?.ok_or(Refusal::SubjectMissing)?;
+    if until <= expect.now - expect.clock_skew {
+        return Err(Refusal::Expired);
+    }
+    if time(data.attribute("NotBefore"))?.is_some_and(|t| t > expect.now + expect.clock_skew) {
+        return Err(Refusal::NotYetValid);
+    }
+    check_in_response_to(data.attribute("InResponseTo"), expect)?;
+    Ok(until)
+}
+
+/// An `xs:dateTime` as unix seconds; absent is `None`, unreadable is malformed.
+fn time(value: Option<&str>) -> Result<Option<i64>, Refusal> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v.trim())
+                .map(|t| t.timestamp())
+                .map_err(|_| Refusal::Malformed)
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests;
