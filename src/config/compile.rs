@@ -687,9 +687,7 @@ impl Compiler<'_> {
             self.foreign_provider_keys(&base, &idp);
             let kind = match idp.kind.as_deref() {
                 Some("oidc") => self.oidc(&base, &idp),
-                Some("saml") => {
-                    self.saml(&base, &idp, &server.public_url, &server.reserved_prefix)
-                }
+                Some("saml") => self.saml(&base, &idp, &server.public_url, &server.reserved_prefix),
                 Some("local") => self.local_users(&base, idp.users.as_deref().unwrap_or_default()),
                 Some(other) => {
                     self.issues.add(
@@ -842,7 +840,11 @@ impl Compiler<'_> {
             ("allow_unsolicited", "saml", idp.allow_unsolicited.is_some()),
             ("clock_skew", "saml", idp.clock_skew.is_some()),
             ("max_response_age", "saml", idp.max_response_age.is_some()),
-            ("mfa_authn_contexts", "saml", idp.mfa_authn_contexts.is_some()),
+            (
+                "mfa_authn_contexts",
+                "saml",
+                idp.mfa_authn_contexts.is_some(),
+            ),
             (
                 "insecure_allow_sha1",
                 "saml",

@@ -375,9 +375,12 @@ impl Gateway {
                 .find(|p| p.id == *idp && p.can_step_up())
                 .map(|p| &p.id)?,
             // SAML always can: RequestedAuthnContext with the MFA contexts, ForceAuthn.
-            crate::identity::AuthMethod::Saml => {
-                self.login.saml.iter().find(|p| p.id == *idp).map(|p| &p.id)?
-            }
+            crate::identity::AuthMethod::Saml => self
+                .login
+                .saml
+                .iter()
+                .find(|p| p.id == *idp)
+                .map(|p| &p.id)?,
             _ => return None,
         };
         let rd: String = url::form_urlencoded::byte_serialize(

@@ -433,7 +433,11 @@ impl Gateway {
     }
 
     /// Where the OP sends the browser back after its own logout.
-    pub(super) async fn signed_out(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(super) async fn signed_out(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         let html = respond::signed_out_page(&self.endpoint("login"));
         self.send(
             session,

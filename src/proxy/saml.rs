@@ -61,8 +61,15 @@ impl Gateway {
         let now = unix_now();
         let Some((location, flow)) = provider.start(&acs_url, &rd, &relay_state, now, step_up)
         else {
-            self.audit_login(ctx, EventKind::LoginFailed, &provider.id, "", None, "idp-unavailable")
-                .await;
+            self.audit_login(
+                ctx,
+                EventKind::LoginFailed,
+                &provider.id,
+                "",
+                None,
+                "idp-unavailable",
+            )
+            .await;
             return self
                 .reply(session, ctx, Reply::BadGateway, Reason::LoginFailed)
                 .await;
@@ -92,14 +99,20 @@ impl Gateway {
     }
 
     /// The assertion consumer service (HTTP-POST binding).
-    pub(super) async fn saml_acs(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(super) async fn saml_acs(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         let limit = saml::response::MAX_RESPONSE_BASE64 + 8 * 1024;
         let Some(form) = self.read_body(session, ctx, limit).await? else {
             return self.saml_refused(session, ctx, "", Refusal::TooLarge).await;
         };
         let relay_state = form_value(&form, "RelayState");
         let Some(posted) = form_value(&form, "SAMLResponse") else {
-            return self.saml_refused(session, ctx, "", Refusal::Malformed).await;
+            return self
+                .saml_refused(session, ctx, "", Refusal::Malformed)
+                .await;
         };
         // The pending sign-in of this browser, if the RelayState names one; used once.
         let now = unix_now();
@@ -162,8 +175,13 @@ impl Gateway {
         }
         data.saml = Some(login.session);
         data.stepped_up = flow.as_ref().is_some_and(|f| f.step_up);
-        let method = if flow.is_some() { "saml" } else { "saml-unsolicited" };
-        self.start_session(session, ctx, data, &return_to, method).await
+        let method = if flow.is_some() {
+            "saml"
+        } else {
+            "saml-unsolicited"
+        };
+        self.start_session(session, ctx, data, &return_to, method)
+            .await
     }
 
     async fn saml_refused(
@@ -185,7 +203,11 @@ impl Gateway {
 
     /// SP metadata: this SP's entity id, ACS (the public URL's, and this host's when it
     /// differs), single logout, NameID formats, and the signing certificate if any.
-    pub(super) async fn saml_metadata(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(super) async fn saml_metadata(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         let wanted = query_value(session, "idp");
         let provider = match wanted {
             Some(id) => self.saml_provider(&id),
@@ -216,8 +238,17 @@ impl Gateway {
 
     /// Single logout, HTTP-Redirect binding: an IdP's LogoutRequest (end the sessions it
     /// names, answer with a LogoutResponse) or its LogoutResponse to ours.
-    pub(super) async fn saml_slo(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let query = session.req_header().uri.query().unwrap_or_default().to_string();
+    pub(super) async fn saml_slo(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let query = session
+            .req_header()
+            .uri
+            .query()
+            .unwrap_or_default()
+            .to_string();
         let message = RedirectMessage::parse(&query);
         let xml = match message.xml() {
             Ok(xml) => xml,
@@ -232,7 +263,11 @@ impl Gateway {
         if message.carrier() == Some(Carrier::Response) {
             return match provider.logout_answer(&message, &xml) {
                 Ok(success) => {
-                    let detail = if success { "saml-slo-confirmed" } else { "saml-slo-partial" };
+                    let detail = if success {
+                        "saml-slo-confirmed"
+                    } else {
+                        "saml-slo-partial"
+                    };
                     self.audit_login(ctx, EventKind::Logout, &provider.id, "", None, detail)
                         .await;
                     self.signed_out(session, ctx).await

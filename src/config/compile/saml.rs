@@ -86,9 +86,7 @@ impl Compiler<'_> {
                         "the IdP's signing certificate(s), PEM files or PEM text",
                     );
                 }
-                if let (Some(entity), Some(_), Some(sso)) =
-                    (entity, sso, idp_sso_url.clone())
-                {
+                if let (Some(entity), Some(_), Some(sso)) = (entity, sso, idp_sso_url.clone()) {
                     described = Some(IdpDescriptor {
                         entity_id: entity.clone(),
                         sso_url: sso,
@@ -157,9 +155,10 @@ impl Compiler<'_> {
             allow_unsolicited: idp.allow_unsolicited.unwrap_or(false),
             clock_skew,
             max_response_age,
-            mfa_authn_contexts: idp.mfa_authn_contexts.clone().unwrap_or_else(|| {
-                DEFAULT_MFA_CONTEXTS.iter().map(|s| s.to_string()).collect()
-            }),
+            mfa_authn_contexts: idp
+                .mfa_authn_contexts
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MFA_CONTEXTS.iter().map(|s| s.to_string()).collect()),
             insecure_allow_sha1: idp.insecure_allow_sha1.unwrap_or(false),
             metadata_refresh,
         })))

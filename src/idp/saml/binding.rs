@@ -85,15 +85,24 @@ impl SpSigner {
         let rng = ring::rand::SystemRandom::new();
         let key = match &key {
             rustls::pki_types::PrivateKeyDer::Pkcs1(der) => {
-                RsaKeyPair::from_der(der.secret_pkcs1_der()).map(SignerKey::Rsa).ok()
+                RsaKeyPair::from_der(der.secret_pkcs1_der())
+                    .map(SignerKey::Rsa)
+                    .ok()
             }
             rustls::pki_types::PrivateKeyDer::Pkcs8(der) => {
                 let der = der.secret_pkcs8_der();
-                RsaKeyPair::from_pkcs8(der).map(SignerKey::Rsa).ok().or_else(|| {
-                    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+                RsaKeyPair::from_pkcs8(der)
+                    .map(SignerKey::Rsa)
+                    .ok()
+                    .or_else(|| {
+                        EcdsaKeyPair::from_pkcs8(
+                            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                            der,
+                            &rng,
+                        )
                         .map(SignerKey::Ecdsa)
                         .ok()
-                })
+                    })
             }
             _ => None,
         }
@@ -165,7 +174,8 @@ pub fn redirect_url(
         flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     deflater.write_all(message_xml.as_bytes()).ok()?;
     let deflated = deflater.finish().ok()?;
-    let encode = |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+    let encode =
+        |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
     let mut query = format!("{}={}", carrier.param(), encode(&STANDARD.encode(deflated)));
     if let Some(relay) = relay_state {
         query.push_str(&format!("&RelayState={}", encode(relay)));
@@ -173,7 +183,10 @@ pub fn redirect_url(
     if let Some(signer) = signer {
         query.push_str(&format!("&SigAlg={}", encode(signer.algorithm())));
         let signature = signer.sign(query.as_bytes())?;
-        query.push_str(&format!("&Signature={}", encode(&STANDARD.encode(signature))));
+        query.push_str(&format!(
+            "&Signature={}",
+            encode(&STANDARD.encode(signature))
+        ));
     }
     let separator = if endpoint.query().is_some() { '&' } else { '?' };
     Some(format!("{endpoint}{separator}{query}"))
@@ -357,9 +370,16 @@ impl AuthnRequest<'_> {
             let refs: String = self
                 .authn_contexts
                 .iter()
-                .map(|c| format!("<saml:AuthnContextClassRef>{}</saml:AuthnContextClassRef>", escape(c)))
+                .map(|c| {
+                    format!(
+                        "<saml:AuthnContextClassRef>{}</saml:AuthnContextClassRef>",
+                        escape(c)
+                    )
+                })
                 .collect();
-            format!(r#"<samlp:RequestedAuthnContext Comparison="exact">{refs}</samlp:RequestedAuthnContext>"#)
+            format!(
+                r#"<samlp:RequestedAuthnContext Comparison="exact">{refs}</samlp:RequestedAuthnContext>"#
+            )
         };
         format!(
             r#"<samlp:AuthnRequest xmlns:samlp="{PROTOCOL}" xmlns:saml="{assertion}" ID="{id}" Version="2.0" IssueInstant="{instant}" Destination="{destination}" AssertionConsumerServiceURL="{acs}" ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"{force}><saml:Issuer>{issuer}</saml:Issuer>{policy}{context}</samlp:AuthnRequest>"#,
@@ -368,7 +388,11 @@ impl AuthnRequest<'_> {
             instant = instant(self.now),
             destination = escape(self.destination),
             acs = escape(self.acs_url),
-            force = if self.force_authn { r#" ForceAuthn="true""# } else { "" },
+            force = if self.force_authn {
+                r#" ForceAuthn="true""#
+            } else {
+                ""
+            },
             issuer = escape(self.sp_entity_id),
         )
     }
@@ -458,7 +482,11 @@ impl SpMetadata<'_> {
             })
             .unwrap_or_default();
         let mut formats: Vec<&str> = self.name_id_format.into_iter().collect();
-        formats.extend(NAME_ID_FORMATS.iter().filter(|f| Some(**f) != self.name_id_format));
+        formats.extend(
+            NAME_ID_FORMATS
+                .iter()
+                .filter(|f| Some(**f) != self.name_id_format),
+        );
         let formats: String = formats
             .iter()
             .map(|f| format!("\n    <md:NameIDFormat>{}</md:NameIDFormat>", escape(f)))
@@ -511,8 +539,14 @@ mod tests {
         let signer = rsa_signer();
         let cert = CertificateDer::from(signer.certificate.clone());
         let endpoint = Url::parse("https://idp.test/slo").expect("url");
-        let url = redirect_url(&endpoint, Carrier::Request, "<x/>", Some("r&1"), Some(&signer))
-            .expect("url");
+        let url = redirect_url(
+            &endpoint,
+            Carrier::Request,
+            "<x/>",
+            Some("r&1"),
+            Some(&signer),
+        )
+        .expect("url");
         let query = url.split_once('?').expect("query").1;
         let message = RedirectMessage::parse(query);
         assert_eq!(message.verify(std::slice::from_ref(&cert), false), Ok(()));
@@ -534,9 +568,13 @@ mod tests {
     fn a_deflate_bomb_is_cut_off() {
         let mut deflater =
             flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        deflater.write_all(&vec![b'a'; 10 * 1024 * 1024]).expect("deflate");
+        deflater
+            .write_all(&vec![b'a'; 10 * 1024 * 1024])
+            .expect("deflate");
         let encoded: String = url::form_urlencoded::byte_serialize(
-            STANDARD.encode(deflater.finish().expect("finish")).as_bytes(),
+            STANDARD
+                .encode(deflater.finish().expect("finish"))
+                .as_bytes(),
         )
         .collect();
         let query = format!("SAMLRequest={encoded}");

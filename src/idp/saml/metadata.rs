@@ -29,7 +29,12 @@ pub struct IdpDescriptor {
 impl IdpDescriptor {
     /// Explicit endpoints replace the metadata's; explicit certificates join its own
     /// (rotation: the next certificate is trusted before the IdP switches to it).
-    pub fn apply_overrides(&mut self, sso: &Option<Url>, slo: &Option<Url>, certificates: &[Vec<u8>]) {
+    pub fn apply_overrides(
+        &mut self,
+        sso: &Option<Url>,
+        slo: &Option<Url>,
+        certificates: &[Vec<u8>],
+    ) {
         if let Some(sso) = sso {
             self.sso_url = sso.clone();
         }
@@ -87,7 +92,11 @@ pub fn parse(text: &str, entity_id: Option<&str>) -> Result<IdpDescriptor, Metad
             [one] => *one,
             [] => return Err(MetadataError::NoIdp(String::new())),
             many => {
-                let ids: Vec<&str> = many.iter().filter_map(|n| n.attribute("entityID")).take(5).collect();
+                let ids: Vec<&str> = many
+                    .iter()
+                    .filter_map(|n| n.attribute("entityID"))
+                    .take(5)
+                    .collect();
                 return Err(MetadataError::Ambiguous(ids.join(", ")));
             }
         },
@@ -195,13 +204,23 @@ mod tests {
         let idp = parse(&text, None).expect("parses");
         assert_eq!(idp.entity_id, "https://idp.test");
         assert_eq!(idp.sso_url.as_str(), "https://idp.test/sso");
-        assert_eq!(idp.slo_url.as_ref().map(Url::as_str), Some("https://idp.test/slo"));
-        assert_eq!(idp.certificates.len(), 2, "signing and unspecified, not encryption");
+        assert_eq!(
+            idp.slo_url.as_ref().map(Url::as_str),
+            Some("https://idp.test/slo")
+        );
+        assert_eq!(
+            idp.certificates.len(),
+            2,
+            "signing and unspecified, not encryption"
+        );
     }
 
     #[test]
     fn an_idp_without_signing_certificates_is_refused() {
-        let text = wrap(&entity("https://idp.test", &key(r#" use="encryption""#, &cert_b64())));
+        let text = wrap(&entity(
+            "https://idp.test",
+            &key(r#" use="encryption""#, &cert_b64()),
+        ));
         assert_eq!(parse(&text, None), Err(MetadataError::NoCertificate));
     }
 
@@ -212,17 +231,26 @@ mod tests {
             entity("https://a.test", &key("", &cert_b64())),
             entity("https://b.test", &key("", &cert_b64()))
         ));
-        assert!(matches!(parse(&text, None), Err(MetadataError::Ambiguous(_))));
+        assert!(matches!(
+            parse(&text, None),
+            Err(MetadataError::Ambiguous(_))
+        ));
         assert_eq!(
             parse(&text, Some("https://b.test")).map(|i| i.entity_id),
             Ok("https://b.test".to_string())
         );
-        assert!(matches!(parse(&text, Some("https://c.test")), Err(MetadataError::NoIdp(_))));
+        assert!(matches!(
+            parse(&text, Some("https://c.test")),
+            Err(MetadataError::NoIdp(_))
+        ));
     }
 
     #[test]
     fn a_doctype_is_refused() {
-        let text = format!("<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}", wrap(""));
+        let text = format!(
+            "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}",
+            wrap("")
+        );
         assert_eq!(parse(&text, None), Err(MetadataError::Xml));
     }
 }

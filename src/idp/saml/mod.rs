@@ -358,7 +358,10 @@ impl SamlProvider {
         }
         let skew = seconds(self.settings.clock_skew);
         let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
-        if request.not_on_or_after.is_some_and(|t| t <= now_signed - skew) {
+        if request
+            .not_on_or_after
+            .is_some_and(|t| t <= now_signed - skew)
+        {
             return Err(Refusal::Expired);
         }
         if !self.consumed.first_use(&request.id, now + 600, now) {
@@ -391,7 +394,11 @@ impl SamlProvider {
     /// The IdP's answer to our LogoutRequest: its signature is checked when it has one; the
     /// local session ended before the browser left, so an unsigned answer only changes which
     /// page is shown.
-    pub fn logout_answer(&self, message: &RedirectMessage<'_>, response_xml: &str) -> Result<bool, Refusal> {
+    pub fn logout_answer(
+        &self,
+        message: &RedirectMessage<'_>,
+        response_xml: &str,
+    ) -> Result<bool, Refusal> {
         let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
         if message.is_signed() {
             message.verify(&idp.certificates, self.settings.insecure_allow_sha1)?;
@@ -544,7 +551,11 @@ mod logout {
         if !xml::is(&root, PROTOCOL, "LogoutResponse") {
             return Err(Refusal::Malformed);
         }
-        if xml::child(root, ASSERTION, "Issuer").map(xml::text).as_deref() != Some(idp_entity_id) {
+        if xml::child(root, ASSERTION, "Issuer")
+            .map(xml::text)
+            .as_deref()
+            != Some(idp_entity_id)
+        {
             return Err(Refusal::IssuerMismatch);
         }
         Ok(xml::child(root, PROTOCOL, "Status")
@@ -584,7 +595,10 @@ mod tests {
         let claims = claims_of(&verified);
         assert_eq!(claims["name_id"], "alice@corp.test");
         assert_eq!(claims["mail"], "alice@corp.test");
-        assert_eq!(claims["urn:oid:0.9.2342.19200300.100.1.3"], "alice@corp.test");
+        assert_eq!(
+            claims["urn:oid:0.9.2342.19200300.100.1.3"],
+            "alice@corp.test"
+        );
         assert_eq!(claims["email"], "alice@corp.test", "alias from the OID");
         assert_eq!(claims["groups"], serde_json::json!(["a", "b"]));
     }

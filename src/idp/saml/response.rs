@@ -351,17 +351,20 @@ fn check_algorithms(
 ) -> Result<(), Refusal> {
     let signature = algorithm(xml::child(signed_info, DSIG, "SignatureMethod"));
     let digest = algorithm(xml::child(reference, DSIG, "DigestMethod"));
-    let signature_ok = signature.is_some_and(|a| {
-        STRONG_SIGNATURES.contains(&a) || (allow_sha1 && a == SHA1_SIGNATURE)
-    });
-    let digest_ok = digest
-        .is_some_and(|a| STRONG_DIGESTS.contains(&a) || (allow_sha1 && a == SHA1_DIGEST));
+    let signature_ok = signature
+        .is_some_and(|a| STRONG_SIGNATURES.contains(&a) || (allow_sha1 && a == SHA1_SIGNATURE));
+    let digest_ok =
+        digest.is_some_and(|a| STRONG_DIGESTS.contains(&a) || (allow_sha1 && a == SHA1_DIGEST));
     if !signature_ok || !digest_ok {
         return Err(Refusal::WeakAlgorithm);
     }
     let canonicalization = algorithm(xml::child(signed_info, DSIG, "CanonicalizationMethod"));
     let transforms = xml::child(reference, DSIG, "Transforms")
-        .map(|t| xml::children(t, DSIG, "Transform").map(Some).collect::<Vec<_>>())
+        .map(|t| {
+            xml::children(t, DSIG, "Transform")
+                .map(Some)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let known = |a: Option<&str>| a.is_some_and(|a| TRANSFORMS.contains(&a));
     if !known(canonicalization) || !transforms.into_iter().all(|t| known(algorithm(t))) {
@@ -422,7 +425,8 @@ fn read_assertion(
         return Err(Refusal::SubjectMissing);
     }
 
-    let conditions = xml::child(assertion, ASSERTION, "Conditions").ok_or(Refusal::AudienceMismatch)?;
+    let conditions =
+        xml::child(assertion, ASSERTION, "Conditions").ok_or(Refusal::AudienceMismatch)?;
     let mut remember_until = now + expect.max_age;
     if let Some(not_before) = time(conditions.attribute("NotBefore"))? {
         if not_before > now + skew {
@@ -441,7 +445,9 @@ fn read_assertion(
         return Err(Refusal::AudienceMismatch);
     }
     for restriction in restrictions {
-        if !xml::children(restriction, ASSERTION, "Audience").any(|a| xml::text(a) == expect.sp_entity_id) {
+        if !xml::children(restriction, ASSERTION, "Audience")
+            .any(|a| xml::text(a) == expect.sp_entity_id)
+        {
             return Err(Refusal::AudienceMismatch);
         }
     }
@@ -466,7 +472,8 @@ fn read_assertion(
         return Err(first_failure);
     }
 
-    let authn = xml::child(assertion, ASSERTION, "AuthnStatement").ok_or(Refusal::SubjectMissing)?;
+    let authn =
+        xml::child(assertion, ASSERTION, "AuthnStatement").ok_or(Refusal::SubjectMissing)?;
     let session_not_on_or_after = time(authn.attribute("SessionNotOnOrAfter"))?;
     if session_not_on_or_after.is_some_and(|t| t <= now - skew) {
         return Err(Refusal::Expired);
@@ -502,7 +509,10 @@ fn read_assertion(
 }
 
 /// Checks one bearer `SubjectConfirmation`; returns its `NotOnOrAfter`.
-fn check_confirmation(confirmation: Node<'_, '_>, expect: &Expectations<'_>) -> Result<i64, Refusal> {
+fn check_confirmation(
+    confirmation: Node<'_, '_>,
+    expect: &Expectations<'_>,
+) -> Result<i64, Refusal> {
     let data = xml::child(confirmation, ASSERTION, "SubjectConfirmationData")
         .ok_or(Refusal::SubjectMissing)?;
     if data.attribute("Recipient") != Some(expect.acs_url) {

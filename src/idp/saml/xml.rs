@@ -50,7 +50,11 @@ fn too_deep(root: Node<'_, '_>) -> bool {
         if depth > MAX_DEPTH {
             return true;
         }
-        stack.extend(node.children().filter(Node::is_element).map(|c| (c, depth + 1)));
+        stack.extend(
+            node.children()
+                .filter(Node::is_element)
+                .map(|c| (c, depth + 1)),
+        );
     }
     false
 }

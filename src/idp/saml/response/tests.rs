@@ -112,7 +112,11 @@ fn signed(shape: &Shape, keys: &Keys) -> String {
     Crypto::sign_xml(template, &keys.private_der).expect("xmlsec signs")
 }
 
-fn verify_with(xml: &str, keys: &Keys, tweak: impl FnOnce(&mut Expectations<'_>)) -> Result<VerifiedAssertion, Refusal> {
+fn verify_with(
+    xml: &str,
+    keys: &Keys,
+    tweak: impl FnOnce(&mut Expectations<'_>),
+) -> Result<VerifiedAssertion, Refusal> {
     verify_consumed(xml, keys, &|_: &str| false, tweak)
 }
 
@@ -158,17 +162,84 @@ fn a_valid_response_gives_the_signed_facts() {
 #[test]
 fn every_time_audience_and_address_check_refuses() {
     let cases = [
-        (Shape { not_on_or_after: -200, ..Shape::default() }, Refusal::Expired),
-        (Shape { issued: -1000, not_on_or_after: 600, ..Shape::default() }, Refusal::Expired),
-        (Shape { not_before: 600, ..Shape::default() }, Refusal::NotYetValid),
-        (Shape { issued: 600, ..Shape::default() }, Refusal::NotYetValid),
-        (Shape { audience: "https://other-sp.test", ..Shape::default() }, Refusal::AudienceMismatch),
-        (Shape { recipient: "https://evil.test/acs", ..Shape::default() }, Refusal::RecipientMismatch),
-        (Shape { destination: "https://evil.test/acs", ..Shape::default() }, Refusal::DestinationMismatch),
-        (Shape { in_response_to: Some("_other"), ..Shape::default() }, Refusal::InResponseToMismatch),
-        (Shape { in_response_to: None, ..Shape::default() }, Refusal::Unsolicited),
-        (Shape { issuer: "https://evil.test", ..Shape::default() }, Refusal::IssuerMismatch),
-        (Shape { status: "urn:oasis:names:tc:SAML:2.0:status:Requester", ..Shape::default() }, Refusal::IdpStatus),
+        (
+            Shape {
+                not_on_or_after: -200,
+                ..Shape::default()
+            },
+            Refusal::Expired,
+        ),
+        (
+            Shape {
+                issued: -1000,
+                not_on_or_after: 600,
+                ..Shape::default()
+            },
+            Refusal::Expired,
+        ),
+        (
+            Shape {
+                not_before: 600,
+                ..Shape::default()
+            },
+            Refusal::NotYetValid,
+        ),
+        (
+            Shape {
+                issued: 600,
+                ..Shape::default()
+            },
+            Refusal::NotYetValid,
+        ),
+        (
+            Shape {
+                audience: "https://other-sp.test",
+                ..Shape::default()
+            },
+            Refusal::AudienceMismatch,
+        ),
+        (
+            Shape {
+                recipient: "https://evil.test/acs",
+                ..Shape::default()
+            },
+            Refusal::RecipientMismatch,
+        ),
+        (
+            Shape {
+                destination: "https://evil.test/acs",
+                ..Shape::default()
+            },
+            Refusal::DestinationMismatch,
+        ),
+        (
+            Shape {
+                in_response_to: Some("_other"),
+                ..Shape::default()
+            },
+            Refusal::InResponseToMismatch,
+        ),
+        (
+            Shape {
+                in_response_to: None,
+                ..Shape::default()
+            },
+            Refusal::Unsolicited,
+        ),
+        (
+            Shape {
+                issuer: "https://evil.test",
+                ..Shape::default()
+            },
+            Refusal::IssuerMismatch,
+        ),
+        (
+            Shape {
+                status: "urn:oasis:names:tc:SAML:2.0:status:Requester",
+                ..Shape::default()
+            },
+            Refusal::IdpStatus,
+        ),
     ];
     for (shape, expected) in cases {
         assert_eq!(check(shape).err(), Some(expected), "expected {expected:?}");
@@ -178,11 +249,25 @@ fn every_time_audience_and_address_check_refuses() {
 #[test]
 fn unsolicited_responses_pass_only_when_allowed_and_never_answer_a_request() {
     let keys = keys();
-    let xml = signed(&Shape { in_response_to: None, ..Shape::default() }, &keys);
-    assert!(verify_with(&xml, &keys, |e| { e.allow_unsolicited = true; e.request_id = None }).is_ok());
+    let xml = signed(
+        &Shape {
+            in_response_to: None,
+            ..Shape::default()
+        },
+        &keys,
+    );
+    assert!(verify_with(&xml, &keys, |e| {
+        e.allow_unsolicited = true;
+        e.request_id = None
+    })
+    .is_ok());
     let answered = signed(&Shape::default(), &keys);
     assert_eq!(
-        verify_with(&answered, &keys, |e| { e.allow_unsolicited = true; e.request_id = None }).err(),
+        verify_with(&answered, &keys, |e| {
+            e.allow_unsolicited = true;
+            e.request_id = None
+        })
+        .err(),
         Some(Refusal::InResponseToMismatch),
         "a response to a request this browser did not make"
     );
@@ -193,11 +278,20 @@ fn tampering_stripping_and_foreign_keys_fail_the_signature() {
     let keys = keys();
     let xml = signed(&Shape::default(), &keys);
     let tampered = xml.replace(">admins<", ">root<");
-    assert_eq!(verify_with(&tampered, &keys, |_| {}).err(), Some(Refusal::SignatureInvalid));
+    assert_eq!(
+        verify_with(&tampered, &keys, |_| {}).err(),
+        Some(Refusal::SignatureInvalid)
+    );
     let foreign = keys_signed_by_other(&keys);
     assert_eq!(foreign, Some(Refusal::SignatureInvalid));
-    let stripped = response_around(&Shape::default(), &assertion_xml(&Shape::default(), "_a1", false));
-    assert_eq!(verify_with(&stripped, &keys, |_| {}).err(), Some(Refusal::Unsigned));
+    let stripped = response_around(
+        &Shape::default(),
+        &assertion_xml(&Shape::default(), "_a1", false),
+    );
+    assert_eq!(
+        verify_with(&stripped, &keys, |_| {}).err(),
+        Some(Refusal::Unsigned)
+    );
 }
 
 fn keys_signed_by_other(trusted: &Keys) -> Option<Refusal> {
@@ -209,7 +303,14 @@ fn keys_signed_by_other(trusted: &Keys) -> Option<Refusal> {
 fn wrapping_shapes_are_refused() {
     let keys = keys();
     let xml = signed(&Shape::default(), &keys);
-    let evil = assertion_xml(&Shape { name_id: "mallory@corp.test", ..Shape::default() }, "_evil", false);
+    let evil = assertion_xml(
+        &Shape {
+            name_id: "mallory@corp.test",
+            ..Shape::default()
+        },
+        "_evil",
+        false,
+    );
     let status_end = "</samlp:Status>";
     let before = xml.replacen(status_end, &format!("{status_end}{evil}"), 1);
     let after = xml.replacen("</samlp:Response>", &format!("{evil}</samlp:Response>"), 1);
@@ -221,9 +322,22 @@ fn wrapping_shapes_are_refused() {
         &format!("<samlp:Extensions>{original}</samlp:Extensions>{evil}"),
         1,
     );
-    let same_id = xml.replacen(status_end, &format!("{status_end}{}", evil.replace("_evil", "_a1")), 1);
-    for (name, doc) in [("before", before), ("after", after), ("extensions", moved), ("same id", same_id)] {
-        assert_eq!(verify_with(&doc, &keys, |_| {}).err(), Some(Refusal::Wrapped), "{name}");
+    let same_id = xml.replacen(
+        status_end,
+        &format!("{status_end}{}", evil.replace("_evil", "_a1")),
+        1,
+    );
+    for (name, doc) in [
+        ("before", before),
+        ("after", after),
+        ("extensions", moved),
+        ("same id", same_id),
+    ] {
+        assert_eq!(
+            verify_with(&doc, &keys, |_| {}).err(),
+            Some(Refusal::Wrapped),
+            "{name}"
+        );
     }
 }
 
@@ -235,22 +349,37 @@ fn weak_algorithms_and_unusual_transforms_are_refused_before_xmlsec() {
     };
     let doc = response_around(&sha1, &assertion_xml(&sha1, "_a1", true));
     let keys = keys();
-    assert_eq!(verify_with(&doc, &keys, |_| {}).err(), Some(Refusal::WeakAlgorithm));
+    assert_eq!(
+        verify_with(&doc, &keys, |_| {}).err(),
+        Some(Refusal::WeakAlgorithm)
+    );
     let xslt = Shape {
         transform: "http://www.w3.org/TR/1999/REC-xslt-19991116",
         ..Shape::default()
     };
     let doc = response_around(&xslt, &assertion_xml(&xslt, "_a1", true));
-    assert_eq!(verify_with(&doc, &keys, |_| {}).err(), Some(Refusal::UnsupportedTransform));
+    assert_eq!(
+        verify_with(&doc, &keys, |_| {}).err(),
+        Some(Refusal::UnsupportedTransform)
+    );
 }
 
 #[test]
 fn a_comment_in_the_name_id_is_refused_even_though_the_signature_holds() {
     let keys = keys();
-    let shape = Shape { name_id: "alice@corp.test.evil.test", ..Shape::default() };
+    let shape = Shape {
+        name_id: "alice@corp.test.evil.test",
+        ..Shape::default()
+    };
     let xml = signed(&shape, &keys);
-    let injected = xml.replace("alice@corp.test.evil.test", "alice@corp.test<!---->.evil.test");
-    assert_eq!(verify_with(&injected, &keys, |_| {}).err(), Some(Refusal::CommentInjected));
+    let injected = xml.replace(
+        "alice@corp.test.evil.test",
+        "alice@corp.test<!---->.evil.test",
+    );
+    assert_eq!(
+        verify_with(&injected, &keys, |_| {}).err(),
+        Some(Refusal::CommentInjected)
+    );
 }
 
 #[test]
@@ -258,15 +387,24 @@ fn doctypes_garbage_and_replays_are_refused() {
     let keys = keys();
     let xml = signed(&Shape::default(), &keys);
     let xxe = format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{xml}");
-    assert_eq!(verify_with(&xxe, &keys, |_| {}).err(), Some(Refusal::DoctypeForbidden));
-    assert_eq!(verify_with("<nope", &keys, |_| {}).err(), Some(Refusal::Malformed));
+    assert_eq!(
+        verify_with(&xxe, &keys, |_| {}).err(),
+        Some(Refusal::DoctypeForbidden)
+    );
+    assert_eq!(
+        verify_with("<nope", &keys, |_| {}).err(),
+        Some(Refusal::Malformed)
+    );
     let seen = |id: &str| id == "_a1";
     assert_eq!(
         verify_consumed(&xml, &keys, &seen, |_| {}).err(),
         Some(Refusal::Replayed)
     );
     assert_eq!(decode("%%%").err(), Some(Refusal::NotBase64));
-    assert_eq!(decode(&"A".repeat(MAX_RESPONSE_BASE64 + 4)).err(), Some(Refusal::TooLarge));
+    assert_eq!(
+        decode(&"A".repeat(MAX_RESPONSE_BASE64 + 4)).err(),
+        Some(Refusal::TooLarge)
+    );
     let wrapped_lines = base64::engine::general_purpose::STANDARD
         .encode(xml.as_bytes())
         .as_bytes()
