@@ -13,12 +13,12 @@
 # Needs Rust 1.89 or later (Cargo.toml rust-version); rust:1 is the latest stable release.
 FROM rust:1-bookworm AS builder
 
-# Build dependencies of the current dependency tree (rustls + ring, Pingora).
+# Build dependencies: Pingora (cmake for zlib-ng), bindgen (libclang), SAML signature checks
+# (samael's bindings to xmlsec and libxml2, OpenSSL headers).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config cmake libclang-dev \
+      libssl-dev libxml2-dev libxmlsec1-dev \
  && rm -rf /var/lib/apt/lists/*
-# For the SAML release (samael + xmlsec), also:
-#   apt-get install -y --no-install-recommends libssl-dev libxml2-dev libxmlsec1-dev
 
 WORKDIR /src
 COPY . .
@@ -28,13 +28,14 @@ RUN cargo build --release --locked \
 # ---- run ---------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates: the system trust store, used to verify https:// upstreams (and, later, IdPs).
+# ca-certificates: the system trust store, used to verify https:// upstreams and IdPs.
 # curl: only for the HEALTHCHECK below; drop it (and the HEALTHCHECK) if your orchestrator probes
 # the admin listener itself.
+# libxmlsec1-openssl, libxml2: SAML signature verification (xmlsec), at run time.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
+      libxmlsec1-openssl libxml2 \
  && rm -rf /var/lib/apt/lists/*
-# For the SAML release, also: libxmlsec1-openssl libxml2
 
 RUN groupadd --system portcullis \
  && useradd --system --gid portcullis --home-dir /nonexistent --shell /usr/sbin/nologin portcullis \

@@ -2,7 +2,10 @@
 # Installs the Debian packages Portcullis needs to build and test (idempotent).
 set -euo pipefail
 
-packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates procps)
+# libxmlsec1-dev/libxml2-dev: SAML signature checks (samael's bindings to xmlsec);
+# xmlsec1 and python3-venv: the SAML IdP of the tests (pysaml2) and its forged responses.
+packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates procps
+  libxml2-dev libxmlsec1-dev libxmlsec1-openssl xmlsec1 python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -12,8 +12,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== test identity providers (npm ci)"
+echo "== test identity providers (npm ci, pip install)"
 (cd tests/idp/oidc && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -x tests/idp/saml/.venv/bin/python ]; then
+  python3 -m venv tests/idp/saml/.venv
+fi
+tests/idp/saml/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/idp/saml/requirements.txt
 
 echo "== cargo test"
 cargo test --locked

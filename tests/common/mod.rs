@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod op;
+pub mod saml;
 pub mod upstream;
 
 use std::io::Read;

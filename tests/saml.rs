@@ -1,0 +1,512 @@
+//! SAML 2.0 end to end against a real IdP (pysaml2, `tests/idp/saml/idp.py`): sign-in
+//! reaches the upstream with the mapped identity and a verifiable assertion; every forged
+//! response (built from a real signed one) is refused with its reason and never forwarded;
+//! single logout both ways; MFA step-up; SP metadata valid against the OASIS schema.
+
+mod common;
+
+use common::op::{cookies_of, header, Jar};
+use common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
+use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use reqwest::header::{COOKIE, LOCATION};
+use serde_json::Value;
+
+struct World {
+    idp: SamlIdp,
+    proxy: Proxy,
+    fixtures: Fixtures,
+    upstream: Upstream,
+    https: reqwest::Client,
+    base: String,
+}
+
+#[derive(Default)]
+struct Options {
+    /// Sign AuthnRequests and LogoutRequests (the IdP then requires it).
+    sign_requests: bool,
+    allow_unsolicited: bool,
+}
+
+fn openssl_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, cert) = (dir.join("sp.key"), dir.join("sp.crt"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=portcullis-sp"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    (key, cert)
+}
+
+/// The IdP, and Portcullis with one app on a.test: internal (corp.test) and external users
+/// with roles from groups, entity from the `organization` attribute, a `/billing` rule that
+/// needs MFA, plain identity headers.
+fn world(options: Options) -> World {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let base = format!("https://a.test:{}", ports.https);
+    let sp_entity = format!("https://localhost:{}/.portcullis/saml/metadata", ports.https);
+    let acs = format!("{base}/.portcullis/saml/acs");
+    let slo = format!("https://localhost:{}/.portcullis/saml/slo", ports.https);
+    let mut flags: Vec<&str> = Vec::new();
+    let mut sp_keys = String::new();
+    let cert_arg;
+    if options.sign_requests {
+        let (key, cert) = openssl_pair(fixtures.dir.path());
+        cert_arg = cert.display().to_string();
+        flags.extend(["--sp-cert", cert_arg.as_str()]);
+        sp_keys = format!(
+            "    sp_signing_key: file:{}\n    sp_certificate: {}\n",
+            key.display(),
+            cert.display()
+        );
+    }
+    let idp = SamlIdp::start(&sp_entity, &acs, &slo, &flags);
+    let sections = format!(
+        r#"identity_providers:
+  - id: corp
+    kind: saml
+    display_name: Corp SSO (SAML)
+    idp_metadata: {metadata}
+    allow_unsolicited: {unsolicited}
+{sp_keys}    claims: {{ entity: organization }}
+identity:
+  internal_users: [{{ email_domain: corp.test }}]
+  roles:
+    - {{ role: admin, group: admins }}
+    - {{ role: engineer, group: engineering }}
+    - {{ role: customer, group: acme-users }}
+"#,
+        metadata = idp.metadata_file().display(),
+        unsolicited = options.allow_unsolicited,
+    );
+    let up = upstream.url();
+    let apps = format!(
+        r#"  - id: chat
+    hosts: [a.test]
+    upstream: {up}
+    access:
+      user_types: [internal-user, external-user]
+      roles: [admin, engineer, customer]
+    rules:
+      - name: billing
+        paths: ["/billing/**"]
+        access: {{ require_mfa: true }}
+    identity_headers: {{ plain: true }}
+"#
+    );
+    let yaml = fixtures
+        .config(&ports, "", &apps)
+        .replace("session:\n", &format!("{sections}session:\n"));
+    let proxy = Proxy::start(&fixtures, ports, &yaml);
+    let https = client(&fixtures, &proxy);
+    World {
+        idp,
+        proxy,
+        fixtures,
+        upstream,
+        https,
+        base,
+    }
+}
+
+impl World {
+    fn start_url(&self, rd: &str) -> String {
+        format!("{}/.portcullis/login?idp=corp&rd={rd}", self.base)
+    }
+
+    /// Signs `user` in; Portcullis's cookie jar with a session.
+    async fn sign_in(&self, user: &str) -> Jar {
+        let mut ours = Jar::new();
+        let posted = sign_in_at_idp(&self.https, &self.start_url("%2Fchat"), user, &mut ours).await;
+        let r = post_acs(&self.https, &posted, &header(&ours)).await;
+        assert_eq!(r.status(), 303, "{user} signs in");
+        assert_eq!(r.headers()[LOCATION], "/chat");
+        cookies_of(r.headers(), &mut ours);
+        ours
+    }
+
+    async fn get(&self, path: &str, jar: &Jar) -> reqwest::Response {
+        self.https
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, header(jar))
+            .header("accept", "application/json")
+            .header("X-Portcullis-User", "forged-admin")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Audit `detail` of every failed sign-in, in order.
+    fn refusals(&self) -> Vec<String> {
+        audit_records(&self.fixtures.audit_log())
+            .iter()
+            .filter(|r| r["event"] == "login-failed")
+            .filter_map(|r| r["detail"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+fn received(echo: &Value) -> std::collections::BTreeMap<String, String> {
+    echo["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_str()?.to_string())))
+        .collect()
+}
+
+fn verify_assertion(token: &str, jwks: &jsonwebtoken::jwk::JwkSet) -> Value {
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid in jwks");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&["chat"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .expect("assertion verifies")
+        .claims
+}
+
+#[tokio::test]
+async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity() {
+    let w = world(Options::default());
+    let jwks: jsonwebtoken::jwk::JwkSet = w
+        .https
+        .get(format!("{}/.portcullis/jwks.json", w.base))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+
+    // The login page offers the SAML provider.
+    let page = w
+        .https
+        .get(format!("{}/.portcullis/login?rd=%2Fchat", w.base))
+        .send()
+        .await
+        .expect("login page")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("Corp SSO (SAML)"), "{page}");
+
+    let alice = w.sign_in("alice@corp.test").await;
+    let r = w.get("/chat", &alice).await;
+    assert_eq!(r.status(), 200);
+    let got = received(&r.json().await.expect("echo"));
+    assert_eq!(got["x-portcullis-user"], "alice@corp.test");
+    assert_eq!(got["x-portcullis-user-type"], "internal-user");
+    let claims = verify_assertion(&got["x-portcullis-assertion"], &jwks);
+    assert_eq!(claims["sub"], "alice@corp.test");
+    assert_eq!(claims["email"], "alice@corp.test");
+    assert_eq!(claims["name"], "Alice Example");
+    assert_eq!(claims["idp"], "corp");
+    let roles: Vec<&str> = claims["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(roles.contains(&"admin") && roles.contains(&"engineer"), "{roles:?}");
+
+    let bob = w.sign_in("bob@acme.test").await;
+    let r = w.get("/chat", &bob).await;
+    assert_eq!(r.status(), 200);
+    let got = received(&r.json().await.expect("echo"));
+    assert_eq!(got["x-portcullis-user-type"], "external-user");
+    assert_eq!(got["x-portcullis-entity"], "acme");
+    assert_eq!(got["x-portcullis-roles"], "customer");
+
+    // No groups, no role: signed in, and refused by the policy.
+    let nomail = w.sign_in("nomail@corp.test").await;
+    assert_eq!(w.get("/chat", &nomail).await.status(), 403);
+
+    let whoami: Value = w
+        .https
+        .get(format!("{}/.portcullis/whoami", w.base))
+        .header(COOKIE, header(&alice))
+        .send()
+        .await
+        .expect("whoami")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(whoami["identity"]["auth_method"], "saml");
+    assert!(!whoami.to_string().contains("SAMLResponse"));
+
+    let logins: Vec<Value> = audit_records(&w.fixtures.audit_log())
+        .into_iter()
+        .filter(|r| r["event"] == "login-succeeded")
+        .collect();
+    assert_eq!(logins.len(), 3);
+    assert!(logins.iter().all(|r| r["detail"] == "saml" && r["idp"] == "corp"));
+}
+
+#[tokio::test]
+async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() {
+    let w = world(Options::default());
+    // One real sign-in, captured before it reaches Portcullis.
+    let mut ours = Jar::new();
+    let real = sign_in_at_idp(&w.https, &w.start_url("%2Fchat"), "alice@corp.test", &mut ours).await;
+    let cookies = header(&ours);
+    let xml = real.xml();
+    let mut evil = Jar::new();
+    let evil_real = sign_in_at_idp(
+        &w.https,
+        &w.start_url("%2Fchat"),
+        "alice@corp.test.evil.test",
+        &mut evil,
+    )
+    .await;
+
+    let shapes: &[(&str, u16, &str)] = &[
+        ("tamper", 403, "signature-invalid"),
+        ("strip-signature", 403, "unsigned"),
+        ("foreign-key", 403, "signature-invalid"),
+        ("sha1", 403, "weak-algorithm"),
+        ("xsw-clone-before", 403, "wrapped"),
+        ("xsw-clone-after", 403, "wrapped"),
+        ("xsw-extensions", 403, "wrapped"),
+        ("xsw-object", 403, "wrapped"),
+        ("xsw-same-id", 403, "wrapped"),
+        ("expired", 403, "expired"),
+        ("not-yet-valid", 403, "not-yet-valid"),
+        ("audience", 403, "audience-mismatch"),
+        ("recipient", 403, "recipient-mismatch"),
+        ("destination", 403, "destination-mismatch"),
+        ("in-response-to", 403, "in-response-to-mismatch"),
+        ("issuer", 403, "issuer-mismatch"),
+        ("status", 403, "idp-status"),
+        ("unsolicited", 403, "unsolicited"),
+        ("xxe", 403, "doctype-forbidden"),
+        ("billion-laughs", 403, "doctype-forbidden"),
+    ];
+    let mut expected = Vec::new();
+    for (shape, status, reason) in shapes {
+        let forged = real.with_xml(&w.idp.forge(shape, &xml));
+        let r = post_acs(&w.https, &forged, &cookies).await;
+        assert_eq!(r.status().as_u16(), *status, "{shape}");
+        assert!(r.headers().get("set-cookie").is_none_or(|c| {
+            !c.to_str().unwrap_or_default().starts_with("__Host-portcullis=")
+        }), "{shape}: no session");
+        expected.push(reason.to_string());
+    }
+
+    // Comment injection: the signature still holds, the NameID would read as alice@corp.test.
+    let injected = evil_real.with_xml(&w.idp.forge("comment-nameid", &evil_real.xml()));
+    assert_eq!(post_acs(&w.https, &injected, &header(&evil)).await.status(), 403);
+    expected.push("comment-injected".into());
+
+    // Not base64, and too large.
+    let garbage = Posted { saml_response: "!!not base64!!".into(), ..real.clone() };
+    assert_eq!(post_acs(&w.https, &garbage, &cookies).await.status(), 400);
+    expected.push("not-base64".into());
+    let huge = Posted { saml_response: "A".repeat(400 * 1024), ..real.clone() };
+    assert_eq!(post_acs(&w.https, &huge, &cookies).await.status(), 413);
+    expected.push("response-too-large".into());
+
+    assert_eq!(w.upstream.hits(), 0, "nothing forged reached the upstream");
+    assert_eq!(w.refusals(), expected);
+
+    // The real response still works once, and a replay of it (same cookie) does not.
+    let r = post_acs(&w.https, &real, &cookies).await;
+    assert_eq!(r.status(), 303, "the genuine response signs in");
+    let r = post_acs(&w.https, &real, &cookies).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.refusals().last().map(String::as_str), Some("replayed"));
+    assert_eq!(w.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn idp_initiated_sign_in_only_where_allowed() {
+    let w = world(Options {
+        allow_unsolicited: true,
+        ..Options::default()
+    });
+    let page = saml::plain()
+        .get(format!("{}/sso/unsolicited?user=alice@corp.test&relay=/chat/x", w.idp.base))
+        .send()
+        .await
+        .expect("unsolicited")
+        .text()
+        .await
+        .expect("page");
+    let posted = saml::posted_form(&page);
+    let r = post_acs(&w.https, &posted, "").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[LOCATION], "/chat/x");
+    // A response that answers a request must come with that request's cookie.
+    let mut ours = Jar::new();
+    let solicited = sign_in_at_idp(&w.https, &w.start_url("%2F"), "alice@corp.test", &mut ours).await;
+    assert_eq!(post_acs(&w.https, &solicited, "").await.status(), 403);
+    assert_eq!(w.refusals(), vec!["in-response-to-mismatch"]);
+}
+
+#[tokio::test]
+async fn single_logout_both_ways_with_signed_requests() {
+    let w = world(Options {
+        sign_requests: true,
+        ..Options::default()
+    });
+    // SP-initiated: Portcullis ends the session, then asks the IdP (signed LogoutRequest).
+    let alice = w.sign_in("alice@corp.test").await;
+    let page = w
+        .https
+        .get(format!("{}/.portcullis/logout", w.base))
+        .header(COOKIE, header(&alice))
+        .send()
+        .await
+        .expect("logout page");
+    let mut jar = alice.clone();
+    cookies_of(page.headers(), &mut jar);
+    let csrf = jar
+        .iter()
+        .find(|(n, _)| n.ends_with("-csrf"))
+        .map(|(_, v)| v.clone())
+        .expect("csrf cookie");
+    let r = w
+        .https
+        .post(format!("{}/.portcullis/logout", w.base))
+        .header(COOKIE, header(&jar))
+        .header("origin", w.base.clone())
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    let to_idp = r.headers()[LOCATION].to_str().expect("location").to_string();
+    assert!(to_idp.starts_with(&format!("{}/slo/redirect?SAMLRequest=", w.idp.base)));
+    assert!(to_idp.contains("&Signature="), "signed LogoutRequest");
+    let back = saml::plain().get(&to_idp).send().await.expect("idp slo");
+    assert_eq!(back.status(), 302, "the IdP verified our signature and answers");
+    let back = back.headers()[LOCATION].to_str().expect("location").to_string();
+    let back = back.replace(
+        &format!("https://localhost:{}", w.proxy.ports.https),
+        &w.base,
+    );
+    let r = w.https.get(&back).send().await.expect("slo response");
+    assert_eq!(r.status(), 200);
+    assert_eq!(w.get("/chat", &alice).await.status(), 401, "session over");
+
+    // IdP-initiated: a signed LogoutRequest ends that session, even in another browser.
+    let bob = w.sign_in("bob@acme.test").await;
+    assert_eq!(w.get("/chat", &bob).await.status(), 200);
+    let unsigned: Value = saml::plain()
+        .post(format!("{}/__test/logout?unsigned=1", w.idp.base))
+        .json(&serde_json::json!({"user": "bob@acme.test"}))
+        .send()
+        .await
+        .expect("idp logout")
+        .json()
+        .await
+        .expect("json");
+    let url = unsigned["url"].as_str().expect("url").replace(
+        &format!("https://localhost:{}", w.proxy.ports.https),
+        &w.base,
+    );
+    assert_eq!(w.https.get(&url).send().await.expect("slo").status(), 403);
+    assert_eq!(w.get("/chat", &bob).await.status(), 200, "an unsigned request ends nothing");
+
+    let signed: Value = saml::plain()
+        .post(format!("{}/__test/logout", w.idp.base))
+        .json(&serde_json::json!({"user": "bob@acme.test"}))
+        .send()
+        .await
+        .expect("idp logout")
+        .json()
+        .await
+        .expect("json");
+    let url = signed["url"].as_str().expect("url").replace(
+        &format!("https://localhost:{}", w.proxy.ports.https),
+        &w.base,
+    );
+    let r = w.https.get(&url).send().await.expect("slo");
+    assert_eq!(r.status(), 302, "answered with a LogoutResponse");
+    assert!(r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .starts_with(&format!("{}/slo/redirect?SAMLResponse=", w.idp.base)));
+    assert_eq!(w.get("/chat", &bob).await.status(), 401, "bob's session ended");
+
+    let details: Vec<String> = audit_records(&w.fixtures.audit_log())
+        .iter()
+        .filter(|r| r["event"] == "logout" || r["event"] == "login-failed")
+        .filter_map(|r| r["detail"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        details,
+        vec!["user", "saml-slo-confirmed", "logout-unsigned", "saml-idp-logout"]
+    );
+}
+
+#[tokio::test]
+async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
+    let w = world(Options::default());
+    let mut alice = w.sign_in("alice@corp.test").await;
+    let r = w.get("/billing/invoices", &alice).await;
+    assert_eq!(r.status(), 401, "MFA needed: a step-up sign-in");
+    let body: Value = r.json().await.expect("json");
+    let step_up = body["login_url"].as_str().expect("login_url").to_string();
+    assert!(step_up.contains("idp=corp") && step_up.contains("mfa=1"), "{step_up}");
+
+    // The step-up AuthnRequest asks for the MFA contexts and a fresh authentication.
+    let r = w
+        .https
+        .get(format!("{}{step_up}", w.base))
+        .header(COOKIE, header(&alice))
+        .send()
+        .await
+        .expect("step up");
+    assert_eq!(r.status(), 302);
+    cookies_of(r.headers(), &mut alice);
+    let to_idp = r.headers()[LOCATION].to_str().expect("location").to_string();
+    let request = saml::inflate_request(&to_idp);
+    assert!(request.contains("RequestedAuthnContext") && request.contains("MobileTwoFactorContract"), "{request}");
+    assert!(request.contains(r#"ForceAuthn="true""#), "{request}");
+
+    // Alice has no second factor: the new session still does not pass, and is not sent round again.
+    let posted = saml::login_at_idp(&to_idp, "alice@corp.test").await;
+    let r = post_acs(&w.https, &posted, &header(&alice)).await;
+    assert_eq!(r.status(), 303);
+    cookies_of(r.headers(), &mut alice);
+    assert_eq!(w.get("/billing/invoices", &alice).await.status(), 403);
+
+    let carol = w.sign_in("carol@corp.test").await; // signs in with a second factor
+    assert_eq!(w.get("/billing/invoices", &carol).await.status(), 200);
+    assert_eq!(w.upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn sp_metadata_is_valid_against_the_saml_schema() {
+    for sign_requests in [false, true] {
+        let w = world(Options {
+            sign_requests,
+            ..Options::default()
+        });
+        let r = w
+            .https
+            .get(format!("{}/.portcullis/saml/metadata", w.base))
+            .send()
+            .await
+            .expect("metadata");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/samlmetadata+xml");
+        let text = r.text().await.expect("text");
+        assert!(text.contains(&format!("{}/.portcullis/saml/acs", w.base)));
+        assert_eq!(text.contains("X509Certificate"), sign_requests);
+        assert!(text.contains(&format!("AuthnRequestsSigned=\"{sign_requests}\"")));
+        let file = w.fixtures.path("sp-metadata.xml");
+        std::fs::write(&file, &text).expect("write");
+        if let Err(errors) = saml::validate_metadata(&file) {
+            panic!("SP metadata is not schema-valid: {errors}\n{text}");
+        }
+    }
+}
