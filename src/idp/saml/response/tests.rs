@@ -414,3 +414,44 @@ fn doctypes_garbage_and_replays_are_refused() {
         .join("\r\n");
     assert_eq!(decode(&wrapped_lines).as_deref(), Ok(xml.as_str()));
 }
+
+mod fuzz {
+    //! Random damage to a real signed response: never a panic, and whatever is accepted
+    //! says exactly what was signed.
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn fixture() -> &'static (Keys, String) {
+        static FIXTURE: OnceLock<(Keys, String)> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let keys = keys();
+            let xml = signed(&Shape::default(), &keys);
+            (keys, xml)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn damaged_responses_never_panic_nor_change_what_is_believed(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0x20u8..0x7f, 0u8..3), 1..5)
+        ) {
+            let (keys, xml) = fixture();
+            let mut bytes = xml.clone().into_bytes();
+            for (at, byte, kind) in edits {
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ => { bytes.truncate(i.max(1)); }
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
+            if let Ok(found) = verify_with(&text, keys, |_| {}) {
+                prop_assert_eq!(found.name_id, "alice@corp.test");
+                prop_assert_eq!(&found.attributes[0].values, &vec!["engineering".to_string(), "admins".to_string()]);
+            }
+        }
+    }
+}
