@@ -2,8 +2,8 @@
 //!
 //! The request pipeline lives in `proxy`; everything it decides with is in modules that
 //! never import Pingora (`config`, `route`, `policy`, `netguard`, `respond`, `audit`).
-//! The library exists for the binary and for the benchmarks in `benches/`; it has no stable
-//! API.
+//! The library exists for the binary, the benchmarks in `benches/` and the fuzz targets in
+//! `fuzz/`; it has no stable API.
 
 mod admin;
 pub mod assertion;
@@ -12,7 +12,7 @@ pub mod cli;
 pub mod config;
 mod demo;
 pub mod identity;
-mod idp;
+pub mod idp;
 mod keys;
 mod logging;
 mod metrics;

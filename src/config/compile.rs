@@ -760,7 +760,7 @@ impl Compiler<'_> {
             ) else {
                 continue;
             };
-            if crate::idp::local::check_hash(hash).is_err() {
+            if !crate::idp::local::is_argon2id_hash(hash) {
                 self.issues.add(
                     &format!("{path}.password_hash"),
                     "not an Argon2id hash",
