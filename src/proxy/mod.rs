@@ -54,8 +54,6 @@ struct LoginOptions {
     oidc: Vec<Arc<OidcProvider>>,
     /// SAML 2.0 providers.
     saml: Vec<Arc<crate::idp::saml::SamlProvider>>,
-    /// Providers this build cannot sign in with yet (display names).
-    unavailable: Vec<String>,
 }
 
 /// The gateway: everything a request needs, built once at start.
@@ -151,7 +149,6 @@ impl Gateway {
                     .collect(),
                 oidc,
                 saml,
-                unavailable: Vec::new(),
             },
             throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
             revoked: RevokedSessions::default(),

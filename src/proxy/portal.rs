@@ -139,18 +139,13 @@ impl Gateway {
                     (name, format!("{action}?idp={id}&rd={rd}"))
                 })
                 .collect(),
+            // Known but not reachable right now (discovery or metadata fetch failing).
             unavailable: self
                 .login
-                .unavailable
+                .oidc
                 .iter()
-                .map(String::as_str)
-                .chain(
-                    self.login
-                        .oidc
-                        .iter()
-                        .filter(|p| !p.is_available())
-                        .map(|p| p.display_name.as_str()),
-                )
+                .filter(|p| !p.is_available())
+                .map(|p| p.display_name.as_str())
                 .chain(
                     self.login
                         .saml

@@ -69,7 +69,7 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
     }
     for name in &p.unavailable {
         body.push_str(&format!(
-            "<p class=\"muted\">{}: single sign-on is not available in this version.</p>",
+            "<p class=\"muted\">{}: temporarily unavailable (the identity provider could not be reached; try again shortly).</p>",
             escape_html(name)
         ));
     }
