@@ -25,6 +25,9 @@ struct Options {
     /// Sign AuthnRequests and LogoutRequests (the IdP then requires it).
     sign_requests: bool,
     allow_unsolicited: bool,
+    /// Read the IdP's metadata from its URL (fetched by the background service) instead of
+    /// the downloaded file.
+    metadata_by_url: bool,
 }
 
 fn openssl_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -83,7 +86,11 @@ identity:
     - {{ role: engineer, group: engineering }}
     - {{ role: customer, group: acme-users }}
 "#,
-        metadata = idp.metadata_file().display(),
+        metadata = if options.metadata_by_url {
+            idp.entity_id() // the IdP serves its metadata at its entity id
+        } else {
+            idp.metadata_file().display().to_string()
+        },
         unsolicited = options.allow_unsolicited,
     );
     let up = upstream.url();
@@ -354,6 +361,7 @@ async fn idp_initiated_sign_in_only_where_allowed() {
 async fn single_logout_both_ways_with_signed_requests() {
     let w = world(Options {
         sign_requests: true,
+        metadata_by_url: true,
         ..Options::default()
     });
     // SP-initiated: Portcullis ends the session, then asks the IdP (signed LogoutRequest).
