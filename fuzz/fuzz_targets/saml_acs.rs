@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         clock_skew: 120,
         max_age: 300,
         now: 1_800_000_000,
+        decrypter: None,
         consumed: &never,
     };
     // No certificate is trusted, so nothing may ever be accepted.

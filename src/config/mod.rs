@@ -245,6 +245,8 @@ pub struct SamlSettings {
     pub sp_entity_id: String,
     /// Signs AuthnRequests and logout messages; published in SP metadata.
     pub sp_signer: Option<std::sync::Arc<crate::idp::saml::SpSigner>>,
+    /// Decrypts encrypted assertions: the same key, when it is RSA.
+    pub sp_decrypter: Option<std::sync::Arc<crate::idp::saml::SpDecrypter>>,
     /// NameID format requested.
     pub name_id_format: Option<String>,
     /// Accept IdP-initiated sign-in.

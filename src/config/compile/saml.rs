@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Compiler;
 use crate::config::raw::RawIdentityProvider;
 use crate::config::{IdentityProviderKind, SamlSettings};
-use crate::idp::saml::{self, IdpDescriptor, SpSigner};
+use crate::idp::saml::{self, IdpDescriptor, SpDecrypter, SpSigner};
 use url::Url;
 
 /// Authentication contexts that mean a second factor, when none are configured.
@@ -107,7 +107,8 @@ impl Compiler<'_> {
                 public_url.origin().ascii_serialization()
             )
         });
-        let sp_signer = self.sp_signer(base, idp);
+        let (sp_signer, sp_decrypter) = self.sp_keys(base, idp).unzip();
+        let sp_decrypter = sp_decrypter.flatten();
         let clock_skew = self.duration(
             &format!("{base}.clock_skew"),
             idp.clock_skew.as_ref(),
@@ -151,6 +152,7 @@ impl Compiler<'_> {
             idp_certificates,
             sp_entity_id,
             sp_signer,
+            sp_decrypter,
             name_id_format: idp.name_id_format.clone(),
             allow_unsolicited: idp.allow_unsolicited.unwrap_or(false),
             clock_skew,
@@ -194,7 +196,12 @@ impl Compiler<'_> {
         out
     }
 
-    fn sp_signer(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<Arc<SpSigner>> {
+    /// The SP key pair: it signs requests, and (when RSA) decrypts encrypted assertions.
+    fn sp_keys(
+        &mut self,
+        base: &str,
+        idp: &RawIdentityProvider,
+    ) -> Option<(Arc<SpSigner>, Option<Arc<SpDecrypter>>)> {
         match (&idp.sp_signing_key, &idp.sp_certificate) {
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
@@ -210,7 +217,10 @@ impl Compiler<'_> {
                 let path = self.file_path(&format!("{base}.sp_certificate"), cert_path, true);
                 let cert = std::fs::read(&path).ok()?;
                 match SpSigner::from_pem(key.expose().as_bytes(), &cert) {
-                    Ok(signer) => Some(Arc::new(signer)),
+                    Ok(signer) => Some((
+                        Arc::new(signer),
+                        SpDecrypter::from_pem(key.expose().as_bytes()).map(Arc::new),
+                    )),
                     Err(e) => {
                         self.issues.add(
                             &format!("{base}.sp_signing_key"),

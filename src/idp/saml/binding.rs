@@ -457,6 +457,8 @@ pub struct SpMetadata<'a> {
     pub slo_url: &'a str,
     /// Signing certificate (DER), when requests are signed.
     pub certificate: Option<&'a [u8]>,
+    /// The certificate's key also decrypts assertions (published for encryption too).
+    pub encrypts: bool,
     /// NameID format asked for, listed first.
     pub name_id_format: Option<&'a str>,
 }
@@ -472,15 +474,25 @@ const NAME_ID_FORMATS: [&str; 4] = [
 impl SpMetadata<'_> {
     /// The EntityDescriptor, in schema order.
     pub fn to_xml(&self) -> String {
-        let key = self
-            .certificate
-            .map(|der| {
-                format!(
-                    r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
-                    STANDARD.encode(der)
-                )
-            })
-            .unwrap_or_default();
+        let key_info = |der: &[u8]| {
+            format!(
+                "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>",
+                STANDARD.encode(der)
+            )
+        };
+        let mut key = String::new();
+        if let Some(der) = self.certificate {
+            key.push_str(&format!(
+                r#"<md:KeyDescriptor use="signing">{}</md:KeyDescriptor>"#,
+                key_info(der)
+            ));
+            if self.encrypts {
+                key.push_str(&format!(
+                    r#"<md:KeyDescriptor use="encryption">{}<md:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"/><md:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes128-gcm"/><md:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes256-cbc"/><md:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/><md:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/></md:KeyDescriptor>"#,
+                    key_info(der)
+                ));
+            }
+        }
         let mut formats: Vec<&str> = self.name_id_format.into_iter().collect();
         formats.extend(
             NAME_ID_FORMATS

@@ -5,6 +5,7 @@
 //! [`response`] for the checks around that verification and their order.
 
 pub mod binding;
+mod decrypt;
 pub mod metadata;
 pub mod response;
 mod xml;
@@ -15,6 +16,7 @@ use openidconnect::reqwest;
 use serde::{Deserialize, Serialize};
 
 pub use binding::SpSigner;
+pub use decrypt::SpDecrypter;
 pub use metadata::IdpDescriptor;
 pub use response::Refusal;
 
@@ -115,6 +117,7 @@ impl SamlProvider {
             idp_certificates: settings.idp_certificates.clone(),
             sp_entity_id: settings.sp_entity_id.clone(),
             sp_signer: settings.sp_signer.clone(),
+            sp_decrypter: settings.sp_decrypter.clone(),
             name_id_format: settings.name_id_format.clone(),
             allow_unsolicited: settings.allow_unsolicited,
             clock_skew: settings.clock_skew,
@@ -265,6 +268,7 @@ impl SamlProvider {
             clock_skew: seconds(self.settings.clock_skew),
             max_age: seconds(self.settings.max_response_age),
             now: now_signed,
+            decrypter: self.settings.sp_decrypter.as_deref(),
             consumed: &consumed,
         };
         let verified = response::verify(response_xml, &expect)?;
@@ -417,6 +421,7 @@ impl SamlProvider {
                 .sp_signer
                 .as_ref()
                 .map(|s| s.certificate.as_slice()),
+            encrypts: self.settings.sp_decrypter.is_some(),
             name_id_format: self.settings.name_id_format.as_deref(),
         }
         .to_xml()
@@ -591,7 +596,9 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for (status, body) in answers {
-                let Ok((mut stream, _)) = listener.accept() else { return };
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request);
                 let _ = write!(
@@ -614,6 +621,7 @@ mod tests {
             idp_certificates: Vec::new(),
             sp_entity_id: "https://sp.test/.portcullis/saml/metadata".into(),
             sp_signer: None,
+            sp_decrypter: None,
             name_id_format: None,
             allow_unsolicited: false,
             clock_skew: Duration::from_secs(120),
@@ -645,7 +653,11 @@ mod tests {
         assert_eq!(first.entity_id, "https://idp.test/metadata");
         assert!(provider.refresh_metadata().await.is_err(), "HTTP 500");
         assert!(provider.refresh_metadata().await.is_err(), "not metadata");
-        assert_eq!(provider.descriptor(), Some(first), "the last good copy stays");
+        assert_eq!(
+            provider.descriptor(),
+            Some(first),
+            "the last good copy stays"
+        );
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub enum Refusal {
     UnsupportedTransform,
     /// A signature that xmlsec does not verify with any trusted IdP certificate.
     SignatureInvalid,
-    /// Encrypted assertions are not configured.
+    /// An encrypted assertion, and no SP key to decrypt it.
     Encrypted,
+    /// An encrypted assertion that does not decrypt with the SP key.
+    DecryptionFailed,
     /// A comment inside the assertion (comments are outside the signature; their only use in
     /// an assertion is to mislead a reader).
     CommentInjected,
@@ -113,6 +115,7 @@ impl Refusal {
             Refusal::UnsupportedTransform => "unsupported-transform",
             Refusal::SignatureInvalid => "signature-invalid",
             Refusal::Encrypted => "encrypted-assertion",
+            Refusal::DecryptionFailed => "decryption-failed",
             Refusal::CommentInjected => "comment-injected",
             Refusal::IssuerMismatch => "issuer-mismatch",
             Refusal::AudienceMismatch => "audience-mismatch",
@@ -169,6 +172,8 @@ pub struct Expectations<'a> {
     pub max_age: i64,
     /// Unix seconds.
     pub now: i64,
+    /// The SP's key for encrypted assertions.
+    pub decrypter: Option<&'a super::decrypt::SpDecrypter>,
     /// Was this assertion id consumed before? Asked once the signature holds, so a replay is
     /// named as such even when its sign-in cookie is gone.
     pub consumed: &'a dyn Fn(&str) -> bool,
@@ -234,6 +239,40 @@ pub fn claimed_issuer(xml_text: &str) -> Option<String> {
 
 /// Verifies a decoded response; blocking (xmlsec), about a millisecond.
 pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
+    let plain = decrypt_if_encrypted(xml_text, expect)?;
+    verify_plain(&plain, expect)
+}
+
+/// The response with its encrypted assertion decrypted in place (the signature inside it is
+/// checked next, like any other); unchanged when nothing is encrypted.
+fn decrypt_if_encrypted<'t>(
+    xml_text: &'t str,
+    expect: &Expectations<'_>,
+) -> Result<std::borrow::Cow<'t, str>, Refusal> {
+    let doc = xml::parse(xml_text)?;
+    let response = doc.root_element();
+    let mut encrypted = doc
+        .descendants()
+        .filter(|n| xml::is(n, ASSERTION, "EncryptedAssertion"));
+    let Some(found) = encrypted.next() else {
+        return Ok(std::borrow::Cow::Borrowed(xml_text));
+    };
+    let plain_too = doc
+        .descendants()
+        .any(|n| xml::is(&n, ASSERTION, "Assertion"));
+    if encrypted.next().is_some() || plain_too || found.parent() != Some(response) {
+        return Err(Refusal::Wrapped);
+    }
+    if !xml::is(&response, PROTOCOL, "Response") {
+        return Err(Refusal::Malformed);
+    }
+    let decrypter = expect.decrypter.ok_or(Refusal::Encrypted)?;
+    decrypter
+        .splice(xml_text, found)
+        .map(std::borrow::Cow::Owned)
+}
+
+fn verify_plain(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
     let doc = xml::parse(xml_text)?;
     let response = doc.root_element();
     if !xml::is(&response, PROTOCOL, "Response") {

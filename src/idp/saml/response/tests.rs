@@ -112,24 +112,27 @@ fn signed(shape: &Shape, keys: &Keys) -> String {
     Crypto::sign_xml(template, &keys.private_der).expect("xmlsec signs")
 }
 
-fn verify_with(
-    xml: &str,
-    keys: &Keys,
-    tweak: impl FnOnce(&mut Expectations<'_>),
-) -> Result<VerifiedAssertion, Refusal> {
-    verify_consumed(xml, keys, &|_: &str| false, tweak)
+fn never(_: &str) -> bool {
+    false
 }
 
-fn verify_consumed(
+fn verify_with<'a>(
     xml: &str,
-    keys: &Keys,
-    consumed: &dyn Fn(&str) -> bool,
-    tweak: impl FnOnce(&mut Expectations<'_>),
+    keys: &'a Keys,
+    tweak: impl FnOnce(&mut Expectations<'a>),
 ) -> Result<VerifiedAssertion, Refusal> {
-    let certificates = [keys.cert.clone()];
+    verify_consumed(xml, keys, &never, tweak)
+}
+
+fn verify_consumed<'a>(
+    xml: &str,
+    keys: &'a Keys,
+    consumed: &'a dyn Fn(&str) -> bool,
+    tweak: impl FnOnce(&mut Expectations<'a>),
+) -> Result<VerifiedAssertion, Refusal> {
     let mut expect = Expectations {
         idp_entity_id: IDP,
-        certificates: &certificates,
+        certificates: std::slice::from_ref(&keys.cert),
         sp_entity_id: SP,
         acs_url: ACS,
         request_id: Some("_req1"),
@@ -138,6 +141,7 @@ fn verify_consumed(
         clock_skew: 120,
         max_age: 300,
         now: NOW,
+        decrypter: None,
         consumed,
     };
     tweak(&mut expect);
@@ -413,6 +417,40 @@ fn doctypes_garbage_and_replays_are_refused() {
         .collect::<Vec<_>>()
         .join("\r\n");
     assert_eq!(decode(&wrapped_lines).as_deref(), Ok(xml.as_str()));
+}
+
+#[test]
+fn an_encrypted_assertion_is_decrypted_then_its_signature_checked() {
+    use crate::idp::saml::decrypt::{tests::encrypt, SpDecrypter};
+    use openssl::{pkey::PKey, rsa::Rsa};
+    let keys = keys();
+    let xml = signed(&Shape::default(), &keys);
+    let start = xml.find("<saml:Assertion").expect("assertion");
+    let end = xml.find("</saml:Assertion>").expect("end") + "</saml:Assertion>".len();
+    let sp_key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+    let decrypter =
+        SpDecrypter::from_pem(&sp_key.private_key_to_pem_pkcs8().expect("pem")).expect("rsa");
+    let oaep = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p";
+    let encrypted = format!(
+        "{}{}{}",
+        &xml[..start],
+        encrypt(&sp_key, &xml[start..end], true, oaep),
+        &xml[end..]
+    );
+    let found = verify_with(&encrypted, &keys, |e| e.decrypter = Some(&decrypter));
+    assert_eq!(found.map(|v| v.name_id).as_deref(), Ok("alice@corp.test"));
+    assert_eq!(
+        verify_with(&encrypted, &keys, |_| {}).err(),
+        Some(Refusal::Encrypted)
+    );
+
+    // Encrypted content must still carry the IdP's signature.
+    let unsigned = assertion_xml(&Shape::default(), "_a1", false);
+    let forged = response_around(&Shape::default(), &encrypt(&sp_key, &unsigned, false, oaep));
+    assert_eq!(
+        verify_with(&forged, &keys, |e| e.decrypter = Some(&decrypter)).err(),
+        Some(Refusal::Unsigned)
+    );
 }
 
 mod fuzz {
