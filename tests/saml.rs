@@ -33,7 +33,9 @@ struct Options {
 fn openssl_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (key, cert) = (dir.join("sp.key"), dir.join("sp.crt"));
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=portcullis-sp"])
         .arg("-keyout")
         .arg(&key)
@@ -54,7 +56,10 @@ fn world(options: Options) -> World {
     let upstream = Upstream::start();
     let ports = Ports::new();
     let base = format!("https://a.test:{}", ports.https);
-    let sp_entity = format!("https://localhost:{}/.portcullis/saml/metadata", ports.https);
+    let sp_entity = format!(
+        "https://localhost:{}/.portcullis/saml/metadata",
+        ports.https
+    );
     let acs = format!("{base}/.portcullis/saml/acs");
     let slo = format!("https://localhost:{}/.portcullis/saml/slo", ports.https);
     let mut flags: Vec<&str> = Vec::new();
@@ -171,7 +176,9 @@ fn received(echo: &Value) -> std::collections::BTreeMap<String, String> {
 
 fn verify_assertion(token: &str, jwks: &jsonwebtoken::jwk::JwkSet) -> Value {
     let header = jsonwebtoken::decode_header(token).expect("header");
-    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid in jwks");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid in jwks");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_audience(&["chat"]);
@@ -222,7 +229,10 @@ async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity()
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(roles.contains(&"admin") && roles.contains(&"engineer"), "{roles:?}");
+    assert!(
+        roles.contains(&"admin") && roles.contains(&"engineer"),
+        "{roles:?}"
+    );
 
     let bob = w.sign_in("bob@acme.test").await;
     let r = w.get("/chat", &bob).await;
@@ -254,7 +264,9 @@ async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity()
         .filter(|r| r["event"] == "login-succeeded")
         .collect();
     assert_eq!(logins.len(), 3);
-    assert!(logins.iter().all(|r| r["detail"] == "saml" && r["idp"] == "corp"));
+    assert!(logins
+        .iter()
+        .all(|r| r["detail"] == "saml" && r["idp"] == "corp"));
 }
 
 #[tokio::test]
@@ -262,7 +274,13 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
     let w = world(Options::default());
     // One real sign-in, captured before it reaches Portcullis.
     let mut ours = Jar::new();
-    let real = sign_in_at_idp(&w.https, &w.start_url("%2Fchat"), "alice@corp.test", &mut ours).await;
+    let real = sign_in_at_idp(
+        &w.https,
+        &w.start_url("%2Fchat"),
+        "alice@corp.test",
+        &mut ours,
+    )
+    .await;
     let cookies = header(&ours);
     let xml = real.xml();
     let mut evil = Jar::new();
@@ -301,22 +319,36 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
         let forged = real.with_xml(&w.idp.forge(shape, &xml));
         let r = post_acs(&w.https, &forged, &cookies).await;
         assert_eq!(r.status().as_u16(), *status, "{shape}");
-        assert!(r.headers().get("set-cookie").is_none_or(|c| {
-            !c.to_str().unwrap_or_default().starts_with("__Host-portcullis=")
-        }), "{shape}: no session");
+        assert!(
+            r.headers().get("set-cookie").is_none_or(|c| {
+                !c.to_str()
+                    .unwrap_or_default()
+                    .starts_with("__Host-portcullis=")
+            }),
+            "{shape}: no session"
+        );
         expected.push(reason.to_string());
     }
 
     // Comment injection: the signature still holds, the NameID would read as alice@corp.test.
     let injected = evil_real.with_xml(&w.idp.forge("comment-nameid", &evil_real.xml()));
-    assert_eq!(post_acs(&w.https, &injected, &header(&evil)).await.status(), 403);
+    assert_eq!(
+        post_acs(&w.https, &injected, &header(&evil)).await.status(),
+        403
+    );
     expected.push("comment-injected".into());
 
     // Not base64, and too large.
-    let garbage = Posted { saml_response: "!!not base64!!".into(), ..real.clone() };
+    let garbage = Posted {
+        saml_response: "!!not base64!!".into(),
+        ..real.clone()
+    };
     assert_eq!(post_acs(&w.https, &garbage, &cookies).await.status(), 400);
     expected.push("not-base64".into());
-    let huge = Posted { saml_response: "A".repeat(400 * 1024), ..real.clone() };
+    let huge = Posted {
+        saml_response: "A".repeat(400 * 1024),
+        ..real.clone()
+    };
     assert_eq!(post_acs(&w.https, &huge, &cookies).await.status(), 413);
     expected.push("response-too-large".into());
 
@@ -339,7 +371,10 @@ async fn idp_initiated_sign_in_only_where_allowed() {
         ..Options::default()
     });
     let page = saml::plain()
-        .get(format!("{}/sso/unsolicited?user=alice@corp.test&relay=/chat/x", w.idp.base))
+        .get(format!(
+            "{}/sso/unsolicited?user=alice@corp.test&relay=/chat/x",
+            w.idp.base
+        ))
         .send()
         .await
         .expect("unsolicited")
@@ -352,7 +387,8 @@ async fn idp_initiated_sign_in_only_where_allowed() {
     assert_eq!(r.headers()[LOCATION], "/chat/x");
     // A response that answers a request must come with that request's cookie.
     let mut ours = Jar::new();
-    let solicited = sign_in_at_idp(&w.https, &w.start_url("%2F"), "alice@corp.test", &mut ours).await;
+    let solicited =
+        sign_in_at_idp(&w.https, &w.start_url("%2F"), "alice@corp.test", &mut ours).await;
     assert_eq!(post_acs(&w.https, &solicited, "").await.status(), 403);
     assert_eq!(w.refusals(), vec!["in-response-to-mismatch"]);
 }
@@ -390,12 +426,22 @@ async fn single_logout_both_ways_with_signed_requests() {
         .await
         .expect("logout");
     assert_eq!(r.status(), 303);
-    let to_idp = r.headers()[LOCATION].to_str().expect("location").to_string();
+    let to_idp = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
     assert!(to_idp.starts_with(&format!("{}/slo/redirect?SAMLRequest=", w.idp.base)));
     assert!(to_idp.contains("&Signature="), "signed LogoutRequest");
     let back = saml::plain().get(&to_idp).send().await.expect("idp slo");
-    assert_eq!(back.status(), 302, "the IdP verified our signature and answers");
-    let back = back.headers()[LOCATION].to_str().expect("location").to_string();
+    assert_eq!(
+        back.status(),
+        302,
+        "the IdP verified our signature and answers"
+    );
+    let back = back.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
     let back = back.replace(
         &format!("https://localhost:{}", w.proxy.ports.https),
         &w.base,
@@ -421,7 +467,11 @@ async fn single_logout_both_ways_with_signed_requests() {
         &w.base,
     );
     assert_eq!(w.https.get(&url).send().await.expect("slo").status(), 403);
-    assert_eq!(w.get("/chat", &bob).await.status(), 200, "an unsigned request ends nothing");
+    assert_eq!(
+        w.get("/chat", &bob).await.status(),
+        200,
+        "an unsigned request ends nothing"
+    );
 
     let signed: Value = saml::plain()
         .post(format!("{}/__test/logout", w.idp.base))
@@ -442,7 +492,11 @@ async fn single_logout_both_ways_with_signed_requests() {
         .to_str()
         .expect("location")
         .starts_with(&format!("{}/slo/redirect?SAMLResponse=", w.idp.base)));
-    assert_eq!(w.get("/chat", &bob).await.status(), 401, "bob's session ended");
+    assert_eq!(
+        w.get("/chat", &bob).await.status(),
+        401,
+        "bob's session ended"
+    );
 
     let details: Vec<String> = audit_records(&w.fixtures.audit_log())
         .iter()
@@ -451,7 +505,12 @@ async fn single_logout_both_ways_with_signed_requests() {
         .collect();
     assert_eq!(
         details,
-        vec!["user", "saml-slo-confirmed", "logout-unsigned", "saml-idp-logout"]
+        vec![
+            "user",
+            "saml-slo-confirmed",
+            "logout-unsigned",
+            "saml-idp-logout"
+        ]
     );
 }
 
@@ -463,7 +522,10 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
     assert_eq!(r.status(), 401, "MFA needed: a step-up sign-in");
     let body: Value = r.json().await.expect("json");
     let step_up = body["login_url"].as_str().expect("login_url").to_string();
-    assert!(step_up.contains("idp=corp") && step_up.contains("mfa=1"), "{step_up}");
+    assert!(
+        step_up.contains("idp=corp") && step_up.contains("mfa=1"),
+        "{step_up}"
+    );
 
     // The step-up AuthnRequest asks for the MFA contexts and a fresh authentication.
     let r = w
@@ -475,9 +537,15 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
         .expect("step up");
     assert_eq!(r.status(), 302);
     cookies_of(r.headers(), &mut alice);
-    let to_idp = r.headers()[LOCATION].to_str().expect("location").to_string();
+    let to_idp = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
     let request = saml::inflate_request(&to_idp);
-    assert!(request.contains("RequestedAuthnContext") && request.contains("MobileTwoFactorContract"), "{request}");
+    assert!(
+        request.contains("RequestedAuthnContext") && request.contains("MobileTwoFactorContract"),
+        "{request}"
+    );
     assert!(request.contains(r#"ForceAuthn="true""#), "{request}");
 
     // Alice has no second factor: the new session still does not pass, and is not sent round again.

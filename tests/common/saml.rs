@@ -206,7 +206,10 @@ pub async fn sign_in_at_idp(
         .expect("start");
     assert_eq!(r.status(), 302, "{start} redirects to the IdP");
     cookies_of(r.headers(), ours);
-    let to_idp = r.headers()[LOCATION].to_str().expect("location").to_string();
+    let to_idp = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
     login_at_idp(&to_idp, user).await
 }
 
@@ -233,7 +236,11 @@ pub async fn login_at_idp(sso_url: &str, user: &str) -> Posted {
 }
 
 /// Posts `posted` to the ACS as the browser would (with `cookies`).
-pub async fn post_acs(https: &reqwest::Client, posted: &Posted, cookies: &str) -> reqwest::Response {
+pub async fn post_acs(
+    https: &reqwest::Client,
+    posted: &Posted,
+    cookies: &str,
+) -> reqwest::Response {
     let mut form = vec![("SAMLResponse", posted.saml_response.as_str())];
     if let Some(relay) = &posted.relay_state {
         form.push(("RelayState", relay));

@@ -150,7 +150,7 @@ fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, Refusal> {
 /// AES-CBC, IV first; XML Encryption padding (the last byte counts the padding bytes).
 fn decrypt_cbc(cipher: Cipher, key: &[u8], data: &[u8]) -> Result<Vec<u8>, Refusal> {
     let block = cipher.block_size();
-    if data.len() < 2 * block || data.len() % block != 0 {
+    if data.len() < 2 * block || !data.len().is_multiple_of(block) {
         return Err(Refusal::DecryptionFailed);
     }
     let (iv, body) = data.split_at(block);
