@@ -278,8 +278,9 @@ impl Gateway {
                 }
             };
         }
-        let slo_url = self.own_url(session, ctx, "saml/slo");
-        let order = match provider.logout_order(&message, &xml, &slo_url, now) {
+        let here = self.own_url(session, ctx, "saml/slo");
+        let public = format!("{}{}saml/slo", self.public_origin, self.reserved_prefix);
+        let order = match provider.logout_order(&message, &xml, &[&here, &public], now) {
             Ok(order) => order,
             Err(refusal) => {
                 return self

@@ -344,11 +344,13 @@ impl SamlProvider {
     }
 
     /// An IdP-initiated LogoutRequest (HTTP-Redirect), which must be signed by the IdP.
+    /// `slo_urls`: where this SP takes logout messages (the public URL's, and the host's the
+    /// message arrived at); `Destination` must be one of them.
     pub fn logout_order(
         &self,
         message: &RedirectMessage<'_>,
         request_xml: &str,
-        slo_url: &str,
+        slo_urls: &[&str],
         now: u64,
     ) -> Result<LogoutOrder, Refusal> {
         let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
@@ -357,7 +359,11 @@ impl SamlProvider {
         if request.issuer.as_deref() != Some(idp.entity_id.as_str()) {
             return Err(Refusal::IssuerMismatch);
         }
-        if request.destination.as_deref().is_some_and(|d| d != slo_url) {
+        if request
+            .destination
+            .as_deref()
+            .is_some_and(|d| !slo_urls.contains(&d))
+        {
             return Err(Refusal::DestinationMismatch);
         }
         let skew = seconds(self.settings.clock_skew);
