@@ -155,13 +155,24 @@ impl World {
             .expect("request")
     }
 
-    /// Audit `detail` of every failed sign-in, in order.
-    fn refusals(&self) -> Vec<String> {
-        audit_records(&self.fixtures.audit_log())
-            .iter()
-            .filter(|r| r["event"] == "login-failed")
-            .filter_map(|r| r["detail"].as_str().map(str::to_string))
-            .collect()
+    /// Audit `detail` of every failed sign-in, in order, once there are `count` of them (the
+    /// audit writer runs on its own; give it a moment).
+    async fn refusals(&self, count: usize) -> Vec<String> {
+        let read = || -> Vec<String> {
+            audit_records(&self.fixtures.audit_log())
+                .iter()
+                .filter(|r| r["event"] == "login-failed")
+                .filter_map(|r| r["detail"].as_str().map(str::to_string))
+                .collect()
+        };
+        for _ in 0..50 {
+            let found = read();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        read()
     }
 }
 
@@ -353,14 +364,15 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
     expected.push("response-too-large".into());
 
     assert_eq!(w.upstream.hits(), 0, "nothing forged reached the upstream");
-    assert_eq!(w.refusals(), expected);
+    assert_eq!(w.refusals(expected.len()).await, expected);
 
     // The real response still works once, and a replay of it (same cookie) does not.
     let r = post_acs(&w.https, &real, &cookies).await;
     assert_eq!(r.status(), 303, "the genuine response signs in");
     let r = post_acs(&w.https, &real, &cookies).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(w.refusals().last().map(String::as_str), Some("replayed"));
+    let refusals = w.refusals(expected.len() + 1).await;
+    assert_eq!(refusals.last().map(String::as_str), Some("replayed"));
     assert_eq!(w.upstream.hits(), 0);
 }
 
@@ -390,7 +402,7 @@ async fn idp_initiated_sign_in_only_where_allowed() {
     let solicited =
         sign_in_at_idp(&w.https, &w.start_url("%2F"), "alice@corp.test", &mut ours).await;
     assert_eq!(post_acs(&w.https, &solicited, "").await.status(), 403);
-    assert_eq!(w.refusals(), vec!["in-response-to-mismatch"]);
+    assert_eq!(w.refusals(1).await, vec!["in-response-to-mismatch"]);
 }
 
 #[tokio::test]
@@ -498,11 +510,18 @@ async fn single_logout_both_ways_with_signed_requests() {
         "bob's session ended"
     );
 
-    let details: Vec<String> = audit_records(&w.fixtures.audit_log())
-        .iter()
-        .filter(|r| r["event"] == "logout" || r["event"] == "login-failed")
-        .filter_map(|r| r["detail"].as_str().map(str::to_string))
-        .collect();
+    let mut details: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        details = audit_records(&w.fixtures.audit_log())
+            .iter()
+            .filter(|r| r["event"] == "logout" || r["event"] == "login-failed")
+            .filter_map(|r| r["detail"].as_str().map(str::to_string))
+            .collect();
+        if details.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
         details,
         vec![

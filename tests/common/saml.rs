@@ -217,9 +217,10 @@ pub async fn sign_in_at_idp(
 pub async fn login_at_idp(sso_url: &str, user: &str) -> Posted {
     let idp = plain();
     let r = idp.get(sso_url).send().await.expect("idp sso");
-    assert_eq!(r.status(), 200, "IdP accepts the AuthnRequest");
+    let status = r.status();
     let base = sso_url.split("/sso").next().expect("idp base").to_string();
     let page = r.text().await.expect("login page");
+    assert_eq!(status, 200, "IdP accepts the AuthnRequest: {page}");
     let ticket = form_field(&page, "ticket").expect("ticket in the login form");
     let r = idp
         .post(format!("{base}/login"))

@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -152,10 +153,6 @@ class Idp:
                                          cert=pem_body(self.args.sp_cert))
 
     def response_form(self, user, acs, in_response_to, relay_state):
-        session_index = secrets.token_hex(8)
-        with self.lock:
-            self.sessions[user] = session_index
-            self.stats["logins"] += 1
         class_ref = MOBILETWOFACTORCONTRACT if user in MFA_USERS else PASSWORDPROTECTEDTRANSPORT
         encrypt = bool(self.args.encrypt_assertion and self.args.sp_cert)
         response = self.server.create_authn_response(
@@ -171,9 +168,14 @@ class Idp:
             digest_alg=self.digest_alg,
             encrypt_assertion=encrypt,
             encrypt_cert_assertion=pem_body(self.args.sp_cert) if encrypt else None,
-            session_index=session_index,
         )
-        encoded = base64.b64encode(str(response).encode()).decode()
+        xml = str(response)
+        # The SessionIndex pysaml2 chose: what an IdP-initiated logout names.
+        found = re.search(r'SessionIndex="([^"]+)"', xml)
+        with self.lock:
+            self.sessions[user] = found.group(1) if found else None
+            self.stats["logins"] += 1
+        encoded = base64.b64encode(xml.encode()).decode()
         relay = (f'<input type="hidden" name="RelayState" value="{html.escape(relay_state)}"/>'
                  if relay_state else "")
         return (f'<html><body onload="document.forms[0].submit()">'
@@ -261,7 +263,10 @@ class Handler(BaseHTTPRequestHandler):
         idp = self.idp
         if not idp.verify_query(q):
             return self.send(400, "AuthnRequest signature missing or invalid")
-        request = idp.server.parse_authn_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+        # pysaml2 checks the query signature itself too (want_authn_requests_signed).
+        request = idp.server.parse_authn_request(
+            q["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=q.get("RelayState"),
+            sigalg=q.get("SigAlg"), signature=q.get("Signature")).message
         acs = request.assertion_consumer_service_url or idp.args.sp_acs
         if acs != idp.args.sp_acs:
             return self.send(400, f"unregistered ACS {acs}")
@@ -294,7 +299,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, "ok")
         if not idp.verify_query(q):
             return self.send(400, "LogoutRequest signature missing or invalid")
-        request = idp.server.parse_logout_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+        request = idp.server.parse_logout_request(
+            q["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=q.get("RelayState"),
+            sigalg=q.get("SigAlg"), signature=q.get("Signature")).message
         with idp.lock:
             idp.stats["logout_requests"] += 1
             idp.sessions.pop(request.name_id.text, None)
