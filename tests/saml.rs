@@ -7,7 +7,7 @@ mod common;
 
 use common::op::{cookies_of, header, Jar};
 use common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use common::{audit_until, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
 
@@ -155,24 +155,15 @@ impl World {
             .expect("request")
     }
 
-    /// Audit `detail` of every failed sign-in, in order, once there are `count` of them (the
-    /// audit writer runs on its own; give it a moment).
+    /// Audit `detail` of every failed sign-in, in order, once there are `count` of them.
     async fn refusals(&self, count: usize) -> Vec<String> {
-        let read = || -> Vec<String> {
-            audit_records(&self.fixtures.audit_log())
-                .iter()
-                .filter(|r| r["event"] == "login-failed")
-                .filter_map(|r| r["detail"].as_str().map(str::to_string))
-                .collect()
-        };
-        for _ in 0..50 {
-            let found = read();
-            if found.len() >= count {
-                return found;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        read()
+        audit_until(&self.fixtures.audit_log(), count, |r| {
+            r["event"] == "login-failed"
+        })
+        .await
+        .iter()
+        .filter_map(|r| r["detail"].as_str().map(str::to_string))
+        .collect()
     }
 }
 
@@ -270,10 +261,10 @@ async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity()
     assert_eq!(whoami["identity"]["auth_method"], "saml");
     assert!(!whoami.to_string().contains("SAMLResponse"));
 
-    let logins: Vec<Value> = audit_records(&w.fixtures.audit_log())
-        .into_iter()
-        .filter(|r| r["event"] == "login-succeeded")
-        .collect();
+    let logins = audit_until(&w.fixtures.audit_log(), 3, |r| {
+        r["event"] == "login-succeeded"
+    })
+    .await;
     assert_eq!(logins.len(), 3);
     assert!(logins
         .iter()
@@ -510,18 +501,13 @@ async fn single_logout_both_ways_with_signed_requests() {
         "bob's session ended"
     );
 
-    let mut details: Vec<String> = Vec::new();
-    for _ in 0..50 {
-        details = audit_records(&w.fixtures.audit_log())
-            .iter()
-            .filter(|r| r["event"] == "logout" || r["event"] == "login-failed")
-            .filter_map(|r| r["detail"].as_str().map(str::to_string))
-            .collect();
-        if details.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let details: Vec<String> = audit_until(&w.fixtures.audit_log(), 4, |r| {
+        r["event"] == "logout" || r["event"] == "login-failed"
+    })
+    .await
+    .iter()
+    .filter_map(|r| r["detail"].as_str().map(str::to_string))
+    .collect();
     assert_eq!(
         details,
         vec![

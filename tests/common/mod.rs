@@ -311,3 +311,24 @@ pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
         .collect()
 }
+
+/// The audit records that `keep` selects, once there are at least `count` of them: the audit
+/// writer runs on its own, so a record may land a moment after the response (5 s at most).
+pub async fn audit_until(
+    path: &Path,
+    count: usize,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = audit_records(path)
+            .into_iter()
+            .filter(|r| keep(r))
+            .collect();
+        if found.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    found
+}
