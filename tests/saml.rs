@@ -28,6 +28,10 @@ struct Options {
     /// Read the IdP's metadata from its URL (fetched by the background service) instead of
     /// the downloaded file.
     metadata_by_url: bool,
+    /// More flags for idp.py.
+    idp_flags: Vec<&'static str>,
+    /// More keys for the provider (each line indented by 4).
+    provider_extra: &'static str,
 }
 
 fn openssl_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -62,7 +66,7 @@ fn world(options: Options) -> World {
     );
     let acs = format!("{base}/.portcullis/saml/acs");
     let slo = format!("https://localhost:{}/.portcullis/saml/slo", ports.https);
-    let mut flags: Vec<&str> = Vec::new();
+    let mut flags: Vec<&str> = options.idp_flags.clone();
     let mut sp_keys = String::new();
     let cert_arg;
     if options.sign_requests {
@@ -83,7 +87,7 @@ fn world(options: Options) -> World {
     display_name: Corp SSO (SAML)
     idp_metadata: {metadata}
     allow_unsolicited: {unsolicited}
-{sp_keys}    claims: {{ entity: organization }}
+{sp_keys}{extra}    claims: {{ entity: organization }}
 identity:
   internal_users: [{{ email_domain: corp.test }}]
   roles:
@@ -97,6 +101,7 @@ identity:
             idp.metadata_file().display().to_string()
         },
         unsolicited = options.allow_unsolicited,
+        extra = options.provider_extra,
     );
     let up = upstream.url();
     let apps = format!(
@@ -563,6 +568,55 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
     let carol = w.sign_in("carol@corp.test").await; // signs in with a second factor
     assert_eq!(w.get("/billing/invoices", &carol).await.status(), 200);
     assert_eq!(w.upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn encrypted_assertions_decrypt_with_the_sp_key_and_3des_is_refused() {
+    for (encryption, signs_in) in [("aes256-cbc", true), ("aes128-cbc", true), ("3des", false)] {
+        let w = world(Options {
+            sign_requests: true,
+            idp_flags: vec!["--encrypt-assertion", "--encryption", encryption],
+            ..Options::default()
+        });
+        let mut ours = Jar::new();
+        let posted = sign_in_at_idp(
+            &w.https,
+            &w.start_url("%2Fchat"),
+            "alice@corp.test",
+            &mut ours,
+        )
+        .await;
+        let xml = posted.xml();
+        assert!(
+            xml.contains("EncryptedAssertion") && !xml.contains("alice@corp.test"),
+            "{encryption}: encrypted"
+        );
+        let r = post_acs(&w.https, &posted, &header(&ours)).await;
+        if signs_in {
+            assert_eq!(r.status(), 303, "{encryption}");
+            cookies_of(r.headers(), &mut ours);
+            let r = w.get("/chat", &ours).await;
+            assert_eq!(r.status(), 200);
+            let got = received(&r.json().await.expect("echo"));
+            assert_eq!(got["x-portcullis-user"], "alice@corp.test");
+        } else {
+            assert_eq!(r.status(), 403, "{encryption}");
+            assert_eq!(w.refusals(1).await, vec!["weak-algorithm"]);
+            assert_eq!(w.upstream.hits(), 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sha1_signatures_pass_only_with_the_insecure_switch() {
+    let w = world(Options {
+        idp_flags: vec!["--sign-alg", "rsa-sha1", "--digest", "sha1"],
+        provider_extra: "    insecure_allow_sha1: true\n",
+        ..Options::default()
+    });
+    let alice = w.sign_in("alice@corp.test").await;
+    assert_eq!(w.get("/chat", &alice).await.status(), 200);
+    // Without the switch, the same IdP is refused (forged `sha1` shape in the test above).
 }
 
 #[tokio::test]

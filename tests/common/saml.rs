@@ -232,8 +232,10 @@ pub async fn login_at_idp(sso_url: &str, user: &str) -> Posted {
         .send()
         .await
         .expect("idp login");
-    assert_eq!(r.status(), 200);
-    posted_form(&r.text().await.expect("form"))
+    let status = r.status();
+    let page = r.text().await.expect("form");
+    assert_eq!(status, 200, "IdP sign-in: {page}");
+    posted_form(&page)
 }
 
 /// Posts `posted` to the ACS as the browser would (with `cookies`).

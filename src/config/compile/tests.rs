@@ -471,3 +471,76 @@ fn proxy_protocol_needs_trusted_proxies() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn saml_providers_are_checked_and_compiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["idp.test".into()])
+        .expect("params")
+        .self_signed(&cert_key)
+        .expect("cert");
+    let cert_file = dir.path().join("idp.crt");
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    // Metadata without a signing certificate: responses could not be verified.
+    let unsigned_md = dir.path().join("unsigned.xml");
+    std::fs::write(
+        &unsigned_md,
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.test"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.test/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#,
+    )
+    .expect("write");
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let key_file_path = dir.path().join("sp.key");
+    std::fs::write(&key_file_path, other_key.serialize_pem()).expect("write");
+    let apps = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    let sections = format!(
+        "identity_providers:\n  - id: inline\n    kind: saml\n    idp_entity_id: https://idp.test\n  - id: bare\n    kind: saml\n    idp_metadata: {md}\n  - id: keys\n    kind: saml\n    idp_entity_id: https://idp.test\n    idp_sso_url: https://idp.test/sso\n    idp_certificates: [{cert}]\n    sp_signing_key: file:{key}\n    sp_certificate: {cert}\n    clock_skew: 1h\n",
+        md = unsigned_md.display(),
+        cert = cert_file.display(),
+        key = key_file_path.display(),
+    );
+    let found = policy_issues(&sections, apps);
+    for (path, needle) in [
+        ("identity_providers[0].idp_sso_url", "is required"),
+        (
+            "identity_providers[0].idp_certificates",
+            "responses could not be verified",
+        ),
+        (
+            "identity_providers[1].idp_metadata",
+            "no signing certificate",
+        ),
+        (
+            "identity_providers[2].sp_signing_key",
+            "does not belong to the signing key",
+        ),
+        ("identity_providers[2].clock_skew", "longer than 10m"),
+    ] {
+        assert!(has(&found, path, needle), "{path}: {found:#?}");
+    }
+
+    let good = format!(
+        "identity_providers:\n  - id: corp\n    kind: saml\n    idp_entity_id: https://idp.test\n    idp_sso_url: https://idp.test/sso\n    idp_certificates: [{cert}]\n    claims: {{ email: mail }}\n",
+        cert = cert_file.display()
+    );
+    let config = crate::config::testing::with_sections(&good, apps).expect("valid");
+    let provider = &config.identity_providers[0];
+    let IdentityProviderKind::Saml(saml) = &provider.kind else {
+        panic!("a SAML provider");
+    };
+    let idp = saml.idp.as_ref().expect("described inline");
+    assert_eq!(idp.entity_id, "https://idp.test");
+    assert_eq!(idp.certificates.len(), 1);
+    assert_eq!(
+        saml.sp_entity_id,
+        "https://chat.example.com/.portcullis/saml/metadata"
+    );
+    assert_eq!(saml.clock_skew, Duration::from_secs(120));
+    assert!(!saml.allow_unsolicited && !saml.insecure_allow_sha1);
+    assert_eq!(
+        provider.claims.user_id,
+        ClaimPath("name_id".into()),
+        "SAML default"
+    );
+    assert_eq!(provider.claims.email, ClaimPath("mail".into()));
+}

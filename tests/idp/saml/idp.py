@@ -18,6 +18,8 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import saml2.entity
+import saml2.sigver
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.authn_context import MOBILETWOFACTORCONTRACT, PASSWORDPROTECTEDTRANSPORT
 from saml2.config import IdPConfig
@@ -95,6 +97,30 @@ def sp_metadata(args):
   </md:SPSSODescriptor>
 </md:EntityDescriptor>
 """
+
+
+# Content encryption: XML Encryption algorithm, and xmlsec1's name for its session key.
+ENCRYPTION = {
+    "aes256-cbc": ("http://www.w3.org/2001/04/xmlenc#aes256-cbc", "aes-256"),
+    "aes128-cbc": ("http://www.w3.org/2001/04/xmlenc#aes128-cbc", "aes-128"),
+    "3des": ("http://www.w3.org/2001/04/xmlenc#tripledes-cbc", "des-192"),
+}
+
+
+def use_content_encryption(algorithm):
+    """pysaml2's IdP always encrypts with 3DES; production IdPs use AES. Choose."""
+    method, session_key = ENCRYPTION[algorithm]
+    template = saml2.sigver.pre_encryption_part
+    encrypt = saml2.sigver.SecurityContext.encrypt_assertion
+
+    def pre_encryption_part(**kwargs):
+        return template(msg_enc=method, **kwargs)
+
+    def encrypt_assertion(self, statement, enc_key, template, key_type=None, node_xpath=None):
+        return encrypt(self, statement, enc_key, template, key_type=session_key, node_xpath=node_xpath)
+
+    saml2.entity.pre_encryption_part = pre_encryption_part
+    saml2.sigver.SecurityContext.encrypt_assertion = encrypt_assertion
 
 
 class Idp:
@@ -323,8 +349,11 @@ def main():
     parser.add_argument("--sign-response", action="store_true")
     parser.add_argument("--digest", choices=["sha256", "sha1"], default="sha256")
     parser.add_argument("--sign-alg", choices=["rsa-sha256", "rsa-sha1"], default="rsa-sha256")
-    parser.add_argument("--encrypt-assertion", action="store_true")
+    parser.add_argument("--encrypt-assertion", action="store_true",
+                        help="encrypt assertions for --sp-cert (RSA-OAEP key transport)")
+    parser.add_argument("--encryption", choices=sorted(ENCRYPTION), default="aes256-cbc")
     args = parser.parse_args()
+    use_content_encryption(args.encryption)
     Handler.idp = Idp(args)
     httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"READY http://127.0.0.1:{args.port}", flush=True)
