@@ -221,11 +221,59 @@ fn netguard_benches(c: &mut Criterion) {
     });
 }
 
+/// Not the hot path (once per sign-in), but attacker-reachable without a session: what one
+/// SAML response costs the ACS. The fixture is a real response from the test IdP (pysaml2,
+/// RSA-2048, SHA-256), checked at the moment it was issued.
+fn saml_benches(c: &mut Criterion) {
+    use base64::Engine;
+    use portcullis::idp::saml::response::{decode, verify, Expectations};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures");
+    let posted = std::fs::read_to_string(fixtures.join("saml-response.b64")).expect("fixture");
+    let pem = std::fs::read(fixtures.join("saml-idp.crt")).expect("fixture");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            String::from_utf8_lossy(&pem)
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .expect("certificate");
+    let certificates = [samael::crypto::CertificateDer::from(der)];
+    let xml = decode(&posted).expect("base64");
+    let issued = xml
+        .split("IssueInstant=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("IssueInstant")
+        .timestamp();
+    let never = |_: &str| false;
+    let expect = Expectations {
+        idp_entity_id: "http://127.0.0.1:18779/metadata",
+        certificates: &certificates,
+        sp_entity_id: "https://chat.example.com/.portcullis/saml/metadata",
+        acs_url: "https://chat.example.com/.portcullis/saml/acs",
+        request_id: None,
+        allow_unsolicited: true,
+        allow_sha1: false,
+        clock_skew: 120,
+        max_age: 300,
+        now: issued,
+        decrypter: None,
+        consumed: &never,
+    };
+    assert!(verify(&xml, &expect).is_ok(), "the fixture verifies");
+    c.bench_function("saml/acs_verify", |b| {
+        b.iter(|| verify(black_box(&xml), &expect))
+    });
+}
+
 criterion_group!(
     benches,
     assertion_benches,
     session_benches,
     policy_benches,
-    netguard_benches
+    netguard_benches,
+    saml_benches
 );
 criterion_main!(benches);
