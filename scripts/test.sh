@@ -23,7 +23,7 @@ echo "== cargo test"
 cargo test --locked
 
 echo "== portcullis check conf/*.yaml"
-bin=target/debug/portcullis
+bin="${CARGO_TARGET_DIR:-target}/debug/portcullis"
 "$bin" keys dev-cert --out certs/dev >/dev/null
 # The examples reference their secrets through these variables.
 eval "$("$bin" keys generate | grep -v '^#' | sed 's/^/export /')"
