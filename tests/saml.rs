@@ -334,6 +334,8 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
             }),
             "{shape}: no session"
         );
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"], "sign_in_refused", "{shape}");
         expected.push(reason.to_string());
     }
 

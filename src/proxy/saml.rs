@@ -196,7 +196,7 @@ impl Gateway {
         let reply = match refusal {
             Refusal::TooLarge => Reply::PayloadTooLarge,
             r if r.is_bad_request() => Reply::BadRequest,
-            _ => Reply::Forbidden,
+            _ => Reply::SignInRefused,
         };
         self.reply(session, ctx, reply, Reason::LoginFailed).await
     }
@@ -338,7 +338,7 @@ impl Gateway {
         let reply = if refusal.is_bad_request() {
             Reply::BadRequest
         } else {
-            Reply::Forbidden
+            Reply::SignInRefused
         };
         self.reply(session, ctx, reply, Reason::LoginFailed).await
     }

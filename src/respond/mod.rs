@@ -39,6 +39,8 @@ pub enum Reply {
     PayloadTooLarge,
     /// 403: refused.
     Forbidden,
+    /// 403: an identity provider's answer (a SAML response or logout message) was refused.
+    SignInRefused,
     /// 404: no app here, or an unknown Portcullis endpoint.
     NotFound,
     /// 414: request target too long.
@@ -80,7 +82,7 @@ impl Reply {
             Reply::RedirectLogin { .. } => 302,
             Reply::TooManyAttempts { .. } | Reply::RateLimited { .. } => 429,
             Reply::PayloadTooLarge => 413,
-            Reply::Forbidden => 403,
+            Reply::Forbidden | Reply::SignInRefused => 403,
             Reply::NotFound => 404,
             Reply::UriTooLong => 414,
             Reply::HeadersTooLarge => 431,
@@ -123,6 +125,11 @@ impl Reply {
                 "forbidden",
                 "Access denied",
                 "You do not have access to this resource.",
+            ),
+            Reply::SignInRefused => (
+                "sign_in_refused",
+                "Sign-in refused",
+                "The identity provider's answer could not be accepted. Please sign in again; if this keeps happening, give your administrator the request id below.",
             ),
             Reply::NotFound => ("not_found", "Not found", "There is nothing here."),
             Reply::UriTooLong => (
