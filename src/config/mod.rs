@@ -226,7 +226,7 @@ pub enum IdentityProviderKind {
 }
 
 /// A SAML 2.0 provider's settings (`kind: saml`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SamlSettings {
     /// Metadata fetched from this URL at start and refreshed in the background.
     pub metadata_url: Option<Url>,

@@ -108,24 +108,7 @@ impl SamlProvider {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .ok()?;
-        let settings = SamlSettings {
-            metadata_url: settings.metadata_url.clone(),
-            idp: settings.idp.clone(),
-            idp_entity_id: settings.idp_entity_id.clone(),
-            idp_sso_url: settings.idp_sso_url.clone(),
-            idp_slo_url: settings.idp_slo_url.clone(),
-            idp_certificates: settings.idp_certificates.clone(),
-            sp_entity_id: settings.sp_entity_id.clone(),
-            sp_signer: settings.sp_signer.clone(),
-            sp_decrypter: settings.sp_decrypter.clone(),
-            name_id_format: settings.name_id_format.clone(),
-            allow_unsolicited: settings.allow_unsolicited,
-            clock_skew: settings.clock_skew,
-            max_response_age: settings.max_response_age,
-            mfa_authn_contexts: settings.mfa_authn_contexts.clone(),
-            insecure_allow_sha1: settings.insecure_allow_sha1,
-            metadata_refresh: settings.metadata_refresh,
-        };
+        let settings = SamlSettings::clone(settings);
         Some(SamlProvider {
             id: provider.id.clone(),
             display_name: provider.display_name.clone(),
@@ -533,14 +516,7 @@ mod logout {
         if xml::has_comment(name_id) {
             return Err(Refusal::CommentInjected);
         }
-        let not_on_or_after = root
-            .attribute("NotOnOrAfter")
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.timestamp())
-                    .map_err(|_| Refusal::Malformed)
-            })
-            .transpose()?;
+        let not_on_or_after = super::response::time(root.attribute("NotOnOrAfter"))?;
         Ok(Request {
             id: root
                 .attribute("ID")

@@ -569,7 +569,7 @@ fn check_confirmation(
 }
 
 /// An `xs:dateTime` as unix seconds; absent is `None`, unreadable is malformed.
-fn time(value: Option<&str>) -> Result<Option<i64>, Refusal> {
+pub(super) fn time(value: Option<&str>) -> Result<Option<i64>, Refusal> {
     value
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v.trim())
