@@ -347,6 +347,16 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
     );
     expected.push("comment-injected".into());
 
+    // A RelayState that only shares the flow cookie's name finds no pending sign-in.
+    let relay = real.relay_state.clone().expect("RelayState");
+    let lookalike = Posted {
+        relay_state: Some(format!("{}{}", &relay[..16], "f".repeat(relay.len() - 16))),
+        ..real.clone()
+    };
+    assert_ne!(lookalike.relay_state.as_deref(), Some(relay.as_str()));
+    assert_eq!(post_acs(&w.https, &lookalike, &cookies).await.status(), 403);
+    expected.push("in-response-to-mismatch".into());
+
     // Not base64, and too large.
     let garbage = Posted {
         saml_response: "!!not base64!!".into(),

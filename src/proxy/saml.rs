@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use subtle::ConstantTimeEq;
 
 use super::portal::{flow_id, form_value, html_response, query_value, unix_now, FLOW_SECONDS};
 use super::{Gateway, RequestCtx};
@@ -129,6 +130,7 @@ impl Gateway {
             self.codec
                 .open(SAML_FLOW_PURPOSE, &value)
                 .and_then(|json| serde_json::from_slice::<SamlFlow>(&json).ok())
+                .filter(|f| bool::from(f.relay_state.as_bytes().ct_eq(relay.as_bytes())))
                 .filter(|f| now.saturating_sub(f.started) <= FLOW_SECONDS)
         });
         let xml = match saml::response::decode(&posted) {

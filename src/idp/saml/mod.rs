@@ -59,6 +59,9 @@ pub struct SamlFlow {
     pub started: u64,
     /// This sign-in asked for MFA.
     pub step_up: bool,
+    /// The RelayState sent with the request (the cookie is found by its prefix; the whole
+    /// value must match).
+    pub relay_state: String,
 }
 
 /// What single logout needs to know about a SAML session (kept in the session cookie).
@@ -224,6 +227,7 @@ impl SamlProvider {
             return_to: return_to.to_string(),
             started: now,
             step_up,
+            relay_state: relay_state.to_string(),
         };
         Some((location, flow))
     }
