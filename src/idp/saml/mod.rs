@@ -354,14 +354,22 @@ impl SamlProvider {
             return Err(Refusal::DestinationMismatch);
         }
         let skew = seconds(self.settings.clock_skew);
+        let max_age = seconds(self.settings.max_response_age);
         let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
         if request
             .not_on_or_after
             .is_some_and(|t| t <= now_signed - skew)
+            || request.issued < now_signed - max_age - skew
         {
             return Err(Refusal::Expired);
         }
-        if !self.consumed.first_use(&request.id, now + 600, now) {
+        if request.issued > now_signed + skew {
+            return Err(Refusal::NotYetValid);
+        }
+        // Remembered for as long as it could be accepted: a captured request cannot be
+        // replayed later to end sessions again.
+        let remember = u64::try_from(request.issued + max_age + skew).unwrap_or(now);
+        if !self.consumed.first_use(&request.id, remember, now) {
             return Err(Refusal::Replayed);
         }
         let answer = idp.slo_response_url.as_ref().and_then(|to| {
@@ -506,6 +514,7 @@ mod logout {
         pub issuer: Option<String>,
         pub destination: Option<String>,
         pub not_on_or_after: Option<i64>,
+        pub issued: i64,
         pub name_id: String,
         pub session_index: Option<String>,
     }
@@ -521,6 +530,8 @@ mod logout {
             return Err(Refusal::CommentInjected);
         }
         let not_on_or_after = super::response::time(root.attribute("NotOnOrAfter"))?;
+        let issued =
+            super::response::time(root.attribute("IssueInstant"))?.ok_or(Refusal::Malformed)?;
         Ok(Request {
             id: root
                 .attribute("ID")
@@ -530,6 +541,7 @@ mod logout {
             issuer: xml::child(root, ASSERTION, "Issuer").map(xml::text),
             destination: root.attribute("Destination").map(str::to_string),
             not_on_or_after,
+            issued,
             name_id: xml::text(name_id),
             session_index: xml::child(root, PROTOCOL, "SessionIndex").map(xml::text),
         })
