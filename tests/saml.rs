@@ -517,8 +517,10 @@ async fn single_logout_both_ways_with_signed_requests() {
         401,
         "bob's session ended"
     );
+    let again = w.https.get(&url).send().await.expect("slo replay");
+    assert_eq!(again.status(), 403, "a captured LogoutRequest is good once");
 
-    let details: Vec<String> = audit_until(&w.fixtures.audit_log(), 4, |r| {
+    let details: Vec<String> = audit_until(&w.fixtures.audit_log(), 5, |r| {
         r["event"] == "logout" || r["event"] == "login-failed"
     })
     .await
@@ -531,7 +533,8 @@ async fn single_logout_both_ways_with_signed_requests() {
             "user",
             "saml-slo-confirmed",
             "logout-unsigned",
-            "saml-idp-logout"
+            "saml-idp-logout",
+            "logout-replayed"
         ]
     );
 }
