@@ -473,19 +473,7 @@ async fn single_logout_both_ways_with_signed_requests() {
     // IdP-initiated: a signed LogoutRequest ends that session, even in another browser.
     let bob = w.sign_in("bob@acme.test").await;
     assert_eq!(w.get("/chat", &bob).await.status(), 200);
-    let unsigned: Value = saml::plain()
-        .post(format!("{}/__test/logout?unsigned=1", w.idp.base))
-        .json(&serde_json::json!({"user": "bob@acme.test"}))
-        .send()
-        .await
-        .expect("idp logout")
-        .json()
-        .await
-        .expect("json");
-    let url = unsigned["url"].as_str().expect("url").replace(
-        &format!("https://localhost:{}", w.proxy.ports.https),
-        &w.base,
-    );
+    let (url, _) = idp_logout(&w, "bob@acme.test", "unsigned=1").await;
     assert_eq!(w.https.get(&url).send().await.expect("slo").status(), 403);
     assert_eq!(
         w.get("/chat", &bob).await.status(),
@@ -493,19 +481,7 @@ async fn single_logout_both_ways_with_signed_requests() {
         "an unsigned request ends nothing"
     );
 
-    let signed: Value = saml::plain()
-        .post(format!("{}/__test/logout", w.idp.base))
-        .json(&serde_json::json!({"user": "bob@acme.test"}))
-        .send()
-        .await
-        .expect("idp logout")
-        .json()
-        .await
-        .expect("json");
-    let url = signed["url"].as_str().expect("url").replace(
-        &format!("https://localhost:{}", w.proxy.ports.https),
-        &w.base,
-    );
+    let (url, _) = idp_logout(&w, "bob@acme.test", "").await;
     let r = w.https.get(&url).send().await.expect("slo");
     assert_eq!(r.status(), 302, "answered with a LogoutResponse");
     assert!(r.headers()[LOCATION]
@@ -536,6 +512,66 @@ async fn single_logout_both_ways_with_signed_requests() {
             "saml-idp-logout",
             "logout-replayed"
         ]
+    );
+}
+
+/// An IdP-initiated LogoutRequest for `user` from the test IdP: the URL and, over HTTP-POST,
+/// the form to submit. Its host is rewritten to the app's (the IdP uses the public URL's).
+async fn idp_logout(w: &World, user: &str, query: &str) -> (String, Option<String>) {
+    let message: Value = saml::plain()
+        .post(format!("{}/__test/logout?{query}", w.idp.base))
+        .json(&serde_json::json!({ "user": user }))
+        .send()
+        .await
+        .expect("idp logout")
+        .json()
+        .await
+        .expect("json");
+    let url = message["url"].as_str().expect("url").replace(
+        &format!("https://localhost:{}", w.proxy.ports.https),
+        &w.base,
+    );
+    let form = message["form"]["SAMLRequest"].as_str().map(str::to_string);
+    (url, form)
+}
+
+#[tokio::test]
+async fn idp_initiated_logout_over_http_post_needs_a_valid_enveloped_signature() {
+    let w = world(Options::default());
+    let carol = w.sign_in("carol@corp.test").await;
+    let post = |url: String, value: String| {
+        let https = w.https.clone();
+        async move {
+            https
+                .post(url)
+                .form(&[("SAMLRequest", value.as_str())])
+                .send()
+                .await
+                .expect("slo post")
+        }
+    };
+    // Unsigned, then signed but changed after signing: refused, the session lives on.
+    let (url, unsigned) = idp_logout(&w, "carol@corp.test", "binding=post&unsigned=1").await;
+    assert_eq!(post(url, unsigned.expect("form")).await.status(), 403);
+    let (url, signed) = idp_logout(&w, "carol@corp.test", "binding=post").await;
+    let signed = signed.expect("form");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let xml = String::from_utf8(b64.decode(&signed).expect("base64")).expect("utf8");
+    let tampered = b64.encode(xml.replace("carol@corp.test", "alice@corp.test"));
+    assert_eq!(post(url.clone(), tampered).await.status(), 403);
+    assert_eq!(w.get("/chat", &carol).await.status(), 200);
+
+    let r = post(url, signed).await;
+    assert_eq!(r.status(), 302, "answered with a LogoutResponse");
+    assert_eq!(
+        w.get("/chat", &carol).await.status(),
+        401,
+        "carol's session ended"
+    );
+    assert_eq!(
+        w.refusals(2).await,
+        vec!["logout-unsigned", "logout-signature-invalid"]
     );
 }
 

@@ -43,6 +43,7 @@ impl Gateway {
             ("POST", "saml/acs") => self.saml_acs(session, ctx).await,
             ("GET" | "HEAD", "saml/metadata") => self.saml_metadata(session, ctx).await,
             ("GET", "saml/slo") => self.saml_slo(session, ctx).await,
+            ("POST", "saml/slo") => self.saml_slo_post(session, ctx).await,
             ("GET", "oidc/callback") => self.oidc_callback(session, ctx).await,
             ("POST", "oidc/backchannel-logout") => self.backchannel_logout(session, ctx).await,
             ("GET" | "HEAD", "jwks.json") => self.jwks(session, ctx).await,

@@ -11,7 +11,7 @@ use super::portal::{flow_id, form_value, html_response, query_value, unix_now, F
 use super::{Gateway, RequestCtx};
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
-use crate::idp::saml::{self, Refusal, SamlFlow, SamlProvider};
+use crate::idp::saml::{self, Carried, Refusal, SamlFlow, SamlProvider};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{Reply, Synthetic};
@@ -256,14 +256,62 @@ impl Gateway {
             Ok(xml) => xml,
             Err(refusal) => return self.saml_logout_refused(session, ctx, "", refusal).await,
         };
-        let Some(provider) = self.saml_provider_for_issuer(saml::message_issuer(&xml)) else {
+        let is_response = message.carrier() == Some(Carrier::Response);
+        self.saml_logout(session, ctx, Carried::Redirect(&message), &xml, is_response)
+            .await
+    }
+
+    /// Single logout, HTTP-POST binding: the same messages as a form, signed inside.
+    pub(super) async fn saml_slo_post(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(form) = self.read_body(session, ctx, 64 * 1024).await? else {
+            return self
+                .saml_logout_refused(session, ctx, "", Refusal::TooLarge)
+                .await;
+        };
+        let (value, is_response) = match (
+            form_value(&form, "SAMLRequest"),
+            form_value(&form, "SAMLResponse"),
+        ) {
+            (Some(request), None) => (request, false),
+            (None, Some(response)) => (response, true),
+            _ => {
+                return self
+                    .saml_logout_refused(session, ctx, "", Refusal::Malformed)
+                    .await
+            }
+        };
+        let xml = match saml::response::decode(&value) {
+            Ok(xml) => xml,
+            Err(refusal) => return self.saml_logout_refused(session, ctx, "", refusal).await,
+        };
+        let carried = Carried::Post {
+            relay_state: form_value(&form, "RelayState"),
+        };
+        self.saml_logout(session, ctx, carried, &xml, is_response)
+            .await
+    }
+
+    /// A logout message from the IdP, however it came.
+    async fn saml_logout(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        carried: Carried<'_>,
+        xml: &str,
+        is_response: bool,
+    ) -> Result<bool> {
+        let Some(provider) = self.saml_provider_for_issuer(saml::message_issuer(xml)) else {
             return self
                 .saml_logout_refused(session, ctx, "", Refusal::IssuerMismatch)
                 .await;
         };
         let now = unix_now();
-        if message.carrier() == Some(Carrier::Response) {
-            return match provider.logout_answer(&message, &xml) {
+        if is_response {
+            return match provider.logout_answer(&carried, xml) {
                 Ok(success) => {
                     let detail = if success {
                         "saml-slo-confirmed"
@@ -282,7 +330,7 @@ impl Gateway {
         }
         let here = self.own_url(session, ctx, "saml/slo");
         let public = format!("{}{}saml/slo", self.public_origin, self.reserved_prefix);
-        let order = match provider.logout_order(&message, &xml, &[&here, &public], now) {
+        let order = match provider.logout_order(&carried, xml, &[&here, &public], now) {
             Ok(order) => order,
             Err(refusal) => {
                 return self

@@ -453,7 +453,7 @@ pub struct SpMetadata<'a> {
     pub entity_id: &'a str,
     /// ACS URLs (HTTP-POST); the first is the default.
     pub acs_urls: &'a [String],
-    /// Single logout URL (HTTP-Redirect).
+    /// Single logout URL (HTTP-Redirect and HTTP-POST).
     pub slo_url: &'a str,
     /// Signing certificate (DER), when requests are signed.
     pub certificate: Option<&'a [u8]>,
@@ -520,7 +520,8 @@ impl SpMetadata<'_> {
 <md:EntityDescriptor xmlns:md="{md}" xmlns:ds="{ds}" entityID="{entity}">
   <md:SPSSODescriptor AuthnRequestsSigned="{signed}" WantAssertionsSigned="true" protocolSupportEnumeration="{PROTOCOL}">
     {key}
-    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{slo}"/>{formats}{acs}
+    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{slo}"/>
+    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{slo}"/>{formats}{acs}
   </md:SPSSODescriptor>
 </md:EntityDescriptor>
 "#,

@@ -88,6 +88,17 @@ pub struct SamlLogin {
     pub ends_at: Option<u64>,
 }
 
+/// How a logout message arrived, and so how its signature is checked.
+pub enum Carried<'m> {
+    /// HTTP-Redirect: a detached signature over the query string.
+    Redirect(&'m RedirectMessage<'m>),
+    /// HTTP-POST: an enveloped XML signature, checked by xmlsec.
+    Post {
+        /// `RelayState`, to send back with the answer.
+        relay_state: Option<String>,
+    },
+}
+
 /// Which sessions an IdP-initiated LogoutRequest ends, and the answer to send.
 #[derive(Debug)]
 pub struct LogoutOrder {
@@ -330,19 +341,35 @@ impl SamlProvider {
         )
     }
 
-    /// An IdP-initiated LogoutRequest (HTTP-Redirect), which must be signed by the IdP.
+    /// An IdP-initiated LogoutRequest, which must be signed by the IdP (query signature over
+    /// HTTP-Redirect, enveloped XML signature over HTTP-POST).
     /// `slo_urls`: where this SP takes logout messages (the public URL's, and the host's the
     /// message arrived at); `Destination` must be one of them.
     pub fn logout_order(
         &self,
-        message: &RedirectMessage<'_>,
+        carried: &Carried<'_>,
         request_xml: &str,
         slo_urls: &[&str],
         now: u64,
     ) -> Result<LogoutOrder, Refusal> {
         let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
-        message.verify(&idp.certificates, self.settings.insecure_allow_sha1)?;
-        let request = logout::read_request(request_xml)?;
+        let allow_sha1 = self.settings.insecure_allow_sha1;
+        let (signed, relay_state) = match carried {
+            Carried::Redirect(message) => {
+                message.verify(&idp.certificates, allow_sha1)?;
+                (request_xml.to_string(), message.relay_state())
+            }
+            Carried::Post { relay_state } => (
+                response::verify_enveloped(
+                    request_xml,
+                    "LogoutRequest",
+                    &idp.certificates,
+                    allow_sha1,
+                )?,
+                relay_state.clone(),
+            ),
+        };
+        let request = logout::read_request(&signed)?;
         if request.issuer.as_deref() != Some(idp.entity_id.as_str()) {
             return Err(Refusal::IssuerMismatch);
         }
@@ -385,7 +412,7 @@ impl SamlProvider {
                 to,
                 Carrier::Response,
                 &xml,
-                message.relay_state().as_deref(),
+                relay_state.as_deref(),
                 self.settings.sp_signer.as_deref(),
             )
         });
@@ -401,12 +428,25 @@ impl SamlProvider {
     /// page is shown.
     pub fn logout_answer(
         &self,
-        message: &RedirectMessage<'_>,
+        carried: &Carried<'_>,
         response_xml: &str,
     ) -> Result<bool, Refusal> {
         let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
-        if message.is_signed() {
-            message.verify(&idp.certificates, self.settings.insecure_allow_sha1)?;
+        let allow_sha1 = self.settings.insecure_allow_sha1;
+        match carried {
+            Carried::Redirect(message) if message.is_signed() => {
+                message.verify(&idp.certificates, allow_sha1)?;
+            }
+            Carried::Post { .. } if response_xml.contains("Signature") => {
+                let signed = response::verify_enveloped(
+                    response_xml,
+                    "LogoutResponse",
+                    &idp.certificates,
+                    allow_sha1,
+                )?;
+                return logout::read_response(&signed, &idp.entity_id);
+            }
+            _ => {}
         }
         logout::read_response(response_xml, &idp.entity_id)
     }

@@ -342,41 +342,95 @@ fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<String, Refus
     if xml::has_comment(assertion) {
         return Err(Refusal::CommentInjected);
     }
-    let mut ids = std::collections::HashSet::new();
-    for id in doc.descendants().filter_map(|n| n.attribute("ID")) {
-        if !ids.insert(id) {
-            return Err(Refusal::Wrapped);
-        }
-    }
+    unique_ids(doc)?;
     let assertion_id = assertion
         .attribute("ID")
         .filter(|id| !id.is_empty())
         .ok_or(Refusal::Malformed)?;
     let mut covered = false;
     for signature in doc.descendants().filter(|n| xml::is(n, DSIG, "Signature")) {
-        let parent = signature.parent().ok_or(Refusal::Wrapped)?;
-        if parent != response && parent != assertion {
-            return Err(Refusal::Wrapped);
-        }
-        let signed_info = xml::child(signature, DSIG, "SignedInfo").ok_or(Refusal::Malformed)?;
-        let mut references = xml::children(signed_info, DSIG, "Reference");
-        let reference = match (references.next(), references.next()) {
-            (Some(r), None) => r,
-            _ => return Err(Refusal::Wrapped),
-        };
-        let target = reference
-            .attribute("URI")
-            .and_then(|uri| uri.strip_prefix('#'));
-        if target.is_none() || target != parent.attribute("ID") {
-            return Err(Refusal::Wrapped);
-        }
-        check_algorithms(signed_info, reference, allow_sha1)?;
+        check_signature(signature, &[response, assertion], allow_sha1)?;
         covered = true;
     }
     if !covered {
         return Err(Refusal::Unsigned);
     }
     Ok(assertion_id.to_string())
+}
+
+/// No two elements share an `ID` (xmlsec would resolve a reference to either).
+fn unique_ids(doc: &roxmltree::Document<'_>) -> Result<(), Refusal> {
+    let mut ids = std::collections::HashSet::new();
+    for id in doc.descendants().filter_map(|n| n.attribute("ID")) {
+        if !ids.insert(id) {
+            return Err(Refusal::Wrapped);
+        }
+    }
+    Ok(())
+}
+
+/// One `ds:Signature`: enveloped in one of `parents`, with exactly one reference, to that
+/// parent's `ID`, using allowed algorithms and transforms.
+fn check_signature(
+    signature: Node<'_, '_>,
+    parents: &[Node<'_, '_>],
+    allow_sha1: bool,
+) -> Result<(), Refusal> {
+    let parent = signature.parent().ok_or(Refusal::Wrapped)?;
+    if !parents.contains(&parent) {
+        return Err(Refusal::Wrapped);
+    }
+    let signed_info = xml::child(signature, DSIG, "SignedInfo").ok_or(Refusal::Malformed)?;
+    let mut references = xml::children(signed_info, DSIG, "Reference");
+    let reference = match (references.next(), references.next()) {
+        (Some(r), None) => r,
+        _ => return Err(Refusal::Wrapped),
+    };
+    let target = reference
+        .attribute("URI")
+        .and_then(|uri| uri.strip_prefix('#'));
+    if target.is_none() || target != parent.attribute("ID") {
+        return Err(Refusal::Wrapped);
+    }
+    check_algorithms(signed_info, reference, allow_sha1)
+}
+
+/// A protocol message signed as a whole (logout messages over HTTP-POST): exactly one
+/// signature, enveloped in the root `samlp:<root_name>` and covering it. Returns the signed
+/// content as xmlsec reduced it; read nothing from anywhere else.
+pub fn verify_enveloped(
+    xml_text: &str,
+    root_name: &str,
+    certificates: &[CertificateDer],
+    allow_sha1: bool,
+) -> Result<String, Refusal> {
+    let doc = xml::parse(xml_text)?;
+    let root = doc.root_element();
+    if !xml::is(&root, PROTOCOL, root_name) {
+        return Err(Refusal::Malformed);
+    }
+    unique_ids(&doc)?;
+    let mut signatures = doc.descendants().filter(|n| xml::is(n, DSIG, "Signature"));
+    match (signatures.next(), signatures.next()) {
+        (Some(signature), None) => check_signature(signature, &[root], allow_sha1)?,
+        (None, _) => return Err(Refusal::Unsigned),
+        (Some(_), Some(_)) => return Err(Refusal::Wrapped),
+    }
+    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        xml_text,
+        certificates,
+        samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
+        (!allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
+    )
+    .map_err(|_| Refusal::SignatureInvalid)?;
+    let signed = xml::parse(&reduced).map_err(|_| Refusal::SignatureInvalid)?;
+    let signed_root = signed.root_element();
+    if !xml::is(&signed_root, PROTOCOL, root_name)
+        || signed_root.attribute("ID") != root.attribute("ID")
+    {
+        return Err(Refusal::Wrapped);
+    }
+    Ok(reduced)
 }
 
 fn algorithm<'a>(node: Option<Node<'a, '_>>) -> Option<&'a str> {

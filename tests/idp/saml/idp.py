@@ -209,20 +209,27 @@ class Idp:
                 f'<input type="hidden" name="SAMLResponse" value="{encoded}"/>{relay}'
                 f'<noscript><button>Continue</button></noscript></form></body></html>')
 
-    def logout_request_url(self, user, signed):
-        """An IdP-initiated LogoutRequest for `user`'s last session, as a redirect URL."""
+    def logout_request(self, user, signed, binding):
+        """An IdP-initiated LogoutRequest for `user`'s last session: a redirect URL, or (POST)
+        the form to submit, signed inside the XML."""
         with self.lock:
             session_index = self.sessions.get(user)
+        post = binding == "post"
         _, request = self.server.create_logout_request(
             destination=self.args.sp_slo,
             issuer_entity_id=self.args.sp_entity_id,
             name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=user),
             session_indexes=[session_index] if session_index else None,
-            sign=False,
+            sign=signed and post,
+            sign_alg=self.sign_alg,
+            digest_alg=self.digest_alg,
         )
+        if post:
+            return {"url": self.args.sp_slo,
+                    "form": {"SAMLRequest": base64.b64encode(str(request).encode()).decode()}}
         info = self.server.apply_binding(BINDING_HTTP_REDIRECT, str(request), self.args.sp_slo,
                                          relay_state="", sign=signed, sigalg=self.sign_alg)
-        return dict(info["headers"])["Location"]
+        return {"url": dict(info["headers"])["Location"]}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -277,9 +284,10 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/login":
                 return self.login(self.form())
             if path == "/__test/logout":
-                unsigned = self.query().get("unsigned") == "1"
-                url = idp.logout_request_url(self.form()["user"], signed=not unsigned)
-                return self.send(200, json.dumps({"url": url}), "application/json")
+                q = self.query()
+                message = idp.logout_request(self.form()["user"], signed=q.get("unsigned") != "1",
+                                             binding=q.get("binding", "redirect"))
+                return self.send(200, json.dumps(message), "application/json")
             return self.send(404, "not found")
         except Exception as e:
             log("error:", repr(e))
