@@ -623,10 +623,18 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
 
 #[tokio::test]
 async fn encrypted_assertions_decrypt_with_the_sp_key_and_3des_is_refused() {
-    for (encryption, signs_in) in [("aes256-cbc", true), ("aes128-cbc", true), ("3des", false)] {
+    for (encryption, sign_response, signs_in) in [
+        ("aes256-cbc", false, true),
+        ("aes128-cbc", true, true), // the response signed over the encrypted assertion too
+        ("3des", false, false),
+    ] {
+        let mut idp_flags = vec!["--encrypt-assertion", "--encryption", encryption];
+        if sign_response {
+            idp_flags.push("--sign-response");
+        }
         let w = world(Options {
             sign_requests: true,
-            idp_flags: vec!["--encrypt-assertion", "--encryption", encryption],
+            idp_flags,
             ..Options::default()
         });
         let mut ours = Jar::new();

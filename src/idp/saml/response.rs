@@ -239,23 +239,50 @@ pub fn claimed_issuer(xml_text: &str) -> Option<String> {
 
 /// Verifies a decoded response; blocking (xmlsec), about a millisecond.
 pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
-    let plain = decrypt_if_encrypted(xml_text, expect)?;
-    verify_plain(&plain, expect)
+    match decrypt_if_encrypted(xml_text, expect)? {
+        Decrypted::Plain => verify_plain(xml_text, expect, false),
+        Decrypted::EnvelopeVerified(text) => verify_plain(&text, expect, true),
+        // Nothing has authenticated the ciphertext yet: until the assertion's own signature
+        // holds, every failure reads the same, so a changed ciphertext (AES-CBC) cannot be
+        // used as an oracle on the plaintext's shape.
+        Decrypted::Unauthenticated(text) => {
+            verify_plain(&text, expect, false).map_err(|refusal| match refusal {
+                Refusal::Malformed
+                | Refusal::DoctypeForbidden
+                | Refusal::Wrapped
+                | Refusal::Unsigned
+                | Refusal::WeakAlgorithm
+                | Refusal::UnsupportedTransform
+                | Refusal::SignatureInvalid
+                | Refusal::CommentInjected
+                | Refusal::Encrypted => Refusal::DecryptionFailed,
+                other => other,
+            })
+        }
+    }
 }
 
-/// The response with its encrypted assertion decrypted in place (the signature inside it is
-/// checked next, like any other); unchanged when nothing is encrypted.
-fn decrypt_if_encrypted<'t>(
-    xml_text: &'t str,
-    expect: &Expectations<'_>,
-) -> Result<std::borrow::Cow<'t, str>, Refusal> {
+/// What decryption made of a response.
+enum Decrypted {
+    /// Nothing was encrypted.
+    Plain,
+    /// The response was signed over its encrypted assertion and that signature held: the
+    /// decrypted assertion is the IdP's (its own signature, if any, is checked too).
+    EnvelopeVerified(String),
+    /// Only a signature inside the decrypted assertion can vouch for it.
+    Unauthenticated(String),
+}
+
+/// Decrypts the response's encrypted assertion in place. A signature on the response covers
+/// the *encrypted* form, so it is checked first, on that form, and then set aside.
+fn decrypt_if_encrypted(xml_text: &str, expect: &Expectations<'_>) -> Result<Decrypted, Refusal> {
     let doc = xml::parse(xml_text)?;
     let response = doc.root_element();
     let mut encrypted = doc
         .descendants()
         .filter(|n| xml::is(n, ASSERTION, "EncryptedAssertion"));
     let Some(found) = encrypted.next() else {
-        return Ok(std::borrow::Cow::Borrowed(xml_text));
+        return Ok(Decrypted::Plain);
     };
     let plain_too = doc
         .descendants()
@@ -267,12 +294,37 @@ fn decrypt_if_encrypted<'t>(
         return Err(Refusal::Malformed);
     }
     let decrypter = expect.decrypter.ok_or(Refusal::Encrypted)?;
-    decrypter
-        .splice(xml_text, found)
-        .map(std::borrow::Cow::Owned)
+    if xml::child(response, DSIG, "Signature").is_none() {
+        return decrypter
+            .splice(xml_text, found)
+            .map(Decrypted::Unauthenticated);
+    }
+    let signed = verify_enveloped(xml_text, "Response", expect.certificates, expect.allow_sha1)?;
+    let signed_doc = xml::parse(&signed).map_err(|_| Refusal::SignatureInvalid)?;
+    let signed_response = signed_doc.root_element();
+    let encrypted =
+        xml::child(signed_response, ASSERTION, "EncryptedAssertion").ok_or(Refusal::Wrapped)?;
+    let spliced = decrypter.splice(&signed, encrypted)?;
+    // The response signature was over the ciphertext: it has done its work; left in, it
+    // would fail against the plaintext. (xmlsec's reduced document usually drops it already.)
+    let range = {
+        let spliced_doc = xml::parse(&spliced).map_err(|_| Refusal::DecryptionFailed)?;
+        xml::child(spliced_doc.root_element(), DSIG, "Signature").map(|s| s.range())
+    };
+    let mut text = spliced;
+    if let Some(range) = range {
+        text.replace_range(range, "");
+    }
+    Ok(Decrypted::EnvelopeVerified(text))
 }
 
-fn verify_plain(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
+/// `envelope_verified`: the response's signature held over the encrypted assertion, so the
+/// assertion needs no signature of its own (one it has is still checked).
+fn verify_plain(
+    xml_text: &str,
+    expect: &Expectations<'_>,
+    envelope_verified: bool,
+) -> Result<VerifiedAssertion, Refusal> {
     let doc = xml::parse(xml_text)?;
     let response = doc.root_element();
     if !xml::is(&response, PROTOCOL, "Response") {
@@ -285,15 +337,21 @@ fn verify_plain(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAss
     if status != Some(STATUS_SUCCESS) {
         return Err(Refusal::IdpStatus);
     }
-    let assertion_id = check_shape(response, expect.allow_sha1)?;
-
-    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        xml_text,
-        expect.certificates,
-        samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
-        (!expect.allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
-    )
-    .map_err(|_| Refusal::SignatureInvalid)?;
+    let (assertion_id, signatures) = check_shape(response, expect.allow_sha1)?;
+    if signatures == 0 && !envelope_verified {
+        return Err(Refusal::Unsigned);
+    }
+    let reduced = if signatures == 0 {
+        xml_text.to_string()
+    } else {
+        Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            xml_text,
+            expect.certificates,
+            samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
+            (!expect.allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
+        )
+        .map_err(|_| Refusal::SignatureInvalid)?
+    };
     let signed_doc = xml::parse(&reduced).map_err(|_| Refusal::SignatureInvalid)?;
     // Exactly the assertion the shape check found, now known to be signed.
     let mut signed = signed_doc
@@ -320,8 +378,9 @@ const STRONG_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
     AllowedSignatureAlgorithm::EcdsaSha512,
 ];
 
-/// The structure checks that defeat signature wrapping; returns the assertion's id.
-fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<String, Refusal> {
+/// The structure checks that defeat signature wrapping; returns the assertion's id and how
+/// many signatures there are (each one enveloped in the response or the assertion).
+fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<(String, usize), Refusal> {
     let doc = response.document();
     let mut assertions = doc.descendants().filter(|n| {
         xml::is(n, ASSERTION, "Assertion") || xml::is(n, ASSERTION, "EncryptedAssertion")
@@ -347,15 +406,12 @@ fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<String, Refus
         .attribute("ID")
         .filter(|id| !id.is_empty())
         .ok_or(Refusal::Malformed)?;
-    let mut covered = false;
+    let mut signatures = 0;
     for signature in doc.descendants().filter(|n| xml::is(n, DSIG, "Signature")) {
         check_signature(signature, &[response, assertion], allow_sha1)?;
-        covered = true;
+        signatures += 1;
     }
-    if !covered {
-        return Err(Refusal::Unsigned);
-    }
-    Ok(assertion_id.to_string())
+    Ok((assertion_id.to_string(), signatures))
 }
 
 /// No two elements share an `ID` (xmlsec would resolve a reference to either).

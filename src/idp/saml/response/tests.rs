@@ -449,7 +449,28 @@ fn an_encrypted_assertion_is_decrypted_then_its_signature_checked() {
     let forged = response_around(&Shape::default(), &encrypt(&sp_key, &unsigned, false, oaep));
     assert_eq!(
         verify_with(&forged, &keys, |e| e.decrypter = Some(&decrypter)).err(),
-        Some(Refusal::Unsigned)
+        Some(Refusal::DecryptionFailed),
+        "unsigned inside, and nothing signed outside: refused (one reason for every failure)"
+    );
+
+    // Signed outside: the response signature covers the ciphertext; checked before decrypting.
+    let template = forged.replacen(
+        "</saml:Issuer>",
+        &format!(
+            r##"</saml:Issuer><ds:Signature xmlns:ds="{DSIG}"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"/><ds:Reference URI="#_r1"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue/></ds:Reference></ds:SignedInfo><ds:SignatureValue/></ds:Signature>"##
+        ),
+        1,
+    );
+    let envelope = Crypto::sign_xml(template, &keys.private_der).expect("xmlsec signs");
+    let found = verify_with(&envelope, &keys, |e| e.decrypter = Some(&decrypter));
+    assert_eq!(found.map(|v| v.name_id).as_deref(), Ok("alice@corp.test"));
+    let value_at = envelope.rfind("</xenc:CipherValue>").expect("ciphertext");
+    let mut flipped = envelope.clone();
+    flipped.replace_range(value_at - 8..value_at - 4, "AAAA");
+    assert_eq!(
+        verify_with(&flipped, &keys, |e| e.decrypter = Some(&decrypter)).err(),
+        Some(Refusal::SignatureInvalid),
+        "a changed ciphertext fails the response signature before any decryption"
     );
 }
 
