@@ -8,6 +8,7 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::listeners::Listening;
 use crate::metrics::Metrics;
 
 /// Serves the admin endpoints.
@@ -15,12 +16,18 @@ pub struct AdminApp {
     metrics: Arc<Metrics>,
     /// `host:port` of every upstream, checked by `/readyz`.
     upstreams: Vec<String>,
+    /// Whether the proxy's listeners are open.
+    listening: Listening,
 }
 
 impl AdminApp {
     /// An admin app over `metrics`, reporting readiness of `upstreams`.
-    pub fn new(metrics: Arc<Metrics>, upstreams: Vec<String>) -> Self {
-        AdminApp { metrics, upstreams }
+    pub fn new(metrics: Arc<Metrics>, upstreams: Vec<String>, listening: Listening) -> Self {
+        AdminApp {
+            metrics,
+            upstreams,
+            listening,
+        }
     }
 
     /// Ready when every upstream host name resolves (the config is loaded, or we would not
@@ -69,6 +76,10 @@ impl ServeHttp for AdminApp {
         match session.req_header().uri.path() {
             "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
+                if !self.listening.is_open() {
+                    let body = b"not ready: the proxy listeners are not open yet\n".to_vec();
+                    return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body);
+                }
                 if self.metrics.audit_writer_up.get() != 1 {
                     let body = b"not ready: the audit trail is not being written\n".to_vec();
                     return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body);

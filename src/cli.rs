@@ -473,6 +473,12 @@ fn verify(file: &std::path::Path, key: Option<&str>, open: bool, continuation: b
                 v.checkpoints,
                 v.unsealed_tail
             );
+            for line in &v.unclean_shutdowns {
+                println!(
+                    "{}:{line}: unclean-shutdown: the process before this one ended without sealing the file (see the record for unsealed records and any torn bytes moved aside)",
+                    file.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -14,6 +14,7 @@ mod demo;
 pub mod identity;
 pub mod idp;
 mod keys;
+mod listeners;
 mod logging;
 mod metrics;
 pub mod netguard;

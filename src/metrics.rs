@@ -33,6 +33,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `portcullis_rate_limit_buckets`: keys held by every rate limiter after the last sweep.
     pub rate_limit_buckets: IntGauge,
+    /// Clients that went away before their response was complete (a closed chat tab), by app.
+    pub downstream_closed_early: IntCounterVec,
 }
 
 impl Metrics {
@@ -109,6 +111,14 @@ impl Metrics {
             "portcullis_rate_limit_buckets",
             "Keys held by every rate limiter after the last periodic sweep",
         )?;
+        let downstream_closed_early = IntCounterVec::new(
+            Opts::new(
+                "portcullis_downstream_closed_early_total",
+                "Clients that closed their connection before the response was complete, by app",
+            ),
+            &["app"],
+        )?;
+        registry.register(Box::new(downstream_closed_early.clone()))?;
         registry.register(Box::new(rate_limit_buckets.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(ip_reported.clone()))?;
@@ -135,6 +145,7 @@ impl Metrics {
             ip_reported,
             auth_failures,
             rate_limit_buckets,
+            downstream_closed_early,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::audit::{self, AuditEvent, CheckpointSigner, EventKind, PendingWriter,
 use crate::config::Config;
 use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
+use crate::listeners::{Bound, Gated, Listening};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::tls::SniResolver;
@@ -39,6 +40,9 @@ pub enum StartError {
     /// The assertion signing keys.
     #[error("assertion: {0}")]
     Assertion(String),
+    /// A listening address is taken or not available.
+    #[error(transparent)]
+    Bind(#[from] crate::listeners::BindError),
 }
 
 /// Process options from the command line.
@@ -67,6 +71,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         }
     };
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
+    // Bound first, before anything reports ready or the process daemonises: a busy port
+    // ends the start here with a message and a non-zero exit.
+    let (proxy_sockets, admin_sockets) = bind_listeners(&config, options.upgrade)?;
     let (auditor, pending_writer) = audit::channel(&config.audit, signer, metrics.clone());
     let writer_slot: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
 
@@ -124,7 +131,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .filter(|h| h.proxy_protocol)
                 .map(|h| h.listen.clone())
                 .unwrap_or_default(),
-        ),
+        )
+        .with_drain(keep_alive_drain(config.server.grace_period)),
     );
     if let Some(https) = &config.server.https {
         let resolver = Arc::new(SniResolver::load(&https.certificates)?);
@@ -145,9 +153,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .iter()
         .map(|a| a.upstream.address.clone())
         .collect();
+    let listening = Listening::default();
     let mut admin = Service::new(
         "admin".to_string(),
-        AdminApp::new(metrics.clone(), upstreams),
+        AdminApp::new(metrics.clone(), upstreams, listening.clone()),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     let audit_service = background_service(
@@ -175,11 +184,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     ));
     // Listeners open only once the audit file is writable (nothing is served unaudited) and
     // every OIDC provider had its first discovery attempt.
-    let proxy_handle = server.add_service(proxy);
+    let proxy_handle =
+        server.add_service(Gated::new(proxy, proxy_sockets, options.upgrade, listening));
     proxy_handle.add_dependency(&audit_handle);
     proxy_handle.add_dependency(&discovery_handle);
     proxy_handle.add_dependency(&saml_handle);
-    server.add_service(admin);
+    server.add_service(Gated::new(
+        admin,
+        admin_sockets,
+        options.upgrade,
+        Listening::default(),
+    ));
 
     let mut loaded = AuditEvent::new(EventKind::ConfigLoaded);
     loaded.detail = Some(config.source.display().to_string());
@@ -191,6 +206,28 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         writer.finish();
     }
     Ok(())
+}
+
+/// Idle keep-alive connections close one second before the grace period ends (Pingora stops
+/// its runtimes then), so the close is a clean FIN and not a dropped task.
+fn keep_alive_drain(grace_period: std::time::Duration) -> std::time::Duration {
+    grace_period.saturating_sub(std::time::Duration::from_secs(1))
+}
+
+/// Binds the proxy's and the admin listeners, unless an upgrade hands them over.
+fn bind_listeners(config: &Config, upgrade: bool) -> Result<(Bound, Bound), StartError> {
+    if upgrade {
+        return Ok((Bound::default(), Bound::default()));
+    }
+    let mut proxy = Bound::default();
+    if let Some(https) = &config.server.https {
+        proxy.extend(Bound::bind("server.https.listen", &https.listen)?);
+    }
+    if let Some(http) = &config.server.http {
+        proxy.extend(Bound::bind("server.http.listen", &http.listen)?);
+    }
+    let admin = Bound::bind("admin.listen", &[config.admin.listen])?;
+    Ok((proxy, admin))
 }
 
 /// Discovers every OIDC provider (and its JWKS) at start, then refreshes them so that key

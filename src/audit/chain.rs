@@ -144,6 +144,9 @@ pub struct Verified {
     pub checkpoints: u64,
     /// Records after the last checkpoint (only non-zero with `allow_open_tail`).
     pub unsealed_tail: u64,
+    /// Lines of `unclean-shutdown` records: a process that ended without sealing the file
+    /// (its torn last line, if any, was moved aside; the record says where).
+    pub unclean_shutdowns: Vec<usize>,
 }
 
 /// Verifies a whole file's text; the error names the first line that breaks the chain.
@@ -159,6 +162,7 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
     let mut expected_seq: Option<u64> = None;
     let (mut records, mut checkpoints, mut since_checkpoint, mut last_cp_line) =
         (0u64, 0u64, 0u64, 0usize);
+    let mut unclean_shutdowns = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let (object, claimed) = unseal(line).ok_or(ChainError::Malformed { line: n })?;
@@ -208,6 +212,9 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
             since_checkpoint = 0;
             last_cp_line = n;
         } else {
+            if fields.event == "unclean-shutdown" {
+                unclean_shutdowns.push(n);
+            }
             since_checkpoint += 1;
         }
         prev_hash = claimed.to_string();
@@ -227,6 +234,7 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
         records,
         checkpoints,
         unsealed_tail: since_checkpoint,
+        unclean_shutdowns,
     })
 }
 

@@ -6,6 +6,7 @@
 //! operator's choice (`audit.on_queue_full`) and is always counted.
 
 mod chain;
+mod recovery;
 mod signer;
 mod writer;
 
@@ -50,6 +51,9 @@ pub enum EventKind {
     RefreshSucceeded,
     /// The OP refused a refresh: the session ended (see `detail`).
     RefreshFailed,
+    /// The previous process ended without sealing the file (crash, `kill -9`, power cut);
+    /// written first by the next one, with what it found (see `audit::recovery`).
+    UncleanShutdown,
 }
 
 /// Allow or deny, as recorded.

@@ -1,7 +1,7 @@
 //! The audit writer thread: numbers, timestamps, chains, writes and checkpoints records.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::chain::{checkpoint_message, seal, unseal, ChainFields, GENESIS};
+use super::chain::{checkpoint_message, seal};
+use super::recovery::{recover, UncleanShutdown};
 use super::{AuditEvent, Auditor, CheckpointSigner};
 use crate::config::{Audit, FsyncPolicy};
 use crate::metrics::Metrics;
@@ -157,55 +158,23 @@ struct ChainState {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     last_sync: Instant,
+    /// Written first: the previous process did not end cleanly.
+    unclean: Option<UncleanShutdown>,
 }
 
-/// Reads the last record of a locked file so the chain continues across restarts.
+/// Continues the chain of a locked file across restarts (repairing a crash's torn tail).
 fn continue_chain(mut file: File, path: &Path) -> io::Result<ChainState> {
-    let (mut next_seq, mut prev) = (1, GENESIS.to_string());
-    let last = last_line(&mut file)?;
-    if !last.is_empty() {
-        let fields = unseal(&last).and_then(|(object, hash)| {
-            serde_json::from_str::<ChainFields>(&object)
-                .ok()
-                .map(|f| (f.seq, hash.to_string()))
-        });
-        let Some((seq, hash)) = fields else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the last line of {} is not a sealed audit record; run `portcullis audit verify` and move the file aside",
-                    path.display()
-                ),
-            ));
-        };
-        next_seq = seq + 1;
-        prev = hash;
-    }
+    let tail = recover(&mut file, path)?;
     let now = Instant::now();
     Ok(ChainState {
         out: BufWriter::new(file),
-        next_seq,
-        prev,
+        next_seq: tail.next_seq,
+        prev: tail.prev,
         since_checkpoint: 0,
         last_checkpoint: now,
         last_sync: now,
+        unclean: tail.unclean,
     })
-}
-
-/// The last line of the file, reading at most its final 1 MiB.
-fn last_line(file: &mut File) -> io::Result<String> {
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(1 << 20);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.take(len - start).read_to_end(&mut tail)?;
-    let text = String::from_utf8_lossy(&tail);
-    Ok(text
-        .trim_end_matches('\n')
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default()
-        .to_string())
 }
 
 struct Worker {
@@ -229,6 +198,11 @@ impl Worker {
             }
         };
         runtime.block_on(async {
+            if let Some(unclean) = self.state.unclean.take() {
+                tracing::warn!(target: "audit", unsealed_records = unclean.unsealed_records, torn_bytes = unclean.torn_bytes, "the previous process did not end cleanly; recorded in the audit trail");
+                self.write(&unclean);
+                self.flush();
+            }
             loop {
                 tokio::select! {
                     event = receiver.recv() => match event {
@@ -280,7 +254,7 @@ impl Worker {
         }
     }
 
-    fn write(&mut self, event: &AuditEvent) {
+    fn write(&mut self, event: &impl serde::Serialize) {
         let dropped = self.settings.dropped.swap(0, Ordering::Relaxed);
         let body = match serde_json::to_string(event) {
             Ok(json) => json,

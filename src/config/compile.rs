@@ -19,6 +19,8 @@ use super::*;
 use crate::route::{HostPattern, PathGlob};
 
 /// Default pre-authentication limit per client address: 10 requests a second, bursts of 50.
+/// Chat UIs hold WebSockets open for minutes without a frame.
+const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_PRE_AUTH_RATE: std::num::NonZeroU32 = match std::num::NonZeroU32::new(10) {
     Some(n) => n,
     None => std::num::NonZeroU32::MIN,
@@ -421,12 +423,19 @@ impl Compiler<'_> {
             }
             Some(raw) => self.rate_limit("server.pre_auth_rate_limit", raw, false),
         };
+        let client_ip_headers =
+            self.client_ip_headers(raw.client_ip_headers.unwrap_or_default(), &trusted_proxies);
+        let sign_in = crate::config::SignIn {
+            auto_redirect: raw.sign_in.and_then(|s| s.auto_redirect).unwrap_or(true),
+        };
         Server {
             public_url,
             https,
             http,
             hsts,
             trusted_proxies,
+            client_ip_headers,
+            sign_in,
             reserved_prefix,
             threads: threads.max(1),
             grace_period: self.duration(
@@ -452,6 +461,37 @@ impl Compiler<'_> {
             ip_allowlist,
             pre_auth_rate_limit,
         }
+    }
+
+    fn client_ip_headers(&mut self, raw: Vec<String>, trusted: &[IpNet]) -> Vec<String> {
+        use crate::netguard::PASSABLE_CLIENT_ADDRESS_HEADERS as PASSABLE;
+        if !raw.is_empty() && trusted.is_empty() {
+            self.issues.add(
+                "server.client_ip_headers",
+                "these headers are only passed on from server.trusted_proxies, which is empty",
+                "list the proxy or CDN addresses in server.trusted_proxies",
+            );
+        }
+        let mut out = Vec::new();
+        for (i, name) in raw.iter().enumerate() {
+            let lower = name.trim().to_ascii_lowercase().replace('_', "-");
+            if PASSABLE.contains(&lower.as_str()) {
+                out.push(lower);
+            } else if lower == "x-real-ip" || lower == "forwarded" || lower == "x-forwarded-for" {
+                self.issues.add(
+                    &format!("server.client_ip_headers[{i}]"),
+                    format!("`{name}` is set by Portcullis from the client address it decided on"),
+                    "remove it; backends receive X-Real-IP, X-Forwarded-For and Forwarded from Portcullis",
+                );
+            } else {
+                self.issues.add(
+                    &format!("server.client_ip_headers[{i}]"),
+                    format!("`{name}` is not a client-address header Portcullis removes"),
+                    format!("one of: {}", PASSABLE.join(", ")),
+                );
+            }
+        }
+        out
     }
 
     fn limits(&mut self, raw: RawLimits) -> crate::netguard::SizeLimits {
@@ -1218,6 +1258,11 @@ impl Compiler<'_> {
                 &format!("{base}.timeouts.write"),
                 timeouts.write.as_ref(),
                 Duration::from_secs(60),
+            ),
+            websocket_idle: self.duration(
+                &format!("{base}.timeouts.websocket_idle"),
+                timeouts.websocket_idle.as_ref(),
+                DEFAULT_WEBSOCKET_IDLE,
             ),
         };
         Some(Upstream {

@@ -93,6 +93,19 @@ pub struct Server {
     /// Per-address limit on requests that carry no valid session to Portcullis's own endpoints
     /// (sign-in, callback) and on refused cookies; `None` = off.
     pub pre_auth_rate_limit: Option<crate::netguard::LimitSpec>,
+    /// Client-address headers (lower case) a trusted proxy may pass to the upstream, such as
+    /// `cf-connecting-ip`; every other one is removed.
+    pub client_ip_headers: Vec<String>,
+    /// The sign-in page.
+    pub sign_in: SignIn,
+}
+
+/// `server.sign_in`
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn {
+    /// With exactly one single sign-on provider (OIDC or SAML) and no local users for the app,
+    /// go straight to it instead of showing a chooser.
+    pub auto_redirect: bool,
 }
 
 /// `server.https`
@@ -362,6 +375,9 @@ pub struct Timeouts {
     pub read: Duration,
     /// Longest wait for the upstream to accept request bytes.
     pub write: Duration,
+    /// A WebSocket with no frame either way is closed after this long (from its handshake
+    /// request on, in place of `read` and of `server.limits.body_idle_timeout`).
+    pub websocket_idle: Duration,
 }
 
 /// Internal staff or external (customer, partner) users.

@@ -40,6 +40,14 @@ pub struct RawServer {
     pub limits: Option<RawLimits>,
     pub ip_allowlist: Option<RawIpAllowlist>,
     pub pre_auth_rate_limit: Option<RawRateLimit>,
+    pub client_ip_headers: Option<Vec<String>>,
+    pub sign_in: Option<RawSignIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignIn {
+    pub auto_redirect: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +213,7 @@ pub struct RawTimeouts {
     pub connect: Option<String>,
     pub read: Option<String>,
     pub write: Option<String>,
+    pub websocket_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

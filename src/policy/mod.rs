@@ -63,6 +63,9 @@ pub enum Reason {
     IpNotAllowed,
     /// Over a rate limit.
     RateLimited,
+    /// `Host` (or `:authority`) missing from an HTTP/1.1 request, repeated, or not a host
+    /// and port (RFC 9112 §3.2).
+    BadHost,
 }
 
 impl Reason {
@@ -93,6 +96,7 @@ impl Reason {
             Reason::AssertionFailed => "assertion-failed",
             Reason::IpNotAllowed => "ip-not-allowed",
             Reason::RateLimited => "rate-limited",
+            Reason::BadHost => "bad-host",
         }
     }
 }

@@ -13,7 +13,7 @@ use super::hygiene::acceptable_request_id;
 use crate::config::App;
 use crate::netguard;
 use crate::policy::{Permit, Reason};
-use crate::route::normalize_path;
+use crate::route::{is_valid_authority, normalize_path};
 
 /// What the pipeline knows about one request.
 pub struct RequestCtx {
@@ -58,6 +58,8 @@ pub struct RequestCtx {
     pub csrf_cookie: Option<String>,
     /// A request body was left unread: the connection must close.
     pub body_unread: bool,
+    /// `Host` is missing (HTTP/1.1), repeated or malformed: answered 400 `bad-host`.
+    pub bad_host: bool,
     /// Names of OIDC login-flow cookies the browser sent.
     pub flow_cookies: Vec<String>,
     /// The same cookies with their values.
@@ -88,6 +90,7 @@ impl RequestCtx {
             cookie_chunks: Vec::new(),
             csrf_cookie: None,
             body_unread: false,
+            bad_host: false,
             flow_cookies: Vec::new(),
             flow_cookies_values: Vec::new(),
         }
@@ -120,17 +123,24 @@ impl RequestCtx {
             }
             _ => new_request_id(),
         };
+        let mut host_headers = request.headers.get_all(http::header::HOST).iter();
+        let (host_header, repeated) = (host_headers.next(), host_headers.next().is_some());
         self.host = request
             .uri
             .authority()
             .map(|a| a.as_str().to_string())
             .or_else(|| {
-                request
-                    .headers
-                    .get(http::header::HOST)
+                host_header
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, with several, or with one that is
+        // not a host is answered 400. HTTP/1.0 may omit it (and then matches no app).
+        self.bad_host = repeated
+            || match self.host.as_deref() {
+                Some(host) => !is_valid_authority(host),
+                None => host_header.is_some() || request.version >= http::Version::HTTP_11,
+            };
         self.path = normalize_path(request.uri.path()).ok();
     }
 
@@ -150,9 +160,23 @@ impl RequestCtx {
         }
     }
 
-    /// Sets `X-Forwarded-For/-Proto/-Host` and `X-Request-Id`. Spoofable values from
-    /// untrusted peers were already removed; a trusted proxy's chain is extended.
-    pub fn set_forwarding_headers(&self, upstream: &mut RequestHeader) -> Result<()> {
+    /// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP`, `Forwarded` and `X-Request-Id`.
+    /// Spoofable values were already removed; a trusted proxy's `X-Forwarded-For` chain is
+    /// extended. `X-Real-IP` and `Forwarded` carry the client address Portcullis decided on
+    /// (the one its allowlists, limits and audit use), so backends of either convention read
+    /// the same truth; `scheme` is the one the client used.
+    pub fn set_forwarding_headers(
+        &self,
+        upstream: &mut RequestHeader,
+        scheme: &'static str,
+    ) -> Result<()> {
+        if let Some(client) = self.client_ip {
+            upstream.insert_header("x-real-ip", client.to_string())?;
+        }
+        upstream.insert_header(
+            "forwarded",
+            forwarded_element(self.client_ip, scheme, self.host.as_deref()),
+        )?;
         if let Some(peer) = self.peer_ip.map(|ip| ip.to_string()) {
             // A trusted proxy may send its chain over several header lines; keep them all,
             // in order, as one list (RFC 9110 §5.3), then add this hop.
@@ -190,8 +214,65 @@ impl Default for RequestCtx {
     }
 }
 
+/// One RFC 7239 element: `for=…;proto=…;host=…`. IPv6 addresses are bracketed and quoted,
+/// a host with a port is quoted (`:` is not a token character); an unknown client is
+/// `for=unknown`.
+pub fn forwarded_element(client: Option<IpAddr>, scheme: &str, host: Option<&str>) -> String {
+    let mut out = match client {
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        Some(IpAddr::V4(v4)) => format!("for={v4}"),
+        None => "for=unknown".to_string(),
+    };
+    out.push_str(";proto=");
+    out.push_str(scheme);
+    if let Some(host) = host {
+        out.push_str(";host=");
+        if !host.is_empty() && host.bytes().all(is_token_byte) {
+            out.push_str(host);
+        } else {
+            out.push('"');
+            for c in host.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+    }
+    out
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// 128 random bits, hex.
 fn new_request_id() -> String {
     let bits: u128 = rand::random();
     format!("{bits:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_element;
+
+    #[test]
+    fn forwarded_elements_follow_rfc_7239() {
+        let v4 = Some("192.0.2.60".parse().expect("ip"));
+        let v6 = Some("2001:db8:cafe::17".parse().expect("ip"));
+        assert_eq!(
+            forwarded_element(v4, "https", Some("chat.example.com")),
+            "for=192.0.2.60;proto=https;host=chat.example.com"
+        );
+        assert_eq!(
+            forwarded_element(v6, "http", Some("localhost:8443")),
+            "for=\"[2001:db8:cafe::17]\";proto=http;host=\"localhost:8443\""
+        );
+        assert_eq!(
+            forwarded_element(None, "https", None),
+            "for=unknown;proto=https"
+        );
+    }
 }

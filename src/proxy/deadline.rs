@@ -286,6 +286,8 @@ pub struct DeadlineApp<A> {
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Listen addresses where every connection starts with a PROXY protocol header.
     proxy_protocol: Vec<std::net::SocketAddr>,
+    /// How long idle keep-alive connections stay open once a shutdown or upgrade begins.
+    drain: Duration,
 }
 
 impl<A> DeadlineApp<A> {
@@ -304,7 +306,21 @@ impl<A> DeadlineApp<A> {
             trusted,
             open: std::sync::Mutex::new(std::collections::HashMap::new()),
             proxy_protocol: Vec::new(),
+            drain: Duration::ZERO,
         }
+    }
+
+    /// Keeps idle keep-alive connections open for `drain` after a shutdown or upgrade begins.
+    ///
+    /// Pingora closes every idle HTTP/1.1 keep-alive connection the moment its listeners stop;
+    /// a client that sent its next request at that moment gets a reset and, if it does not
+    /// retry (a POST), an error. Left open, each connection's next request is still read,
+    /// answered with `Connection: close` (Pingora does so once the shutdown has begun), and
+    /// the client reconnects to the new process. Only connections that stay idle for the whole
+    /// drain are closed at its end. HTTP/2 connections get a GOAWAY at once, from Pingora.
+    pub fn with_drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// Connections to these listen addresses start with a PROXY protocol header.
@@ -430,6 +446,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
     }
 
     async fn cleanup(&self) {
+        tokio::time::sleep(self.drain).await;
         self.inner.cleanup().await
     }
 }

@@ -4,6 +4,8 @@
 //! case-folded, `_` read as `-`) because some servers and frameworks treat
 //! `X_Portcullis_User` and `x-portcullis-user` as the same header.
 
+use crate::netguard;
+
 /// Prefix of every header Portcullis owns.
 pub const IDENTITY_PREFIX: &str = "x-portcullis-";
 
@@ -26,8 +28,6 @@ const FORWARDING: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
     "x-request-id",
 ];
 
@@ -57,15 +57,29 @@ pub fn is_identity_header(name: &str) -> bool {
 fn is_protected(name: &str) -> bool {
     is_identity_header(name)
         || FORWARDING.iter().any(|f| normalized_eq(name, f))
+        || netguard::CLIENT_ADDRESS_HEADERS
+            .iter()
+            .any(|f| normalized_eq(name, f))
         || normalized_eq(name, "host")
 }
 
+/// True for a client-address header (see [`netguard::CLIENT_ADDRESS_HEADERS`]) unless a
+/// trusted peer sent it and it is in `passed`.
+fn is_spoofable_address(name: &str, trusted_peer: bool, passed: &[String]) -> bool {
+    netguard::CLIENT_ADDRESS_HEADERS
+        .iter()
+        .any(|h| normalized_eq(name, h))
+        && !(trusted_peer && passed.iter().any(|p| normalized_eq(name, p)))
+}
+
 /// The names to remove from an upstream request, given all header names and the values
-/// of its `Connection` headers. `trusted_peer` keeps forwarding headers from a trusted proxy.
+/// of its `Connection` headers. `trusted_peer` keeps forwarding headers from a trusted proxy,
+/// and those client-address headers named in `passed` (`server.client_ip_headers`).
 pub fn headers_to_remove<'a>(
     names: impl Iterator<Item = &'a str>,
     connection_values: &[&str],
     trusted_peer: bool,
+    passed: &[String],
 ) -> Vec<String> {
     let named_by_connection: Vec<&str> = connection_values
         .iter()
@@ -78,7 +92,8 @@ pub fn headers_to_remove<'a>(
         let remove = is_identity_header(name)
             || HOP_BY_HOP.iter().any(|h| normalized_eq(name, h))
             || named_by_connection.iter().any(|c| normalized_eq(name, c))
-            || (!trusted_peer && FORWARDING.iter().any(|f| normalized_eq(name, f)));
+            || (!trusted_peer && FORWARDING.iter().any(|f| normalized_eq(name, f)))
+            || is_spoofable_address(name, trusted_peer, passed);
         if remove && !out.iter().any(|o| o.eq_ignore_ascii_case(name)) {
             out.push(name.to_string());
         }
@@ -119,7 +134,7 @@ mod tests {
     use super::*;
 
     fn removed(names: &[&str], connection: &[&str], trusted: bool) -> Vec<String> {
-        let mut out = headers_to_remove(names.iter().copied(), connection, trusted);
+        let mut out = headers_to_remove(names.iter().copied(), connection, trusted, &[]);
         out.iter_mut().for_each(|n| *n = n.to_ascii_lowercase());
         out.sort();
         out
@@ -177,15 +192,47 @@ mod tests {
 
     #[test]
     fn forwarding_headers_only_from_trusted_peers() {
-        let names = [
-            "X-Forwarded-For",
-            "Forwarded",
-            "X-Real-IP",
-            "X-Request-Id",
-            "X-Forwarded-Proto",
-        ];
-        assert_eq!(removed(&names, &[], false).len(), 5);
+        let names = ["X-Forwarded-For", "X-Request-Id", "X-Forwarded-Proto"];
+        assert_eq!(removed(&names, &[], false).len(), 3);
         assert!(removed(&names, &[], true).is_empty());
+    }
+
+    #[test]
+    fn client_address_headers_under_every_spelling_unless_passed_from_a_trusted_proxy() {
+        let names = [
+            "True-Client-IP",
+            "cf_connecting_ip",
+            "X-REAL-IP",
+            "x-client-ip",
+            "X-Cluster-Client-Ip",
+            "Fastly-Client-IP",
+            "Forwarded",
+            "accept",
+        ];
+        let all: Vec<String> = names[..7].iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut all_sorted = all.clone();
+        all_sorted.sort();
+        assert_eq!(removed(&names, &[], false), all_sorted);
+        assert_eq!(
+            removed(&names, &[], true),
+            all_sorted,
+            "not listed: removed"
+        );
+        let passed = vec!["cf-connecting-ip".to_string()];
+        let from_untrusted = headers_to_remove(names.iter().copied(), &[], false, &passed);
+        assert_eq!(from_untrusted.len(), 7, "a client never passes them");
+        let mut from_trusted: Vec<String> =
+            headers_to_remove(names.iter().copied(), &[], true, &passed)
+                .into_iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+        from_trusted.sort();
+        let expected: Vec<String> = all_sorted
+            .iter()
+            .filter(|n| n.as_str() != "cf_connecting_ip")
+            .cloned()
+            .collect();
+        assert_eq!(from_trusted, expected);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod peers;
 mod portal;
 mod proxy_protocol;
 mod saml;
+mod signin;
 
 use std::sync::Arc;
 
@@ -61,6 +62,10 @@ pub struct Gateway {
     router: Router,
     peers: peers::Peers,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Client-address headers a trusted proxy may pass on (`server.client_ip_headers`).
+    client_ip_headers: Vec<String>,
+    /// Go straight to the only SSO provider (`server.sign_in.auto_redirect`).
+    auto_redirect: bool,
     reserved_prefix: String,
     /// `server.public_url`'s origin (SAML SP metadata).
     public_origin: String,
@@ -120,6 +125,8 @@ impl Gateway {
             router: Router::new(&config.apps),
             peers: peers::Peers::new(&config.apps)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            client_ip_headers: config.server.client_ip_headers.clone(),
+            auto_redirect: config.server.sign_in.auto_redirect,
             reserved_prefix: config.server.reserved_prefix.clone(),
             public_origin: config.server.public_url.origin().ascii_serialization(),
             cookie_name: config.session.cookie_name.clone(),
@@ -561,6 +568,11 @@ impl ProxyHttp for Gateway {
                     .await
             }
         }
+        if ctx.bad_host {
+            return self
+                .reply(session, ctx, Reply::BadRequest, Reason::BadHost)
+                .await;
+        }
         // The server-wide allowlist comes first: outsiders learn nothing, not even which
         // hosts exist.
         if let Some(list) = &self.ip_allowlist {
@@ -703,7 +715,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         // Fail closed: only a Permit names an upstream.
@@ -713,7 +725,7 @@ impl ProxyHttp for Gateway {
                 "upstream_peer reached without a permit",
             );
         };
-        self.peers.peer(permit.app())
+        self.peers.peer(permit.app(), session.is_upgrade_req())
     }
 
     async fn upstream_request_filter(
@@ -733,7 +745,12 @@ impl ProxyHttp for Gateway {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let names = upstream.headers.keys().map(|k| k.as_str());
-        for name in hygiene::headers_to_remove(names, &connection, ctx.trusted_peer) {
+        for name in hygiene::headers_to_remove(
+            names,
+            &connection,
+            ctx.trusted_peer,
+            &self.client_ip_headers,
+        ) {
             upstream.remove_header(&name);
         }
         strip_cookies(upstream, &self.cookie_name)?;
@@ -741,7 +758,8 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(http::header::CONNECTION, "Upgrade")?;
             upstream.insert_header(http::header::UPGRADE, upgrade)?;
         }
-        ctx.set_forwarding_headers(upstream)?;
+        let scheme = ctx.scheme(session);
+        ctx.set_forwarding_headers(upstream, scheme)?;
         let Some(permit) = ctx.permit.as_ref() else {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -791,10 +809,17 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // From here on the client's side is a WebSocket, not a request body: it may stay
+            // quiet for as long as the app allows (`timeouts.websocket_idle`).
+            if let Some(permit) = ctx.permit.as_ref() {
+                session.set_read_timeout(Some(permit.app().upstream.timeouts.websocket_idle));
+            }
+        }
         let own: Vec<String> = response
             .headers
             .get_all(http::header::SET_COOKIE)
@@ -864,6 +889,25 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A client that goes away mid-response (a closed chat tab) is normal: counted and logged
+    /// at debug. ERROR stays for Portcullis's own faults and the upstream's.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        let client_left = error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_left {
+            let app = ctx.app.as_ref().map_or("-", |a| a.id.as_str());
+            self.metrics
+                .downstream_closed_early
+                .with_label_values(&[app])
+                .inc();
+            tracing::debug!(app, request_id = %ctx.request_id, %error, "client closed the connection before the response was complete");
+        }
+        client_left
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -31,10 +31,18 @@ impl Peers {
         Ok(Peers { by_app })
     }
 
-    /// A copy of the app's peer for one request.
-    pub fn peer(&self, app: &App) -> Result<Box<HttpPeer>> {
+    /// A copy of the app's peer for one request. A WebSocket handshake waits for the upstream
+    /// under the app's WebSocket idle timeout instead of `read`: Pingora fixes the upstream
+    /// read timeout when it connects, and after the `101` that timeout is the only one left.
+    pub fn peer(&self, app: &App, websocket: bool) -> Result<Box<HttpPeer>> {
         match self.by_app.get(app.index) {
-            Some(peer) => Ok(Box::new(peer.clone())),
+            Some(peer) => {
+                let mut peer = Box::new(peer.clone());
+                if websocket {
+                    peer.options.read_timeout = Some(app.upstream.timeouts.websocket_idle);
+                }
+                Ok(peer)
+            }
             None => Error::e_explain(ErrorType::InternalError, "no peer for app"),
         }
     }

@@ -9,6 +9,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use subtle::ConstantTimeEq;
 
+use super::signin::{SoleProvider, FAILED_PARAM};
 use super::{Gateway, RequestCtx};
 use crate::audit::{AuditEvent, EventKind};
 use crate::idp::local::{LocalLoginError, LocalProvider};
@@ -37,7 +38,15 @@ impl Gateway {
                     self.saml_start(session, ctx, provider.clone(), step_up)
                         .await
                 } else {
-                    self.login_page(session, ctx, None).await
+                    match self.sole_provider(session, ctx) {
+                        Some(SoleProvider::Oidc(id)) => {
+                            self.oidc_start(session, ctx, &id, step_up).await
+                        }
+                        Some(SoleProvider::Saml(provider)) => {
+                            self.saml_start(session, ctx, provider, step_up).await
+                        }
+                        None => self.login_page(session, ctx, None).await,
+                    }
                 }
             }
             ("POST", "saml/acs") => self.saml_acs(session, ctx).await,
@@ -101,16 +110,8 @@ impl Gateway {
         let token = self.csrf_token(ctx);
         let action = self.endpoint("login");
         // Only the providers the destination app accepts (its `access.identity_providers`).
-        let accepted = ctx
-            .host
-            .as_deref()
-            .and_then(|host| self.router.route(host, &rd))
-            .and_then(|app| app.access.identity_providers.clone());
-        let offered = |id: &str| {
-            accepted
-                .as_ref()
-                .is_none_or(|ids| ids.iter().any(|i| i == id))
-        };
+        let offered = self.offered_providers(ctx, &rd);
+        let failed = query_value(session, FAILED_PARAM).is_some();
         let html = respond::login_page(&respond::LoginPage {
             action: &action,
             return_to: &rd,
@@ -155,7 +156,9 @@ impl Gateway {
                         .map(|p| p.display_name.as_str()),
                 )
                 .collect(),
-            error,
+            error: error.or(failed.then_some(
+                "Sign-in did not complete. Please try again, or choose another way to sign in.",
+            )),
         });
         let status = if error.is_some() { 401 } else { 200 };
         self.send(
@@ -567,7 +570,9 @@ impl Gateway {
                     failure.as_str(),
                 )
                 .await;
-                let login_url = self.login_url(&flow.return_to);
+                // Marked, so the page shows the failure instead of going straight back to
+                // the provider (a loop when the provider keeps failing).
+                let login_url = format!("{}&{FAILED_PARAM}=1", self.login_url(&flow.return_to));
                 let reply = if wants_html_request(session) {
                     Reply::RedirectLogin {
                         location: login_url,

@@ -2,6 +2,7 @@
 //! path prefix on a segment boundary. Built once from the config; lookups never allocate
 //! for already-lower-case hosts.
 
+mod authority;
 mod glob;
 mod normalize;
 
@@ -9,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use authority::is_valid_authority;
 pub use glob::PathGlob;
 pub use normalize::normalize_path;
 

@@ -9,6 +9,7 @@ mod decrypt;
 pub mod metadata;
 pub mod response;
 mod xml;
+mod xmlsec_log;
 
 use std::sync::{Arc, RwLock};
 

@@ -344,6 +344,7 @@ fn verify_plain(
     let reduced = if signatures == 0 {
         xml_text.to_string()
     } else {
+        super::xmlsec_log::route_to_tracing();
         Crypto::reduce_xml_to_signed_with_allowed_algorithms(
             xml_text,
             expect.certificates,
@@ -472,6 +473,7 @@ pub fn verify_enveloped(
         (None, _) => return Err(Refusal::Unsigned),
         (Some(_), Some(_)) => return Err(Refusal::Wrapped),
     }
+    super::xmlsec_log::route_to_tracing();
     let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
         xml_text,
         certificates,
