@@ -224,6 +224,53 @@ impl Proxy {
         panic!("portcullis did not start listening");
     }
 
+    /// Starts `portcullis run --upgrade` with the config file of `self`; it takes the
+    /// sockets once `self` gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Proxy {
+        let child = Command::new(binary())
+            .args([
+                "run",
+                "--upgrade",
+                "-c",
+                self.config.to_str().expect("utf8"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis --upgrade");
+        Proxy {
+            child: Some(child),
+            ports: self.ports,
+            config: self.config.clone(),
+        }
+    }
+
+    /// The process id (while running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Sends a signal (`-QUIT`, `-KILL`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn https(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.https))
     }
