@@ -258,7 +258,11 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     let headers = send(&untrusted).await;
     assert_eq!(header(&headers, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header(&headers, "x-forwarded-proto"), Some("https"));
-    assert_eq!(header(&headers, "x-real-ip"), None);
+    assert_eq!(
+        header(&headers, "x-real-ip"),
+        Some("127.0.0.1"),
+        "the client's X-Real-IP is replaced by the address Portcullis decided on"
+    );
     assert_ne!(
         header(&headers, "x-request-id"),
         Some("trusted-request-id-123")
@@ -289,6 +293,17 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     assert_eq!(
         header(&headers, "x-request-id"),
         Some("trusted-request-id-123")
+    );
+    assert_eq!(header(&headers, "x-real-ip"), Some("203.0.113.5"));
+    assert_eq!(
+        header(&headers, "forwarded"),
+        Some(
+            format!(
+                "for=203.0.113.5;proto=https;host=\"a.test:{}\"",
+                trusted.ports.https
+            )
+            .as_str()
+        )
     );
     trusted.stop();
     let records = audit_records(&trusted_fixtures.audit_log());
@@ -721,4 +736,250 @@ async fn hsts_on_https_answers_and_handshake_failures_are_counted() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every convention a backend may read the client address from, under odd spellings.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Real-IP",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "Fastly-Client-IP",
+    "Forwarded",
+    "cf_connecting_ip",
+    "X_REAL_IP",
+];
+
+fn with_client_address_headers(path: &str, xff: Option<&str>) -> Vec<u8> {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for name in CLIENT_ADDRESS_HEADERS {
+        request.push_str(&format!("{name}: 6.6.6.6\r\n"));
+    }
+    if let Some(xff) = xff {
+        request.push_str(&format!("X-Forwarded-For: {xff}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.into_bytes()
+}
+
+fn echoed_headers(raw: &str) -> Vec<(String, String)> {
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    headers_of(&serde_json::from_str(body).expect("echo json"))
+}
+
+#[tokio::test]
+async fn client_address_headers_never_pass_from_clients_and_backends_read_one_truth() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let mut proxy = start(&fixtures, &upstream, "");
+    let raw = raw_http(
+        proxy.ports.http,
+        &with_client_address_headers("/addr", None),
+    );
+    let headers = echoed_headers(&raw);
+    let forged: Vec<_> = headers
+        .iter()
+        .filter(|(_, v)| v.contains("6.6.6.6"))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "forged client addresses reached the upstream: {forged:?}"
+    );
+    assert_eq!(header(&headers, "x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(header(&headers, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        header(&headers, "forwarded"),
+        Some("for=127.0.0.1;proto=http;host=127.0.0.1")
+    );
+    proxy.stop();
+
+    // Behind a trusted CDN, the one header it is listed to pass arrives; the rest do not.
+    let trusted_fixtures = Fixtures::new();
+    let mut trusted = start(
+        &trusted_fixtures,
+        &upstream,
+        "  trusted_proxies: [127.0.0.0/8]\n  client_ip_headers: [CF-Connecting-IP]\n",
+    );
+    let raw = raw_http(
+        trusted.ports.http,
+        &with_client_address_headers("/addr", Some("203.0.113.9")),
+    );
+    let headers = echoed_headers(&raw);
+    let passed: Vec<_> = headers
+        .iter()
+        .filter(|(_, v)| v.contains("6.6.6.6"))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(passed, vec!["cf-connecting-ip"], "{headers:?}");
+    assert_eq!(header(&headers, "x-real-ip"), Some("203.0.113.9"));
+    assert_eq!(
+        header(&headers, "forwarded"),
+        Some("for=203.0.113.9;proto=http;host=127.0.0.1")
+    );
+    trusted.stop();
+}
+
+#[tokio::test]
+async fn malformed_or_missing_host_is_refused_with_bad_host() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let mut proxy = start(&fixtures, &upstream, "");
+    let before = upstream.hits();
+    let requests: Vec<String> = [
+        "127.0.0.1:99999",
+        "127.0.0.1:019443",
+        "127.0.0.1:+19443",
+        "127.0.0.1:0",
+        "user@127.0.0.1",
+        "127.0.0.1/evil",
+        "127.0.0.1:",
+        "[::1",
+    ]
+    .iter()
+    .map(|host| format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+    .chain([
+        "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+            .to_string(),
+    ])
+    .collect();
+    for request in &requests {
+        let raw = raw_http(proxy.ports.http, request.as_bytes());
+        assert!(raw.starts_with("HTTP/1.1 400"), "{request:?}: {raw}");
+    }
+    assert_eq!(upstream.hits(), before, "nothing forwarded");
+    // HTTP/1.0 may omit Host: no app, not a bad request.
+    let raw = raw_http(proxy.ports.http, b"GET /x HTTP/1.0\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+    // A well-formed host with a port still routes.
+    let raw = raw_http(
+        proxy.ports.http,
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:80\r\nConnection: close\r\n\r\n",
+    );
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    proxy.stop();
+    let refused = audit_records(&fixtures.audit_log())
+        .into_iter()
+        .filter(|r| r["reason"] == "bad-host")
+        .count();
+    // Userinfo and a repeated Host are refused by Pingora's parser already (400 before any
+    // Portcullis code runs, so without an audit record); every other one is audited.
+    assert_eq!(
+        refused,
+        requests.len() - 2,
+        "each refusal audited as bad-host"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_websocket_outlives_the_body_timeout_and_ends_at_its_own() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let apps = format!(
+        "  - id: chat\n    hosts: [127.0.0.1]\n    upstream: {}\n    allow_plain_http: true\n    public_paths: [\"/ws\"]\n    timeouts: {{ read: 1s, websocket_idle: 4s }}\n",
+        upstream.url()
+    );
+    let yaml = fixtures.config(&ports, "  limits:\n    body_idle_timeout: 1s\n", &apps);
+    let _proxy = Proxy::start(&fixtures, ports, &yaml);
+    let url = format!("ws://127.0.0.1:{}/ws", ports.http);
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket upgrade");
+    assert_eq!(response.status(), 101);
+    for (text, quiet_before) in [("before", 0), ("after 2.5 s of silence", 2500)] {
+        // Quiet both ways for longer than the body idle timeout and the upstream read timeout.
+        tokio::time::sleep(Duration::from_millis(quiet_before)).await;
+        ws.send(Message::text(text)).await.expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("open")
+            .expect("message");
+        assert_eq!(echoed.into_text().expect("text").as_str(), text);
+    }
+    // Then quiet past the WebSocket idle timeout: the proxy closes it.
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "closed after websocket_idle");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "closed at the WebSocket idle timeout, not before: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn clients_leaving_a_stream_early_are_counted_not_logged_as_errors() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    // `info` so that an ERROR (or a WARN) from Pingora's own log would show.
+    let yaml = fixtures
+        .config(&ports, "", &apps(&upstream))
+        .replace("level: warn", "level: info");
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+    for _ in 0..5 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", ports.http)).expect("connect");
+        std::io::Write::write_all(&mut stream, b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("write");
+        let mut first = [0u8; 256];
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let n = std::io::Read::read(&mut stream, &mut first).expect("first event");
+        assert!(
+            String::from_utf8_lossy(&first[..n]).contains("200"),
+            "streaming started"
+        );
+        // The tab closes mid-answer.
+        drop(stream);
+    }
+    // The proxy notices at its next write (events come every 300 ms).
+    let metrics_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("portcullis_downstream_closed_early_total{app=\"plain\"}"))
+            .map(str::to_string)
+    };
+    let mut line = None;
+    for _ in 0..50 {
+        let metrics = raw_http(
+            ports.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
+        line = metrics_line(&metrics);
+        if line.as_deref().is_some_and(|l| l.ends_with(" 5")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        line.as_deref(),
+        Some("portcullis_downstream_closed_early_total{app=\"plain\"} 5")
+    );
+    let logs = proxy.logs();
+    // (The harness's readiness probe opens the HTTPS port without TLS: that ERROR is Pingora's
+    // handshake report, counted in portcullis_tls_handshake_failures_total.)
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("handshake"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(!logs.contains("Prematurely"), "{logs}");
 }

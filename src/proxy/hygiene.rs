@@ -63,13 +63,15 @@ fn is_protected(name: &str) -> bool {
         || normalized_eq(name, "host")
 }
 
-/// True for a client-address header (see [`netguard::CLIENT_ADDRESS_HEADERS`]) unless a
-/// trusted peer sent it and it is in `passed`.
+/// True for a client-address header (see [`netguard::CLIENT_ADDRESS_HEADERS`]) under any
+/// spelling, unless a trusted peer sent it under its own name and it is in `passed`. A CDN
+/// overwrites `CF-Connecting-IP` but forwards a client's `cf_connecting_ip` untouched, and
+/// some frameworks read the one as the other: only the exact name may pass.
 fn is_spoofable_address(name: &str, trusted_peer: bool, passed: &[String]) -> bool {
     netguard::CLIENT_ADDRESS_HEADERS
         .iter()
         .any(|h| normalized_eq(name, h))
-        && !(trusted_peer && passed.iter().any(|p| normalized_eq(name, p)))
+        && !(trusted_peer && passed.iter().any(|p| name.eq_ignore_ascii_case(p)))
 }
 
 /// The names to remove from an upstream request, given all header names and the values
@@ -202,6 +204,7 @@ mod tests {
         let names = [
             "True-Client-IP",
             "cf_connecting_ip",
+            "CF-Connecting-IP",
             "X-REAL-IP",
             "x-client-ip",
             "X-Cluster-Client-Ip",
@@ -209,7 +212,7 @@ mod tests {
             "Forwarded",
             "accept",
         ];
-        let all: Vec<String> = names[..7].iter().map(|n| n.to_ascii_lowercase()).collect();
+        let all: Vec<String> = names[..8].iter().map(|n| n.to_ascii_lowercase()).collect();
         let mut all_sorted = all.clone();
         all_sorted.sort();
         assert_eq!(removed(&names, &[], false), all_sorted);
@@ -220,16 +223,18 @@ mod tests {
         );
         let passed = vec!["cf-connecting-ip".to_string()];
         let from_untrusted = headers_to_remove(names.iter().copied(), &[], false, &passed);
-        assert_eq!(from_untrusted.len(), 7, "a client never passes them");
+        assert_eq!(from_untrusted.len(), 8, "a client never passes them");
         let mut from_trusted: Vec<String> =
             headers_to_remove(names.iter().copied(), &[], true, &passed)
                 .into_iter()
                 .map(|n| n.to_ascii_lowercase())
                 .collect();
         from_trusted.sort();
+        // Only the exact name passes; `cf_connecting_ip` is not the listed header (a client
+        // could add it behind the CDN).
         let expected: Vec<String> = all_sorted
             .iter()
-            .filter(|n| n.as_str() != "cf_connecting_ip")
+            .filter(|n| n.as_str() != "cf-connecting-ip")
             .cloned()
             .collect();
         assert_eq!(from_trusted, expected);
