@@ -297,15 +297,39 @@ async fn each_user_reaches_exactly_what_the_policy_allows() {
     assert_eq!(got["x-portcullis-user-type"], "external-user");
     assert_eq!(got["x-portcullis-roles"], "customer");
 
-    // The sign-in page offers only the providers the destination app accepts.
+    // Each app accepts one provider: the login page goes straight to it (auto_redirect)…
     let port = w.base.rsplit(':').next().unwrap_or_default().to_string();
+    for (host, offered) in [("localhost", "partners"), ("a.test", "corp")] {
+        let login_started = |r: &Value| r["event"] == "login-started";
+        let before = audit_records(&w.fixtures.audit_log())
+            .iter()
+            .filter(|r| login_started(r))
+            .count();
+        let r = w
+            .https
+            .get(format!("https://{host}:{port}/.portcullis/login?rd=%2F"))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 302, "{host}");
+        let location = r.headers()[LOCATION].to_str().expect("location");
+        assert!(location.starts_with(&w.op.issuer), "{host}: {location}");
+        let started = common::audit_until(&w.fixtures.audit_log(), before + 1, login_started).await;
+        assert_eq!(
+            started.last().map(|r| r["idp"].clone()),
+            Some(Value::from(offered))
+        );
+    }
+    // …and after a failed sign-in the page offers only the providers the app accepts.
     for (host, offered, hidden) in [
         ("localhost", "idp=partners", "idp=corp"),
         ("a.test", "idp=corp", "idp=partners"),
     ] {
         let page = w
             .https
-            .get(format!("https://{host}:{port}/.portcullis/login?rd=%2F"))
+            .get(format!(
+                "https://{host}:{port}/.portcullis/login?rd=%2F&failed=1"
+            ))
             .send()
             .await
             .expect("login page")
@@ -316,6 +340,7 @@ async fn each_user_reaches_exactly_what_the_policy_allows() {
             page.contains(offered) && !page.contains(hidden),
             "{host}: {page}"
         );
+        assert!(page.contains("Sign-in did not complete"), "{page}");
     }
 
     // Public path: forwarded without login, and never with identity headers.

@@ -26,6 +26,11 @@ fn world() -> World {
 /// `client_secret_post` also turns on `userinfo` (both are per-provider settings the main test
 /// leaves at their defaults).
 fn world_with(auth_method: &str) -> World {
+    world_configured(auth_method, "")
+}
+
+/// [`world_with`], with `extra_server` under `server:`.
+fn world_configured(auth_method: &str, extra_server: &str) -> World {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
@@ -43,7 +48,7 @@ fn world_with(auth_method: &str) -> World {
     );
     let apps = format!("  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n", upstream.url());
     let yaml = fixtures
-        .config(&ports, "", &apps)
+        .config(&ports, extra_server, &apps)
         .replace("level: warn", "level: \"warn,portcullis=debug\"")
         .replace("session:\n", &format!("{providers}session:\n"));
     let proxy = Proxy::start(&fixtures, ports, &yaml);
@@ -294,4 +299,85 @@ async fn client_secret_post_is_supported() {
         "code exchange with the secret in the request body"
     );
     assert_eq!(w._op.count("USERINFO"), 1, "userinfo read once at sign-in");
+}
+
+#[tokio::test]
+async fn the_only_provider_is_chosen_without_a_page_and_a_failure_shows_the_page() {
+    let w = world();
+    let r = w
+        .https
+        .get(format!("{}/.portcullis/login?rd=%2Fchat", w.base))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 302, "straight to the only provider");
+    let location = r.headers()[LOCATION].to_str().expect("location");
+    assert!(location.starts_with(&w._op.issuer), "{location}");
+    assert!(location.contains("client_id=portcullis"), "{location}");
+
+    // The OP answers with an error: back to the page (marked), not to the OP again.
+    let (callback, ours) = through_the_op(&w, "erin").await;
+    let state = callback.split("state=").nth(1).unwrap_or_default();
+    let r = w
+        .https
+        .get(format!(
+            "{}/.portcullis/oidc/callback?error=access_denied&state={state}",
+            w.base
+        ))
+        .header(COOKIE, header(&ours))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), 302);
+    let back = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(
+        back.starts_with("/.portcullis/login?rd=%2Fchat") && back.ends_with("&failed=1"),
+        "{back}"
+    );
+    let r = w
+        .https
+        .get(format!("{}{back}", w.base))
+        .send()
+        .await
+        .expect("login page");
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("Sign-in did not complete"), "{page}");
+    assert!(
+        page.contains("idp=corp"),
+        "the provider is offered again: {page}"
+    );
+    // `?idp=` still starts the provider explicitly.
+    let r = w
+        .https
+        .get(format!(
+            "{}/.portcullis/login?idp=corp&rd=%2Fchat&failed=1",
+            w.base
+        ))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 302);
+    assert_eq!(w.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn auto_redirect_off_keeps_the_chooser() {
+    let w = world_configured(
+        "client_secret_basic",
+        "  sign_in:\n    auto_redirect: false\n",
+    );
+    let r = w
+        .https
+        .get(format!("{}/.portcullis/login?rd=%2Fchat", w.base))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("idp=corp"), "{page}");
 }

@@ -118,8 +118,13 @@ identity:
     identity_headers: {{ plain: true }}
 "#
     );
+    // libxmlsec's error reports are routed into tracing at debug (see the forged-response test).
     let yaml = fixtures
         .config(&ports, "", &apps)
+        .replace(
+            "level: warn",
+            "level: \"warn,portcullis::saml::xmlsec=debug\"",
+        )
         .replace("session:\n", &format!("{sections}session:\n"));
     let proxy = Proxy::start(&fixtures, ports, &yaml);
     let https = client(&fixtures, &proxy);
@@ -207,10 +212,20 @@ async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity()
         .await
         .expect("json");
 
-    // The login page offers the SAML provider.
-    let page = w
+    // The only provider: the login page goes straight to the IdP (AuthnRequest by redirect);
+    // after a failed sign-in it shows the page, which offers the SAML provider.
+    let r = w
         .https
         .get(format!("{}/.portcullis/login?rd=%2Fchat", w.base))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 302);
+    let location = r.headers()[LOCATION].to_str().expect("location");
+    assert!(location.contains("SAMLRequest="), "{location}");
+    let page = w
+        .https
+        .get(format!("{}/.portcullis/login?rd=%2Fchat&failed=1", w.base))
         .send()
         .await
         .expect("login page")
@@ -382,6 +397,16 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
     let refusals = w.refusals(expected.len() + 1).await;
     assert_eq!(refusals.last().map(String::as_str), Some("replayed"));
     assert_eq!(w.upstream.hits(), 0);
+
+    // libxmlsec's complaints about the forgeries are structured tracing records (debug,
+    // target portcullis::saml::xmlsec), never its raw `func=xmlSec…` lines on stderr.
+    let mut w = w;
+    let logs = w.proxy.logs();
+    assert!(
+        !logs.lines().any(|l| l.starts_with("func=xmlSec")),
+        "{logs}"
+    );
+    assert!(logs.contains("portcullis::saml::xmlsec"), "{logs}");
 }
 
 #[tokio::test]

@@ -30,13 +30,34 @@ extern "C" {
     fn xmlSecErrorsSetCallback(callback: Option<ErrorsCallback>);
 }
 
-/// Installs the callback once per process.
+/// A document signed (RSA-SHA256, exc-c14n, enveloped) by the key of [`SELF_TEST_CERT`],
+/// made once with the `xmlsec1` command line; no private key is kept.
+const SELF_TEST_XML: &str = include_str!("self_test/signed.xml");
+const SELF_TEST_CERT: &[u8] = include_bytes!("self_test/cert.der");
+
+/// Installs the callback once per process, before the first verification.
+///
+/// libxmlsec's OpenSSL back-end installs its own printing callback when samael initialises
+/// the library, lazily, inside the first verification. So the library is initialised here
+/// first, by verifying a known-good signed document (a self-test of the signature stack),
+/// and the callback is installed after that.
 pub fn route_to_tracing() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
+        use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
+        let certificate = CertificateDer::from(SELF_TEST_CERT.to_vec());
+        let verified = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            SELF_TEST_XML,
+            &[certificate],
+            ReduceMode::ValidateAndMarkNoAncestors,
+            None,
+        );
+        if let Err(error) = verified {
+            tracing::error!(%error, "the XML signature library failed its self-test: SAML sign-in will refuse every response");
+        }
         // SAFETY: `xmlSecErrorsSetCallback` stores the pointer in a static; `report` matches
-        // the C signature and is valid for the whole process. Called once, before any
-        // verification runs on another thread.
+        // the C signature and is valid for the whole process. Called once, before any other
+        // verification can run (they all call this function first and wait for it).
         unsafe { xmlSecErrorsSetCallback(Some(report)) }
     });
 }
@@ -82,4 +103,29 @@ unsafe extern "C" fn report(
         { xmlsec.func = %func, xmlsec.object = %object, xmlsec.subject = %subject, xmlsec.reason = reason },
         "{message}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
+
+    fn verify(xml: &str) -> bool {
+        Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            xml,
+            &[CertificateDer::from(SELF_TEST_CERT.to_vec())],
+            ReduceMode::ValidateAndMarkNoAncestors,
+            None,
+        )
+        .is_ok()
+    }
+
+    #[test]
+    fn the_self_test_document_verifies_and_a_changed_one_does_not() {
+        route_to_tracing();
+        assert!(verify(SELF_TEST_XML));
+        let changed = SELF_TEST_XML.replace("xmlsec self-test<", "xmlsec self-tesT<");
+        assert_ne!(changed, SELF_TEST_XML);
+        assert!(!verify(&changed));
+    }
 }
