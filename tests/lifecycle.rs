@@ -170,7 +170,7 @@ fn keep_alive_client(port: u16, id: usize, stop: Arc<AtomicBool>, tally: Arc<Tal
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let request = if n % 2 == 0 {
+        let request = if n.is_multiple_of(2) {
             format!("POST /post/{id}/{n} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world")
         } else {
             format!("GET /get/{id}/{n} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

@@ -138,6 +138,30 @@ impl SizeLimits {
     }
 }
 
+/// Headers that name the client's address under other conventions (CDNs, nginx, RFC 7239).
+/// A backend or its rate limiter may believe any of them, so none passes from a client under
+/// any spelling. `X-Real-IP` and `Forwarded` are set by Portcullis from the address it decided
+/// on; the others pass from a trusted proxy only when listed in `server.client_ip_headers`
+/// ([`PASSABLE_CLIENT_ADDRESS_HEADERS`]).
+pub const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+];
+
+/// The client-address headers a trusted proxy may pass on to the upstream.
+pub const PASSABLE_CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,27 +248,3 @@ mod tests {
         );
     }
 }
-
-/// Headers that name the client's address under other conventions (CDNs, nginx, RFC 7239).
-/// A backend or its rate limiter may believe any of them, so none passes from a client under
-/// any spelling. `X-Real-IP` and `Forwarded` are set by Portcullis from the address it decided
-/// on; the others pass from a trusted proxy only when listed in `server.client_ip_headers`
-/// ([`PASSABLE_CLIENT_ADDRESS_HEADERS`]).
-pub const CLIENT_ADDRESS_HEADERS: &[&str] = &[
-    "x-real-ip",
-    "forwarded",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "fastly-client-ip",
-];
-
-/// The client-address headers a trusted proxy may pass on to the upstream.
-pub const PASSABLE_CLIENT_ADDRESS_HEADERS: &[&str] = &[
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "fastly-client-ip",
-];

@@ -52,6 +52,12 @@ apps:
     assert_eq!(app.upstream.address, "127.0.0.1:3000");
     assert!(app.enabled && app.preserve_host && !app.insecure_allow_plain_http);
     assert_eq!(app.upstream.timeouts.connect, Duration::from_secs(10));
+    assert_eq!(
+        app.upstream.timeouts.websocket_idle,
+        Duration::from_secs(15 * 60)
+    );
+    assert!(config.server.sign_in.auto_redirect);
+    assert!(config.server.client_ip_headers.is_empty());
     assert_eq!(config.server.reserved_prefix, "/.portcullis/");
     assert_eq!(config.session.cookie_name, "__Host-portcullis");
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9901");
@@ -543,4 +549,45 @@ fn saml_providers_are_checked_and_compiled() {
         "SAML default"
     );
     assert_eq!(provider.claims.email, ClaimPath("mail".into()));
+}
+
+#[test]
+fn client_ip_headers_pass_only_from_trusted_proxies_and_never_our_own() {
+    let yaml = |server: &str| {
+        format!(
+            "server:\n  public_url: https://chat.example.com\n  http:\n    listen: [\"127.0.0.1:0\"]\n{server}session:\n  encryption_keys: [\"file:{}\"]\napps:\n  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    allow_plain_http: true\n",
+            key_file()
+        )
+    };
+    let found = issues(&yaml("  client_ip_headers: [CF-Connecting-IP]\n"));
+    assert!(
+        has(
+            &found,
+            "server.client_ip_headers",
+            "trusted_proxies, which is empty"
+        ),
+        "{found:#?}"
+    );
+    let found = issues(&yaml(
+        "  trusted_proxies: [10.0.0.0/8]\n  client_ip_headers: [X-Real-IP, x-nope, True-Client-IP]\n",
+    ));
+    assert!(
+        has(&found, "server.client_ip_headers[0]", "set by Portcullis"),
+        "{found:#?}"
+    );
+    assert!(has(
+        &found,
+        "server.client_ip_headers[1]",
+        "not a client-address header"
+    ));
+    assert!(!found
+        .iter()
+        .any(|i| i.path == "server.client_ip_headers[2]"));
+    let config = Config::from_yaml(
+        Path::new("t.yaml"),
+        &yaml("  trusted_proxies: [10.0.0.0/8]\n  client_ip_headers: [CF-Connecting-IP]\n  sign_in: { auto_redirect: false }\n"),
+    )
+    .expect("valid");
+    assert_eq!(config.server.client_ip_headers, vec!["cf-connecting-ip"]);
+    assert!(!config.server.sign_in.auto_redirect);
 }
