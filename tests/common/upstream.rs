@@ -82,6 +82,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if path.ends_with("/ws") {
         return Ok(websocket(req));
     }
+    // Read the whole request body, as real apps do: an unread body makes hyper close the
+    // connection, which Pingora may be about to reuse for the next request.
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    let req = Request::from_parts(parts, ());
     let mut headers: Vec<(String, String)> = req
         .headers()
         .iter()
