@@ -393,7 +393,10 @@ fn fail(error: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn check(args: &ConfigArg) -> ExitCode {
-    match Config::load(&args.config) {
+    // Built as `run` builds them: a key or certificate that cannot be used is found here.
+    let loaded = Config::load(&args.config)
+        .and_then(|config| crate::runtime::Runtime::build(&config).map(|_| config));
+    match loaded {
         Ok(config) => {
             for warning in &config.warnings {
                 println!("warning: {warning}");
@@ -424,6 +427,10 @@ fn run(args: RunArgs) -> ExitCode {
         },
     ) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(server::StartError::Config(report)) => {
+            eprintln!("{report}\nrefusing to start");
+            ExitCode::from(2)
+        }
         Err(e) => fail(&e),
     }
 }

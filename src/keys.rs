@@ -144,6 +144,6 @@ mod tests {
             cert: paths.cert,
             key: paths.key,
         };
-        crate::tls::SniResolver::load(&[pair]).expect("listener accepts the dev certificate");
+        crate::certs::SniResolver::load(&[pair]).expect("listener accepts the dev certificate");
     }
 }

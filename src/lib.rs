@@ -8,6 +8,7 @@
 mod admin;
 pub mod assertion;
 mod audit;
+mod certs;
 pub mod cli;
 pub mod config;
 mod demo;
@@ -24,6 +25,7 @@ mod proxy;
 mod redirect;
 mod respond;
 pub mod route;
+pub mod runtime;
 mod server;
 pub mod session;
 pub mod store;

@@ -10,14 +10,14 @@ use pingora::services::listening::Service;
 use pingora::services::ServiceReadyNotifier;
 
 use crate::admin::AdminApp;
-use crate::audit::{self, AuditEvent, CheckpointSigner, EventKind, PendingWriter, WriterHandle};
+use crate::audit::{self, AuditEvent, EventKind, PendingWriter, WriterHandle};
 use crate::config::Config;
 use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
 use crate::listeners::{Bound, Gated, Listening};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::tls::SniResolver;
+use crate::runtime::Runtime;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,21 +25,15 @@ pub enum StartError {
     /// Metrics registry.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// The audit file or key.
-    #[error("audit: {0}")]
-    Audit(String),
+    /// A runtime object (certificate, key, provider) cannot be built from the config.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigReport),
     /// Upstream TLS files.
     #[error("upstream: {0}")]
     Upstream(#[from] crate::proxy::PeerError),
-    /// Listener certificates.
-    #[error("tls: {0}")]
-    Certificate(#[from] crate::tls::CertificateError),
     /// Pingora refused a listener setting.
     #[error("listener: {0}")]
     Listener(String),
-    /// The assertion signing keys.
-    #[error("assertion: {0}")]
-    Assertion(String),
     /// A listening address is taken or not available.
     #[error(transparent)]
     Bind(#[from] crate::listeners::BindError),
@@ -61,15 +55,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!(config.file = %config.source.display(), "{warning}");
     }
-    let signer = match &config.audit.signing_key {
-        Some(secret) => CheckpointSigner::from_base64(secret.expose())
-            .map_err(|e| StartError::Audit(e.to_string()))?,
-        None => {
-            CheckpointSigner::generate()
-                .map_err(|e| StartError::Audit(e.to_string()))?
-                .0
-        }
-    };
+    // Built after logging starts: building may warn (a generated assertion key).
+    let Runtime {
+        certificates,
+        checkpoint_signer: signer,
+        assertion_signer,
+        rate_limits,
+        providers,
+    } = Runtime::build(&config)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
     // ends the start here with a message and a non-zero exit.
@@ -87,31 +80,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     );
     server.bootstrap();
 
-    let mapping = Arc::new(config.identity.clone());
-    let oidc: Vec<Arc<OidcProvider>> = config
-        .identity_providers
-        .iter()
-        .filter_map(|p| OidcProvider::new(p, mapping.clone()))
-        .map(Arc::new)
-        .collect();
-    let saml: Vec<Arc<SamlProvider>> = config
-        .identity_providers
-        .iter()
-        .filter_map(|p| SamlProvider::new(p, mapping.clone()))
-        .map(Arc::new)
-        .collect();
-    let signer = Arc::new(
-        crate::assertion::Signer::new(&config.assertion)
-            .map_err(|e| StartError::Assertion(e.to_string()))?,
-    );
-    let rate_limits = Arc::new(crate::netguard::RateLimits::new(&config));
+    let (oidc, saml) = (providers.oidc.clone(), providers.saml.clone());
     let gateway = Gateway::new(
         &config,
         auditor.clone(),
         metrics.clone(),
-        oidc.clone(),
-        saml.clone(),
-        signer,
+        providers,
+        assertion_signer,
         rate_limits.clone(),
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
@@ -134,11 +109,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         )
         .with_drain(keep_alive_drain(config.server.grace_period)),
     );
-    if let Some(https) = &config.server.https {
-        let resolver = Arc::new(SniResolver::load(&https.certificates)?);
+    if let (Some(https), Some(resolver)) = (&config.server.https, &certificates) {
         for addr in &https.listen {
-            let settings = resolver
-                .listener_settings()
+            let settings = crate::tls::listener_settings(resolver)
                 .map_err(|e| StartError::Listener(e.to_string()))?;
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }

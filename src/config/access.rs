@@ -191,9 +191,9 @@ pub struct PathRule {
     /// Additional requirements (all app layers apply too).
     pub access: Requirements,
     /// Addresses allowed for these paths (on top of the app's and the server's).
-    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    pub ip_allowlist: Option<crate::config::IpAllowlist>,
     /// Rate limits for these paths (on top of the app's).
-    pub rate_limits: Vec<crate::netguard::LimitSpec>,
+    pub rate_limits: Vec<crate::config::LimitSpec>,
 }
 
 /// `apps[].entity_scope`: where a request names the entity whose data it touches.

@@ -68,8 +68,10 @@ pub fn compile(file: &Path, text: &str) -> Result<Config, ConfigReport> {
         warnings: Vec::new(),
         base_dir,
     };
-    let config = compiler.config(file, raw);
+    let mut config = compiler.config(file, raw);
     if compiler.issues.is_empty() {
+        drop(compiler);
+        config.lines = index;
         Ok(config)
     } else {
         Err(compiler.issues.into_report(file))
@@ -224,6 +226,7 @@ impl Compiler<'_> {
             audit,
             admin,
             warnings: std::mem::take(&mut self.warnings),
+            lines: LineIndex::default(),
         }
     }
 
@@ -409,8 +412,8 @@ impl Compiler<'_> {
         let limits = self.limits(raw.limits.unwrap_or_default());
         let ip_allowlist = self.ip_allowlist("server.ip_allowlist", raw.ip_allowlist);
         let pre_auth_rate_limit = match raw.pre_auth_rate_limit {
-            None => Some(crate::netguard::LimitSpec {
-                key: crate::netguard::LimitKey::Ip,
+            None => Some(crate::config::LimitSpec {
+                key: crate::config::LimitKey::Ip,
                 rate: DEFAULT_PRE_AUTH_RATE,
                 per: Duration::from_secs(1),
                 burst: DEFAULT_PRE_AUTH_BURST,
@@ -464,7 +467,7 @@ impl Compiler<'_> {
     }
 
     fn client_ip_headers(&mut self, raw: Vec<String>, trusted: &[IpNet]) -> Vec<String> {
-        use crate::netguard::PASSABLE_CLIENT_ADDRESS_HEADERS as PASSABLE;
+        use crate::config::PASSABLE_CLIENT_ADDRESS_HEADERS as PASSABLE;
         if !raw.is_empty() && trusted.is_empty() {
             self.issues.add(
                 "server.client_ip_headers",
@@ -494,8 +497,8 @@ impl Compiler<'_> {
         out
     }
 
-    fn limits(&mut self, raw: RawLimits) -> crate::netguard::SizeLimits {
-        let defaults = crate::netguard::SizeLimits::default();
+    fn limits(&mut self, raw: RawLimits) -> crate::config::SizeLimits {
+        let defaults = crate::config::SizeLimits::default();
         let mut pick = |key: &str, value: Option<usize>, default: usize| match value {
             Some(0) => {
                 self.issues.add(
@@ -508,7 +511,7 @@ impl Compiler<'_> {
             Some(v) => v,
             None => default,
         };
-        crate::netguard::SizeLimits {
+        crate::config::SizeLimits {
             max_header_bytes: pick(
                 "max_header_bytes",
                 raw.max_header_bytes,
@@ -596,18 +599,6 @@ impl Compiler<'_> {
                 "needs at least one certificate",
                 "`portcullis keys dev-cert --out certs/dev` makes one for testing",
             );
-        } else if certificates
-            .iter()
-            .all(|c| c.cert.is_file() && c.key.is_file())
-        {
-            // Load them as the listener will, so `check` catches what `run` would refuse.
-            if let Err(e) = crate::tls::SniResolver::load(&certificates) {
-                self.issues.add(
-                    "server.https.certificates",
-                    e.to_string(),
-                    "use a PEM certificate chain (leaf first) and its matching PEM private key",
-                );
-            }
         }
         Https {
             listen,
@@ -800,7 +791,7 @@ impl Compiler<'_> {
             ) else {
                 continue;
             };
-            if !crate::idp::local::is_argon2id_hash(hash) {
+            if !is_argon2id_hash(hash) {
                 self.issues.add(
                     &format!("{path}.password_hash"),
                     "not an Argon2id hash",
@@ -824,7 +815,7 @@ impl Compiler<'_> {
                 None => None,
                 Some(spec) => {
                     let secret = self.secret(&format!("{path}.totp_secret"), spec);
-                    match secret.map(|s| crate::idp::local::decode_base32(s.expose())) {
+                    match secret.map(|s| decode_base32(s.expose())) {
                         Some(Some(bytes)) if bytes.len() >= 10 => Some(TotpSecret(bytes)),
                         Some(_) => {
                             self.issues.add(
@@ -1328,15 +1319,7 @@ impl Compiler<'_> {
             .signing_key
             .as_ref()
             .and_then(|s| self.secret("audit.signing_key", s));
-        if let Some(key) = &signing_key {
-            if crate::audit::CheckpointSigner::from_base64(key.expose()).is_err() {
-                self.issues.add(
-                    "audit.signing_key",
-                    "not a base64 Ed25519 PKCS#8 key",
-                    "generate one with `portcullis keys generate`",
-                );
-            }
-        } else {
+        if signing_key.is_none() {
             self.warnings.push("audit.signing_key is not set: checkpoints are signed with a key made for this process only".into());
         }
         let path = raw

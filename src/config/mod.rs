@@ -5,7 +5,9 @@
 //! [`ConfigReport`] with key paths, lines and hints.
 
 mod access;
+mod allowlist;
 mod compile;
+mod limits;
 mod raw;
 mod report;
 mod summary;
@@ -23,8 +25,13 @@ pub use access::{
     ClaimMapping, ClaimPath, DomainPattern, EntityPathPattern, EntityScope, IdentityMapping,
     Matcher, PathRule, Requirements, RoleRule,
 };
+pub use allowlist::{canonical_ip, AllowlistMode, IpAllowlist};
+pub use limits::{
+    LimitKey, LimitSpec, SizeLimits, SizeViolation, CLIENT_ADDRESS_HEADERS,
+    PASSABLE_CLIENT_ADDRESS_HEADERS,
+};
 pub use report::{ConfigIssue, ConfigReport};
-pub use values::Secret;
+pub use values::{decode_base32, is_argon2id_hash, Secret};
 
 use crate::route::{HostPattern, PathGlob};
 
@@ -56,6 +63,8 @@ pub struct Config {
     pub admin: Admin,
     /// Settings that are accepted but weaken security or do nothing yet; logged at start.
     pub warnings: Vec<String>,
+    /// Where each key path is in the file, for problems found after compiling.
+    lines: report::LineIndex,
 }
 
 /// `server:`
@@ -87,12 +96,12 @@ pub struct Server {
     /// Log output.
     pub log: Log,
     /// Request size limits.
-    pub limits: crate::netguard::SizeLimits,
+    pub limits: SizeLimits,
     /// Addresses allowed to reach anything (checked before routing and login).
-    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    pub ip_allowlist: Option<IpAllowlist>,
     /// Per-address limit on requests that carry no valid session to Portcullis's own endpoints
     /// (sign-in, callback) and on refused cookies; `None` = off.
-    pub pre_auth_rate_limit: Option<crate::netguard::LimitSpec>,
+    pub pre_auth_rate_limit: Option<LimitSpec>,
     /// Client-address headers (lower case) a trusted proxy may pass to the upstream, such as
     /// `cf-connecting-ip`; every other one is removed.
     pub client_ip_headers: Vec<String>,
@@ -180,7 +189,10 @@ impl SessionKey {
     /// First 8 hex digits of the key's SHA-256: tells keys apart without revealing them.
     pub fn fingerprint(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
-        crate::audit::hex(&digest.as_ref()[..4])
+        digest.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -243,9 +255,9 @@ pub enum IdentityProviderKind {
 pub struct SamlSettings {
     /// Metadata fetched from this URL at start and refreshed in the background.
     pub metadata_url: Option<Url>,
-    /// The IdP as read from a metadata file or the inline keys (`None` until a URL is
-    /// fetched).
-    pub idp: Option<crate::idp::saml::IdpDescriptor>,
+    /// The text of a metadata file (`idp_metadata` naming a file); parsed when the provider
+    /// is built.
+    pub idp_metadata_xml: Option<String>,
     /// Picks the IdP in an aggregate, and must match the fetched metadata.
     pub idp_entity_id: Option<String>,
     /// Replaces the metadata's SSO endpoint.
@@ -256,10 +268,9 @@ pub struct SamlSettings {
     pub idp_certificates: Vec<Vec<u8>>,
     /// This service provider's entity id (the audience of assertions).
     pub sp_entity_id: String,
-    /// Signs AuthnRequests and logout messages; published in SP metadata.
-    pub sp_signer: Option<std::sync::Arc<crate::idp::saml::SpSigner>>,
-    /// Decrypts encrypted assertions: the same key, when it is RSA.
-    pub sp_decrypter: Option<std::sync::Arc<crate::idp::saml::SpDecrypter>>,
+    /// The SP's key pair: signs AuthnRequests and logout messages (published in SP
+    /// metadata) and, when RSA, decrypts encrypted assertions.
+    pub sp_keys: Option<SpKeyPair>,
     /// NameID format requested.
     pub name_id_format: Option<String>,
     /// Accept IdP-initiated sign-in.
@@ -274,6 +285,15 @@ pub struct SamlSettings {
     pub insecure_allow_sha1: bool,
     /// How often metadata from a URL is fetched again.
     pub metadata_refresh: Duration,
+}
+
+/// `sp_signing_key` + `sp_certificate` of a SAML provider, as PEM.
+#[derive(Debug, Clone)]
+pub struct SpKeyPair {
+    /// The private key (PEM).
+    pub key: Secret,
+    /// The certificate (PEM).
+    pub certificate: Vec<u8>,
 }
 
 /// `identity_providers[].users[]` of a local provider.
@@ -337,11 +357,21 @@ pub struct App {
     /// Where requests name an entity, for tenant isolation.
     pub entity_scope: Option<EntityScope>,
     /// Addresses allowed to reach this app (on top of the server's).
-    pub ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    pub ip_allowlist: Option<IpAllowlist>,
     /// Rate limits for every request to this app.
-    pub rate_limits: Vec<crate::netguard::LimitSpec>,
+    pub rate_limits: Vec<LimitSpec>,
     /// What the upstream learns about the user.
     pub identity_headers: IdentityHeaders,
+}
+
+impl crate::route::Routable for App {
+    fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
 }
 
 /// `apps[].upstream` and `apps[].upstream_tls`
@@ -488,6 +518,26 @@ pub struct Admin {
 
 impl Config {
     /// Reads and compiles `path`; every problem is in the returned report.
+    /// A problem found after compiling (when the runtime objects are built), at `path` with
+    /// its line in the file.
+    pub fn issue(&self, path: &str, message: impl Into<String>, hint: &str) -> ConfigIssue {
+        ConfigIssue {
+            path: path.to_string(),
+            line: self.lines.line(path),
+            message: message.into(),
+            hint: (!hint.is_empty()).then(|| hint.to_string()),
+        }
+    }
+
+    /// A report of `issues` in this config's file.
+    pub fn report(&self, issues: Vec<ConfigIssue>) -> ConfigReport {
+        ConfigReport {
+            file: self.source.clone(),
+            issues,
+        }
+    }
+
+    /// Loads and compiles `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigReport> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigReport {
             file: path.to_path_buf(),

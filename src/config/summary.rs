@@ -55,10 +55,11 @@ impl Config {
                         ""
                     }
                 ),
-                IdentityProviderKind::Saml(saml) => match (&saml.metadata_url, &saml.idp) {
+                IdentityProviderKind::Saml(saml) => match (&saml.metadata_url, &saml.idp_entity_id)
+                {
                     (Some(url), _) => format!("saml metadata {url}"),
-                    (None, Some(idp)) => format!("saml idp {}", idp.entity_id),
-                    (None, None) => "saml".to_string(),
+                    (None, Some(entity_id)) => format!("saml idp {entity_id}"),
+                    (None, None) => "saml metadata file".to_string(),
                 },
                 IdentityProviderKind::Local { users } => format!("{} local user(s)", users.len()),
             };

@@ -79,6 +79,34 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{text}` is not an address like 0.0.0.0:443 or [::]:443"))
 }
 
+/// Accepts only Argon2id PHC strings.
+pub fn is_argon2id_hash(hash: &str) -> bool {
+    argon2::password_hash::PasswordHash::new(hash)
+        .is_ok_and(|parsed| parsed.algorithm.as_str() == "argon2id")
+}
+
+/// RFC 4648 base32 (as authenticator apps show secrets): case-insensitive, spaces and
+/// padding ignored.
+pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
+        let value = match c.to_ascii_uppercase() {
+            u @ 'A'..='Z' => u as u32 - 'A' as u32,
+            d @ '2'..='7' => d as u32 - '2' as u32 + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

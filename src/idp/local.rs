@@ -12,6 +12,8 @@ use argon2::Argon2;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
+#[cfg(test)]
+use crate::config::{decode_base32, is_argon2id_hash};
 use crate::config::{IdentityProvider, IdentityProviderKind, LocalUser};
 use crate::identity::{AuthMethod, Identity};
 
@@ -132,11 +134,6 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
-/// Accepts only Argon2id PHC strings.
-pub fn is_argon2id_hash(hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| parsed.algorithm.as_str() == "argon2id")
-}
-
 fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
@@ -175,28 +172,6 @@ pub fn totp_at(secret: &[u8], counter: u64) -> String {
         | (u32::from(digest[offset + 2]) << 8)
         | u32::from(digest[offset + 3]);
     format!("{:06}", binary % 1_000_000)
-}
-
-/// RFC 4648 base32 (as authenticator apps show secrets): case-insensitive, spaces and
-/// padding ignored.
-pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 5 / 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
-        let value = match c.to_ascii_uppercase() {
-            u @ 'A'..='Z' => u as u32 - 'A' as u32,
-            d @ '2'..='7' => d as u32 - '2' as u32 + 26,
-            _ => return None,
-        };
-        buffer = (buffer << 5) | value;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

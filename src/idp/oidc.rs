@@ -169,7 +169,11 @@ type Metadata = ProviderMetadataWithLogout;
 
 impl OidcProvider {
     /// Builds the provider; `None` if `provider` is not OIDC.
-    pub fn new(provider: &IdentityProvider, mapping: Arc<IdentityMapping>) -> Option<OidcProvider> {
+    /// The provider for a `kind: oidc` entry (`None` for other kinds).
+    pub fn new(
+        provider: &IdentityProvider,
+        mapping: Arc<IdentityMapping>,
+    ) -> Result<Option<OidcProvider>, super::ProviderError> {
         let IdentityProviderKind::Oidc {
             issuer,
             client_id,
@@ -182,18 +186,10 @@ impl OidcProvider {
             mfa_acr_values,
         } = &provider.kind
         else {
-            return None;
+            return Ok(None);
         };
-        // Never follow redirects from the OP's back channel (SSRF). No pooled connections:
-        // calls are rare, and discovery and logins run on different Pingora runtimes, where
-        // a connection kept by one is unusable from the other.
-        let http = reqwest::ClientBuilder::new()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .ok()?;
-        Some(OidcProvider {
+        let http = super::back_channel_client()?;
+        Ok(Some(OidcProvider {
             id: provider.id.clone(),
             display_name: provider.display_name.clone(),
             issuer: issuer.clone(),
@@ -217,7 +213,7 @@ impl OidcProvider {
             metadata: RwLock::new(None),
             logout_keys: RwLock::new(None),
             last_forced_refetch: std::sync::atomic::AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Fetches the discovery document and the JWKS; on success they replace the old ones.
@@ -740,7 +736,9 @@ mod tests {
             },
             claims: Default::default(),
         };
-        let provider = OidcProvider::new(&config, Default::default()).expect("provider");
+        let provider = OidcProvider::new(&config, Default::default())
+            .expect("provider")
+            .expect("oidc");
         *provider.metadata.write().expect("lock") = Some(Arc::new(metadata.set_jwks(jwks)));
         let client = provider
             .client("https://a.test/.portcullis/oidc/callback")

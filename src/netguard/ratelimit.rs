@@ -4,52 +4,14 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::config::{LimitKey, LimitSpec};
 use crate::identity::Identity;
 use crate::store::LimitStore;
-
-/// What a limit counts by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitKey {
-    /// The signed-in user (anonymous requests: their address).
-    User,
-    /// The user's entity (users without one: the user).
-    Entity,
-    /// The client address.
-    Ip,
-    /// The user and the normalised path.
-    UserPath,
-}
-
-impl LimitKey {
-    /// Metric label and config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitKey::User => "user",
-            LimitKey::Entity => "entity",
-            LimitKey::Ip => "ip",
-            LimitKey::UserPath => "user+path",
-        }
-    }
-}
-
-/// A configured limit: `rate` requests per `per`, bursts up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitSpec {
-    /// Counted by.
-    pub key: LimitKey,
-    /// Requests...
-    pub rate: NonZeroU32,
-    /// ...per this period.
-    pub per: Duration,
-    /// Largest burst.
-    pub burst: NonZeroU32,
-}
 
 /// One limit with its buckets.
 pub struct Limiter {
@@ -165,6 +127,7 @@ impl KeyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::num::NonZeroU32;
 
     fn spec(key: LimitKey, rate: u32, burst: u32) -> LimitSpec {
         LimitSpec {

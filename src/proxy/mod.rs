@@ -36,7 +36,7 @@ pub use portal::unix_now;
 
 use crate::assertion::Signer;
 use crate::audit::{AuditEvent, Auditor, EventKind, Outcome};
-use crate::config::Config;
+use crate::config::{App, Config};
 use crate::idp::local::LocalProvider;
 use crate::idp::oidc::{OidcFailure, OidcProvider, OidcTokens};
 use crate::metrics::Metrics;
@@ -59,7 +59,7 @@ struct LoginOptions {
 
 /// The gateway: everything a request needs, built once at start.
 pub struct Gateway {
-    router: Router,
+    router: Router<App>,
     peers: peers::Peers,
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Client-address headers a trusted proxy may pass on (`server.client_ip_headers`).
@@ -106,12 +106,10 @@ impl Gateway {
         config: &Config,
         auditor: Auditor,
         metrics: Arc<Metrics>,
-        oidc: Vec<Arc<OidcProvider>>,
-        saml: Vec<Arc<crate::idp::saml::SamlProvider>>,
+        providers: crate::runtime::Providers,
         signer: Arc<Signer>,
         rate_limits: Arc<crate::netguard::RateLimits>,
     ) -> Result<Gateway, peers::PeerError> {
-        let mapping = Arc::new(config.identity.clone());
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
             _ => config
@@ -146,16 +144,9 @@ impl Gateway {
             ),
             session_lifetime: config.session.lifetime,
             login: LoginOptions {
-                local: config
-                    .identity_providers
-                    .iter()
-                    .filter_map(|p| {
-                        LocalProvider::new(p, mapping.clone())
-                            .map(|l| (p.id.clone(), p.display_name.clone(), Arc::new(l)))
-                    })
-                    .collect(),
-                oidc,
-                saml,
+                local: providers.local,
+                oidc: providers.oidc,
+                saml: providers.saml,
             },
             throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
             revoked: RevokedSessions::default(),

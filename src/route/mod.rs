@@ -14,8 +14,6 @@ pub use authority::is_valid_authority;
 pub use glob::PathGlob;
 pub use normalize::normalize_path;
 
-use crate::config::App;
-
 /// A host an app answers to, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
@@ -59,20 +57,32 @@ impl HostPattern {
     }
 }
 
-/// The routing table.
-#[derive(Debug, Default)]
-pub struct Router {
-    exact: HashMap<String, Vec<Arc<App>>>,
-    /// Longest suffix first.
-    wildcard: Vec<(String, Vec<Arc<App>>)>,
+/// What the router routes to: something served on host patterns under a path prefix.
+/// (The config's apps; kept abstract so routing stays below the config.)
+pub trait Routable {
+    /// The host patterns it answers.
+    fn hosts(&self) -> &[HostPattern];
+    /// Its normalised path prefix (`/` for everything).
+    fn path_prefix(&self) -> &str;
 }
 
-impl Router {
+/// The routing table.
+#[derive(Debug)]
+pub struct Router<T> {
+    exact: HashMap<String, Vec<Arc<T>>>,
+    /// Longest suffix first.
+    wildcard: Vec<(String, Vec<Arc<T>>)>,
+}
+
+impl<T: Routable> Router<T> {
     /// Builds the table; each candidate list is ordered longest path prefix first.
-    pub fn new(apps: &[Arc<App>]) -> Router {
-        let mut router = Router::default();
+    pub fn new(apps: &[Arc<T>]) -> Router<T> {
+        let mut router = Router {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+        };
         for app in apps {
-            for host in &app.hosts {
+            for host in app.hosts() {
                 match host {
                     HostPattern::Exact(name) => router
                         .exact
@@ -88,8 +98,8 @@ impl Router {
                 }
             }
         }
-        let by_prefix = |list: &mut Vec<Arc<App>>| {
-            list.sort_by_key(|app| std::cmp::Reverse(app.path_prefix.len()));
+        let by_prefix = |list: &mut Vec<Arc<T>>| {
+            list.sort_by_key(|app| std::cmp::Reverse(app.path_prefix().len()));
         };
         router.exact.values_mut().for_each(by_prefix);
         router.wildcard.iter_mut().for_each(|(_, l)| by_prefix(l));
@@ -103,18 +113,18 @@ impl Router {
     ///
     /// Host patterns are tried most specific first (the exact name, then wildcards from the
     /// longest suffix); within one, the longest path prefix wins.
-    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<App>> {
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<T>> {
         let host = normalize_host(host)?;
         let found = self
             .candidate_lists(&host)
             .flat_map(|list| list.iter())
-            .find(|app| prefix_matches(&app.path_prefix, path));
+            .find(|app| prefix_matches(app.path_prefix(), path));
         found
     }
 
     /// Any app on `host` (the one with the shortest prefix of the most specific pattern):
     /// Portcullis's own endpoints exist on every app host, whatever the app's prefix.
-    pub fn route_host(&self, host: &str) -> Option<&Arc<App>> {
+    pub fn route_host(&self, host: &str) -> Option<&Arc<T>> {
         let host = normalize_host(host)?;
         let found = self.candidate_lists(&host).find_map(|list| list.last());
         found
@@ -123,7 +133,7 @@ impl Router {
     fn candidate_lists<'s, 'h>(
         &'s self,
         host: &'h str,
-    ) -> impl Iterator<Item = &'s Vec<Arc<App>>> + use<'s, 'h> {
+    ) -> impl Iterator<Item = &'s Vec<Arc<T>>> + use<'s, 'h, T> {
         let wildcards = self
             .wildcard
             .iter()

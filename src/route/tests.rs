@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::testing::with_apps;
 
-fn router() -> Router {
+fn router() -> Router<crate::config::App> {
     let config = with_apps(
         r#"
   - id: chat

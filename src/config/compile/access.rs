@@ -529,29 +529,12 @@ impl Compiler<'_> {
                 "between 30s and 5m: a leaked assertion must expire quickly",
             );
         }
-        let settings = AssertionSettings {
+        AssertionSettings {
             algorithm,
             signing_keys,
             ttl,
             issuer,
-        };
-        // Load the keys now, so that `check` (and `run`) name a bad key before any request.
-        if !settings.signing_keys.is_empty() {
-            match crate::assertion::Signer::new(&settings) {
-                Ok(_) => {}
-                Err(crate::assertion::AssertionError::SigningKey { index, problem }) => {
-                    self.issues.add(
-                        &format!("assertion.signing_keys[{index}]"),
-                        problem.to_string(),
-                        "make one with `portcullis keys assertion` (PKCS#8 PEM)",
-                    )
-                }
-                Err(other) => self
-                    .issues
-                    .add("assertion.signing_keys", other.to_string(), ""),
-            }
         }
-        settings
     }
 }
 
@@ -561,18 +544,18 @@ impl Compiler<'_> {
         &mut self,
         at: &str,
         raw: Option<RawIpAllowlist>,
-    ) -> Option<crate::netguard::IpAllowlist> {
+    ) -> Option<crate::config::IpAllowlist> {
         let raw = raw?;
         let mode = match raw.mode.as_deref() {
-            None | Some("enforce") => crate::netguard::AllowlistMode::Enforce,
-            Some("report") => crate::netguard::AllowlistMode::Report,
+            None | Some("enforce") => crate::config::AllowlistMode::Enforce,
+            Some("report") => crate::config::AllowlistMode::Report,
             Some(other) => {
                 self.issues.add(
                     &format!("{at}.mode"),
                     format!("unknown mode `{other}`"),
                     "use enforce (default) or report",
                 );
-                crate::netguard::AllowlistMode::Enforce
+                crate::config::AllowlistMode::Enforce
             }
         };
         let mut nets = Vec::new();
@@ -595,7 +578,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        Some(crate::netguard::IpAllowlist::new(mode, nets))
+        Some(crate::config::IpAllowlist::new(mode, nets))
     }
 
     /// `rate_limits: [{ key, rate, burst }]`.
@@ -603,7 +586,7 @@ impl Compiler<'_> {
         &mut self,
         at: &str,
         raw: Option<Vec<RawRateLimit>>,
-    ) -> Vec<crate::netguard::LimitSpec> {
+    ) -> Vec<crate::config::LimitSpec> {
         raw.unwrap_or_default()
             .into_iter()
             .enumerate()
@@ -617,8 +600,8 @@ impl Compiler<'_> {
         at: &str,
         raw: RawRateLimit,
         keyed: bool,
-    ) -> Option<crate::netguard::LimitSpec> {
-        use crate::netguard::LimitKey;
+    ) -> Option<crate::config::LimitSpec> {
+        use crate::config::LimitKey;
         let key = match (keyed, raw.key.as_deref()) {
             (false, None) => LimitKey::Ip,
             (false, Some(_)) => {
@@ -672,7 +655,7 @@ impl Compiler<'_> {
                 }
             },
         };
-        Some(crate::netguard::LimitSpec {
+        Some(crate::config::LimitSpec {
             key,
             rate,
             per,

@@ -1,15 +1,13 @@
 //! Compiling `kind: saml` providers: where the IdP is described (metadata URL, metadata
 //! file, or inline entity id + SSO URL + certificates), the SP's own identity and keys, and
-//! the checks' tolerances. A metadata file and the SP key are read now, so `check` names a
-//! bad one.
+//! the checks' tolerances. A metadata file and the SP key files are read now; their contents
+//! are parsed when the provider is built (`runtime`), which names the key of a bad one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::Compiler;
 use crate::config::raw::RawIdentityProvider;
-use crate::config::{IdentityProviderKind, SamlSettings};
-use crate::idp::saml::{self, IdpDescriptor, SpDecrypter, SpSigner};
+use crate::config::{IdentityProviderKind, SamlSettings, SpKeyPair};
 use url::Url;
 
 /// Authentication contexts that mean a second factor, when none are configured.
@@ -49,32 +47,23 @@ impl Compiler<'_> {
         let idp_certificates = self.saml_certificates(base, idp.idp_certificates.as_deref());
 
         let mut metadata_url = None;
-        let mut described = None;
+        let mut idp_metadata_xml = None;
         match idp.idp_metadata.as_deref() {
             Some(text) if text.starts_with("https://") || text.starts_with("http://") => {
                 metadata_url = url_key(self, "idp_metadata", Some(&text.to_string()));
             }
             Some(text) => {
                 let path = self.file_path(&format!("{base}.idp_metadata"), text, true);
-                if let Ok(xml) = std::fs::read_to_string(&path) {
-                    match saml::metadata::parse(&xml, idp.idp_entity_id.as_deref()) {
-                        Ok(found) => described = Some(found),
-                        Err(e) => self.issues.add(
-                            &format!("{base}.idp_metadata"),
-                            format!("{}: {e}", path.display()),
-                            "download the IdP's SAML metadata XML again (it must list a signing certificate)",
-                        ),
-                    }
-                }
+                idp_metadata_xml = std::fs::read_to_string(&path).ok();
             }
             None => {
                 // Inline: entity id, SSO URL and at least one certificate.
-                let entity = self.required(
+                self.required(
                     &format!("{base}.idp_entity_id"),
                     idp.idp_entity_id.as_ref(),
                     "the IdP's entity id (Issuer), or give idp_metadata instead",
                 );
-                let sso = self.required(
+                self.required(
                     &format!("{base}.idp_sso_url"),
                     idp.idp_sso_url.as_ref(),
                     "the IdP's SSO URL (HTTP-Redirect binding), or give idp_metadata instead",
@@ -86,19 +75,7 @@ impl Compiler<'_> {
                         "the IdP's signing certificate(s), PEM files or PEM text",
                     );
                 }
-                if let (Some(entity), Some(_), Some(sso)) = (entity, sso, idp_sso_url.clone()) {
-                    described = Some(IdpDescriptor {
-                        entity_id: entity.clone(),
-                        sso_url: sso,
-                        slo_url: idp_slo_url.clone(),
-                        slo_response_url: idp_slo_url.clone(),
-                        certificates: Vec::new(),
-                    });
-                }
             }
-        }
-        if let Some(d) = described.as_mut() {
-            d.apply_overrides(&idp_sso_url, &idp_slo_url, &idp_certificates);
         }
 
         let sp_entity_id = idp.sp_entity_id.clone().unwrap_or_else(|| {
@@ -107,8 +84,7 @@ impl Compiler<'_> {
                 public_url.origin().ascii_serialization()
             )
         });
-        let (sp_signer, sp_decrypter) = self.sp_keys(base, idp).unzip();
-        let sp_decrypter = sp_decrypter.flatten();
+        let sp_keys = self.sp_keys(base, idp);
         let clock_skew = self.duration(
             &format!("{base}.clock_skew"),
             idp.clock_skew.as_ref(),
@@ -145,14 +121,13 @@ impl Compiler<'_> {
         }
         Some(IdentityProviderKind::Saml(Box::new(SamlSettings {
             metadata_url,
-            idp: described,
+            idp_metadata_xml,
             idp_entity_id: idp.idp_entity_id.clone(),
             idp_sso_url,
             idp_slo_url,
             idp_certificates,
             sp_entity_id,
-            sp_signer,
-            sp_decrypter,
+            sp_keys,
             name_id_format: idp.name_id_format.clone(),
             allow_unsolicited: idp.allow_unsolicited.unwrap_or(false),
             clock_skew,
@@ -197,11 +172,7 @@ impl Compiler<'_> {
     }
 
     /// The SP key pair: it signs requests, and (when RSA) decrypts encrypted assertions.
-    fn sp_keys(
-        &mut self,
-        base: &str,
-        idp: &RawIdentityProvider,
-    ) -> Option<(Arc<SpSigner>, Option<Arc<SpDecrypter>>)> {
+    fn sp_keys(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<SpKeyPair> {
         match (&idp.sp_signing_key, &idp.sp_certificate) {
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
@@ -215,21 +186,8 @@ impl Compiler<'_> {
             (Some(key_spec), Some(cert_path)) => {
                 let key = self.secret(&format!("{base}.sp_signing_key"), key_spec)?;
                 let path = self.file_path(&format!("{base}.sp_certificate"), cert_path, true);
-                let cert = std::fs::read(&path).ok()?;
-                match SpSigner::from_pem(key.expose().as_bytes(), &cert) {
-                    Ok(signer) => Some((
-                        Arc::new(signer),
-                        SpDecrypter::from_pem(key.expose().as_bytes()).map(Arc::new),
-                    )),
-                    Err(e) => {
-                        self.issues.add(
-                            &format!("{base}.sp_signing_key"),
-                            e.to_string(),
-                            "a PEM RSA (2048+) or ECDSA P-256 key and its certificate",
-                        );
-                        None
-                    }
-                }
+                let certificate = std::fs::read(&path).ok()?;
+                Some(SpKeyPair { key, certificate })
             }
         }
     }

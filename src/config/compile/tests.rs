@@ -3,11 +3,17 @@ use std::path::Path;
 use super::*;
 use crate::config::testing::{key_file, with_apps};
 
-fn issues(yaml: &str) -> Vec<ConfigIssue> {
-    match Config::from_yaml(Path::new("t.yaml"), yaml) {
-        Ok(_) => Vec::new(),
+/// The problems `check` reports: the file's, then (when it compiles) those of building its
+/// runtime objects (keys, certificates, providers).
+fn checked(compiled: Result<Config, ConfigReport>) -> Vec<ConfigIssue> {
+    match compiled.and_then(|config| crate::runtime::Runtime::build(&config).map(|_| ())) {
+        Ok(()) => Vec::new(),
         Err(report) => report.issues,
     }
+}
+
+fn issues(yaml: &str) -> Vec<ConfigIssue> {
+    checked(Config::from_yaml(Path::new("t.yaml"), yaml))
 }
 
 fn has(issues: &[ConfigIssue], path: &str, needle: &str) -> bool {
@@ -203,18 +209,26 @@ fn unusable_pem_files_are_caught_by_check() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").expect("write");
-    let yaml = format!(
-        "server:\n  public_url: https://c.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{g}\", key: \"{g}\" }}]\nsession:\n  encryption_keys: [\"file:{k}\"]\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: https://127.0.0.1:1\n    upstream_tls: {{ ca_file: \"{g}\" }}\n",
-        g = garbage.display(),
-        k = key_file()
-    );
-    let found = issues(&yaml);
-    assert!(
-        has(&found, "server.https.certificates", "no PEM"),
-        "{found:#?}"
-    );
+    let yaml = |upstream_tls: &str| {
+        format!(
+            "server:\n  public_url: https://c.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{g}\", key: \"{g}\" }}]\nsession:\n  encryption_keys: [\"file:{k}\"]\napps:\n  - id: a\n    hosts: [a.test]\n    upstream: https://127.0.0.1:1\n{upstream_tls}",
+            g = garbage.display(),
+            k = key_file()
+        )
+    };
+    // The CA file is read with the file; the listener certificate when it is loaded, which
+    // `check` does once the file compiles.
+    let found = issues(&yaml(&format!(
+        "    upstream_tls: {{ ca_file: \"{}\" }}\n",
+        garbage.display()
+    )));
     assert!(
         has(&found, "apps[0].upstream_tls.ca_file", "no PEM certificate"),
+        "{found:#?}"
+    );
+    let found = issues(&yaml(""));
+    assert!(
+        has(&found, "server.https.certificates", "no PEM"),
         "{found:#?}"
     );
 }
@@ -261,10 +275,7 @@ fn oidc_prompt_must_be_known() {
 }
 
 fn policy_issues(sections: &str, apps: &str) -> Vec<ConfigIssue> {
-    match crate::config::testing::with_sections(sections, apps) {
-        Ok(_) => Vec::new(),
-        Err(report) => report.issues,
-    }
+    checked(crate::config::testing::with_sections(sections, apps))
 }
 
 #[test]
@@ -499,11 +510,10 @@ fn saml_providers_are_checked_and_compiled() {
     let key_file_path = dir.path().join("sp.key");
     std::fs::write(&key_file_path, other_key.serialize_pem()).expect("write");
     let apps = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    // Problems in the file itself...
     let sections = format!(
-        "identity_providers:\n  - id: inline\n    kind: saml\n    idp_entity_id: https://idp.test\n  - id: bare\n    kind: saml\n    idp_metadata: {md}\n  - id: keys\n    kind: saml\n    idp_entity_id: https://idp.test\n    idp_sso_url: https://idp.test/sso\n    idp_certificates: [{cert}]\n    sp_signing_key: file:{key}\n    sp_certificate: {cert}\n    clock_skew: 1h\n",
+        "identity_providers:\n  - id: inline\n    kind: saml\n    idp_entity_id: https://idp.test\n  - id: skewed\n    kind: saml\n    idp_metadata: {md}\n    clock_skew: 1h\n",
         md = unsigned_md.display(),
-        cert = cert_file.display(),
-        key = key_file_path.display(),
     );
     let found = policy_issues(&sections, apps);
     for (path, needle) in [
@@ -512,6 +522,19 @@ fn saml_providers_are_checked_and_compiled() {
             "identity_providers[0].idp_certificates",
             "responses could not be verified",
         ),
+        ("identity_providers[1].clock_skew", "longer than 10m"),
+    ] {
+        assert!(has(&found, path, needle), "{path}: {found:#?}");
+    }
+    // ...and in what it names, found when the providers are built, every one at once.
+    let sections = format!(
+        "identity_providers:\n  - id: inline\n    kind: saml\n    idp_entity_id: https://idp.test\n    idp_sso_url: https://idp.test/sso\n    idp_certificates: [{cert}]\n  - id: bare\n    kind: saml\n    idp_metadata: {md}\n  - id: keys\n    kind: saml\n    idp_entity_id: https://idp.test\n    idp_sso_url: https://idp.test/sso\n    idp_certificates: [{cert}]\n    sp_signing_key: file:{key}\n    sp_certificate: {cert}\n",
+        md = unsigned_md.display(),
+        cert = cert_file.display(),
+        key = key_file_path.display(),
+    );
+    let found = policy_issues(&sections, apps);
+    for (path, needle) in [
         (
             "identity_providers[1].idp_metadata",
             "no signing certificate",
@@ -520,7 +543,6 @@ fn saml_providers_are_checked_and_compiled() {
             "identity_providers[2].sp_signing_key",
             "does not belong to the signing key",
         ),
-        ("identity_providers[2].clock_skew", "longer than 10m"),
     ] {
         assert!(has(&found, path, needle), "{path}: {found:#?}");
     }
@@ -534,9 +556,12 @@ fn saml_providers_are_checked_and_compiled() {
     let IdentityProviderKind::Saml(saml) = &provider.kind else {
         panic!("a SAML provider");
     };
-    let idp = saml.idp.as_ref().expect("described inline");
-    assert_eq!(idp.entity_id, "https://idp.test");
-    assert_eq!(idp.certificates.len(), 1);
+    assert_eq!(saml.idp_entity_id.as_deref(), Some("https://idp.test"));
+    assert_eq!(saml.idp_certificates.len(), 1);
+    let built = crate::idp::saml::SamlProvider::new(provider, Default::default())
+        .expect("builds")
+        .expect("saml");
+    assert_eq!(built.idp_entity_id().as_deref(), Some("https://idp.test"));
     assert_eq!(
         saml.sp_entity_id,
         "https://chat.example.com/.portcullis/saml/metadata"

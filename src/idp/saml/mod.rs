@@ -38,6 +38,10 @@ pub struct SamlProvider {
     /// Name on the login page.
     pub display_name: String,
     settings: SamlSettings,
+    /// Signs AuthnRequests and logout messages; published in SP metadata.
+    sp_signer: Option<SpSigner>,
+    /// Decrypts encrypted assertions (an RSA SP key).
+    sp_decrypter: Option<SpDecrypter>,
     claims: ClaimMapping,
     mapping: Arc<IdentityMapping>,
     /// The IdP as last read (file, inline, or the last good fetch).
@@ -112,28 +116,58 @@ pub struct LogoutOrder {
 }
 
 impl SamlProvider {
-    /// The provider for a `kind: saml` entry.
-    pub fn new(provider: &IdentityProvider, mapping: Arc<IdentityMapping>) -> Option<SamlProvider> {
+    /// The provider for a `kind: saml` entry (`None` for other kinds): the IdP as described
+    /// by a metadata file or inline keys, and the SP's key pair.
+    pub fn new(
+        provider: &IdentityProvider,
+        mapping: Arc<IdentityMapping>,
+    ) -> Result<Option<SamlProvider>, crate::idp::ProviderError> {
         let IdentityProviderKind::Saml(settings) = &provider.kind else {
-            return None;
+            return Ok(None);
         };
-        let http = reqwest::ClientBuilder::new()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .ok()?;
         let settings = SamlSettings::clone(settings);
-        Some(SamlProvider {
+        let mut described = match (&settings.idp_metadata_xml, &settings.idp_entity_id) {
+            (Some(xml), entity_id) => Some(metadata::parse(xml, entity_id.as_deref())?),
+            (None, Some(entity_id)) if settings.metadata_url.is_none() => {
+                settings.idp_sso_url.clone().map(|sso_url| IdpDescriptor {
+                    entity_id: entity_id.clone(),
+                    sso_url,
+                    slo_url: settings.idp_slo_url.clone(),
+                    slo_response_url: settings.idp_slo_url.clone(),
+                    certificates: Vec::new(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(d) = described.as_mut() {
+            d.apply_overrides(
+                &settings.idp_sso_url,
+                &settings.idp_slo_url,
+                &settings.idp_certificates,
+            );
+        }
+        let (sp_signer, sp_decrypter) = match &settings.sp_keys {
+            Some(pair) => {
+                let key = pair.key.expose().as_bytes();
+                (
+                    Some(SpSigner::from_pem(key, &pair.certificate)?),
+                    SpDecrypter::from_pem(key),
+                )
+            }
+            None => (None, None),
+        };
+        Ok(Some(SamlProvider {
             id: provider.id.clone(),
             display_name: provider.display_name.clone(),
-            idp: RwLock::new(settings.idp.clone().map(Arc::new)),
+            idp: RwLock::new(described.map(Arc::new)),
             settings,
+            sp_signer,
+            sp_decrypter,
             claims: provider.claims.clone(),
             mapping,
             consumed: SeenTokens::default(),
-            http,
-        })
+            http: crate::idp::back_channel_client()?,
+        }))
     }
 
     /// Metadata is known (file, inline, or fetched at least once).
@@ -231,7 +265,7 @@ impl SamlProvider {
             Carrier::Request,
             &request.to_xml(),
             Some(relay_state),
-            self.settings.sp_signer.as_deref(),
+            self.sp_signer.as_ref(),
         )?;
         let flow = SamlFlow {
             idp: self.id.clone(),
@@ -267,7 +301,7 @@ impl SamlProvider {
             clock_skew: seconds(self.settings.clock_skew),
             max_age: seconds(self.settings.max_response_age),
             now: now_signed,
-            decrypter: self.settings.sp_decrypter.as_deref(),
+            decrypter: self.sp_decrypter.as_ref(),
             consumed: &consumed,
         };
         let verified = response::verify(response_xml, &expect)?;
@@ -338,7 +372,7 @@ impl SamlProvider {
             Carrier::Request,
             &request,
             None,
-            self.settings.sp_signer.as_deref(),
+            self.sp_signer.as_ref(),
         )
     }
 
@@ -414,7 +448,7 @@ impl SamlProvider {
                 Carrier::Response,
                 &xml,
                 relay_state.as_deref(),
-                self.settings.sp_signer.as_deref(),
+                self.sp_signer.as_ref(),
             )
         });
         Ok(LogoutOrder {
@@ -458,12 +492,8 @@ impl SamlProvider {
             entity_id: &self.settings.sp_entity_id,
             acs_urls,
             slo_url,
-            certificate: self
-                .settings
-                .sp_signer
-                .as_ref()
-                .map(|s| s.certificate.as_slice()),
-            encrypts: self.settings.sp_decrypter.is_some(),
+            certificate: self.sp_signer.as_ref().map(|s| s.certificate.as_slice()),
+            encrypts: self.sp_decrypter.is_some(),
             name_id_format: self.settings.name_id_format.as_deref(),
         }
         .to_xml()
@@ -653,14 +683,13 @@ mod tests {
     fn provider(metadata_url: Url) -> SamlProvider {
         let settings = SamlSettings {
             metadata_url: Some(metadata_url),
-            idp: None,
+            idp_metadata_xml: None,
             idp_entity_id: None,
             idp_sso_url: None,
             idp_slo_url: None,
             idp_certificates: Vec::new(),
             sp_entity_id: "https://sp.test/.portcullis/saml/metadata".into(),
-            sp_signer: None,
-            sp_decrypter: None,
+            sp_keys: None,
             name_id_format: None,
             allow_unsolicited: false,
             clock_skew: Duration::from_secs(120),
@@ -675,7 +704,9 @@ mod tests {
             kind: IdentityProviderKind::Saml(Box::new(settings)),
             claims: ClaimMapping::default(),
         };
-        SamlProvider::new(&config, Arc::new(IdentityMapping::default())).expect("provider")
+        SamlProvider::new(&config, Arc::new(IdentityMapping::default()))
+            .expect("provider")
+            .expect("saml")
     }
 
     #[tokio::test]

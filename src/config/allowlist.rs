@@ -7,7 +7,13 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::canonical_ip;
+/// IPv4-mapped IPv6 (`::ffff:10.1.2.3`) compares as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// What a miss does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

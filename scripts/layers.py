@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Checks the crate's layering: the top-level modules of src/ form no import cycle, and the
+security core never names Pingora, directly or through a module of the Pingora shell.
+
+Reads `crate::` paths (and `super::` paths that climb to the crate root) in every .rs file
+under src/; comments, string literals and unit tests (`tests.rs`, `#[cfg(test)] mod`) are
+skipped: tests may reach across layers. Exit 0 when clean, 1 with the cycles
+and the offending lines otherwise. Run: python3 scripts/layers.py [--graph]
+"""
+import re
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+# The security core: plain Rust, decides everything, never names Pingora.
+CORE = {
+    "assertion", "audit", "certs", "config", "identity", "idp", "keys", "metrics", "netguard",
+    "pem", "policy", "redirect", "respond", "route", "runtime", "session", "store",
+}
+# The Pingora shell and the binary's entry points; they may import the core.
+SHELL = {"admin", "cli", "demo", "listeners", "logging", "proxy", "server", "tls"}
+
+
+def strip_comments_and_strings(text):
+    """Blanks out comments, string and char literals, keeping line numbers."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            i = j
+        elif text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append("\n" * text.count("\n", i, j))
+            i = j
+        elif c == "r" and re.match(r'r#*"', text[i:i + 10]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            hashes = re.match(r'r(#*)"', text[i:]).group(1)
+            end = text.find('"' + hashes, i + 2 + len(hashes))
+            end = n if end < 0 else end + 1 + len(hashes)
+            out.append("\n" * text.count("\n", i, end))
+            i = end
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append("\n" * text.count("\n", i, j))
+            i = j + 1
+        elif c == "'" and re.match(r"'(\\.|[^\\'])'", text[i:i + 4]) or re.match(r"'\\u\{[0-9a-fA-F]+\}'", text[i:i + 12]):
+            j = text.find("'", i + 2) + 1
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def strip_test_modules(code):
+    """Blanks `#[cfg(test)] mod name { ... }` blocks: test code may reach anywhere."""
+    out, pos = [], 0
+    for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", code):
+        if m.start() < pos:
+            continue
+        depth, j = 1, m.end()
+        while j < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[j], 0)
+            j += 1
+        out.append(code[pos:m.start()])
+        out.append("\n" * code.count("\n", m.start(), j))
+        pos = j
+    out.append(code[pos:])
+    return "".join(out)
+
+
+def top_module(path):
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".rs")
+
+
+def depth_below_root(path):
+    """How many `super::` reach the crate root from this file."""
+    rel = path.relative_to(SRC)
+    parts = list(rel.parts)
+    if parts[-1] in ("mod.rs",):
+        parts = parts[:-1]
+    else:
+        parts[-1] = parts[-1].removesuffix(".rs")
+    return len(parts)
+
+
+def expand_use_groups(code):
+    """Yields (line, first segment) for each crate-root path, expanding `use crate::{a, b::c}`."""
+    for m in re.finditer(r"\bcrate\s*::\s*(\{|[a-z_][a-z0-9_]*)", code):
+        line = code.count("\n", 0, m.start()) + 1
+        if m.group(1) != "{":
+            yield line, m.group(1)
+            continue
+        depth, j = 1, m.end()
+        start = j
+        while j < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[j], 0)
+            j += 1
+        body = code[start:j - 1]
+        # Top-level items of the group: split on commas at brace depth 0.
+        level, item = 0, ""
+        for ch in body + ",":
+            if ch == "{":
+                level += 1
+            elif ch == "}":
+                level -= 1
+            if ch == "," and level == 0:
+                name = re.match(r"\s*([a-z_][a-z0-9_]*)", item)
+                if name and name.group(1) != "self":
+                    yield line, name.group(1)
+                item = ""
+            else:
+                item += ch
+
+
+def main():
+    modules = {p.name.removesuffix(".rs") for p in SRC.iterdir()
+               if (p.suffix == ".rs" and p.name not in ("lib.rs", "main.rs")) or p.is_dir()}
+    unknown = modules - CORE - SHELL
+    edges = {m: {} for m in modules}
+    pingora_uses = []
+    for path in sorted(SRC.rglob("*.rs")):
+        if path.name in ("lib.rs", "main.rs") and path.parent == SRC:
+            continue
+        # Unit tests (a `tests.rs` beside the code, or an inline `mod tests`) are not layered.
+        if path.name == "tests.rs" or "tests" in path.relative_to(SRC).parts[:-1]:
+            continue
+        owner = top_module(path)
+        code = strip_test_modules(strip_comments_and_strings(path.read_text()))
+        refs = list(expand_use_groups(code))
+        climb = depth_below_root(path)
+        pattern = r"\b" + r"\s*::\s*".join(["super"] * climb) + r"\s*::\s*([a-z_][a-z0-9_]*)"
+        for m in re.finditer(pattern, code):
+            refs.append((code.count("\n", 0, m.start()) + 1, m.group(1)))
+        for line, target in refs:
+            if target in modules and target != owner:
+                edges[owner].setdefault(target, f"{path.relative_to(SRC.parent)}:{line}")
+        if owner in CORE:
+            for m in re.finditer(r"\bpingora(_[a-z]+)?\b", code):
+                line = code.count("\n", 0, m.start()) + 1
+                pingora_uses.append(f"{path.relative_to(SRC.parent)}:{line}")
+
+    problems = []
+    if unknown:
+        problems.append(f"modules in neither CORE nor SHELL (add them in scripts/layers.py): {sorted(unknown)}")
+    for m in sorted(CORE & modules):
+        for target, where in sorted(edges[m].items()):
+            if target in SHELL:
+                problems.append(f"core module `{m}` imports shell module `{target}` at {where}")
+    for where in pingora_uses:
+        problems.append(f"core module names pingora at {where}")
+    for scc in strongly_connected(edges):
+        if len(scc) > 1:
+            members = sorted(scc)
+            detail = "; ".join(f"{a}->{b} ({edges[a][b]})" for a in members for b in sorted(edges[a]) if b in scc)
+            problems.append(f"import cycle among {members}: {detail}")
+
+    if "--graph" in sys.argv:
+        for m in sorted(modules):
+            layer = "core " if m in CORE else "shell"
+            print(f"{layer} {m:10} -> {', '.join(sorted(edges[m])) or '-'}")
+    if problems:
+        print("\n".join(problems))
+        return 1
+    print(f"layers ok: {len(modules)} top-level modules, no cycle, core free of pingora")
+    return 0
+
+
+def strongly_connected(edges):
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            scc = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                scc.add(w)
+                if w == v:
+                    break
+            out.append(scc)
+
+    sys.setrecursionlimit(10000)
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

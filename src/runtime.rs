@@ -1,0 +1,155 @@
+//! Runtime objects built from the config model, in one place.
+//!
+//! `config` is plain data; everything that holds keys, parsed certificates, network clients
+//! or counters is built here from it: `check` calls [`Runtime::build`] to find what `run`
+//! would refuse, `run` calls it to start, and an in-place reload will call it to swap. A
+//! failure names the key at fault, with its line, like any config problem.
+
+use std::sync::Arc;
+
+use crate::assertion::{AssertionError, Signer};
+use crate::audit::CheckpointSigner;
+use crate::certs::SniResolver;
+use crate::config::{Config, ConfigIssue, ConfigReport, IdentityProviderKind};
+use crate::idp::local::LocalProvider;
+use crate::idp::oidc::OidcProvider;
+use crate::idp::saml::SamlProvider;
+use crate::netguard::RateLimits;
+
+/// What the request path needs besides the config.
+pub struct Runtime {
+    /// Listener certificates chosen by SNI; `None` without an HTTPS listener.
+    pub certificates: Option<Arc<SniResolver>>,
+    /// Signs audit checkpoints: the configured key, or one made for this process.
+    pub checkpoint_signer: CheckpointSigner,
+    /// Signs the user-context assertion.
+    pub assertion_signer: Arc<Signer>,
+    /// Every rate limiter.
+    pub rate_limits: Arc<RateLimits>,
+    /// The sign-in methods.
+    pub providers: Providers,
+}
+
+/// The identity providers, by kind, in config order.
+pub struct Providers {
+    /// `kind: oidc`.
+    pub oidc: Vec<Arc<OidcProvider>>,
+    /// `kind: saml`.
+    pub saml: Vec<Arc<SamlProvider>>,
+    /// `kind: local`, with their ids and display names.
+    pub local: Vec<(String, String, Arc<LocalProvider>)>,
+}
+
+impl Runtime {
+    /// Builds every runtime object of `config`, or reports every one that cannot be built.
+    pub fn build(config: &Config) -> Result<Runtime, ConfigReport> {
+        let mut issues = Vec::new();
+        let certificates = certificates(config, &mut issues);
+        let checkpoint_signer = checkpoint_signer(config, &mut issues);
+        let assertion_signer = assertion_signer(config, &mut issues);
+        let providers = providers(config, &mut issues);
+        match (certificates, checkpoint_signer, assertion_signer) {
+            (Ok(certificates), Some(checkpoint_signer), Some(assertion_signer))
+                if issues.is_empty() =>
+            {
+                Ok(Runtime {
+                    certificates,
+                    checkpoint_signer,
+                    assertion_signer: Arc::new(assertion_signer),
+                    rate_limits: Arc::new(RateLimits::new(config)),
+                    providers,
+                })
+            }
+            _ => Err(config.report(issues)),
+        }
+    }
+}
+
+fn certificates(
+    config: &Config,
+    issues: &mut Vec<ConfigIssue>,
+) -> Result<Option<Arc<SniResolver>>, ()> {
+    let Some(https) = &config.server.https else {
+        return Ok(None);
+    };
+    match SniResolver::load(&https.certificates) {
+        Ok(resolver) => Ok(Some(Arc::new(resolver))),
+        Err(e) => {
+            issues.push(config.issue(
+                "server.https.certificates",
+                e.to_string(),
+                "use a PEM certificate chain (leaf first) and its matching PEM private key",
+            ));
+            Err(())
+        }
+    }
+}
+
+fn checkpoint_signer(config: &Config, issues: &mut Vec<ConfigIssue>) -> Option<CheckpointSigner> {
+    let signer = match &config.audit.signing_key {
+        Some(secret) => CheckpointSigner::from_base64(secret.expose()),
+        None => CheckpointSigner::generate().map(|(signer, _)| signer),
+    };
+    match signer {
+        Ok(signer) => Some(signer),
+        Err(_) => {
+            issues.push(config.issue(
+                "audit.signing_key",
+                "not a base64 Ed25519 PKCS#8 key",
+                "generate one with `portcullis keys generate`",
+            ));
+            None
+        }
+    }
+}
+
+fn assertion_signer(config: &Config, issues: &mut Vec<ConfigIssue>) -> Option<Signer> {
+    match Signer::new(&config.assertion) {
+        Ok(signer) => Some(signer),
+        Err(AssertionError::SigningKey { index, problem }) => {
+            issues.push(config.issue(
+                &format!("assertion.signing_keys[{index}]"),
+                problem.to_string(),
+                "make one with `portcullis keys assertion` (PKCS#8 PEM)",
+            ));
+            None
+        }
+        Err(other) => {
+            issues.push(config.issue("assertion.signing_keys", other.to_string(), ""));
+            None
+        }
+    }
+}
+
+fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
+    let mapping = Arc::new(config.identity.clone());
+    let mut providers = Providers {
+        oidc: Vec::new(),
+        saml: Vec::new(),
+        local: Vec::new(),
+    };
+    for (index, provider) in config.identity_providers.iter().enumerate() {
+        let built = match &provider.kind {
+            IdentityProviderKind::Oidc { .. } => OidcProvider::new(provider, mapping.clone())
+                .map(|p| providers.oidc.extend(p.map(Arc::new))),
+            IdentityProviderKind::Saml(_) => SamlProvider::new(provider, mapping.clone())
+                .map(|p| providers.saml.extend(p.map(Arc::new))),
+            IdentityProviderKind::Local { .. } => {
+                let local = LocalProvider::new(provider, mapping.clone());
+                providers.local.extend(local.map(|local| {
+                    let names = (provider.id.clone(), provider.display_name.clone());
+                    (names.0, names.1, Arc::new(local))
+                }));
+                Ok(())
+            }
+        };
+        if let Err(e) = built {
+            issues.push(config.issue(
+                &format!("identity_providers[{index}].{}", e.key()),
+                e.to_string(),
+                e.hint(),
+            ));
+        }
+    }
+    providers
+}
