@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 
+echo "== layers: no module cycle, no pingora in the security core"
+python3 scripts/layers.py
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
