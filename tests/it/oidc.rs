@@ -1,12 +1,10 @@
 //! OpenID Connect sign-in through a real OpenID Provider (panva/oidc-provider on Node.js,
 //! started by the test): code flow with PKCE, state and nonce, ID token validation.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::op::{cookies_of, follow_op, header, Op};
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::op::{cookies_of, follow_op, header, Op};
+use crate::common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
 

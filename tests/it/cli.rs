@@ -1,10 +1,9 @@
 //! The command line: `check` reports every problem at once; `audit verify` finds tampering.
 
-mod common;
-
+use crate::common;
 use std::process::Command;
 
-use common::{binary, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{binary, client, Fixtures, Ports, Proxy, Upstream};
 
 #[test]
 fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {

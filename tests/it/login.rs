@@ -1,11 +1,10 @@
 //! Local users end to end: redirect or 401, sign-in form with CSRF protection, encrypted
 //! session cookie, whoami, sign-out with revocation, throttling, TOTP, refused cookies.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
 

@@ -3,11 +3,9 @@
 //! response (built from a real signed one) is refused with its reason and never forwarded;
 //! single logout both ways; MFA step-up; SP metadata valid against the OASIS schema.
 
-mod common;
-
-use common::op::{cookies_of, header, Jar};
-use common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
-use common::{audit_until, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::op::{cookies_of, header, Jar};
+use crate::common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
+use crate::common::{audit_until, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
 

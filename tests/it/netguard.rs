@@ -2,11 +2,10 @@
 //! trusted proxies, spoofing ignored), identity-aware rate limits, the pre-authentication
 //! limit, and their counters. No refused request reaches the upstream.
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 const PASSWORD: &str = "a test password";

@@ -1,10 +1,9 @@
 //! End-to-end tests of the proxy core: the real binary, a real upstream, real TLS.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
-use common::{audit_records, client, raw_http, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{audit_records, client, raw_http, Fixtures, Ports, Proxy, Upstream};
 use serde_json::Value;
 
 fn apps(upstream: &Upstream) -> String {

@@ -2,12 +2,11 @@
 //! which app and path, what the upstream learns (a verifiable assertion, never a forged
 //! header), refresh under concurrency, back-channel logout and MFA step-up.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
-use common::op::{finish, header, sign_in_at_op, Jar, Op};
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::op::{finish, header, sign_in_at_op, Jar, Op};
+use crate::common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
 

@@ -1,8 +1,7 @@
 //! The process's life: start (busy ports, readiness), zero-downtime upgrade with keep-alive
 //! clients, and restart after a crash that left the audit file torn.
 
-mod common;
-
+use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, raw_http, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{binary, raw_http, Fixtures, Ports, Proxy, Upstream};
 
 fn plain_app(upstream: &Upstream) -> String {
     format!(

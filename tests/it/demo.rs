@@ -1,11 +1,9 @@
 //! `portcullis demo` runs the whole product from one command.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port};
+use crate::common::{binary, free_port};
 
 #[tokio::test]
 async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
