@@ -1,10 +1,8 @@
 //! The command line: `check` reports every problem at once; `audit verify` finds tampering.
 
-mod common;
-
 use std::process::Command;
 
-use common::{binary, client, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{audit_records, binary, client, run_ok, Fixtures, Ports, Proxy, Upstream};
 
 #[test]
 fn check_reports_every_problem_at_once_with_paths_lines_and_hints() {
@@ -68,28 +66,6 @@ fn check_accepts_a_valid_file_and_summarises_it() {
     );
 }
 
-fn verify(fixtures: &Fixtures, file: &std::path::Path, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(binary())
-        .args([
-            "audit",
-            "verify",
-            file.to_str().expect("utf8"),
-            "--key",
-            &fixtures.audit_public_key,
-        ])
-        .args(extra)
-        .output()
-        .expect("run");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test]
 async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_truncation() {
     let fixtures = Fixtures::new();
@@ -111,7 +87,7 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
     proxy.stop();
 
     let log = fixtures.audit_log();
-    let records = common::audit_records(&log);
+    let records = audit_records(&log);
     let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
     assert_eq!(events.first(), Some(&"config-loaded"));
     assert_eq!(
@@ -148,7 +124,7 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
         );
     }
 
-    let (ok, text) = verify(&fixtures, &log, &[]);
+    let (ok, text) = fixtures.verify_audit(&log);
     assert!(ok, "{text}");
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .expect("log")
@@ -162,7 +138,7 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
     let mut edited = lines.clone();
     edited[2] = edited[2].replace("\"status\":", "\"status\":1");
     write(&edited);
-    let (ok, text) = verify(&fixtures, &tampered, &[]);
+    let (ok, text) = fixtures.verify_audit(&tampered);
     assert!(
         !ok && text.contains("line 3") && text.contains("edited"),
         "{text}"
@@ -171,21 +147,21 @@ async fn audit_chain_verifies_and_then_detects_edits_deletions_reorders_and_trun
     let mut deleted = lines.clone();
     deleted.remove(2);
     write(&deleted);
-    let (ok, text) = verify(&fixtures, &tampered, &[]);
+    let (ok, text) = fixtures.verify_audit(&tampered);
     assert!(!ok && text.contains("line 3"), "{text}");
 
     let mut reordered = lines.clone();
     reordered.swap(2, 3);
     write(&reordered);
-    let (ok, text) = verify(&fixtures, &tampered, &[]);
+    let (ok, text) = fixtures.verify_audit(&tampered);
     assert!(!ok && text.contains("line 3"), "{text}");
 
     write(&lines[..lines.len() - 2]);
-    let (ok, text) = verify(&fixtures, &tampered, &[]);
+    let (ok, text) = fixtures.verify_audit(&tampered);
     assert!(!ok && text.contains("after the last checkpoint"), "{text}");
 
     // A checkpoint signed by another key is refused when the key is pinned.
-    let other = common::run_ok(&["keys", "generate"]);
+    let other = run_ok(&["keys", "generate"]);
     let other_public = other
         .lines()
         .find_map(|l| l.strip_prefix("PORTCULLIS_AUDIT_PUBLIC_KEY="))
@@ -217,9 +193,9 @@ fn restart_continues_the_chain() {
         let mut proxy = Proxy::start(&fixtures, ports, &fixtures.config(&ports, "", &apps));
         proxy.stop();
     }
-    let (ok, text) = verify(&fixtures, &fixtures.audit_log(), &[]);
+    let (ok, text) = fixtures.verify_audit(&fixtures.audit_log());
     assert!(ok, "{text}");
-    let configs = common::audit_records(&fixtures.audit_log())
+    let configs = audit_records(&fixtures.audit_log())
         .iter()
         .filter(|r| r["event"] == "config-loaded")
         .count();
@@ -228,12 +204,12 @@ fn restart_continues_the_chain() {
 
 #[test]
 fn help_and_version() {
-    let help = common::run_ok(&["--help"]);
+    let help = run_ok(&["--help"]);
     assert!(
         help.contains("Examples:") && help.contains("portcullis demo"),
         "{help}"
     );
-    let version = common::run_ok(&["--version"]);
+    let version = run_ok(&["--version"]);
     assert!(version.starts_with("portcullis "), "{version}");
 }
 

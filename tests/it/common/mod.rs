@@ -1,6 +1,6 @@
 //! Test harness: a real upstream on 127.0.0.1:0 and the real `portcullis` binary in front.
-#![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod op;
 pub mod saml;
 pub mod upstream;
@@ -102,6 +102,29 @@ impl Fixtures {
 
     pub fn audit_log(&self) -> PathBuf {
         self.path("audit.jsonl")
+    }
+
+    /// `portcullis audit verify` on `file` with these fixtures' public key: whether it
+    /// verifies, and what it printed (stdout, then stderr).
+    pub fn verify_audit(&self, file: &Path) -> (bool, String) {
+        let out = Command::new(binary())
+            .args([
+                "audit",
+                "verify",
+                file.to_str().expect("utf8"),
+                "--key",
+                &self.audit_public_key,
+            ])
+            .output()
+            .expect("run audit verify");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 }
 
@@ -326,6 +349,15 @@ pub fn client(fixtures: &Fixtures, proxy: &Proxy) -> reqwest::Client {
         .resolve("b.test", proxy.https())
         .resolve("x.wild.test", proxy.https())
         .resolve("localhost", proxy.https())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A client for plain HTTP (the test IdPs, the OP) with the default roots and no redirects
+/// followed.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

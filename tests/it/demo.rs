@@ -1,11 +1,10 @@
 //! `portcullis demo` runs the whole product from one command.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port};
+use crate::common::browser::sign_in_local;
+use crate::common::{binary, free_port};
 
 #[tokio::test]
 async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
@@ -165,42 +164,9 @@ async fn demo_serves_the_sample_chat_app_over_https_and_streams_an_answer() {
 
 /// Signs in a demo user with the password `portcullis demo` generated; the session cookie.
 async fn sign_in(client: &reqwest::Client, base: &str, passwords: &str, user: &str) -> String {
-    let page = client
-        .get(format!("{base}/.portcullis/login"))
-        .send()
-        .await
-        .expect("login page");
-    let csrf = cookie_value(page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
     let password = passwords
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{user} ")))
         .expect("password");
-    let r = client
-        .post(format!("{base}/.portcullis/login"))
-        .header("cookie", format!("__Host-portcullis-csrf={csrf}"))
-        .header("origin", base)
-        .form(&[
-            ("idp", "demo"),
-            ("username", user),
-            ("password", password),
-            ("rd", "/"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status(), 303, "{user} signs in");
-    let session = cookie_value(r.headers(), "__Host-portcullis").expect("session cookie");
-    format!("__Host-portcullis={session}")
-}
-
-fn cookie_value(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (n, rest) = v.split_once('=')?;
-            (n == name).then(|| rest.split(';').next().unwrap_or_default().to_string())
-        })
+    sign_in_local(client, base, "demo", user, password, &[]).await
 }

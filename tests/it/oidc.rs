@@ -1,14 +1,12 @@
 //! OpenID Connect sign-in through a real OpenID Provider (panva/oidc-provider on Node.js,
 //! started by the test): code flow with PKCE, state and nonce, ID token validation.
 
-mod common;
-
-use std::collections::BTreeMap;
-
-use common::op::{cookies_of, follow_op, header, Op};
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
+
+use crate::common::browser::{cookie_header, cookies_of, sign_out, start_sign_in, Jar};
+use crate::common::op::{follow_op, Op};
+use crate::common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 
 struct World {
     _op: Op,
@@ -65,20 +63,10 @@ fn world_configured(auth_method: &str, extra_server: &str) -> World {
 
 /// Signs `user` in at the OP, starting from Portcullis's login endpoint; returns the
 /// callback URL the OP sends the browser to, and Portcullis's cookies so far.
-async fn through_the_op(w: &World, user: &str) -> (String, BTreeMap<String, String>) {
-    let mut ours = BTreeMap::new();
-    let r = w
-        .https
-        .get(format!("{}/.portcullis/login?idp=corp&rd=%2Fchat", w.base))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status(), 302);
-    cookies_of(r.headers(), &mut ours);
-    let url = r.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+async fn through_the_op(w: &World, user: &str) -> (String, Jar) {
+    let mut ours = Jar::new();
+    let start = format!("{}/.portcullis/login?idp=corp&rd=%2Fchat", w.base);
+    let url = start_sign_in(&w.https, &start, &mut ours).await;
     assert!(
         url.contains("code_challenge=") && url.contains("code_challenge_method=S256"),
         "PKCE: {url}"
@@ -88,7 +76,7 @@ async fn through_the_op(w: &World, user: &str) -> (String, BTreeMap<String, Stri
         url.contains("acr_values=urn%3Aexample%3Aloa%3A2") && url.contains("prompt=login"),
         "{url}"
     );
-    let mut theirs = BTreeMap::new();
+    let mut theirs = Jar::new();
     let callback = follow_op(&w._op, &w.base, url, user, &mut theirs).await;
     (callback, ours)
 }
@@ -100,7 +88,7 @@ async fn sign_in_through_a_real_openid_provider() {
     let r = w
         .https
         .get(&callback)
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .send()
         .await
         .expect("callback");
@@ -123,7 +111,7 @@ async fn sign_in_through_a_real_openid_provider() {
     let r = w
         .https
         .get(format!("{}/chat", w.base))
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .send()
         .await
         .expect("chat");
@@ -132,7 +120,7 @@ async fn sign_in_through_a_real_openid_provider() {
     let who: Value = w
         .https
         .get(format!("{}/.portcullis/whoami", w.base))
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .send()
         .await
         .expect("whoami")
@@ -154,30 +142,7 @@ async fn sign_in_through_a_real_openid_provider() {
 
     // Signing out ends the session here and sends the browser to the OP's end-session
     // endpoint with the ID token as hint (RP-initiated logout).
-    let page = w
-        .https
-        .get(format!("{}/.portcullis/logout", w.base))
-        .header(COOKIE, header(&ours))
-        .send()
-        .await
-        .expect("confirm");
-    cookies_of(page.headers(), &mut ours);
-    let html = page.text().await.expect("html");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("csrf")
-        .to_string();
-    let r = w
-        .https
-        .post(format!("{}/.portcullis/logout", w.base))
-        .header(COOKIE, header(&ours))
-        .header("origin", w.base.clone())
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("logout");
+    let r = sign_out(&w.https, &w.base, &mut ours).await;
     assert_eq!(r.status(), 303);
     let to_op = r.headers()[LOCATION]
         .to_str()
@@ -191,7 +156,7 @@ async fn sign_in_through_a_real_openid_provider() {
         to_op.contains("id_token_hint=eyJ") && to_op.contains("post_logout_redirect_uri="),
         "{to_op}"
     );
-    let old_session = header(&ours);
+    let old_session = cookie_header(&ours);
     let r = w
         .https
         .get(format!("{}/chat", w.base))
@@ -207,7 +172,7 @@ async fn sign_in_through_a_real_openid_provider() {
     let first = w
         .https
         .get(&callback2)
-        .header(COOKIE, header(&flow_jar))
+        .header(COOKIE, cookie_header(&flow_jar))
         .send()
         .await
         .expect("first use");
@@ -215,7 +180,7 @@ async fn sign_in_through_a_real_openid_provider() {
     let replay = w
         .https
         .get(&callback2)
-        .header(COOKIE, header(&flow_jar))
+        .header(COOKIE, cookie_header(&flow_jar))
         .header("accept", "application/json")
         .send()
         .await
@@ -260,7 +225,7 @@ async fn callbacks_without_the_matching_state_are_refused() {
     let r = w
         .https
         .get(&tampered)
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .send()
         .await
         .expect("callback");
@@ -273,7 +238,7 @@ async fn callbacks_without_the_matching_state_are_refused() {
             w.base,
             callback.split("state=").nth(1).unwrap_or_default()
         ))
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .header("accept", "application/json")
         .send()
         .await
@@ -289,7 +254,7 @@ async fn client_secret_post_is_supported() {
     let r = w
         .https
         .get(&callback)
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .send()
         .await
         .expect("callback");
@@ -324,7 +289,7 @@ async fn the_only_provider_is_chosen_without_a_page_and_a_failure_shows_the_page
             "{}/.portcullis/oidc/callback?error=access_denied&state={state}",
             w.base
         ))
-        .header(COOKIE, header(&ours))
+        .header(COOKIE, cookie_header(&ours))
         .header("accept", "text/html")
         .send()
         .await

@@ -2,12 +2,14 @@
 //! trusted proxies, spoofing ignored), identity-aware rate limits, the pre-authentication
 //! limit, and their counters. No refused request reaches the upstream.
 
-mod common;
-
 use std::io::Write;
 
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::COOKIE;
+
+use crate::common::browser::sign_in_local;
+use crate::common::{
+    audit_records, client, hash_password, raw_http, try_raw_http, Fixtures, Ports, Proxy, Upstream,
+};
 
 const PASSWORD: &str = "a test password";
 
@@ -15,7 +17,7 @@ fn start(fixtures: &Fixtures, upstream: &Upstream, server: &str, apps: &str) -> 
     let ports = Ports::new();
     let users = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{h}\", user_type: internal-user, entity: acme }}\n      - {{ username: bob, password_hash: \"{h}\", entity: acme }}\n      - {{ username: carol, password_hash: \"{h}\", entity: globex }}\n",
-        h = common::hash_password(PASSWORD)
+        h = hash_password(PASSWORD)
     );
     let apps = apps.replace("UPSTREAM", &upstream.url());
     let yaml = fixtures
@@ -44,48 +46,9 @@ impl Client {
 
     /// Signs `user` in from `xff`; the session cookie header.
     async fn sign_in(&self, user: &str, xff: &str) -> String {
-        let page = self
-            .http
-            .get(format!("{}/.portcullis/login", self.base))
-            .header("x-forwarded-for", xff)
-            .send()
-            .await
-            .expect("login page");
-        assert_eq!(page.status(), 200, "{user}: sign-in page");
-        let csrf = cookie(page.headers(), "__Host-portcullis-csrf").expect("csrf cookie");
-        let r = self
-            .http
-            .post(format!("{}/.portcullis/login", self.base))
-            .header("x-forwarded-for", xff)
-            .header(COOKIE, format!("__Host-portcullis-csrf={csrf}"))
-            .header("origin", self.base.clone())
-            .form(&[
-                ("idp", "corp"),
-                ("username", user),
-                ("password", PASSWORD),
-                ("rd", "/"),
-                ("csrf", csrf.as_str()),
-            ])
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 303, "{user} signs in");
-        format!(
-            "__Host-portcullis={}",
-            cookie(r.headers(), "__Host-portcullis").expect("session")
-        )
+        let headers = [("x-forwarded-for", xff)];
+        sign_in_local(&self.http, &self.base, "corp", user, PASSWORD, &headers).await
     }
-}
-
-fn cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (n, rest) = v.split_once('=')?;
-            (n == name).then(|| rest.split(';').next().unwrap_or_default().to_string())
-        })
 }
 
 const OFFICE: &str = r#"  - id: office
@@ -267,7 +230,7 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored_by_the_server_allowlist
 
 /// A client that sends its headers a byte at a time is cut off at `header_timeout`, while a
 /// normal client on another connection is served meanwhile; WebSocket connections are not
-/// held to the deadline after their upgrade (tests/proxy.rs streams over them).
+/// held to the deadline after their upgrade (tests/it/proxy.rs streams over them).
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off_while_others_are_served() {
     use std::io::Read;
@@ -302,7 +265,7 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
         (started.elapsed(), false)
     });
     std::thread::sleep(Duration::from_millis(500));
-    let normal = common::raw_http(
+    let normal = raw_http(
         port,
         b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
     );
@@ -346,7 +309,7 @@ async fn connections_per_address_are_capped() {
     );
     drop(first);
     std::thread::sleep(Duration::from_millis(200));
-    let answer = common::raw_http(
+    let answer = raw_http(
         port,
         b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
     );
@@ -374,9 +337,7 @@ async fn proxy_protocol_from_a_trusted_load_balancer() {
     let proxy = Proxy::start(&fixtures, ports, &yaml);
     let port = proxy.ports.http;
     let get = b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
-    let send = |header: &[u8]| {
-        common::try_raw_http(port, &[header, &get[..]].concat()).unwrap_or_default()
-    };
+    let send = |header: &[u8]| try_raw_http(port, &[header, &get[..]].concat()).unwrap_or_default();
 
     let v1 = send(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n");
     assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");

@@ -2,14 +2,15 @@
 //! which app and path, what the upstream learns (a verifiable assertion, never a forged
 //! header), refresh under concurrency, back-channel logout and MFA step-up.
 
-mod common;
-
 use std::time::Duration;
 
-use common::op::{finish, header, sign_in_at_op, Jar, Op};
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
+
+use crate::common::browser::{cookie_header, cookies_of, form_value, start_sign_in, Jar};
+use crate::common::op::{finish, sign_in_at_op, Op};
+use crate::common::upstream::received;
+use crate::common::{audit_records, audit_until, client, plain, Fixtures, Ports, Proxy, Upstream};
 
 struct World {
     op: Op,
@@ -101,6 +102,11 @@ identity:
 impl World {
     /// Signs `user` in with provider `corp`; Portcullis's cookie jar.
     async fn sign_in(&self, user: &str) -> Jar {
+        self.sign_in_keeping_op_cookies(user).await.0
+    }
+
+    /// [`World::sign_in`]; also the OP's cookie jar (the user's session at the OP).
+    async fn sign_in_keeping_op_cookies(&self, user: &str) -> (Jar, Jar) {
         let mut ours = Jar::new();
         let mut theirs = Jar::new();
         let start = format!("{}/.portcullis/login?idp=corp&rd=%2F", self.base);
@@ -116,14 +122,14 @@ impl World {
         .await;
         let status = finish(&self.https, &callback, &mut ours).await;
         assert_eq!(status, 303, "{user} signs in");
-        ours
+        (ours, theirs)
     }
 
     async fn get(&self, host: &str, path: &str, jar: &Jar) -> reqwest::Response {
         let port = self.base.rsplit(':').next().unwrap_or_default();
         self.https
             .get(format!("https://{host}:{port}{path}"))
-            .header(COOKIE, header(jar))
+            .header(COOKIE, cookie_header(jar))
             .header("accept", "application/json")
             .header("X-Portcullis-User", "forged-admin")
             .header("x_portcullis_assertion", "forged.jwt.value")
@@ -146,16 +152,6 @@ impl World {
             .contains("max-age"));
         r.json().await.expect("jwks json")
     }
-}
-
-/// The headers the test upstream received, from its JSON echo.
-fn received(echo: &Value) -> std::collections::BTreeMap<String, String> {
-    echo["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_str()?.to_string())))
-        .collect()
 }
 
 fn verify(token: &str, jwks: &jsonwebtoken::jwk::JwkSet, aud: &str, iss: &str) -> Value {
@@ -314,7 +310,7 @@ async fn each_user_reaches_exactly_what_the_policy_allows() {
         assert_eq!(r.status(), 302, "{host}");
         let location = r.headers()[LOCATION].to_str().expect("location");
         assert!(location.starts_with(&w.op.issuer), "{host}: {location}");
-        let started = common::audit_until(&w.fixtures.audit_log(), before + 1, login_started).await;
+        let started = audit_until(&w.fixtures.audit_log(), before + 1, login_started).await;
         assert_eq!(
             started.last().map(|r| r["idp"].clone()),
             Some(Value::from(offered))
@@ -401,7 +397,7 @@ async fn mfa_required_sends_the_user_back_to_the_op_for_a_second_factor() {
     let r = w
         .https
         .get(format!("{}{agent}", w.base))
-        .header(COOKIE, header(&admin))
+        .header(COOKIE, cookie_header(&admin))
         .header("accept", "text/html")
         .send()
         .await
@@ -411,16 +407,7 @@ async fn mfa_required_sends_the_user_back_to_the_op_for_a_second_factor() {
         .to_str()
         .expect("location")
         .to_string();
-    let r = w
-        .https
-        .get(format!("{}{step_up}", w.base))
-        .send()
-        .await
-        .expect("step up");
-    let to_op = r.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+    let to_op = start_sign_in(&w.https, &format!("{}{step_up}", w.base), &mut Jar::new()).await;
     assert!(
         to_op.contains("acr_values=urn%3Aexample%3Amfa") && to_op.contains("prompt=login"),
         "{to_op}"
@@ -452,7 +439,7 @@ async fn refresh_under_twenty_concurrent_requests_logs_nobody_out() {
     for _ in 0..20 {
         let https = w.https.clone();
         let url = format!("{}/chat", w.base);
-        let cookie = header(&jar);
+        let cookie = cookie_header(&jar);
         calls.push(tokio::spawn(async move {
             https
                 .get(url)
@@ -468,7 +455,7 @@ async fn refresh_under_twenty_concurrent_requests_logs_nobody_out() {
         let r = call.await.expect("task");
         assert_eq!(r.status(), 200, "nobody is logged out");
         let mut next = jar.clone();
-        common::op::cookies_of(r.headers(), &mut next);
+        cookies_of(r.headers(), &mut next);
         refreshed_cookies.push(next);
     }
     assert_eq!(w.op.count("REFRESH"), 1, "one refresh for twenty requests");
@@ -504,7 +491,7 @@ async fn a_refused_refresh_ends_the_session() {
     let r = w
         .https
         .get(format!("{}/chat", w.base))
-        .header(COOKIE, header(&jar))
+        .header(COOKIE, cookie_header(&jar))
         .header("accept", "text/html")
         .send()
         .await
@@ -525,43 +512,22 @@ async fn a_refused_refresh_ends_the_session() {
 #[tokio::test]
 async fn back_channel_logout_ends_the_session_at_once() {
     let mut w = world(&[]);
-    let mut ours = Jar::new();
-    let mut theirs = Jar::new();
-    let start = format!("{}/.portcullis/login?idp=corp&rd=%2F", w.base);
-    let callback = sign_in_at_op(
-        &w.https,
-        &w.op,
-        &w.base,
-        &start,
-        "acme-bea",
-        &mut ours,
-        &mut theirs,
-    )
-    .await;
-    assert_eq!(finish(&w.https, &callback, &mut ours).await, 303);
+    let (ours, theirs) = w.sign_in_keeping_op_cookies("acme-bea").await;
     assert_eq!(w.get("a.test", "/chat", &ours).await.status(), 200);
 
     // The user signs out at the OP itself (not through Portcullis).
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let plain = plain();
     let page = plain
         .get(format!("{}/session/end", w.op.issuer))
-        .header(COOKIE, header(&theirs))
+        .header(COOKIE, cookie_header(&theirs))
         .send()
         .await
         .expect("end session");
     let html = page.text().await.expect("html");
-    let xsrf = html
-        .split("name=\"xsrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("xsrf")
-        .to_string();
+    let xsrf = form_value(&html, "xsrf").expect("xsrf");
     let r = plain
         .post(format!("{}/session/end/confirm", w.op.issuer))
-        .header(COOKIE, header(&theirs))
+        .header(COOKIE, cookie_header(&theirs))
         .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
         .send()
         .await

@@ -1,12 +1,10 @@
 //! Upstreams over TLS: certificate verification with an extra CA, and mTLS with a client
 //! certificate, against a real TLS server (`openssl s_server`).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, free_port, run_ok, Fixtures, Ports, Proxy};
+use crate::common::{client, free_port, run_ok, Fixtures, Ports, Proxy};
 
 /// `openssl s_server -www` on a free port, requiring a client certificate from `client_ca`
 /// when given. Killed on drop.

@@ -6,9 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use reqwest::header::{COOKIE, LOCATION};
+use reqwest::header::COOKIE;
 
-use super::op::{cookies_of, header, Jar};
+use super::browser::{form_action, form_value, start_sign_in, Jar};
+use super::plain;
 
 fn saml_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp/saml"))
@@ -99,18 +100,6 @@ impl SamlIdp {
         );
         std::fs::read_to_string(&output).expect("forged")
     }
-
-    /// JSON counters from the IdP.
-    pub async fn stats(&self) -> serde_json::Value {
-        plain()
-            .get(format!("{}/__test/stats", self.base))
-            .send()
-            .await
-            .expect("stats")
-            .json()
-            .await
-            .expect("json")
-    }
 }
 
 impl Drop for SamlIdp {
@@ -118,14 +107,6 @@ impl Drop for SamlIdp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// An HTTP client for the IdP (plain HTTP on loopback, no redirects followed).
-pub fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
 }
 
 /// What the IdP's auto-submitting form carries to the ACS.
@@ -159,11 +140,9 @@ impl Posted {
     }
 }
 
+/// A field of the IdP's form, unescaped.
 fn form_field(page: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker)? + marker.len();
-    let end = page[start..].find('"')? + start;
-    Some(html_unescape(&page[start..end]))
+    form_value(page, name).map(|v| html_unescape(&v))
 }
 
 fn html_unescape(text: &str) -> String {
@@ -177,11 +156,8 @@ fn html_unescape(text: &str) -> String {
 
 /// Reads the auto-submitting form the IdP returns after sign-in.
 pub fn posted_form(page: &str) -> Posted {
-    let acs = page
-        .split("action=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .map(html_unescape)
+    let acs = form_action(page)
+        .map(|a| html_unescape(&a))
         .expect("form action");
     Posted {
         acs,
@@ -198,18 +174,7 @@ pub async fn sign_in_at_idp(
     user: &str,
     ours: &mut Jar,
 ) -> Posted {
-    let r = https
-        .get(start)
-        .header(COOKIE, header(ours))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 302, "{start} redirects to the IdP");
-    cookies_of(r.headers(), ours);
-    let to_idp = r.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+    let to_idp = start_sign_in(https, start, ours).await;
     login_at_idp(&to_idp, user).await
 }
 

@@ -3,13 +3,13 @@
 //! response (built from a real signed one) is refused with its reason and never forwarded;
 //! single logout both ways; MFA step-up; SP metadata valid against the OASIS schema.
 
-mod common;
-
-use common::op::{cookies_of, header, Jar};
-use common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
-use common::{audit_until, client, Fixtures, Ports, Proxy, Upstream};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
+
+use crate::common::browser::{cookie_header, cookies_of, sign_out, start_sign_in, Jar};
+use crate::common::saml::{self, post_acs, sign_in_at_idp, Posted, SamlIdp};
+use crate::common::upstream::received;
+use crate::common::{audit_until, client, plain, Fixtures, Ports, Proxy, Upstream};
 
 struct World {
     idp: SamlIdp,
@@ -147,7 +147,7 @@ impl World {
     async fn sign_in(&self, user: &str) -> Jar {
         let mut ours = Jar::new();
         let posted = sign_in_at_idp(&self.https, &self.start_url("%2Fchat"), user, &mut ours).await;
-        let r = post_acs(&self.https, &posted, &header(&ours)).await;
+        let r = post_acs(&self.https, &posted, &cookie_header(&ours)).await;
         assert_eq!(r.status(), 303, "{user} signs in");
         assert_eq!(r.headers()[LOCATION], "/chat");
         cookies_of(r.headers(), &mut ours);
@@ -157,7 +157,7 @@ impl World {
     async fn get(&self, path: &str, jar: &Jar) -> reqwest::Response {
         self.https
             .get(format!("{}{path}", self.base))
-            .header(COOKIE, header(jar))
+            .header(COOKIE, cookie_header(jar))
             .header("accept", "application/json")
             .header("X-Portcullis-User", "forged-admin")
             .send()
@@ -175,15 +175,6 @@ impl World {
         .filter_map(|r| r["detail"].as_str().map(str::to_string))
         .collect()
     }
-}
-
-fn received(echo: &Value) -> std::collections::BTreeMap<String, String> {
-    echo["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_str()?.to_string())))
-        .collect()
 }
 
 fn verify_assertion(token: &str, jwks: &jsonwebtoken::jwk::JwkSet) -> Value {
@@ -271,7 +262,7 @@ async fn sign_in_through_the_idp_reaches_the_upstream_with_the_mapped_identity()
     let whoami: Value = w
         .https
         .get(format!("{}/.portcullis/whoami", w.base))
-        .header(COOKIE, header(&alice))
+        .header(COOKIE, cookie_header(&alice))
         .send()
         .await
         .expect("whoami")
@@ -303,7 +294,7 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
         &mut ours,
     )
     .await;
-    let cookies = header(&ours);
+    let cookies = cookie_header(&ours);
     let xml = real.xml();
     let mut evil = Jar::new();
     let evil_real = sign_in_at_idp(
@@ -357,7 +348,9 @@ async fn every_forged_response_is_refused_with_its_reason_and_never_forwarded() 
     // Comment injection: the signature still holds, the NameID would read as alice@corp.test.
     let injected = evil_real.with_xml(&w.idp.forge("comment-nameid", &evil_real.xml()));
     assert_eq!(
-        post_acs(&w.https, &injected, &header(&evil)).await.status(),
+        post_acs(&w.https, &injected, &cookie_header(&evil))
+            .await
+            .status(),
         403
     );
     expected.push("comment-injected".into());
@@ -415,7 +408,7 @@ async fn idp_initiated_sign_in_only_where_allowed() {
         allow_unsolicited: true,
         ..Options::default()
     });
-    let page = saml::plain()
+    let page = plain()
         .get(format!(
             "{}/sso/unsolicited?user=alice@corp.test&relay=/chat/x",
             w.idp.base
@@ -447,29 +440,7 @@ async fn single_logout_both_ways_with_signed_requests() {
     });
     // SP-initiated: Portcullis ends the session, then asks the IdP (signed LogoutRequest).
     let alice = w.sign_in("alice@corp.test").await;
-    let page = w
-        .https
-        .get(format!("{}/.portcullis/logout", w.base))
-        .header(COOKIE, header(&alice))
-        .send()
-        .await
-        .expect("logout page");
-    let mut jar = alice.clone();
-    cookies_of(page.headers(), &mut jar);
-    let csrf = jar
-        .iter()
-        .find(|(n, _)| n.ends_with("-csrf"))
-        .map(|(_, v)| v.clone())
-        .expect("csrf cookie");
-    let r = w
-        .https
-        .post(format!("{}/.portcullis/logout", w.base))
-        .header(COOKIE, header(&jar))
-        .header("origin", w.base.clone())
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("logout");
+    let r = sign_out(&w.https, &w.base, &mut alice.clone()).await;
     assert_eq!(r.status(), 303);
     let to_idp = r.headers()[LOCATION]
         .to_str()
@@ -477,7 +448,7 @@ async fn single_logout_both_ways_with_signed_requests() {
         .to_string();
     assert!(to_idp.starts_with(&format!("{}/slo/redirect?SAMLRequest=", w.idp.base)));
     assert!(to_idp.contains("&Signature="), "signed LogoutRequest");
-    let back = saml::plain().get(&to_idp).send().await.expect("idp slo");
+    let back = plain().get(&to_idp).send().await.expect("idp slo");
     assert_eq!(
         back.status(),
         302,
@@ -543,7 +514,7 @@ async fn single_logout_both_ways_with_signed_requests() {
 /// An IdP-initiated LogoutRequest for `user` from the test IdP: the URL and, over HTTP-POST,
 /// the form to submit. Its host is rewritten to the app's (the IdP uses the public URL's).
 async fn idp_logout(w: &World, user: &str, query: &str) -> (String, Option<String>) {
-    let message: Value = saml::plain()
+    let message: Value = plain()
         .post(format!("{}/__test/logout?{query}", w.idp.base))
         .json(&serde_json::json!({ "user": user }))
         .send()
@@ -614,19 +585,7 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
     );
 
     // The step-up AuthnRequest asks for the MFA contexts and a fresh authentication.
-    let r = w
-        .https
-        .get(format!("{}{step_up}", w.base))
-        .header(COOKIE, header(&alice))
-        .send()
-        .await
-        .expect("step up");
-    assert_eq!(r.status(), 302);
-    cookies_of(r.headers(), &mut alice);
-    let to_idp = r.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+    let to_idp = start_sign_in(&w.https, &format!("{}{step_up}", w.base), &mut alice).await;
     let request = saml::inflate_request(&to_idp);
     assert!(
         request.contains("RequestedAuthnContext") && request.contains("MobileTwoFactorContract"),
@@ -636,7 +595,7 @@ async fn mfa_rules_step_up_and_only_a_second_factor_passes() {
 
     // Alice has no second factor: the new session still does not pass, and is not sent round again.
     let posted = saml::login_at_idp(&to_idp, "alice@corp.test").await;
-    let r = post_acs(&w.https, &posted, &header(&alice)).await;
+    let r = post_acs(&w.https, &posted, &cookie_header(&alice)).await;
     assert_eq!(r.status(), 303);
     cookies_of(r.headers(), &mut alice);
     assert_eq!(w.get("/billing/invoices", &alice).await.status(), 403);
@@ -675,7 +634,7 @@ async fn encrypted_assertions_decrypt_with_the_sp_key_and_3des_is_refused() {
             xml.contains("EncryptedAssertion") && !xml.contains("alice@corp.test"),
             "{encryption}: encrypted"
         );
-        let r = post_acs(&w.https, &posted, &header(&ours)).await;
+        let r = post_acs(&w.https, &posted, &cookie_header(&ours)).await;
         if signs_in {
             assert_eq!(r.status(), 303, "{encryption}");
             cookies_of(r.headers(), &mut ours);

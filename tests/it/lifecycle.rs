@@ -1,8 +1,6 @@
 //! The process's life: start (busy ports, readiness), zero-downtime upgrade with keep-alive
 //! clients, and restart after a crash that left the audit file torn.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -10,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, raw_http, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{
+    audit_records, binary, raw_http, try_raw_http, Fixtures, Ports, Proxy, Upstream,
+};
 
 fn plain_app(upstream: &Upstream) -> String {
     format!(
@@ -126,7 +126,7 @@ fn readyz_waits_until_the_proxy_listeners_are_open() {
         .spawn()
         .expect("spawn");
     let readyz = || {
-        common::try_raw_http(
+        try_raw_http(
             ports.admin,
             b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
         )
@@ -332,25 +332,6 @@ fn load(port: u16, n: usize) {
     }
 }
 
-fn verify(fixtures: &Fixtures) -> (bool, String) {
-    let out = Command::new(binary())
-        .args([
-            "audit",
-            "verify",
-            fixtures.audit_log().to_str().expect("utf8"),
-            "--key",
-            &fixtures.audit_public_key,
-        ])
-        .output()
-        .expect("verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn a_crash_under_load_and_a_torn_audit_tail_do_not_keep_the_proxy_down() {
     let fixtures = Fixtures::new();
@@ -397,7 +378,7 @@ fn a_crash_under_load_and_a_torn_audit_tail_do_not_keep_the_proxy_down() {
     );
     load(ports.http, 1);
     proxy.stop();
-    let records = common::audit_records(&fixtures.audit_log());
+    let records = audit_records(&fixtures.audit_log());
     let unclean: Vec<_> = records
         .iter()
         .filter(|r| r["event"] == "unclean-shutdown")
@@ -408,7 +389,7 @@ fn a_crash_under_load_and_a_torn_audit_tail_do_not_keep_the_proxy_down() {
     assert!(record["unsealed_records"].as_u64().expect("count") >= 1);
     let aside = record["torn_file"].as_str().expect("torn file");
     assert_eq!(std::fs::read(aside).expect("evidence kept"), torn_part);
-    let (ok, report) = verify(&fixtures);
+    let (ok, report) = fixtures.verify_audit(&fixtures.audit_log());
     assert!(ok, "{report}");
     assert!(report.contains("unclean-shutdown"), "{report}");
 }
@@ -422,7 +403,7 @@ fn a_kill_without_a_torn_line_is_recorded_too() {
     let mut proxy = Proxy::start(&fixtures, ports, &yaml);
     load(ports.http, 5);
     // `fsync: always`: each record is whole on disk when its request is answered.
-    let _ = common::audit_records(&fixtures.audit_log());
+    let _ = audit_records(&fixtures.audit_log());
     std::thread::sleep(Duration::from_millis(300));
     proxy.signal("-KILL");
     proxy.wait_exit(Duration::from_secs(5)).expect("killed");
@@ -435,7 +416,7 @@ fn a_kill_without_a_torn_line_is_recorded_too() {
         &fixtures.config(&ports, "", &plain_app(&upstream)),
     );
     proxy.stop();
-    let records = common::audit_records(&fixtures.audit_log());
+    let records = audit_records(&fixtures.audit_log());
     let unclean: Vec<_> = records
         .iter()
         .filter(|r| r["event"] == "unclean-shutdown")
@@ -443,6 +424,6 @@ fn a_kill_without_a_torn_line_is_recorded_too() {
     assert_eq!(unclean.len(), 1);
     assert_eq!(unclean[0]["torn_bytes"], 0);
     assert!(unclean[0]["unsealed_records"].as_u64().expect("count") >= 5);
-    let (ok, report) = verify(&fixtures);
+    let (ok, report) = fixtures.verify_audit(&fixtures.audit_log());
     assert!(ok, "{report}");
 }

@@ -1,11 +1,11 @@
 //! End-to-end tests of the proxy core: the real binary, a real upstream, real TLS.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{audit_records, client, raw_http, Fixtures, Ports, Proxy, Upstream};
 use serde_json::Value;
+
+use crate::common::upstream::{headers_of, SSE_EVENTS, SSE_GAP};
+use crate::common::{audit_records, client, raw_http, run_ok, Fixtures, Ports, Proxy, Upstream};
 
 fn apps(upstream: &Upstream) -> String {
     let url = upstream.url();
@@ -44,20 +44,6 @@ fn start(fixtures: &Fixtures, upstream: &Upstream, extra_server: &str) -> Proxy 
         ports,
         &fixtures.config(&ports, extra_server, &apps(upstream)),
     )
-}
-
-fn headers_of(echo: &Value) -> Vec<(String, String)> {
-    echo["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .map(|pair| {
-            (
-                pair[0].as_str().unwrap_or_default().to_string(),
-                pair[1].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -340,8 +326,8 @@ async fn sse_events_arrive_one_by_one() {
             }
             text.push_str(&s);
         }
-        assert_eq!(arrivals.len(), common::upstream::SSE_EVENTS, "{text}");
-        let gap = common::upstream::SSE_GAP;
+        assert_eq!(arrivals.len(), SSE_EVENTS, "{text}");
+        let gap = SSE_GAP;
         // The first event arrives long before the stream ends, and events keep the
         // upstream's spacing: nothing is held back and released in a batch.
         assert!(arrivals[0] < gap * 2, "first event after {:?}", arrivals[0]);
@@ -593,7 +579,7 @@ async fn certificates_are_chosen_by_sni() {
     let upstream = Upstream::start();
     // A second certificate for c.test from a different CA.
     let second = fixtures.path("second");
-    common::run_ok(&[
+    run_ok(&[
         "keys",
         "dev-cert",
         "--out",

@@ -1,12 +1,13 @@
 //! A real OpenID Provider (panva/oidc-provider on Node.js, `tests/idp/oidc/op.js`) on
 //! 127.0.0.1, and a scripted browser that signs in through it.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION};
+
+use super::browser::{cookie_header, cookies_of, form_action, start_sign_in, Jar};
 
 pub struct Op {
     child: Child,
@@ -72,29 +73,6 @@ impl Drop for Op {
     }
 }
 
-/// A cookie jar keyed by name.
-pub type Jar = BTreeMap<String, String>;
-
-pub fn cookies_of(headers: &HeaderMap, jar: &mut Jar) {
-    for v in headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
-            jar.insert(name.trim().to_string(), value.to_string());
-        }
-    }
-}
-
-pub fn header(jar: &Jar) -> String {
-    jar.iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Follows a browser from `start` (a Portcullis URL that redirects to the OP) through the
 /// OP's sign-in form as `user`, until the OP sends it back to `base`. Returns the callback
 /// URL, Portcullis's cookies and the OP's cookies.
@@ -107,18 +85,7 @@ pub async fn sign_in_at_op(
     ours: &mut Jar,
     theirs: &mut Jar,
 ) -> String {
-    let r = https
-        .get(start)
-        .header(COOKIE, header(ours))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 302, "{start}");
-    cookies_of(r.headers(), ours);
-    let url = r.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+    let url = start_sign_in(https, start, ours).await;
     follow_op(op, base, url, user, theirs).await
 }
 
@@ -131,10 +98,7 @@ pub async fn follow_op(
     user: &str,
     theirs: &mut Jar,
 ) -> String {
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let plain = super::plain();
     for _ in 0..10 {
         if url.starts_with(base) {
             return url;
@@ -146,7 +110,7 @@ pub async fn follow_op(
         };
         let r = plain
             .get(&absolute)
-            .header(COOKIE, header(theirs))
+            .header(COOKIE, cookie_header(theirs))
             .send()
             .await
             .expect("op");
@@ -159,14 +123,10 @@ pub async fn follow_op(
             continue;
         }
         let page = r.text().await.expect("page");
-        let action = page
-            .split("action=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .expect("login form");
+        let action = form_action(&page).expect("login form");
         let r = plain
             .post(format!("{}{action}", op.issuer))
-            .header(COOKIE, header(theirs))
+            .header(COOKIE, cookie_header(theirs))
             .form(&[("username", user), ("password", "secret")])
             .send()
             .await
@@ -181,11 +141,12 @@ pub async fn follow_op(
     panic!("never came back from the OP");
 }
 
-/// Completes a sign-in at Portcullis's callback; the session jar.
+/// Completes a sign-in at Portcullis's callback: its cookies (the session) land in `ours`;
+/// the callback's status.
 pub async fn finish(https: &reqwest::Client, callback: &str, ours: &mut Jar) -> u16 {
     let r = https
         .get(callback)
-        .header(COOKIE, header(ours))
+        .header(COOKIE, cookie_header(ours))
         .send()
         .await
         .expect("callback");

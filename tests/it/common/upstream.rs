@@ -1,6 +1,7 @@
 //! A real HTTP upstream for tests: echoes what it received, streams SSE with timestamps,
 //! echoes WebSocket messages, and counts every request it sees.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,6 +73,27 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// The request headers the upstream echoed (its JSON answer), in its order (sorted by name,
+/// a repeated header once per value).
+pub fn headers_of(echo: &serde_json::Value) -> Vec<(String, String)> {
+    echo["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap_or_default().to_string(),
+                pair[1].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// [`headers_of`] by name (of a repeated header, the last value).
+pub fn received(echo: &serde_json::Value) -> BTreeMap<String, String> {
+    headers_of(echo).into_iter().collect()
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

@@ -1,13 +1,13 @@
 //! Local users end to end: redirect or 401, sign-in form with CSRF protection, encrypted
 //! session cookie, whoami, sign-out with revocation, throttling, TOTP, refused cookies.
 
-mod common;
-
-use std::collections::BTreeMap;
-
-use common::{audit_records, client, Fixtures, Ports, Proxy, Upstream};
-use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
+
+use crate::common::browser::{
+    cookie_header, cookies_of, form_value, set_cookie, sign_out, Jar, CSRF_COOKIE, SESSION_COOKIE,
+};
+use crate::common::{audit_records, client, hash_password, Fixtures, Ports, Proxy, Upstream};
 
 const TOTP_SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
 
@@ -20,8 +20,8 @@ fn start(fixtures: &Fixtures, upstream: &Upstream) -> Proxy {
     );
     let providers = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    display_name: Corp accounts\n    users:\n      - {{ username: alice, password_hash: \"{alice}\", user_type: internal-user, roles: [admin], email: alice@corp.test }}\n      - {{ username: bob, password_hash: \"{bob}\", user_type: external-user, entity: acme, totp_secret: \"file:totp.secret\" }}\n",
-        alice = common::hash_password("correct horse battery"),
-        bob = common::hash_password("bobs password"),
+        alice = hash_password("correct horse battery"),
+        bob = hash_password("bobs password"),
     );
     let yaml = fixtures
         .config(&ports, "", &apps)
@@ -29,33 +29,9 @@ fn start(fixtures: &Fixtures, upstream: &Upstream) -> Proxy {
     Proxy::start(fixtures, ports, &yaml)
 }
 
-/// Cookies set by a response, as name → value (a cleared cookie maps to "").
-fn set_cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            v.split(';')
-                .next()?
-                .split_once('=')
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-fn cookie_header(jar: &BTreeMap<String, String>) -> String {
-    jar.iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
+/// The value of the hidden field `name` of a form.
 fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).expect("hidden field") + marker.len();
-    html[start..].split('"').next().expect("value").to_string()
+    form_value(html, name).expect("hidden field")
 }
 
 fn totp_now() -> String {
@@ -79,7 +55,7 @@ fn totp_now() -> String {
 struct Browser {
     http: reqwest::Client,
     base: String,
-    jar: BTreeMap<String, String>,
+    jar: Jar,
 }
 
 impl Browser {
@@ -87,7 +63,7 @@ impl Browser {
         Browser {
             http: client(fixtures, proxy),
             base: format!("https://a.test:{}", proxy.ports.https),
-            jar: BTreeMap::new(),
+            jar: Jar::new(),
         }
     }
 
@@ -100,7 +76,7 @@ impl Browser {
             .send()
             .await
             .expect("get");
-        self.jar.extend(set_cookies(r.headers()));
+        cookies_of(r.headers(), &mut self.jar);
         r
     }
 
@@ -114,7 +90,7 @@ impl Browser {
             .send()
             .await
             .expect("post");
-        self.jar.extend(set_cookies(r.headers()));
+        cookies_of(r.headers(), &mut self.jar);
         r
     }
 
@@ -223,19 +199,11 @@ async fn sign_in_whoami_sign_out_and_the_old_cookie_is_dead() {
     let sid = who["session"]["sid"].as_str().expect("sid").to_string();
 
     let old_jar = browser.jar.clone();
-    let confirm = browser
-        .get("/.portcullis/logout")
-        .await
-        .text()
-        .await
-        .expect("page");
-    let csrf = hidden(&confirm, "csrf");
-    let r = browser
-        .post("/.portcullis/logout", &[("csrf", &csrf)])
-        .await;
+    let r = sign_out(&browser.http, &browser.base, &mut browser.jar).await;
+    cookies_of(r.headers(), &mut browser.jar);
     assert_eq!(r.status(), 200);
     assert_eq!(
-        browser.jar.get("__Host-portcullis").map(String::as_str),
+        browser.jar.get(SESSION_COOKIE).map(String::as_str),
         Some(""),
         "cleared"
     );
@@ -323,11 +291,7 @@ async fn csrf_and_origin_checks_guard_the_forms() {
     ];
     let r = browser.post("/.portcullis/login", &form).await;
     assert_eq!(r.status(), 403, "no token");
-    let token = browser
-        .jar
-        .get("__Host-portcullis-csrf")
-        .cloned()
-        .expect("csrf cookie");
+    let token = browser.jar.get(CSRF_COOKIE).cloned().expect("csrf cookie");
     let r = browser
         .http
         .post(format!("{}/.portcullis/login", browser.base))
@@ -403,9 +367,8 @@ async fn bad_cookies_mean_no_session_and_are_cleared() {
             .await
             .expect("send");
         assert_eq!(r.status(), 401, "{cookie}");
-        let cleared = set_cookies(r.headers());
         assert_eq!(
-            cleared.get("__Host-portcullis").map(String::as_str),
+            set_cookie(r.headers(), SESSION_COOKIE).as_deref(),
             Some(""),
             "{cookie}"
         );

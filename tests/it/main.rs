@@ -1,0 +1,16 @@
+//! End-to-end tests, one binary: the real `portcullis` binary in front of a real upstream, with
+//! real TLS, a real OpenID Provider and a real SAML IdP. Each module was once a binary of its
+//! own; the harness and the browser flows they share live in `common`.
+
+mod common;
+
+mod access;
+mod cli;
+mod demo;
+mod lifecycle;
+mod login;
+mod netguard;
+mod oidc;
+mod proxy;
+mod saml;
+mod upstream_tls;
