@@ -140,6 +140,26 @@ impl AuditEvent {
             detail: None,
         }
     }
+
+    /// An event of `kind` about `request`: every record of a request starts here.
+    pub fn for_request(event: EventKind, request: RequestRef<'_>) -> Self {
+        let mut record = AuditEvent::new(event);
+        record.request_id = Some(request.request_id.to_string());
+        record.client_ip = request.client_ip;
+        record.app = request.app.cloned();
+        record
+    }
+}
+
+/// The request a record is about: the fields every record of a request carries.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRef<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The client address (after trusted-proxy resolution).
+    pub client_ip: Option<IpAddr>,
+    /// The routed app's id.
+    pub app: Option<&'a Arc<str>>,
 }
 
 /// Cheap, cloneable handle that requests use to record events.

@@ -67,6 +67,31 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// What every audit record about this request carries.
+    pub fn audit_ref(&self) -> crate::audit::RequestRef<'_> {
+        crate::audit::RequestRef {
+            request_id: &self.request_id,
+            client_ip: self.client_ip,
+            app: self.app.as_ref().map(|a| &a.audit_id),
+        }
+    }
+
+    /// Takes in what the request's cookies said.
+    pub fn authenticated(&mut self, found: crate::session::Authenticated) {
+        self.session = found.session;
+        self.cookie_rejected = found.cookie_rejected;
+        self.set_cookies.extend(found.set_cookies);
+        self.cookie_chunks = found.cookie_chunks;
+        self.csrf_cookie = found.csrf_cookie;
+        self.flow_cookies = found.flow_cookies.iter().map(|(n, _)| n.clone()).collect();
+        self.flow_cookies_values = found.flow_cookies;
+    }
+
+    /// An audit record of `kind` about this request.
+    pub fn event(&self, kind: crate::audit::EventKind) -> crate::audit::AuditEvent {
+        crate::audit::AuditEvent::for_request(kind, self.audit_ref())
+    }
+
     /// An empty context.
     pub fn new() -> Self {
         RequestCtx {

@@ -3,6 +3,7 @@
 //! for already-lower-case hosts.
 
 mod authority;
+mod endpoint;
 mod glob;
 mod normalize;
 
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use authority::is_valid_authority;
+pub use endpoint::Endpoint;
 pub use glob::PathGlob;
 pub use normalize::normalize_path;
 

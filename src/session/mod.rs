@@ -11,6 +11,7 @@
 //! decryption, expired) is a [`Rejection`] with a reason: the request is simply
 //! unauthenticated, never an error page.
 
+mod authenticate;
 mod cookie;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+pub use authenticate::{Authenticated, Authenticator};
 pub use cookie::{clear_cookies, cookie_values, CookieJar};
 
 use crate::config::SessionKey;

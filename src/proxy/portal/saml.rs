@@ -1,14 +1,15 @@
 //! SAML endpoints under the reserved prefix: `saml/metadata`, `saml/acs` (HTTP-POST),
 //! `saml/slo` (HTTP-Redirect, both directions), and the redirect that starts a sign-in.
 
+use crate::route::Endpoint;
 use std::sync::Arc;
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use subtle::ConstantTimeEq;
 
-use super::portal::{flow_id, form_value, html_response, query_value, unix_now, FLOW_SECONDS};
-use super::{Gateway, RequestCtx};
+use super::super::{Gateway, RequestCtx};
+use super::common::{flow_id, form_value, html_response, query_value, unix_now, FLOW_SECONDS};
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
 use crate::idp::saml::{self, Carried, Refusal, SamlFlow, SamlProvider};
@@ -36,12 +37,12 @@ impl Gateway {
     }
 
     /// This host's URL of a Portcullis endpoint.
-    fn own_url(&self, session: &Session, ctx: &RequestCtx, endpoint: &str) -> String {
+    fn own_url(&self, session: &Session, ctx: &RequestCtx, endpoint: Endpoint) -> String {
         format!(
-            "{}://{}{}{endpoint}",
+            "{}://{}{}",
             ctx.scheme(session),
             ctx.host.as_deref().unwrap_or_default(),
-            self.reserved_prefix
+            self.endpoint(endpoint)
         )
     }
 
@@ -57,7 +58,7 @@ impl Gateway {
         let rd = query_value(session, "rd")
             .and_then(|rd| safe_return_path(&rd).map(str::to_string))
             .unwrap_or_else(|| "/".into());
-        let acs_url = self.own_url(session, ctx, "saml/acs");
+        let acs_url = self.own_url(session, ctx, Endpoint::SamlAcs);
         let relay_state = format!("{:032x}", rand::random::<u128>());
         let now = unix_now();
         let Some((location, flow)) = provider.start(&acs_url, &rd, &relay_state, now, step_up)
@@ -77,7 +78,7 @@ impl Gateway {
         };
         let sealed = serde_json::to_vec(&flow)
             .ok()
-            .and_then(|json| self.codec.seal(SAML_FLOW_PURPOSE, &json).ok());
+            .and_then(|json| self.auth.codec().seal(SAML_FLOW_PURPOSE, &json).ok());
         let Some(sealed) = sealed else {
             return self
                 .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
@@ -127,7 +128,8 @@ impl Gateway {
             ctx.set_cookies.push(format!(
                 "{name}=; Path=/; Secure; HttpOnly; SameSite=None; Max-Age=0"
             ));
-            self.codec
+            self.auth
+                .codec()
                 .open(SAML_FLOW_PURPOSE, &value)
                 .and_then(|json| serde_json::from_slice::<SamlFlow>(&json).ok())
                 .filter(|f| bool::from(f.relay_state.as_bytes().ct_eq(relay.as_bytes())))
@@ -149,7 +151,7 @@ impl Gateway {
                 .saml_refused(session, ctx, "", Refusal::IssuerMismatch)
                 .await;
         };
-        let acs_url = self.own_url(session, ctx, "saml/acs");
+        let acs_url = self.own_url(session, ctx, Endpoint::SamlAcs);
         let verifier = provider.clone();
         let pending = flow.clone();
         // xmlsec and RSA: a millisecond of CPU, kept off the proxy workers.
@@ -221,7 +223,7 @@ impl Gateway {
                 .await;
         };
         let public_acs = format!("{}{}saml/acs", self.public_origin, self.reserved_prefix);
-        let here_acs = self.own_url(session, ctx, "saml/acs");
+        let here_acs = self.own_url(session, ctx, Endpoint::SamlAcs);
         let mut acs_urls = vec![public_acs];
         if !acs_urls.contains(&here_acs) {
             acs_urls.push(here_acs);
@@ -328,7 +330,7 @@ impl Gateway {
                 }
             };
         }
-        let here = self.own_url(session, ctx, "saml/slo");
+        let here = self.own_url(session, ctx, Endpoint::SamlSlo);
         let public = format!("{}{}saml/slo", self.public_origin, self.reserved_prefix);
         let order = match provider.logout_order(&carried, xml, &[&here, &public], now) {
             Ok(order) => order,
@@ -338,7 +340,7 @@ impl Gateway {
                     .await
             }
         };
-        self.revoked.end_op_sessions(
+        self.auth.revoked().end_op_sessions(
             &provider.id,
             Some(&order.name_id),
             order.session_index.as_deref(),
@@ -350,7 +352,7 @@ impl Gateway {
                 && d.saml.as_ref().is_some_and(|s| s.name_id == order.name_id)
         }) {
             if let Some(data) = ctx.session.take() {
-                self.revoked.revoke(&data.sid, data.expires_at, now);
+                self.auth.revoked().revoke(&data.sid, data.expires_at, now);
             }
             ctx.set_cookies
                 .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use pingora::proxy::Session;
 
-use super::portal::query_value;
-use super::{Gateway, RequestCtx};
+use super::super::{Gateway, RequestCtx};
+use super::common::query_value;
 use crate::idp::saml::SamlProvider;
 use crate::redirect::safe_return_path;
 

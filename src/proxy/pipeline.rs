@@ -1,0 +1,237 @@
+//! The request pipeline: the checks every request passes, top to bottom, before it is
+//! forwarded or handed to one of Portcullis's own endpoints. Each step lets the request go
+//! on or stops it with an answer and a closed reason ([`Stop`]); the first stop wins.
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+
+use super::{portal, Gateway, RequestCtx};
+use crate::config::{AllowlistMode, App};
+use crate::netguard::{OverLimit, SizeViolation};
+use crate::policy::{decide, Decision, Permit, Reason, Request};
+use crate::respond::Reply;
+use crate::route::Endpoint;
+
+/// Where an admitted request goes.
+pub(super) enum Admitted {
+    /// To the upstream, under the permit now in the context.
+    Forward,
+    /// To one of Portcullis's own endpoints.
+    Endpoint(Endpoint),
+}
+
+/// Why a request goes no further.
+pub(super) enum Stop {
+    /// Answer with this reply, recorded with this reason.
+    Reply(Reply, Reason),
+    /// Over a rate limit: 429 with `Retry-After`, counted by key kind.
+    RateLimited(OverLimit),
+}
+
+type Step<T = ()> = Result<T, Stop>;
+
+impl Gateway {
+    /// Every check of one request, in order.
+    pub(super) async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Step<Admitted> {
+        self.check_sizes(session)?;
+        check_host(ctx)?;
+        self.check_server_allowlist(ctx)?;
+        let (app, path) = routed(ctx)?;
+        self.require_https(session, ctx, &app)?;
+        self.authenticate(session, ctx).await;
+        let endpoint = path
+            .strip_prefix(self.reserved_prefix.as_str())
+            .map(Endpoint::parse);
+        self.check_pre_auth_limit(ctx, endpoint)?;
+        if let Some(endpoint) = endpoint {
+            check_endpoint_allowlist(ctx, &app, endpoint)?;
+            return Ok(Admitted::Endpoint(endpoint));
+        }
+        let permit = self.authorize(session, ctx, &app, &path)?;
+        self.check_rule_limits(ctx, &app, &permit, &path)?;
+        self.sign_assertion(ctx, &app, &permit)?;
+        ctx.permit = Some(permit);
+        Ok(Admitted::Forward)
+    }
+
+    /// Reads the session cookie (see [`Authenticator`]) into the request context.
+    async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) {
+        let cookies = session
+            .req_header()
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let found = self
+            .auth
+            .authenticate(cookies, ctx.audit_ref(), portal::unix_now())
+            .await;
+        ctx.authenticated(found);
+    }
+
+    /// Header count and size, and the length of the request target.
+    fn check_sizes(&self, session: &Session) -> Step {
+        let request = session.req_header();
+        let sizes = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().len(), v.len()));
+        let target_len = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        self.limits
+            .check(target_len, sizes)
+            .map_err(|violation| match violation {
+                SizeViolation::Headers => {
+                    Stop::Reply(Reply::HeadersTooLarge, Reason::HeadersTooLarge)
+                }
+                SizeViolation::Uri => Stop::Reply(Reply::UriTooLong, Reason::UriTooLong),
+            })
+    }
+
+    /// The server-wide allowlist comes before routing: outsiders learn nothing, not even
+    /// which hosts exist.
+    fn check_server_allowlist(&self, ctx: &mut RequestCtx) -> Step {
+        match &self.ip_allowlist {
+            Some(list) if !list.admits(ctx.client_ip) => match list.mode {
+                AllowlistMode::Enforce => Err(Stop::Reply(Reply::Forbidden, Reason::IpNotAllowed)),
+                AllowlistMode::Report => {
+                    ctx.ip_reported = true;
+                    Ok(())
+                }
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Plain HTTP is redirected to HTTPS unless the app allows it.
+    fn require_https(&self, session: &Session, ctx: &RequestCtx, app: &App) -> Step {
+        if ctx.tls || app.insecure_allow_plain_http {
+            return Ok(());
+        }
+        Err(match self.https_location(ctx, session) {
+            Some(location) => Stop::Reply(Reply::RedirectHttps { location }, Reason::HttpsRequired),
+            None => Stop::Reply(Reply::BadRequest, Reason::BadRequest),
+        })
+    }
+
+    /// Without a session, sign-in endpoints and refused cookies are limited per address: a
+    /// flood of callbacks or forged cookies cannot exhaust the CPU.
+    fn check_pre_auth_limit(&self, ctx: &RequestCtx, endpoint: Option<Endpoint>) -> Step {
+        let limited = ctx.session.is_none()
+            && (ctx.cookie_rejected || endpoint.is_some_and(Endpoint::limited_before_sign_in));
+        if !limited {
+            return Ok(());
+        }
+        self.rate_limits
+            .check_pre_auth(ctx.client_ip)
+            .map_err(Stop::RateLimited)
+    }
+
+    /// The access policy: a permit, or the answer that explains why not.
+    fn authorize(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        app: &Arc<App>,
+        path: &str,
+    ) -> Step<Permit> {
+        let request = session.req_header();
+        let policy_request = Request {
+            method: request.method.as_str(),
+            path,
+            query: request.uri.query(),
+            client_ip: ctx.client_ip,
+        };
+        let identity = ctx.session.as_ref().map(|s| &s.identity);
+        match decide(app, &policy_request, identity) {
+            Decision::Allow(permit) => {
+                ctx.ip_reported |= permit.ip_reported();
+                Ok(permit)
+            }
+            Decision::LoginRequired => Err(Stop::Reply(
+                self.login_reply(session),
+                Reason::LoginRequired,
+            )),
+            Decision::Deny(Reason::AppDisabled) => {
+                Err(Stop::Reply(Reply::AppDisabled, Reason::AppDisabled))
+            }
+            Decision::Deny(Reason::MfaRequired) => {
+                let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
+                let reply = match self.step_up_location(ctx, return_to) {
+                    Some(location) if self.is_navigation(session) => {
+                        Reply::RedirectLogin { location }
+                    }
+                    Some(login_url) => Reply::LoginRequired { login_url },
+                    None => Reply::Forbidden,
+                };
+                Err(Stop::Reply(reply, Reason::MfaRequired))
+            }
+            Decision::Deny(reason) => Err(Stop::Reply(Reply::Forbidden, reason)),
+        }
+    }
+
+    /// The rate limits of the app and of the rule that admitted the request.
+    fn check_rule_limits(&self, ctx: &RequestCtx, app: &App, permit: &Permit, path: &str) -> Step {
+        let identity = ctx.session.as_ref().map(|s| &s.identity);
+        self.rate_limits
+            .check(app, permit.rule_index(), identity, ctx.client_ip, path)
+            .map_err(Stop::RateLimited)
+    }
+
+    /// Signs the user-context assertion for a permit that carries the identity; a request
+    /// that should carry one is never forwarded without it.
+    fn sign_assertion(&self, ctx: &mut RequestCtx, app: &App, permit: &Permit) -> Step {
+        if !permit.carries_identity() {
+            return Ok(());
+        }
+        let failed = Stop::Reply(Reply::InternalError, Reason::AssertionFailed);
+        let Some(data) = ctx.session.as_ref() else {
+            return Err(failed);
+        };
+        match self
+            .signer
+            .token(&data.sid, app, &data.identity, portal::unix_now())
+        {
+            Ok(token) => {
+                ctx.assertion = Some(token);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, app = %app.id, "cannot sign the identity assertion");
+                Err(failed)
+            }
+        }
+    }
+}
+
+/// `Host` missing (HTTP/1.1), repeated or malformed.
+fn check_host(ctx: &RequestCtx) -> Step {
+    if ctx.bad_host {
+        return Err(Stop::Reply(Reply::BadRequest, Reason::BadHost));
+    }
+    Ok(())
+}
+
+/// The app for the request, and its normalised path.
+fn routed(ctx: &RequestCtx) -> Step<(Arc<App>, String)> {
+    let Some(path) = ctx.path.clone() else {
+        return Err(Stop::Reply(Reply::BadRequest, Reason::BadRequest));
+    };
+    let Some(app) = ctx.app.clone() else {
+        return Err(Stop::Reply(Reply::NotFound, Reason::UnknownHost));
+    };
+    Ok((app, path))
+}
+
+/// The app's enforced allowlist guards its sign-in endpoints too: outsiders are never sent
+/// to the identity provider.
+fn check_endpoint_allowlist(ctx: &RequestCtx, app: &App, endpoint: Endpoint) -> Step {
+    let outsider = app
+        .ip_allowlist
+        .as_ref()
+        .is_some_and(|l| l.mode == AllowlistMode::Enforce && !l.admits(ctx.client_ip));
+    if outsider && !endpoint.open_to_outsiders() {
+        return Err(Stop::Reply(Reply::Forbidden, Reason::IpNotAllowed));
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! What Portcullis's own endpoints share: the CSRF token and form checks, reading small
+//! bodies, sign-in flow cookies, starting a session, and the login audit record.
+
+use super::super::{Gateway, RequestCtx};
+use crate::audit::EventKind;
+use crate::idp::local::{LocalLoginError, LocalProvider};
+use crate::policy::Reason;
+use crate::respond::{self, Reply, Synthetic};
+use crate::session::{cookie_values, SessionData};
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+impl Gateway {
+    /// The CSRF token of this browser: from its cookie, or a new one (set on the response).
+    pub(super) fn csrf_token(&self, ctx: &mut RequestCtx) -> String {
+        if let Some(token) = ctx.csrf_cookie.clone() {
+            return token;
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        ctx.set_cookies.push(format!(
+            "{}-csrf={token}; Path=/; Secure; HttpOnly; SameSite=Strict",
+            self.cookie_name
+        ));
+        ctx.csrf_cookie = Some(token.clone());
+        token
+    }
+
+    /// One cookie per sign-in attempt, so several tabs can sign in at once; bounded, so they
+    /// never pile up until requests fail: past the limit the older attempts are dropped.
+    pub(super) fn drop_old_flows(&self, ctx: &mut RequestCtx) {
+        if ctx.flow_cookies.len() >= MAX_FLOWS {
+            for name in ctx.flow_cookies.drain(..) {
+                ctx.set_cookies.push(format!(
+                    "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+                ));
+            }
+        }
+    }
+
+    /// A fresh session (and id) for `identity`, then on to `return_to`.
+    pub(super) async fn start_session(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        data: SessionData,
+        return_to: &str,
+        method: &str,
+    ) -> Result<bool> {
+        let idp = data.identity.idp.clone();
+        let values = match self.auth.codec().encode(&data) {
+            Ok(values) => values,
+            Err(e) => {
+                self.audit_login(
+                    ctx,
+                    EventKind::LoginFailed,
+                    &idp,
+                    &data.identity.user_id,
+                    None,
+                    &e.to_string(),
+                )
+                .await;
+                return self
+                    .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
+                    .await;
+            }
+        };
+        ctx.set_cookies.extend(cookie_values(
+            &self.cookie_name,
+            &values,
+            self.session_lifetime.as_secs(),
+            &ctx.cookie_chunks,
+        ));
+        self.audit_login(
+            ctx,
+            EventKind::LoginSucceeded,
+            &idp,
+            &data.identity.user_id,
+            Some(&data.sid),
+            method,
+        )
+        .await;
+        let mut response = html_response(303, String::new());
+        response.headers.push(("Location", return_to.to_string()));
+        self.send(session, ctx, response, Reason::Authenticated)
+            .await
+    }
+
+    /// The form of a state-changing request, once its size and CSRF checks pass; `None`
+    /// when a refusal (413 or 403) has already been sent.
+    pub(super) async fn protected_form(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(form) = self.read_form(session, ctx).await? else {
+            self.reply(session, ctx, Reply::PayloadTooLarge, Reason::BadRequest)
+                .await?;
+            return Ok(None);
+        };
+        if !self.csrf_ok(session, ctx, &form) {
+            self.reply(session, ctx, Reply::Forbidden, Reason::CsrfFailed)
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(form))
+    }
+
+    /// Reads a urlencoded form body; `None` when it is larger than
+    /// `server.limits.max_form_bytes`.
+    pub(super) async fn read_form(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>> {
+        self.read_body(session, ctx, self.limits.max_form_bytes)
+            .await
+    }
+
+    /// Reads a request body of at most `max` bytes; `None` when it is larger.
+    pub(super) async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > max {
+                ctx.body_unread = true;
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    /// Same origin (when the browser says where the request comes from) and a CSRF token that
+    /// matches this browser's cookie (RFC 6265bis `__Host-` cookie, SameSite=Strict).
+    pub(super) fn csrf_ok(&self, session: &Session, ctx: &RequestCtx, form: &[u8]) -> bool {
+        let headers = &session.req_header().headers;
+        let scheme = ctx.scheme(session);
+        if let Some(origin) = headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        {
+            let expected = ctx.host.as_deref().map(|h| format!("{scheme}://{h}"));
+            if expected.as_deref() != Some(origin) {
+                return false;
+            }
+        } else if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if !matches!(site, "same-origin" | "none") {
+                return false;
+            }
+        }
+        let (Some(cookie), Some(sent)) = (ctx.csrf_cookie.as_deref(), form_value(form, "csrf"))
+        else {
+            return false;
+        };
+        !cookie.is_empty() && bool::from(cookie.as_bytes().ct_eq(sent.as_bytes()))
+    }
+
+    pub(super) async fn audit_login(
+        &self,
+        ctx: &RequestCtx,
+        kind: EventKind,
+        idp: &str,
+        user: &str,
+        sid: Option<&str>,
+        detail: &str,
+    ) {
+        if kind == EventKind::LoginFailed {
+            // Labels stay a bounded set: reasons are kebab-case words, anything else is "other".
+            let reason = if detail.len() <= 40
+                && detail.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            {
+                detail
+            } else {
+                "other"
+            };
+            let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
+                || self.login.saml.iter().any(|p| p.id == idp)
+                || self.login.local.iter().any(|(id, _, _)| id == idp)
+            {
+                idp
+            } else {
+                "-"
+            };
+            self.metrics
+                .auth_failures
+                .with_label_values(&[idp_label, reason])
+                .inc();
+        }
+        let mut event = ctx.event(kind);
+        event.idp = Some(idp.to_string());
+        // Failed attempts name the user as typed, bounded, so a pasted password does not
+        // fill the log.
+        event.user = Some(user.chars().take(128).collect());
+        event.sid = sid.map(str::to_string);
+        event.detail = Some(detail.to_string());
+        self.auditor.record(event).await;
+    }
+}
+
+/// Argon2 is deliberately slow: verify on the blocking pool, never on a proxy worker.
+pub(super) async fn verify_off_thread(
+    provider: Arc<LocalProvider>,
+    username: String,
+    password: String,
+    code: String,
+    now: u64,
+) -> Result<crate::identity::Identity, LocalLoginError> {
+    let code = (!code.is_empty()).then_some(code);
+    tokio::task::spawn_blocking(move || provider.login(&username, &password, code.as_deref(), now))
+        .await
+        .unwrap_or(Err(LocalLoginError::BadCredentials))
+}
+
+/// A JSON answer from Portcullis itself, never cached.
+pub(super) fn json_response(status: u16, json: String) -> Synthetic {
+    Synthetic {
+        status,
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Bytes::from(json),
+    }
+}
+
+pub(super) fn html_response(status: u16, html: String) -> Synthetic {
+    Synthetic {
+        status,
+        headers: vec![
+            ("Content-Type", "text/html; charset=utf-8".into()),
+            ("Cache-Control", "no-store".into()),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'".into()),
+            ("X-Frame-Options", "DENY".into()),
+        ],
+        body: Bytes::from(html),
+    }
+}
+
+/// Purpose bound into the encryption of login-flow cookies.
+pub(super) const FLOW_PURPOSE: &str = "oidc-flow";
+
+/// How long a sign-in at the OP may take.
+pub(super) const FLOW_SECONDS: u64 = 600;
+
+/// Most sign-in attempts in flight per browser.
+pub(super) const MAX_FLOWS: usize = 3;
+
+/// A cookie-name-safe id for an attempt, from its (random, URL-safe) state.
+pub(super) fn flow_id(state: &str) -> String {
+    state
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect()
+}
+
+pub(super) fn query_value(session: &Session, name: &str) -> Option<String> {
+    form_value(session.req_header().uri.query()?.as_bytes(), name)
+}
+
+pub(super) fn wants_html_request(session: &Session) -> bool {
+    respond::wants_html(
+        session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// The first value of `name` in a urlencoded body or query.
+pub(super) fn form_value(form: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(form)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

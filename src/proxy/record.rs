@@ -1,0 +1,121 @@
+//! One metrics sample and one audit record per request, written when it ends.
+
+use pingora::proxy::Session;
+
+use super::{Gateway, RequestCtx};
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::policy::Reason;
+
+impl Gateway {
+    /// Counts the request and records the decision.
+    pub(super) async fn record(&self, session: &Session, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.status)
+            .unwrap_or(0);
+        let app_label = ctx.app.as_ref().map_or("-", |a| a.id.as_str());
+        let (kind, outcome, reason) = match (&ctx.permit, ctx.denial) {
+            (Some(permit), None) => (EventKind::Access, Outcome::Allow, permit.reason()),
+            (_, Some(Reason::AppDisabled)) => {
+                (EventKind::AppDisabled, Outcome::Deny, Reason::AppDisabled)
+            }
+            (_, Some(reason)) => (EventKind::AccessDenied, Outcome::Deny, reason),
+            (None, None) if ctx.status.is_some() => {
+                // Portcullis's own page (sign-in form, whoami…): counted, and audited by the
+                // login/logout events themselves rather than as an access.
+                self.metrics
+                    .requests
+                    .with_label_values(&[app_label, status_label(status), "portal"])
+                    .inc();
+                return;
+            }
+            (None, None) => (EventKind::AccessDenied, Outcome::Deny, Reason::BadRequest),
+        };
+        let status_label = status_label(status);
+        self.metrics
+            .requests
+            .with_label_values(&[app_label, status_label, outcome_label(outcome)])
+            .inc();
+        if outcome == Outcome::Deny {
+            self.metrics
+                .denied
+                .with_label_values(&[app_label, reason.as_str()])
+                .inc();
+        }
+        self.metrics
+            .duration
+            .with_label_values(&[app_label])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let mut event = AuditEvent::new(kind);
+        event.request_id = Some(std::mem::take(&mut ctx.request_id));
+        event.client_ip = ctx.client_ip;
+        event.app = ctx.app.as_ref().map(|a| a.audit_id.clone());
+        event.method = Some(session.req_header().method.as_str().to_string());
+        event.host = ctx.host.take();
+        event.path = ctx.path.take();
+        event.status = Some(status);
+        event.decision = Some(outcome);
+        event.reason = Some(reason);
+        event.ip_reported = ctx.ip_reported;
+        if ctx.ip_reported {
+            self.metrics
+                .ip_reported
+                .with_label_values(&[app_label])
+                .inc();
+        }
+        event.rule = ctx
+            .permit
+            .as_ref()
+            .and_then(|p| p.rule())
+            .map(str::to_string);
+        if let Some(data) = ctx.session.take() {
+            event.user = Some(data.identity.user_id);
+            event.idp = Some(data.identity.idp);
+            event.sid = Some(data.sid);
+        }
+        self.auditor.record(event).await;
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+    }
+}
+
+/// Status codes as static labels (bounded cardinality, no allocation): common codes
+/// exactly, anything else by class.
+#[allow(clippy::match_overlapping_arm)]
+fn status_label(status: u16) -> &'static str {
+    match status {
+        101 => "101",
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        307 => "307",
+        308 => "308",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        414 => "414",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
