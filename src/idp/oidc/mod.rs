@@ -68,6 +68,19 @@ impl OidcFailure {
     }
 }
 
+/// Why discovery failed: the provider stays unavailable (or keeps its last good metadata).
+/// Displays the underlying error's text unchanged (it is logged as such).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The configured `issuer` is not a URL.
+    #[error(transparent)]
+    Issuer(#[from] url::ParseError),
+    /// Fetching or validating the discovery document or the JWKS failed (network, HTTP
+    /// status, JSON, or an `issuer` in the document that differs from the configured one).
+    #[error(transparent)]
+    Fetch(#[from] openidconnect::DiscoveryError<openidconnect::HttpClientError<reqwest::Error>>),
+}
+
 /// What a session keeps from the OP: for refresh, RP-initiated and back-channel logout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OidcTokens {
@@ -184,11 +197,9 @@ impl OidcProvider {
     }
 
     /// Fetches the discovery document and the JWKS; on success they replace the old ones.
-    pub async fn discover(&self) -> Result<(), String> {
-        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| e.to_string())?;
-        let metadata = Metadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn discover(&self) -> Result<(), DiscoveryError> {
+        let issuer = IssuerUrl::new(self.issuer.clone())?;
+        let metadata = Metadata::discover_async(issuer, &self.http).await?;
         let keys = serde_json::to_value(metadata.jwks())
             .ok()
             .and_then(|v| serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(v).ok());

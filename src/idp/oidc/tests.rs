@@ -332,3 +332,36 @@ fn payload_reads_claims_and_survives_garbage() {
     assert!(payload("not-a-jwt").is_none());
     assert!(payload("a.!!!.c").is_none());
 }
+
+#[tokio::test]
+async fn discovery_errors_say_what_failed_in_the_same_words() {
+    let config = IdentityProvider {
+        id: "corp".into(),
+        display_name: "Corp".into(),
+        kind: IdentityProviderKind::Oidc {
+            issuer: "op.test".into(),
+            client_id: "portcullis".into(),
+            client_secret: None,
+            scopes: vec![],
+            acr_values: None,
+            prompt: None,
+            secret_in_body: false,
+            userinfo: false,
+            mfa_acr_values: vec![],
+        },
+        claims: Default::default(),
+    };
+    let provider = OidcProvider::new(&config, Default::default())
+        .expect("provider")
+        .expect("oidc");
+    let error = provider.discover().await.expect_err("not a URL");
+    assert!(matches!(error, DiscoveryError::Issuer(_)), "{error:?}");
+    // The logged text is the underlying error's, as when discover returned a String.
+    assert_eq!(
+        error.to_string(),
+        url::Url::parse("op.test")
+            .expect_err("relative")
+            .to_string()
+    );
+    assert!(!provider.is_available());
+}
