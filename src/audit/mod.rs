@@ -45,6 +45,8 @@ pub enum EventKind {
     LoginFailed,
     /// A user signed out; the session is revoked.
     Logout,
+    /// A logout message from an identity provider was refused (see `detail`).
+    LogoutRefused,
     /// A session cookie was refused (see `detail`) and cleared.
     SessionRejected,
     /// The OP's tokens were refreshed without user interaction.

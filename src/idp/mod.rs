@@ -5,7 +5,79 @@ pub mod local;
 pub mod oidc;
 pub mod saml;
 
+use std::borrow::Cow;
+
 use openidconnect::reqwest;
+
+use local::LocalLoginError;
+use oidc::OidcFailure;
+use saml::Refusal;
+
+/// Why a sign-in failed: a closed set whose kebab-case names, defined once by each source's
+/// `as_str`, are the audit `detail` of `login-failed` and the `reason` label of
+/// `portcullis_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// The OIDC provider's answer did not hold up.
+    Oidc(OidcFailure),
+    /// The SAML response was refused.
+    Saml(Refusal),
+    /// Local user name, password or code.
+    Local(LocalLoginError),
+    /// The callback's `state` matches no sign-in this browser started.
+    StateMismatch,
+    /// The sign-in took longer than the flow cookie lives.
+    FlowExpired,
+    /// The provider's metadata could not be fetched yet.
+    IdpUnavailable,
+    /// Too many failed attempts for this user and address.
+    Throttled,
+    /// The session would need more than `session.max_chunks` cookies.
+    SessionTooLarge,
+    /// Sealing the session failed (not expected with valid keys).
+    SessionEncryptionFailed,
+}
+
+impl LoginFailure {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::Oidc(failure) => failure.as_str(),
+            LoginFailure::Saml(refusal) => refusal.as_str(),
+            LoginFailure::Local(error) => error.as_str(),
+            LoginFailure::StateMismatch => "state-mismatch",
+            LoginFailure::FlowExpired => "flow-expired",
+            LoginFailure::IdpUnavailable => "idp-unavailable",
+            LoginFailure::Throttled => "throttled",
+            LoginFailure::SessionTooLarge => "session-too-large",
+            LoginFailure::SessionEncryptionFailed => "session-encryption-failed",
+        }
+    }
+}
+
+/// Why a logout message from an identity provider (an OIDC logout token, a SAML
+/// LogoutRequest or LogoutResponse) was refused; the audit `detail` of `logout-refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutRefusal {
+    /// The logout token failed a check.
+    TokenInvalid,
+    /// The logout token was already used.
+    TokenReplayed,
+    /// The SAML logout message failed a check.
+    Saml(Refusal),
+}
+
+impl LogoutRefusal {
+    /// The kebab-case name: `logout-token-invalid`, `logout-token-replayed`, or
+    /// `logout-<SAML refusal>`.
+    pub fn name(self) -> Cow<'static, str> {
+        match self {
+            LogoutRefusal::TokenInvalid => Cow::Borrowed("logout-token-invalid"),
+            LogoutRefusal::TokenReplayed => Cow::Borrowed("logout-token-replayed"),
+            LogoutRefusal::Saml(refusal) => Cow::Owned(format!("logout-{}", refusal.as_str())),
+        }
+    }
+}
 
 /// Why a provider could not be built from its settings. [`ProviderError::key`] names the
 /// provider's key at fault, so `check` can point at it.
@@ -54,4 +126,35 @@ pub fn back_channel_client() -> Result<reqwest::Client, reqwest::Error> {
         .pool_max_idle_per_host(0)
         .timeout(std::time::Duration::from_secs(10))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_are_kebab_case_words() {
+        let names = [
+            LoginFailure::Oidc(OidcFailure::TokenExchange).as_str(),
+            LoginFailure::Saml(Refusal::SignatureInvalid).as_str(),
+            LoginFailure::Local(LocalLoginError::BadSecondFactor).as_str(),
+            LoginFailure::StateMismatch.as_str(),
+            LoginFailure::SessionTooLarge.as_str(),
+        ];
+        assert_eq!(
+            names,
+            [
+                "token-exchange-failed",
+                "signature-invalid",
+                "bad-second-factor",
+                "state-mismatch",
+                "session-too-large"
+            ]
+        );
+        assert_eq!(
+            LogoutRefusal::Saml(Refusal::Replayed).name(),
+            "logout-replayed"
+        );
+        assert_eq!(LogoutRefusal::TokenInvalid.name(), "logout-token-invalid");
+    }
 }

@@ -12,8 +12,11 @@ use crate::identity::Identity;
 
 /// Why a request was allowed or refused. A closed set shared by audit records and metric
 /// labels; `as_str` is the kebab-case name used in both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Reason {
     /// Allowed: the path is listed in the app's `public_paths`.
     PublicPath,
@@ -71,33 +74,7 @@ pub enum Reason {
 impl Reason {
     /// The kebab-case name (audit `reason`, metric label).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::PublicPath => "public-path",
-            Reason::Authenticated => "authenticated",
-            Reason::UserTypeNotAllowed => "user-type-not-allowed",
-            Reason::LoginRequired => "login-required",
-            Reason::AppDisabled => "app-disabled",
-            Reason::UnknownHost => "unknown-host",
-            Reason::BadRequest => "bad-request",
-            Reason::HttpsRequired => "https-required",
-            Reason::UnknownEndpoint => "unknown-endpoint",
-            Reason::CsrfFailed => "csrf-failed",
-            Reason::LoginThrottled => "login-throttled",
-            Reason::LoginFailed => "login-failed",
-            Reason::HeadersTooLarge => "headers-too-large",
-            Reason::UriTooLong => "uri-too-long",
-            Reason::IdpNotAllowed => "idp-not-allowed",
-            Reason::EntityNotAllowed => "entity-not-allowed",
-            Reason::RoleMissing => "role-missing",
-            Reason::UserNotAllowed => "user-not-allowed",
-            Reason::EntityMismatch => "entity-mismatch",
-            Reason::RuleDenied => "rule-denied",
-            Reason::MfaRequired => "mfa-required",
-            Reason::AssertionFailed => "assertion-failed",
-            Reason::IpNotAllowed => "ip-not-allowed",
-            Reason::RateLimited => "rate-limited",
-            Reason::BadHost => "bad-host",
-        }
+        self.into()
     }
 }
 

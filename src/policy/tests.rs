@@ -544,3 +544,14 @@ fn an_overridden_entity_needs_no_listing() {
         "deny:entity-not-allowed"
     );
 }
+
+#[test]
+fn reason_names_are_the_serialized_names() {
+    use strum::IntoEnumIterator;
+    for reason in Reason::iter() {
+        let serialized = serde_json::to_string(&reason).expect("serialize");
+        assert_eq!(serialized, format!("\"{}\"", reason.as_str()));
+    }
+    assert_eq!(Reason::IpNotAllowed.as_str(), "ip-not-allowed");
+    assert_eq!(Reason::UriTooLong.as_str(), "uri-too-long");
+}

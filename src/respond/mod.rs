@@ -226,7 +226,7 @@ pub fn wants_html(accept: Option<&[u8]>) -> bool {
 fn html_page(title: &str, message: &str, request_id: &str) -> String {
     // request_id is either generated (hex) or validated to a safe charset before use;
     // escape anyway so this function is safe on its own.
-    let request_id = escape_html(request_id);
+    let request_id = escape_markup(request_id);
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -236,7 +236,9 @@ fn html_page(title: &str, message: &str, request_id: &str) -> String {
     )
 }
 
-pub(crate) fn escape_html(text: &str) -> String {
+/// Escapes text for HTML and XML, in element content and quoted attributes alike (the same
+/// five characters; `&#39;` is valid in both).
+pub(crate) fn escape_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

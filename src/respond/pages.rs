@@ -1,7 +1,7 @@
 //! Portcullis's own HTML pages: sign-in, sign-out confirmation, signed out. Self-contained
 //! (no external assets, no scripts), every dynamic value HTML-escaped.
 
-use super::escape_html;
+use super::escape_markup;
 
 /// What the sign-in page shows.
 pub struct LoginPage<'a> {
@@ -40,14 +40,14 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
     if let Some(error) = p.error {
         body.push_str(&format!(
             "<p class=\"error\" role=\"alert\">{}</p>",
-            escape_html(error)
+            escape_markup(error)
         ));
     }
     for (name, href) in &p.sso {
         body.push_str(&format!(
             "<p><a class=\"sso\" href=\"{}\">Sign in with {}</a></p>",
-            escape_html(href),
-            escape_html(name)
+            escape_markup(href),
+            escape_markup(name)
         ));
     }
     for (id, name) in &p.local {
@@ -60,17 +60,17 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
              <label for=\"c-{id}\">One-time code <span class=\"muted\">(if enabled for you)</span></label>\
              <input id=\"c-{id}\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\">\
              <button type=\"submit\">Sign in</button></form>",
-            action = escape_html(p.action),
-            name = escape_html(name),
-            id = escape_html(id),
-            rd = escape_html(p.return_to),
-            csrf = escape_html(p.csrf_token),
+            action = escape_markup(p.action),
+            name = escape_markup(name),
+            id = escape_markup(id),
+            rd = escape_markup(p.return_to),
+            csrf = escape_markup(p.csrf_token),
         ));
     }
     for name in &p.unavailable {
         body.push_str(&format!(
             "<p class=\"muted\">{}: temporarily unavailable (the identity provider could not be reached; try again shortly).</p>",
-            escape_html(name)
+            escape_markup(name)
         ));
     }
     if p.local.is_empty() && p.sso.is_empty() && p.unavailable.is_empty() {
@@ -86,8 +86,8 @@ pub fn logout_page(action: &str, csrf_token: &str) -> String {
         &format!(
             "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <p>Sign out of this site?</p><button type=\"submit\">Sign out</button></form>",
-            escape_html(action),
-            escape_html(csrf_token)
+            escape_markup(action),
+            escape_markup(csrf_token)
         ),
     )
 }
@@ -98,7 +98,7 @@ pub fn signed_out_page(login_url: &str) -> String {
         "Signed out",
         &format!(
             "<p>You are signed out.</p><p><a href=\"{}\">Sign in again</a></p>",
-            escape_html(login_url)
+            escape_markup(login_url)
         ),
     )
 }

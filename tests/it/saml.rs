@@ -168,7 +168,7 @@ impl World {
     /// Audit `detail` of every failed sign-in, in order, once there are `count` of them.
     async fn refusals(&self, count: usize) -> Vec<String> {
         audit_until(&self.fixtures.audit_log(), count, |r| {
-            r["event"] == "login-failed"
+            r["event"] == "login-failed" || r["event"] == "logout-refused"
         })
         .await
         .iter()
@@ -493,7 +493,7 @@ async fn single_logout_both_ways_with_signed_requests() {
     assert_eq!(again.status(), 403, "a captured LogoutRequest is good once");
 
     let details: Vec<String> = audit_until(&w.fixtures.audit_log(), 5, |r| {
-        r["event"] == "logout" || r["event"] == "login-failed"
+        r["event"] == "logout" || r["event"] == "logout-refused"
     })
     .await
     .iter()

@@ -2,6 +2,7 @@
 //! metadata) and the HTTP-Redirect binding: DEFLATE + base64 + URL encoding, with the
 //! detached query signature (SAML bindings §3.4.4.1) made and checked with `ring`.
 
+use crate::respond::escape_markup;
 use std::io::{Read, Write};
 
 use base64::engine::general_purpose::STANDARD;
@@ -306,22 +307,6 @@ fn decode_component(value: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Escapes text for an XML attribute or element.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// A fresh message id: 128 random bits, an NCName (SAML core 1.3.4).
 pub fn new_id() -> String {
     format!("_{:032x}", rand::random::<u128>())
@@ -360,7 +345,7 @@ impl AuthnRequest<'_> {
         let policy = match self.name_id_format {
             Some(format) => format!(
                 r#"<samlp:NameIDPolicy Format="{}" AllowCreate="true"/>"#,
-                escape(format)
+                escape_markup(format)
             ),
             None => r#"<samlp:NameIDPolicy AllowCreate="true"/>"#.to_string(),
         };
@@ -373,7 +358,7 @@ impl AuthnRequest<'_> {
                 .map(|c| {
                     format!(
                         "<saml:AuthnContextClassRef>{}</saml:AuthnContextClassRef>",
-                        escape(c)
+                        escape_markup(c)
                     )
                 })
                 .collect();
@@ -384,16 +369,16 @@ impl AuthnRequest<'_> {
         format!(
             r#"<samlp:AuthnRequest xmlns:samlp="{PROTOCOL}" xmlns:saml="{assertion}" ID="{id}" Version="2.0" IssueInstant="{instant}" Destination="{destination}" AssertionConsumerServiceURL="{acs}" ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"{force}><saml:Issuer>{issuer}</saml:Issuer>{policy}{context}</samlp:AuthnRequest>"#,
             assertion = xml::ASSERTION,
-            id = escape(self.id),
+            id = escape_markup(self.id),
             instant = instant(self.now),
-            destination = escape(self.destination),
-            acs = escape(self.acs_url),
+            destination = escape_markup(self.destination),
+            acs = escape_markup(self.acs_url),
             force = if self.force_authn {
                 r#" ForceAuthn="true""#
             } else {
                 ""
             },
-            issuer = escape(self.sp_entity_id),
+            issuer = escape_markup(self.sp_entity_id),
         )
     }
 }
@@ -409,19 +394,24 @@ pub fn logout_request(
     session_index: Option<&str>,
 ) -> String {
     let format = name_id_format
-        .map(|f| format!(r#" Format="{}""#, escape(f)))
+        .map(|f| format!(r#" Format="{}""#, escape_markup(f)))
         .unwrap_or_default();
     let index = session_index
-        .map(|s| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(s)))
+        .map(|s| {
+            format!(
+                "<samlp:SessionIndex>{}</samlp:SessionIndex>",
+                escape_markup(s)
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"<samlp:LogoutRequest xmlns:samlp="{PROTOCOL}" xmlns:saml="{assertion}" ID="{id}" Version="2.0" IssueInstant="{instant}" Destination="{destination}"><saml:Issuer>{issuer}</saml:Issuer><saml:NameID{format}>{name_id}</saml:NameID>{index}</samlp:LogoutRequest>"#,
         assertion = xml::ASSERTION,
-        id = escape(id),
+        id = escape_markup(id),
         instant = instant(now),
-        destination = escape(destination),
-        issuer = escape(sp_entity_id),
-        name_id = escape(name_id),
+        destination = escape_markup(destination),
+        issuer = escape_markup(sp_entity_id),
+        name_id = escape_markup(name_id),
     )
 }
 
@@ -438,11 +428,11 @@ pub fn logout_response(
     format!(
         r#"<samlp:LogoutResponse xmlns:samlp="{PROTOCOL}" xmlns:saml="{assertion}" ID="{id}" Version="2.0" IssueInstant="{instant}" Destination="{destination}" InResponseTo="{irt}"><saml:Issuer>{issuer}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:{status}"/></samlp:Status></samlp:LogoutResponse>"#,
         assertion = xml::ASSERTION,
-        id = escape(id),
+        id = escape_markup(id),
         instant = instant(now),
-        destination = escape(destination),
-        irt = escape(in_response_to),
-        issuer = escape(sp_entity_id),
+        destination = escape_markup(destination),
+        irt = escape_markup(in_response_to),
+        issuer = escape_markup(sp_entity_id),
     )
 }
 
@@ -501,7 +491,12 @@ impl SpMetadata<'_> {
         );
         let formats: String = formats
             .iter()
-            .map(|f| format!("\n    <md:NameIDFormat>{}</md:NameIDFormat>", escape(f)))
+            .map(|f| {
+                format!(
+                    "\n    <md:NameIDFormat>{}</md:NameIDFormat>",
+                    escape_markup(f)
+                )
+            })
             .collect();
         let acs: String = self
             .acs_urls
@@ -510,7 +505,7 @@ impl SpMetadata<'_> {
             .map(|(i, url)| {
                 format!(
                     "\n    <md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{}\" index=\"{i}\"{}/>",
-                    escape(url),
+                    escape_markup(url),
                     if i == 0 { " isDefault=\"true\"" } else { "" }
                 )
             })
@@ -527,9 +522,9 @@ impl SpMetadata<'_> {
 "#,
             md = xml::METADATA,
             ds = xml::DSIG,
-            entity = escape(self.entity_id),
+            entity = escape_markup(self.entity_id),
             signed = self.certificate.is_some(),
-            slo = escape(self.slo_url),
+            slo = escape_markup(self.slo_url),
         )
     }
 }

@@ -4,9 +4,10 @@
 use super::super::{Gateway, RequestCtx};
 use crate::audit::EventKind;
 use crate::idp::local::{LocalLoginError, LocalProvider};
+use crate::idp::{LoginFailure, LogoutRefusal};
 use crate::policy::Reason;
 use crate::respond::{self, Reply, Synthetic};
-use crate::session::{cookie_values, SessionData};
+use crate::session::{cookie_values, EncodeError, SessionData};
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -47,21 +48,19 @@ impl Gateway {
         ctx: &mut RequestCtx,
         data: SessionData,
         return_to: &str,
-        method: &str,
+        method: &'static str,
     ) -> Result<bool> {
         let idp = data.identity.idp.clone();
         let values = match self.auth.codec().encode(&data) {
             Ok(values) => values,
             Err(e) => {
-                self.audit_login(
-                    ctx,
-                    EventKind::LoginFailed,
-                    &idp,
-                    &data.identity.user_id,
-                    None,
-                    &e.to_string(),
-                )
-                .await;
+                tracing::warn!(error = %e, idp = %idp, "the new session cannot be sealed");
+                let failure = match e {
+                    EncodeError::TooLarge { .. } => LoginFailure::SessionTooLarge,
+                    EncodeError::Encrypt => LoginFailure::SessionEncryptionFailed,
+                };
+                self.audit_login_failed(ctx, &idp, &data.identity.user_id, failure)
+                    .await;
                 return self
                     .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
                     .await;
@@ -162,6 +161,8 @@ impl Gateway {
         !cookie.is_empty() && bool::from(cookie.as_bytes().ct_eq(sent.as_bytes()))
     }
 
+    /// Records a sign-in event that is not a failure (started, succeeded, logout); `detail`
+    /// is one of a fixed set of words (the method, `user`, `backchannel`…).
     pub(super) async fn audit_login(
         &self,
         ctx: &RequestCtx,
@@ -169,37 +170,65 @@ impl Gateway {
         idp: &str,
         user: &str,
         sid: Option<&str>,
-        detail: &str,
+        detail: &'static str,
     ) {
-        if kind == EventKind::LoginFailed {
-            // Labels stay a bounded set: reasons are kebab-case words, anything else is "other".
-            let reason = if detail.len() <= 40
-                && detail.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-            {
-                detail
-            } else {
-                "other"
-            };
-            let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
-                || self.login.saml.iter().any(|p| p.id == idp)
-                || self.login.local.iter().any(|(id, _, _)| id == idp)
-            {
-                idp
-            } else {
-                "-"
-            };
-            self.metrics
-                .auth_failures
-                .with_label_values(&[idp_label, reason])
-                .inc();
-        }
+        self.record_login_event(ctx, kind, idp, user, sid, detail.into())
+            .await;
+    }
+
+    /// Records a failed sign-in and counts it by provider and reason.
+    pub(super) async fn audit_login_failed(
+        &self,
+        ctx: &RequestCtx,
+        idp: &str,
+        user: &str,
+        failure: LoginFailure,
+    ) {
+        let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
+            || self.login.saml.iter().any(|p| p.id == idp)
+            || self.login.local.iter().any(|(id, _, _)| id == idp)
+        {
+            idp
+        } else {
+            "-"
+        };
+        self.metrics
+            .auth_failures
+            .with_label_values(&[idp_label, failure.as_str()])
+            .inc();
+        let detail = failure.as_str().into();
+        self.record_login_event(ctx, EventKind::LoginFailed, idp, user, None, detail)
+            .await;
+    }
+
+    /// Records a refused logout message from an identity provider.
+    pub(super) async fn audit_logout_refused(
+        &self,
+        ctx: &RequestCtx,
+        idp: &str,
+        refusal: LogoutRefusal,
+    ) {
+        let detail = refusal.name();
+        self.record_login_event(ctx, EventKind::LogoutRefused, idp, "", None, detail)
+            .await;
+    }
+
+    async fn record_login_event(
+        &self,
+        ctx: &RequestCtx,
+        kind: EventKind,
+        idp: &str,
+        user: &str,
+        sid: Option<&str>,
+        detail: std::borrow::Cow<'static, str>,
+    ) {
         let mut event = ctx.event(kind);
         event.idp = Some(idp.to_string());
         // Failed attempts name the user as typed, bounded, so a pasted password does not
         // fill the log.
         event.user = Some(user.chars().take(128).collect());
         event.sid = sid.map(str::to_string);
-        event.detail = Some(detail.to_string());
+        event.detail = Some(detail.into_owned());
         self.auditor.record(event).await;
     }
 }

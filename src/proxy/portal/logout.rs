@@ -3,6 +3,7 @@
 use super::super::{Gateway, RequestCtx};
 use super::common::*;
 use crate::audit::EventKind;
+use crate::idp::LogoutRefusal;
 use crate::policy::Reason;
 use crate::respond::{self, Reply};
 use crate::route::Endpoint;
@@ -95,29 +96,15 @@ impl Gateway {
             .iter()
             .find_map(|p| p.logout_target(&token).ok().map(|t| (p.id.clone(), t)));
         let Some((idp, target)) = found else {
-            self.audit_login(
-                ctx,
-                EventKind::LoginFailed,
-                "",
-                "",
-                None,
-                "logout-token-invalid",
-            )
-            .await;
+            self.audit_logout_refused(ctx, "", LogoutRefusal::TokenInvalid)
+                .await;
             return self
                 .backchannel_answer(session, ctx, 400, "invalid_request")
                 .await;
         };
         if !self.logout_tokens.first_use(&target.jti, target.exp, now) {
-            self.audit_login(
-                ctx,
-                EventKind::LoginFailed,
-                &idp,
-                "",
-                None,
-                "logout-token-replayed",
-            )
-            .await;
+            self.audit_logout_refused(ctx, &idp, LogoutRefusal::TokenReplayed)
+                .await;
             return self
                 .backchannel_answer(session, ctx, 400, "invalid_request")
                 .await;

@@ -5,6 +5,7 @@ use super::common::*;
 use super::signin::FAILED_PARAM;
 use crate::audit::EventKind;
 use crate::idp::oidc::{FlowState, OidcFailure};
+use crate::idp::LoginFailure;
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::Reply;
@@ -39,7 +40,7 @@ impl Gateway {
         let (location, flow) = match provider.start(&redirect_uri, &rd, now, step_up) {
             Ok(started) => started,
             Err(failure) => {
-                self.audit_login(ctx, EventKind::LoginFailed, idp, "", None, failure.as_str())
+                self.audit_login_failed(ctx, idp, "", LoginFailure::Oidc(failure))
                     .await;
                 return self
                     .reply(session, ctx, Reply::BadGateway, Reason::LoginFailed)
@@ -89,22 +90,15 @@ impl Gateway {
         let Some(flow) = flow.filter(|f| {
             !state.is_empty() && bool::from(f.state.as_bytes().ct_eq(state.as_bytes()))
         }) else {
-            self.audit_login(ctx, EventKind::LoginFailed, "", "", None, "state-mismatch")
+            self.audit_login_failed(ctx, "", "", LoginFailure::StateMismatch)
                 .await;
             return self
                 .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
                 .await;
         };
         if now.saturating_sub(flow.started) > FLOW_SECONDS {
-            self.audit_login(
-                ctx,
-                EventKind::LoginFailed,
-                &flow.idp,
-                "",
-                None,
-                "flow-expired",
-            )
-            .await;
+            self.audit_login_failed(ctx, &flow.idp, "", LoginFailure::FlowExpired)
+                .await;
             return self
                 .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
                 .await;
@@ -121,15 +115,8 @@ impl Gateway {
         let login = match result {
             Ok(found) => found,
             Err(failure) => {
-                self.audit_login(
-                    ctx,
-                    EventKind::LoginFailed,
-                    &flow.idp,
-                    "",
-                    None,
-                    failure.as_str(),
-                )
-                .await;
+                self.audit_login_failed(ctx, &flow.idp, "", LoginFailure::Oidc(failure))
+                    .await;
                 // Marked, so the page shows the failure instead of going straight back to
                 // the provider (a loop when the provider keeps failing).
                 let login_url = format!("{}&{FAILED_PARAM}=1", self.login_url(&flow.return_to));

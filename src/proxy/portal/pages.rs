@@ -3,7 +3,7 @@
 use super::super::{Gateway, RequestCtx};
 use super::common::*;
 use super::signin::FAILED_PARAM;
-use crate::audit::EventKind;
+use crate::idp::LoginFailure;
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
@@ -130,15 +130,8 @@ impl Gateway {
             keys.push(format!("ip:{ip}"));
         }
         if let Err(retry_after) = self.throttle.check(&keys, now) {
-            self.audit_login(
-                ctx,
-                EventKind::LoginFailed,
-                &idp,
-                &username,
-                None,
-                "throttled",
-            )
-            .await;
+            self.audit_login_failed(ctx, &idp, &username, LoginFailure::Throttled)
+                .await;
             return self
                 .reply(
                     session,
@@ -162,15 +155,8 @@ impl Gateway {
             }
             Err(error) => {
                 self.throttle.failed(&keys, now);
-                self.audit_login(
-                    ctx,
-                    EventKind::LoginFailed,
-                    &idp,
-                    &username,
-                    None,
-                    error.as_str(),
-                )
-                .await;
+                self.audit_login_failed(ctx, &idp, &username, LoginFailure::Local(error))
+                    .await;
                 ctx.denial = Some(Reason::LoginFailed);
                 self.login_page(
                     session,

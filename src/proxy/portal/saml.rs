@@ -13,6 +13,7 @@ use super::common::{flow_id, form_value, html_response, query_value, unix_now, F
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
 use crate::idp::saml::{self, Carried, Refusal, SamlFlow, SamlProvider};
+use crate::idp::{LoginFailure, LogoutRefusal};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{Reply, Synthetic};
@@ -63,15 +64,8 @@ impl Gateway {
         let now = unix_now();
         let Some((location, flow)) = provider.start(&acs_url, &rd, &relay_state, now, step_up)
         else {
-            self.audit_login(
-                ctx,
-                EventKind::LoginFailed,
-                &provider.id,
-                "",
-                None,
-                "idp-unavailable",
-            )
-            .await;
+            self.audit_login_failed(ctx, &provider.id, "", LoginFailure::IdpUnavailable)
+                .await;
             return self
                 .reply(session, ctx, Reply::BadGateway, Reason::LoginFailed)
                 .await;
@@ -195,7 +189,7 @@ impl Gateway {
         idp: &str,
         refusal: Refusal,
     ) -> Result<bool> {
-        self.audit_login(ctx, EventKind::LoginFailed, idp, "", None, refusal.as_str())
+        self.audit_login_failed(ctx, idp, "", LoginFailure::Saml(refusal))
             .await;
         let reply = match refusal {
             Refusal::TooLarge => Reply::PayloadTooLarge,
@@ -384,8 +378,7 @@ impl Gateway {
         idp: &str,
         refusal: Refusal,
     ) -> Result<bool> {
-        let detail = format!("logout-{}", refusal.as_str());
-        self.audit_login(ctx, EventKind::LoginFailed, idp, "", None, &detail)
+        self.audit_logout_refused(ctx, idp, LogoutRefusal::Saml(refusal))
             .await;
         let reply = if refusal.is_bad_request() {
             Reply::BadRequest
