@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -44,7 +43,10 @@ pub fn compile(file: &Path, text: &str) -> Result<Config, ConfigReport> {
             return Err(issues.into_report(file));
         }
     };
-    let raw = split_sections(value, &mut issues);
+    let Some(raw) = split_sections(value, &mut issues) else {
+        // Not a mapping of sections: anything more would be about sections it never had.
+        return Err(issues.into_report(file));
+    };
     // Absolute, so `--daemon` (which changes directory to /) finds the same files.
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let base_dir = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -52,6 +54,7 @@ pub fn compile(file: &Path, text: &str) -> Result<Config, ConfigReport> {
         issues,
         warnings: Vec::new(),
         base_dir,
+        providers_unknown: false,
     };
     let mut config = compiler.config(file, raw);
     if compiler.issues.is_empty() {
@@ -64,19 +67,19 @@ pub fn compile(file: &Path, text: &str) -> Result<Config, ConfigReport> {
 }
 
 /// Deserialises each section (and each list item) on its own so that one unknown key does
-/// not hide problems elsewhere.
-fn split_sections(value: Value, issues: &mut Issues<'_>) -> RawConfig {
+/// not hide problems elsewhere; `None` when the document is not a mapping of sections.
+fn split_sections(value: Value, issues: &mut Issues<'_>) -> Option<RawConfig> {
     let mut raw = RawConfig::default();
     let map = match value {
         Value::Mapping(map) => map,
-        Value::Null => return raw,
+        Value::Null => return Some(raw),
         _ => {
             issues.add(
                 "(top)",
                 "the file must be a mapping of sections",
                 "start with `server:`",
             );
-            return raw;
+            return None;
         }
     };
     for (key, value) in map {
@@ -102,9 +105,13 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> RawConfig {
             ),
         }
     }
-    raw
+    Some(raw)
 }
 
+/// Reads one section or list item. When it does not read, every unknown key and every value
+/// of the wrong type in it is reported, the section is marked unreadable (so its values are not
+/// checked, and checks elsewhere that depend on it hold back), and what does read is returned
+/// for the other sections to see.
 fn section<T: DeserializeOwned + Default>(
     path: &str,
     value: Value,
@@ -113,33 +120,17 @@ fn section<T: DeserializeOwned + Default>(
     if value.is_null() {
         return Some(T::default());
     }
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            let message = e.into_inner().to_string();
-            let hint = if message.starts_with("unknown field") {
-                "remove the key or fix its spelling; see docs/configuration.md"
-            } else {
-                "see docs/configuration.md for the expected type"
-            };
-            issues.push_unreadable(
-                path,
-                ConfigIssue {
-                    path: full,
-                    line: None,
-                    message,
-                    hint: Some(hint.into()),
-                },
-            );
-            None
-        }
+    if let Ok(v) = T::deserialize(value.clone()) {
+        return Some(v);
     }
+    let (found, kept) = shape::unreadable_pieces::<T>(path, value);
+    for issue in found {
+        issues.push_unreadable(path, issue);
+    }
+    Some(
+        kept.and_then(|v| T::deserialize(v).ok())
+            .unwrap_or_default(),
+    )
 }
 
 fn list<T: DeserializeOwned + Default>(
@@ -157,10 +148,14 @@ fn list<T: DeserializeOwned + Default>(
                 .collect(),
         ),
         _ => {
-            issues.add(
+            issues.push_unreadable(
                 path,
-                "must be a list",
-                format!("write `{path}:` followed by `- ...` items"),
+                ConfigIssue {
+                    path: path.into(),
+                    line: None,
+                    message: "must be a list".into(),
+                    hint: Some(format!("write `{path}:` followed by `- ...` items")),
+                },
             );
             None
         }
@@ -171,6 +166,9 @@ struct Compiler<'a> {
     issues: Issues<'a>,
     warnings: Vec<String>,
     base_dir: PathBuf,
+    /// Some identity provider could not be read far enough to know its id: references to
+    /// providers are not checked.
+    providers_unknown: bool,
 }
 
 impl Compiler<'_> {
@@ -180,13 +178,27 @@ impl Compiler<'_> {
         if session.deployment_id.is_empty() {
             session.deployment_id = server.public_url.origin().ascii_serialization();
         }
-        let identity_providers =
-            self.identity_providers(raw.identity_providers.unwrap_or_default(), &server);
+        let raw_providers = raw.identity_providers.unwrap_or_default();
+        // References are to providers as written: one with a mistake of its own still exists.
         let provider_ids: HashSet<String> =
-            identity_providers.iter().map(|p| p.id.clone()).collect();
+            raw_providers.iter().filter_map(|p| p.id.clone()).collect();
+        self.providers_unknown = self.issues.is_unreadable("identity_providers")
+            || raw_providers.iter().enumerate().any(|(i, p)| {
+                p.id.is_none()
+                    && self
+                        .issues
+                        .is_unreadable(&format!("identity_providers[{i}]"))
+            });
+        let identity_providers = self.identity_providers(raw_providers, &server);
         let identity = self.identity_mapping(raw.identity, &provider_ids);
+        let plain_http: Vec<bool> = raw
+            .apps
+            .iter()
+            .flatten()
+            .map(|app| app.allow_plain_http == Some(true))
+            .collect();
         let apps = self.apps(raw.apps, &provider_ids);
-        self.plain_http_consistency(&server, &apps);
+        self.plain_http_consistency(&server, &plain_http);
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
         for (name, value) in [
@@ -216,19 +228,26 @@ impl Compiler<'_> {
     }
 
     /// Plain HTTP settings that could never take effect are errors, not surprises.
-    fn plain_http_consistency(&mut self, server: &Server, apps: &[Arc<App>]) {
-        let any_plain = apps.iter().any(|a| a.insecure_allow_plain_http);
-        if server.http.is_some() && server.https.is_none() && !any_plain {
+    /// `plain_http` is each app's `allow_plain_http` as written, in file order. An app that
+    /// could not be read may allow plain HTTP, and a server that could not be read may have
+    /// an HTTP listener: the checks that need them hold back.
+    fn plain_http_consistency(&mut self, server: &Server, plain_http: &[bool]) {
+        let any_plain = plain_http.contains(&true);
+        if server.http.is_some()
+            && server.https.is_none()
+            && !any_plain
+            && !self.issues.has_unreadable("apps")
+        {
             self.issues.add(
                 "server.http",
                 "every request here would be redirected to HTTPS, but no HTTPS listener is configured",
                 "add server.https, or set allow_plain_http: true on the apps served over HTTP",
             );
         }
-        if server.http.is_none() {
-            for app in apps.iter().filter(|a| a.insecure_allow_plain_http) {
+        if server.http.is_none() && !self.issues.has_unreadable("server") {
+            for (i, _) in plain_http.iter().enumerate().filter(|(_, plain)| **plain) {
                 self.issues.add(
-                    &format!("apps[{}].allow_plain_http", app.index),
+                    &format!("apps[{i}].allow_plain_http"),
                     "there is no server.http listener to serve plain HTTP on",
                     "add server.http.listen, or remove allow_plain_http",
                 );
@@ -244,8 +263,11 @@ impl Compiler<'_> {
             Some(t) => match parse_duration(t) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.issues
-                        .add(path, e, "write a duration like 30s, 5m, 12h or 250ms");
+                    let hint = match t.trim().parse::<u64>() {
+                        Ok(n) => format!("add a unit: {n}s"),
+                        Err(_) => "write a duration like 30s, 5m, 12h or 250ms".into(),
+                    };
+                    self.issues.add(path, e, hint);
                     default
                 }
             },
@@ -344,5 +366,8 @@ mod providers;
 mod saml;
 mod server;
 mod session;
+mod shape;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod type_error_tests;

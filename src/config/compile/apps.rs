@@ -37,7 +37,14 @@ impl Compiler<'_> {
             let Some(app) = self.app(&base, raw_app, &mut seen_ids, providers) else {
                 continue;
             };
-            for host in &app.hosts {
+            // An app that could not be read routes what is left of it (a path_prefix of the
+            // wrong type reads as `/`): its routes would only make conflicts up.
+            let routes = if self.issues.is_unreadable(&base) {
+                &[][..]
+            } else {
+                &app.hosts[..]
+            };
+            for host in routes {
                 if !seen_routes.insert((host.clone(), app.path_prefix.clone())) {
                     self.issues.add(
                         &format!("{base}.hosts"),
