@@ -2,9 +2,69 @@
 //!
 //! Values that need checking (URLs, CIDRs, durations, secrets, paths) stay strings here so
 //! that one bad value never hides the next: `compile` parses them all and reports every
-//! problem at once. Nothing outside `config` sees these types.
+//! problem at once. Nothing outside `config` sees these types. Durations and byte sizes read
+//! through [`duration`] and [`bytes`], whose type errors say what was expected so that
+//! `compile` can suggest the fix (`add a unit: 30s`).
 
+use std::fmt;
+
+use serde::de::{Deserializer, Error, Unexpected, Visitor};
 use serde::Deserialize;
+
+/// What a duration key expects, as its type errors say it (`compile` recognises it).
+pub const EXPECTED_DURATION: &str = "a duration with a unit, such as 30s";
+/// What a byte-size key expects, as its type errors say it (`compile` recognises it).
+pub const EXPECTED_BYTES: &str = "a whole number of bytes, such as 16384";
+
+/// A duration key: a string such as `30s`, checked by `compile`. A bare number is a type error
+/// that expects [`EXPECTED_DURATION`].
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED_DURATION)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+    }
+    struct DurationText(String);
+    impl<'de> Deserialize<'de> for DurationText {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_string(Text).map(DurationText)
+        }
+    }
+    Ok(Option::<DurationText>::deserialize(deserializer)?.map(|t| t.0))
+}
+
+/// A byte-size key: a whole number of bytes. Anything else (`16KiB`, `"16384"`) is a type
+/// error that expects [`EXPECTED_BYTES`].
+fn bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    struct Count;
+    impl Visitor<'_> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED_BYTES)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+    }
+    struct ByteCount(usize);
+    impl<'de> Deserialize<'de> for ByteCount {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_u64(Count).map(ByteCount)
+        }
+    }
+    Ok(Option::<ByteCount>::deserialize(deserializer)?.map(|c| c.0))
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -32,7 +92,9 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     pub reserved_prefix: Option<String>,
     pub threads: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
     pub grace_period: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub shutdown_timeout: Option<String>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
@@ -68,12 +130,17 @@ pub struct RawRateLimit {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    #[serde(default, deserialize_with = "bytes")]
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
+    #[serde(default, deserialize_with = "bytes")]
     pub max_uri_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
     pub header_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub body_idle_timeout: Option<String>,
     pub max_connections_per_ip: Option<usize>,
+    #[serde(default, deserialize_with = "bytes")]
     pub max_form_bytes: Option<usize>,
 }
 
@@ -102,6 +169,7 @@ pub struct RawHttp {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHsts {
+    #[serde(default, deserialize_with = "duration")]
     pub max_age: Option<String>,
     pub include_subdomains: Option<bool>,
     pub preload: Option<bool>,
@@ -119,7 +187,9 @@ pub struct RawLog {
 pub struct RawSession {
     pub encryption_keys: Option<Vec<String>>,
     pub cookie_name: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub lifetime: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<String>,
     pub max_chunks: Option<usize>,
     pub deployment_id: Option<String>,
@@ -168,10 +238,13 @@ pub struct RawIdentityProvider {
     pub sp_certificate: Option<String>,
     pub name_id_format: Option<String>,
     pub allow_unsolicited: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
     pub clock_skew: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub max_response_age: Option<String>,
     pub mfa_authn_contexts: Option<Vec<String>>,
     pub insecure_allow_sha1: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
     pub metadata_refresh: Option<String>,
     // local
     pub users: Option<Vec<RawLocalUser>>,
@@ -210,9 +283,13 @@ pub struct RawUpstreamTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
+    #[serde(default, deserialize_with = "duration")]
     pub connect: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub read: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub write: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub websocket_idle: Option<String>,
 }
 
@@ -262,6 +339,7 @@ pub struct RawIdentityHeaders {
     pub plain: Option<bool>,
     pub roles: Option<Vec<String>>,
     pub custom: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "bytes")]
     pub budget_bytes: Option<usize>,
 }
 
@@ -324,6 +402,7 @@ pub struct RawGroupsAsRoles {
 pub struct RawAssertion {
     pub algorithm: Option<String>,
     pub signing_keys: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
     pub ttl: Option<String>,
 }
 
@@ -332,11 +411,13 @@ pub struct RawAssertion {
 pub struct RawAudit {
     pub path: Option<String>,
     pub fsync: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
     pub fsync_interval: Option<String>,
     pub queue_capacity: Option<usize>,
     pub on_queue_full: Option<String>,
     pub signing_key: Option<String>,
     pub checkpoint_every: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
     pub checkpoint_interval: Option<String>,
 }
 

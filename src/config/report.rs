@@ -70,10 +70,7 @@ impl<'a> Issues<'a> {
 
     /// Records a problem at `path` with a fix hint.
     pub fn add(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
-        let inside = |u: &String| {
-            path == u || path.starts_with(&format!("{u}.")) || path.starts_with(&format!("{u}["))
-        };
-        if self.unreadable.iter().any(inside) {
+        if self.is_unreadable(path) {
             return;
         }
         let hint = hint.into();
@@ -89,6 +86,17 @@ impl<'a> Issues<'a> {
     pub fn push_unreadable(&mut self, section: &str, issue: ConfigIssue) {
         self.unreadable.push(section.to_string());
         self.push(issue);
+    }
+
+    /// True when `path` did not deserialise, or lies inside something that did not.
+    pub fn is_unreadable(&self, path: &str) -> bool {
+        self.unreadable.iter().any(|u| inside(path, u))
+    }
+
+    /// True when `path` or anything inside it did not deserialise: what it says is not fully
+    /// known, so checks that depend on it from elsewhere would only guess.
+    pub fn has_unreadable(&self, path: &str) -> bool {
+        self.unreadable.iter().any(|u| inside(u, path))
     }
 
     /// Records an issue produced elsewhere (e.g. a serde error), filling in its line.
@@ -113,6 +121,12 @@ impl<'a> Issues<'a> {
             issues: self.found,
         }
     }
+}
+
+/// True when `path` is `parent` or a key or item inside it.
+fn inside(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Maps dotted key paths (`apps[0].upstream`) to the 1-based line where their value starts.

@@ -114,7 +114,8 @@ impl Compiler<'_> {
     }
 
     fn known_provider(&mut self, at: &str, provider: Option<&String>, providers: &HashSet<String>) {
-        if let Some(id) = provider.filter(|id| !providers.contains(*id)) {
+        let checked = !self.providers_unknown;
+        if let Some(id) = provider.filter(|id| checked && !providers.contains(*id)) {
             self.issues.add(
                 &format!("{at}.provider"),
                 format!("no identity provider has id `{id}`"),
@@ -276,7 +277,7 @@ impl Compiler<'_> {
         let users = nonempty(self, "users", raw.users);
         let identity_providers = nonempty(self, "identity_providers", raw.identity_providers);
         for (j, id) in identity_providers.iter().flatten().enumerate() {
-            if !providers.contains(id) {
+            if !self.providers_unknown && !providers.contains(id) {
                 self.issues.add(
                     &format!("{at}.identity_providers[{j}]"),
                     format!("no identity provider has id `{id}`"),

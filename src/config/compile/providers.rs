@@ -1,0 +1,289 @@
+//! Compiling `identity_providers:`: each provider's id and kind, keys that belong to another
+//! kind, OIDC settings and local users (SAML is in `saml.rs`, claim mappings in `access.rs`).
+
+use std::collections::HashSet;
+
+use url::Url;
+
+use super::Compiler;
+use crate::config::raw::*;
+use crate::config::values::{decode_base32, is_argon2id_hash};
+use crate::config::*;
+
+impl Compiler<'_> {
+    pub(super) fn identity_providers(
+        &mut self,
+        raw: Vec<RawIdentityProvider>,
+        server: &Server,
+    ) -> Vec<IdentityProvider> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, idp) in raw.into_iter().enumerate() {
+            let base = format!("identity_providers[{i}]");
+            let id = self.identifier(&format!("{base}.id"), idp.id.as_ref(), &mut seen);
+            self.foreign_provider_keys(&base, &idp);
+            let kind = match idp.kind.as_deref() {
+                Some("oidc") => self.oidc(&base, &idp),
+                Some("saml") => self.saml(&base, &idp, &server.public_url, &server.reserved_prefix),
+                Some("local") => self.local_users(&base, idp.users.as_deref().unwrap_or_default()),
+                Some(other) => {
+                    self.issues.add(
+                        &format!("{base}.kind"),
+                        format!("unknown kind `{other}`"),
+                        "use oidc, saml or local",
+                    );
+                    None
+                }
+                None => {
+                    self.issues.add(
+                        &format!("{base}.kind"),
+                        "is required",
+                        "use oidc, saml or local",
+                    );
+                    None
+                }
+            };
+            let mut claims = self.claims(&base, idp.claims.as_ref());
+            // A SAML subject is its NameID, unless the mapping names an attribute.
+            if idp.kind.as_deref() == Some("saml")
+                && idp.claims.as_ref().is_none_or(|c| c.user_id.is_none())
+            {
+                claims.user_id = ClaimPath("name_id".into());
+            }
+            if let (Some(id), Some(kind)) = (id, kind) {
+                let display_name = idp.display_name.clone().unwrap_or_else(|| id.clone());
+                out.push(IdentityProvider {
+                    id,
+                    display_name,
+                    kind,
+                    claims,
+                });
+            }
+        }
+        out
+    }
+
+    fn local_users(&mut self, base: &str, raw: &[RawLocalUser]) -> Option<IdentityProviderKind> {
+        if raw.is_empty() {
+            self.issues.add(
+                &format!("{base}.users"),
+                "a local provider needs users",
+                "see docs/identity-providers.md",
+            );
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for (j, user) in raw.iter().enumerate() {
+            let path = format!("{base}.users[{j}]");
+            let Some(username) = self.required(
+                &format!("{path}.username"),
+                user.username.as_ref(),
+                "the login name",
+            ) else {
+                continue;
+            };
+            if !seen.insert(username.clone()) {
+                self.issues.add(
+                    &format!("{path}.username"),
+                    format!("duplicate user `{username}`"),
+                    "",
+                );
+            }
+            let Some(hash) = self.required(
+                &format!("{path}.password_hash"),
+                user.password_hash.as_ref(),
+                "run `portcullis hash-password`",
+            ) else {
+                continue;
+            };
+            if !is_argon2id_hash(hash) {
+                self.issues.add(
+                    &format!("{path}.password_hash"),
+                    "not an Argon2id hash",
+                    "run `portcullis hash-password` and paste its output",
+                );
+                continue;
+            }
+            let user_type = match user.user_type.as_deref() {
+                None | Some("external-user") => UserType::External,
+                Some("internal-user") => UserType::Internal,
+                Some(other) => {
+                    self.issues.add(
+                        &format!("{path}.user_type"),
+                        format!("unknown user type `{other}`"),
+                        "use internal-user or external-user",
+                    );
+                    UserType::External
+                }
+            };
+            let totp_secret = match user.totp_secret.as_ref() {
+                None => None,
+                Some(spec) => {
+                    let secret = self.secret(&format!("{path}.totp_secret"), spec);
+                    match secret.map(|s| decode_base32(s.expose())) {
+                        Some(Some(bytes)) if bytes.len() >= 10 => Some(TotpSecret(bytes)),
+                        Some(_) => {
+                            self.issues.add(
+                                &format!("{path}.totp_secret"),
+                                "not a base32 secret of at least 80 bits",
+                                "as shown by authenticator set-up (e.g. JBSWY3DPEHPK3PXP…)",
+                            );
+                            None
+                        }
+                        None => None,
+                    }
+                }
+            };
+            users.push(LocalUser {
+                username: username.clone(),
+                password_hash: hash.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+                user_type,
+                roles: user.roles.clone().unwrap_or_default(),
+                entity: user.entity.clone(),
+                totp_secret,
+            });
+        }
+        Some(IdentityProviderKind::Local { users })
+    }
+
+    /// Keys that belong to another kind of provider would silently do nothing.
+    fn foreign_provider_keys(&mut self, base: &str, idp: &RawIdentityProvider) {
+        let present = [
+            ("issuer", "oidc", idp.issuer.is_some()),
+            ("client_id", "oidc", idp.client_id.is_some()),
+            ("client_secret", "oidc", idp.client_secret.is_some()),
+            ("scopes", "oidc", idp.scopes.is_some()),
+            ("acr_values", "oidc", idp.acr_values.is_some()),
+            (
+                "token_endpoint_auth",
+                "oidc",
+                idp.token_endpoint_auth.is_some(),
+            ),
+            ("prompt", "oidc", idp.prompt.is_some()),
+            ("userinfo", "oidc", idp.userinfo.is_some()),
+            ("mfa_acr_values", "oidc", idp.mfa_acr_values.is_some()),
+            ("idp_metadata", "saml", idp.idp_metadata.is_some()),
+            ("idp_entity_id", "saml", idp.idp_entity_id.is_some()),
+            ("idp_sso_url", "saml", idp.idp_sso_url.is_some()),
+            ("idp_slo_url", "saml", idp.idp_slo_url.is_some()),
+            ("idp_certificates", "saml", idp.idp_certificates.is_some()),
+            ("sp_entity_id", "saml", idp.sp_entity_id.is_some()),
+            ("sp_signing_key", "saml", idp.sp_signing_key.is_some()),
+            ("sp_certificate", "saml", idp.sp_certificate.is_some()),
+            ("name_id_format", "saml", idp.name_id_format.is_some()),
+            ("allow_unsolicited", "saml", idp.allow_unsolicited.is_some()),
+            ("clock_skew", "saml", idp.clock_skew.is_some()),
+            ("max_response_age", "saml", idp.max_response_age.is_some()),
+            (
+                "mfa_authn_contexts",
+                "saml",
+                idp.mfa_authn_contexts.is_some(),
+            ),
+            (
+                "insecure_allow_sha1",
+                "saml",
+                idp.insecure_allow_sha1.is_some(),
+            ),
+            ("metadata_refresh", "saml", idp.metadata_refresh.is_some()),
+            ("users", "local", idp.users.is_some()),
+        ];
+        let Some(kind) = idp.kind.as_deref() else {
+            return;
+        };
+        if !matches!(kind, "oidc" | "saml" | "local") {
+            return;
+        }
+        if kind == "local" && idp.claims.is_some() {
+            self.issues.add(
+                &format!("{base}.claims"),
+                "local users have no claims to map",
+                "set email, name, user_type, roles and entity on each user instead",
+            );
+        }
+        for (key, owner, set) in present {
+            if set && owner != kind {
+                self.issues.add(
+                    &format!("{base}.{key}"),
+                    format!(
+                        "`{key}` belongs to {owner} providers and does nothing for kind: {kind}"
+                    ),
+                    "remove it, or fix `kind`",
+                );
+            }
+        }
+    }
+
+    fn oidc(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<IdentityProviderKind> {
+        let issuer = self.required(
+            &format!("{base}.issuer"),
+            idp.issuer.as_ref(),
+            "the OP's issuer URL",
+        )?;
+        // Kept exactly as written: ID tokens must carry this string in `iss`, and URL
+        // parsing would add a trailing slash to a bare origin.
+        let issuer = match Url::parse(issuer) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => issuer.clone(),
+            _ => {
+                self.issues.add(
+                    &format!("{base}.issuer"),
+                    format!("`{issuer}` is not a URL"),
+                    "e.g. https://login.example.com",
+                );
+                return None;
+            }
+        };
+        let client_id = self
+            .required(
+                &format!("{base}.client_id"),
+                idp.client_id.as_ref(),
+                "the client id registered at the OP",
+            )?
+            .clone();
+        let client_secret = idp
+            .client_secret
+            .as_ref()
+            .and_then(|s| self.secret(&format!("{base}.client_secret"), s));
+        let scopes = idp
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if let Some(prompt) = &idp.prompt {
+            let known = prompt
+                .split(' ')
+                .all(|p| matches!(p, "none" | "login" | "consent" | "select_account"));
+            if !known {
+                self.issues.add(
+                    &format!("{base}.prompt"),
+                    format!("`{prompt}` is not an OIDC prompt"),
+                    "use login, consent, select_account or none (space-separated)",
+                );
+            }
+        }
+        let secret_in_body = match idp.token_endpoint_auth.as_deref() {
+            None | Some("client_secret_basic") => false,
+            Some("client_secret_post") => true,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{base}.token_endpoint_auth"),
+                    format!("unknown method `{other}`"),
+                    "use client_secret_basic (default) or client_secret_post",
+                );
+                false
+            }
+        };
+        Some(IdentityProviderKind::Oidc {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            acr_values: idp.acr_values.clone(),
+            prompt: idp.prompt.clone(),
+            secret_in_body,
+            userinfo: idp.userinfo.unwrap_or(false),
+            mfa_acr_values: idp.mfa_acr_values.clone().unwrap_or_default(),
+        })
+    }
+}
