@@ -27,6 +27,9 @@
 #   PC_THREADS=1 PC_LOG_LEVEL=warn PC_AUDIT_FSYNC=never  (Portcullis config knobs)
 #   NGINX_BIN=nginx WRK_BIN=wrk
 #   KEEP=DIR     keep configs, logs, raw wrk output and the audit file in DIR
+#   PREVIOUS_BIN=/path/to/older/portcullis   adds rows previous and previous-auth: the same
+#                config and load on another binary (a refactoring must not cost time), with
+#                their ratios to this build in the summary
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -175,6 +178,11 @@ PC_PORT=$(free_port)
 PCTLS_PORT=$(free_port)
 PC_ADMIN_PORT=$(free_port)
 PB_PORT=$(free_port)
+PV_PORT=$(free_port)
+PVTLS_PORT=$(free_port)
+PV_ADMIN_PORT=$(free_port)
+PREVIOUS_BIN=${PREVIOUS_BIN:-}
+[ -z "$PREVIOUS_BIN" ] || [ -x "$PREVIOUS_BIN" ] || die "no portcullis binary at PREVIOUS_BIN=$PREVIOUS_BIN"
 
 mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/portcullis"
 eval "$("$PC_BIN" keys generate | grep -E '^PORTCULLIS_(SESSION|AUDIT)_KEY=' | sed 's/^/export /')"
@@ -351,6 +359,15 @@ admin:
 EOF
 } >"$PC_CONF"
 "$PC_BIN" check -c "$PC_CONF" >"$TMP/portcullis/check.txt" 2>&1 || { cat "$TMP/portcullis/check.txt" >&2; die "portcullis check failed"; }
+if [ -n "$PREVIOUS_BIN" ]; then
+    # The same file for the previous binary: its own ports, pid file, socket and audit file.
+    mkdir -p "$TMP/previous"
+    PV_CONF="$TMP/previous/portcullis.yaml"
+    sed -e "s#127.0.0.1:$PC_PORT#127.0.0.1:$PV_PORT#g" -e "s#127.0.0.1:$PCTLS_PORT#127.0.0.1:$PVTLS_PORT#g" \
+        -e "s#127.0.0.1:$PC_ADMIN_PORT#127.0.0.1:$PV_ADMIN_PORT#g" -e "s#$TMP/portcullis/#$TMP/previous/#g" \
+        "$PC_CONF" >"$PV_CONF"
+    "$PREVIOUS_BIN" check -c "$PV_CONF" >"$TMP/previous/check.txt" 2>&1 || { cat "$TMP/previous/check.txt" >&2; die "previous binary: check failed"; }
+fi
 
 # --- start ------------------------------------------------------------------------------------
 start() { # name cpu command...: starts in the background, records the pid in <NAME>_PID
@@ -367,6 +384,7 @@ mkdir -p "$TMP/upstream/logs" "$TMP/nginx/logs"
 start upstream "$LOAD_CPU" "$NGINX_BIN" -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$TMP/upstream/nginx.conf"
 start nginx "$PROXY_CPU" "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
 start portcullis "$PROXY_CPU" "$PC_BIN" run -c "$PC_CONF"
+[ -z "$PREVIOUS_BIN" ] || start previous "$PROXY_CPU" "$PREVIOUS_BIN" run -c "$PV_CONF"
 if [ "$BASELINE" = 1 ]; then
     mkdir -p "$TMP/pingora"
     start pingora "$PROXY_CPU" "$PB_BIN" "127.0.0.1:$PB_PORT" "127.0.0.1:$UP_PORT" "$PC_THREADS" "$TMP/pingora"
@@ -388,18 +406,25 @@ done
 sleep 1
 PC_IDLE_RSS=$(status_kb "$PORTCULLIS_PID" VmRSS)
 # Sign in once (CSRF cookie from the sign-in page, then the form); wrk replays the session cookie.
-JAR="$TMP/portcullis/cookies.txt"
-curl -fsS -c "$JAR" -o /dev/null "http://127.0.0.1:$PC_PORT/.portcullis/login"
-CSRF=$(awk '$6 == "__Host-portcullis-csrf" { print $7 }' "$JAR")
-curl -sS -b "$JAR" -c "$JAR" -o /dev/null -H "Origin: http://127.0.0.1:$PC_PORT" \
-    --data-urlencode "idp=bench" --data-urlencode "username=bench" \
-    --data-urlencode "password=$PC_PASSWORD" --data-urlencode "csrf=$CSRF" --data-urlencode "rd=/auth/" \
-    "http://127.0.0.1:$PC_PORT/.portcullis/login"
-PC_SESSION=$(awk '$6 == "__Host-portcullis" { print $7 }' "$JAR")
-[ -n "$PC_SESSION" ] || die "benchmark sign-in failed"
-AUTH_COOKIE="Cookie: __Host-portcullis=$PC_SESSION"
-body=$(curl -fsS -H "$AUTH_COOKIE" "http://127.0.0.1:$PC_PORT/auth/")
-[ "$body" = ok ] || die "authenticated request answered '$body'"
+sign_in() { # port dir: prints the Cookie header of a signed-in session
+    local port=$1 jar="$2/cookies.txt" csrf session body
+    curl -fsS -c "$jar" -o /dev/null "http://127.0.0.1:$port/.portcullis/login"
+    csrf=$(awk '$6 == "__Host-portcullis-csrf" { print $7 }' "$jar")
+    curl -sS -b "$jar" -c "$jar" -o /dev/null -H "Origin: http://127.0.0.1:$port" \
+        --data-urlencode "idp=bench" --data-urlencode "username=bench" \
+        --data-urlencode "password=$PC_PASSWORD" --data-urlencode "csrf=$csrf" --data-urlencode "rd=/auth/" \
+        "http://127.0.0.1:$port/.portcullis/login"
+    session=$(awk '$6 == "__Host-portcullis" { print $7 }' "$jar")
+    [ -n "$session" ] || die "benchmark sign-in failed on :$port"
+    body=$(curl -fsS -H "Cookie: __Host-portcullis=$session" "http://127.0.0.1:$port/auth/")
+    [ "$body" = ok ] || die "authenticated request on :$port answered '$body'"
+    printf 'Cookie: __Host-portcullis=%s' "$session"
+}
+AUTH_COOKIE=$(sign_in "$PC_PORT" "$TMP/portcullis")
+if [ -n "$PREVIOUS_BIN" ]; then
+    wait_http "http://127.0.0.1:$PV_ADMIN_PORT/readyz"
+    PV_AUTH_COOKIE=$(sign_in "$PV_PORT" "$TMP/previous")
+fi
 sleep 1
 # Argon2id works in ~19 MiB per password check; the allocator may keep that memory mapped.
 PC_SIGNIN_RSS=$(status_kb "$PORTCULLIS_PID" VmRSS)
@@ -412,6 +437,7 @@ log "idle RSS: portcullis ${PC_IDLE_RSS} KiB ($PC_THREADS_LIVE threads), nginx $
 ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
 ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
+[ -z "$PREVIOUS_BIN" ] || ROWS="$ROWS previous previous-auth"
 [ "$TLS" = 1 ] && ROWS="$ROWS nginx-tls portcullis-tls"
 declare -A URL PROXY_PID HDR
 URL[direct]="http://127.0.0.1:$UP_PORT/";          PROXY_PID[direct]=""
@@ -422,6 +448,9 @@ URL[portcullis-auth]="http://127.0.0.1:$PC_PORT/auth/"; PROXY_PID[portcullis-aut
 HDR[portcullis-auth]=$AUTH_COOKIE
 URL[portcullis-guarded]="http://127.0.0.1:$PC_PORT/guarded/"; PROXY_PID[portcullis-guarded]=$PORTCULLIS_PID
 HDR[portcullis-guarded]=$AUTH_COOKIE
+URL[previous]="http://127.0.0.1:$PV_PORT/";       PROXY_PID[previous]=${PREVIOUS_PID:-}
+URL[previous-auth]="http://127.0.0.1:$PV_PORT/auth/"; PROXY_PID[previous-auth]=${PREVIOUS_PID:-}
+HDR[previous-auth]=${PV_AUTH_COOKIE:-}
 URL[pingora]="http://127.0.0.1:$PB_PORT/";         PROXY_PID[pingora]=${PINGORA_PID:-}
 URL[nginx-tls]="https://127.0.0.1:$NGTLS_PORT/";   PROXY_PID[nginx-tls]=$NGINX_PID
 URL[portcullis-tls]="https://127.0.0.1:$PCTLS_PORT/"; PROXY_PID[portcullis-tls]=$PORTCULLIS_PID
@@ -578,6 +607,14 @@ cat <<EOF
 | p50 latency | $P50_RATIO |
 | p99 latency | $P99_RATIO |
 EOF
+if [ -n "$PREVIOUS_BIN" ]; then
+    cat <<EOF
+| this build ÷ previous binary, CPU per request, public (target 0.95–1.05) | $(ratio "${M_CPU[portcullis]}" "${M_CPU[previous]}") |
+| this build ÷ previous binary, CPU per request, signed in (target 0.95–1.05) | $(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[previous-auth]}") |
+| this build ÷ previous binary, req/s, public | $(ratio "${M_RPS[portcullis]}" "${M_RPS[previous]}") |
+| this build ÷ previous binary, req/s, signed in | $(ratio "${M_RPS[portcullis-auth]}" "${M_RPS[previous-auth]}") |
+EOF
+fi
 if [ "$TLS" = 1 ]; then
     cat <<EOF
 | CPU per request, TLS | $(ratio "${M_CPU[portcullis-tls]}" "${M_CPU[nginx-tls]}") |

@@ -1,7 +1,9 @@
 //! Portcullis: an identity-aware reverse proxy on Pingora.
 //!
-//! The request pipeline lives in `proxy`; everything it decides with is in modules that
-//! never import Pingora (`config`, `route`, `policy`, `netguard`, `respond`, `audit`).
+//! A security core in plain Rust (`config`, `route`, `identity`, `netguard`, `policy`, `audit`,
+//! `assertion`, `idp`, `session`, `store`, `runtime`…) under a thin Pingora shell (`proxy`,
+//! `server`, `tls`, `admin`). The core never names Pingora and the modules form no import
+//! cycle (`scripts/layers.py`); docs/architecture.md draws the layers.
 //! The library exists for the binary, the benchmarks in `benches/` and the fuzz targets in
 //! `fuzz/`; it has no stable API.
 

@@ -3,13 +3,11 @@
 //!
 //! ```text
 //! early_request_filter    client IP (trusted proxies), request id, host, normalised path, route
-//! request_filter          malformed → 400 · no app → 404 · plain HTTP → 308 · disabled → 503
-//!                         · Portcullis endpoints · decide → Permit | 401 | 403
+//! request_filter          pipeline.rs: the named steps → forward | own endpoint (portal/) | Stop
 //! upstream_peer           from the Permit only; no Permit → 500, never forward
-//! upstream_request_filter strip (identity headers, hop-by-hop, own cookies, spoofable
-//!                         forwarding headers) → set X-Forwarded-*, X-Request-Id, URI
-//! response_filter         HSTS, request id, drop upstream attempts to set our cookies
-//! logging                 exactly one metrics sample and one audit record per request
+//! upstream_request_filter forward.rs: strip what a client must not decide, add the identity
+//! response_filter         forward.rs: HSTS, request id, drop upstream attempts to set our cookies
+//! logging                 record.rs: one metrics sample and one audit record per request
 //! ```
 
 mod answer;
