@@ -6,6 +6,7 @@ use crate::audit::EventKind;
 use crate::idp::local::{LocalLoginError, LocalProvider};
 use crate::idp::{LoginFailure, LogoutRefusal};
 use crate::policy::Reason;
+use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
 use crate::session::{cookie_values, EncodeError, SessionData};
 use bytes::Bytes;
@@ -39,6 +40,45 @@ impl Gateway {
                 ));
             }
         }
+    }
+
+    /// Sends the browser to its identity provider: the flow sealed into a short-lived cookie
+    /// (the oldest attempts dropped past [`MAX_FLOWS`]), the start audited, then `302`. OIDC
+    /// and SAML differ only in what [`Departure`] carries.
+    pub(super) async fn begin_sign_in<F: serde::Serialize>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        departure: Departure<'_, F>,
+    ) -> Result<bool> {
+        let sealed = serde_json::to_vec(departure.flow)
+            .ok()
+            .and_then(|json| self.auth.codec().seal(departure.purpose, &json).ok());
+        let Some(sealed) = sealed else {
+            return self
+                .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
+                .await;
+        };
+        self.drop_old_flows(ctx);
+        ctx.set_cookies.push(format!(
+            "{}{}={sealed}; Path=/; Secure; HttpOnly; SameSite={}; Max-Age={FLOW_SECONDS}",
+            self.flow_prefix,
+            flow_id(departure.flow_key),
+            departure.same_site,
+        ));
+        self.audit_login(
+            ctx,
+            EventKind::LoginStarted,
+            departure.idp,
+            "",
+            None,
+            departure.method,
+        )
+        .await;
+        let mut response = html_response(302, String::new());
+        response.headers.push(("Location", departure.location));
+        self.send(session, ctx, response, Reason::LoginRequired)
+            .await
     }
 
     /// A fresh session (and id) for `identity`, then on to `return_to`.
@@ -316,4 +356,30 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Where a sign-in goes, and what the browser must bring back.
+pub(super) struct Departure<'a, F> {
+    /// The provider's sign-in URL.
+    pub location: String,
+    /// The attempt, sealed into the flow cookie.
+    pub flow: &'a F,
+    /// The value the provider echoes (OIDC `state`, SAML `RelayState`): names the cookie.
+    pub flow_key: &'a str,
+    /// Bound into the cookie's encryption: a flow of one kind never opens as the other.
+    pub purpose: &'static str,
+    /// `Lax` for OIDC (a top-level GET comes back); `None` for SAML, whose IdP posts the
+    /// response cross-site (the cookie is encrypted and bound to this attempt).
+    pub same_site: &'static str,
+    /// Provider id.
+    pub idp: &'a str,
+    /// `oidc` or `saml`, for the audit record.
+    pub method: &'static str,
+}
+
+/// The page to return to after sign-in: `rd`, when it is a safe local path, else `/`.
+pub(super) fn return_path(session: &Session) -> String {
+    query_value(session, "rd")
+        .and_then(|rd| safe_return_path(&rd).map(str::to_string))
+        .unwrap_or_else(|| "/".into())
 }

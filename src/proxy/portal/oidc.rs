@@ -3,11 +3,9 @@
 use super::super::{Gateway, RequestCtx};
 use super::common::*;
 use super::signin::FAILED_PARAM;
-use crate::audit::EventKind;
 use crate::idp::oidc::{FlowState, OidcFailure};
 use crate::idp::LoginFailure;
 use crate::policy::Reason;
-use crate::redirect::safe_return_path;
 use crate::respond::Reply;
 use crate::route::Endpoint;
 use crate::session::SessionData;
@@ -30,9 +28,7 @@ impl Gateway {
                 .reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                 .await;
         };
-        let rd = query_value(session, "rd")
-            .and_then(|rd| safe_return_path(&rd).map(str::to_string))
-            .unwrap_or_else(|| "/".into());
+        let rd = return_path(session);
         let scheme = ctx.scheme(session);
         let host = ctx.host.clone().unwrap_or_default();
         let redirect_uri = format!("{scheme}://{host}{}", self.endpoint(Endpoint::OidcCallback));
@@ -47,26 +43,16 @@ impl Gateway {
                     .await;
             }
         };
-        let sealed = serde_json::to_vec(&flow)
-            .ok()
-            .and_then(|json| self.auth.codec().seal(FLOW_PURPOSE, &json).ok());
-        let Some(sealed) = sealed else {
-            return self
-                .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
-                .await;
+        let departure = Departure {
+            location,
+            flow: &flow,
+            flow_key: &flow.state,
+            purpose: FLOW_PURPOSE,
+            same_site: "Lax",
+            idp,
+            method: "oidc",
         };
-        self.drop_old_flows(ctx);
-        let prefix = &self.flow_prefix;
-        ctx.set_cookies.push(format!(
-            "{prefix}{}={sealed}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={FLOW_SECONDS}",
-            flow_id(&flow.state)
-        ));
-        self.audit_login(ctx, EventKind::LoginStarted, idp, "", None, "oidc")
-            .await;
-        let mut response = html_response(302, String::new());
-        response.headers.push(("Location", location));
-        self.send(session, ctx, response, Reason::LoginRequired)
-            .await
+        self.begin_sign_in(session, ctx, departure).await
     }
 
     /// The OP sends the browser back here with a code (or an error).

@@ -9,7 +9,9 @@ use pingora::proxy::Session;
 use subtle::ConstantTimeEq;
 
 use super::super::{Gateway, RequestCtx};
-use super::common::{flow_id, form_value, html_response, query_value, unix_now, FLOW_SECONDS};
+use super::common::{
+    flow_id, form_value, html_response, query_value, return_path, unix_now, Departure, FLOW_SECONDS,
+};
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
 use crate::idp::saml::{self, Carried, Refusal, SamlFlow, SamlProvider};
@@ -56,9 +58,7 @@ impl Gateway {
         provider: Arc<SamlProvider>,
         step_up: bool,
     ) -> Result<bool> {
-        let rd = query_value(session, "rd")
-            .and_then(|rd| safe_return_path(&rd).map(str::to_string))
-            .unwrap_or_else(|| "/".into());
+        let rd = return_path(session);
         let acs_url = self.own_url(session, ctx, Endpoint::SamlAcs);
         let relay_state = format!("{:032x}", rand::random::<u128>());
         let now = unix_now();
@@ -70,28 +70,16 @@ impl Gateway {
                 .reply(session, ctx, Reply::BadGateway, Reason::LoginFailed)
                 .await;
         };
-        let sealed = serde_json::to_vec(&flow)
-            .ok()
-            .and_then(|json| self.auth.codec().seal(SAML_FLOW_PURPOSE, &json).ok());
-        let Some(sealed) = sealed else {
-            return self
-                .reply(session, ctx, Reply::InternalError, Reason::LoginFailed)
-                .await;
+        let departure = Departure {
+            location,
+            flow: &flow,
+            flow_key: &relay_state,
+            purpose: SAML_FLOW_PURPOSE,
+            same_site: "None",
+            idp: &provider.id,
+            method: "saml",
         };
-        self.drop_old_flows(ctx);
-        // SameSite=None: the IdP posts the response from its own site, and a Lax cookie
-        // would not come along. It is useless elsewhere: encrypted, bound to this request id.
-        ctx.set_cookies.push(format!(
-            "{}{}={sealed}; Path=/; Secure; HttpOnly; SameSite=None; Max-Age={FLOW_SECONDS}",
-            self.flow_prefix,
-            flow_id(&relay_state)
-        ));
-        self.audit_login(ctx, EventKind::LoginStarted, &provider.id, "", None, "saml")
-            .await;
-        let mut response = html_response(302, String::new());
-        response.headers.push(("Location", location));
-        self.send(session, ctx, response, Reason::LoginRequired)
-            .await
+        self.begin_sign_in(session, ctx, departure).await
     }
 
     /// The assertion consumer service (HTTP-POST binding).
