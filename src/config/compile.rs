@@ -233,11 +233,16 @@ impl Compiler<'_> {
     /// an HTTP listener: the checks that need them hold back.
     fn plain_http_consistency(&mut self, server: &Server, plain_http: &[bool]) {
         let any_plain = plain_http.contains(&true);
-        if server.http.is_some()
-            && server.https.is_none()
-            && !any_plain
-            && !self.issues.has_unreadable("apps")
-        {
+        // Unknown only when the list, an item as a whole, or an `allow_plain_http` itself did
+        // not read; another key's mistake leaves the value as written.
+        let plain_unknown = self.issues.is_unreadable("apps")
+            || (0..plain_http.len()).any(|i| {
+                self.issues.has_issue_at(&format!("apps[{i}]"))
+                    || self
+                        .issues
+                        .has_issue_at(&format!("apps[{i}].allow_plain_http"))
+            });
+        if server.http.is_some() && server.https.is_none() && !any_plain && !plain_unknown {
             self.issues.add(
                 "server.http",
                 "every request here would be redirected to HTTPS, but no HTTPS listener is configured",

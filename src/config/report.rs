@@ -93,6 +93,11 @@ impl<'a> Issues<'a> {
         self.unreadable.iter().any(|u| inside(path, u))
     }
 
+    /// True when a problem was recorded at exactly `path`.
+    pub fn has_issue_at(&self, path: &str) -> bool {
+        self.found.iter().any(|issue| issue.path == path)
+    }
+
     /// True when `path` or anything inside it did not deserialise: what it says is not fully
     /// known, so checks that depend on it from elsewhere would only guess.
     pub fn has_unreadable(&self, path: &str) -> bool {

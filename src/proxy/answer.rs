@@ -44,6 +44,7 @@ impl Gateway {
         let idp = &data.identity.idp;
         let provider_id = match data.identity.auth_method {
             crate::identity::AuthMethod::Oidc => self
+                .sign_in
                 .login
                 .oidc
                 .iter()
@@ -51,6 +52,7 @@ impl Gateway {
                 .map(|p| &p.id)?,
             // SAML always can: RequestedAuthnContext with the MFA contexts, ForceAuthn.
             crate::identity::AuthMethod::Saml => self
+                .sign_in
                 .login
                 .saml
                 .iter()
@@ -66,7 +68,7 @@ impl Gateway {
         .collect();
         Some(format!(
             "{}login?idp={}&mfa=1&rd={rd}",
-            self.reserved_prefix, provider_id
+            self.site.reserved_prefix, provider_id
         ))
     }
 
@@ -149,7 +151,7 @@ impl Gateway {
             synthetic.body.len().to_string(),
         )?;
         header.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
+        if let (true, Some(hsts)) = (ctx.tls, &self.site.hsts) {
             header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
         for cookie in ctx.set_cookies.drain(..) {
@@ -171,7 +173,11 @@ impl Gateway {
 
     pub(super) fn https_location(&self, ctx: &RequestCtx, session: &Session) -> Option<String> {
         let host = crate::route::normalize_host(ctx.host.as_deref()?)?;
-        let port = self.https_port.map(|p| format!(":{p}")).unwrap_or_default();
+        let port = self
+            .site
+            .https_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
         let query = session
             .req_header()
             .uri
@@ -186,7 +192,7 @@ impl Gateway {
 
     /// The path of one of Portcullis's own endpoints.
     pub(super) fn endpoint(&self, endpoint: Endpoint) -> String {
-        format!("{}{}", self.reserved_prefix, endpoint.name())
+        format!("{}{}", self.site.reserved_prefix, endpoint.name())
     }
 
     /// The URL of the login page returning to `rd`.

@@ -32,11 +32,11 @@ impl Gateway {
             names,
             &connection,
             ctx.trusted_peer,
-            &self.client_ip_headers,
+            &self.guards.client_ip_headers,
         ) {
             upstream.remove_header(&name);
         }
-        strip_cookies(upstream, &self.cookie_name)?;
+        strip_cookies(upstream, &self.site.cookie_name)?;
         if let Some(upgrade) = upgrade {
             upstream.insert_header(http::header::CONNECTION, "Upgrade")?;
             upstream.insert_header(http::header::UPGRADE, upgrade)?;
@@ -109,7 +109,7 @@ impl Gateway {
             .get_all(http::header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter(|v| !hygiene::sets_own_cookie(v, &self.cookie_name))
+            .filter(|v| !hygiene::sets_own_cookie(v, &self.site.cookie_name))
             .map(str::to_string)
             .collect();
         if own.len()
@@ -124,7 +124,7 @@ impl Gateway {
                 response.append_header(http::header::SET_COOKIE, value)?;
             }
         }
-        if let (true, Some(hsts)) = (ctx.tls, &self.hsts) {
+        if let (true, Some(hsts)) = (ctx.tls, &self.site.hsts) {
             response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -63,11 +63,37 @@ struct LoginOptions {
 pub struct Gateway {
     router: Router<App>,
     peers: peers::Peers,
+    /// Who the client is, and what a request may carry.
+    guards: Guards,
+    /// Names and URLs of Portcullis's own surface.
+    site: Site,
+    /// Cookie → session → revocation → refresh.
+    auth: Authenticator,
+    /// Sign-in and sign-out.
+    sign_in: SignInState,
+    /// Signs the user-context assertion; serves the JWKS.
+    signer: Arc<Signer>,
+    auditor: Auditor,
+    metrics: Arc<Metrics>,
+    /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
+    budget_warned: std::sync::atomic::AtomicU64,
+}
+
+/// Network guards: trusted proxies, size limits, allowlists, rate limits.
+struct Guards {
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Client-address headers a trusted proxy may pass on (`server.client_ip_headers`).
     client_ip_headers: Vec<String>,
-    /// Go straight to the only SSO provider (`server.sign_in.auto_redirect`).
-    auto_redirect: bool,
+    limits: SizeLimits,
+    /// Addresses allowed to reach anything.
+    ip_allowlist: Option<crate::netguard::IpAllowlist>,
+    /// Every rate limiter (shared with the sweeper).
+    rate_limits: Arc<crate::netguard::RateLimits>,
+}
+
+/// Portcullis's own surface on every app host.
+struct Site {
+    /// Prefix of Portcullis's own endpoints.
     reserved_prefix: String,
     /// `server.public_url`'s origin (SAML SP metadata).
     public_origin: String,
@@ -75,27 +101,21 @@ pub struct Gateway {
     /// `<cookie_name>-flow-`, computed once.
     flow_prefix: String,
     hsts: Option<String>,
-    limits: SizeLimits,
+    /// Port put in HTTPS redirects (`None` for 443).
     https_port: Option<u16>,
-    auditor: Auditor,
-    metrics: Arc<Metrics>,
-    /// Cookie → session → revocation → refresh.
-    auth: Authenticator,
-    session_lifetime: std::time::Duration,
+    /// Go straight to the only SSO provider (`server.sign_in.auto_redirect`).
+    auto_redirect: bool,
+}
+
+/// What sign-in and sign-out keep.
+struct SignInState {
     login: LoginOptions,
     throttle: LoginThrottle,
     /// Bounds concurrent Argon2 checks (memory and CPU under a login flood).
     password_checks: tokio::sync::Semaphore,
-    /// Signs the user-context assertion; serves the JWKS.
-    signer: Arc<Signer>,
     /// Back-channel logout tokens already used.
     logout_tokens: SeenTokens,
-    /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
-    budget_warned: std::sync::atomic::AtomicU64,
-    /// Addresses allowed to reach anything.
-    ip_allowlist: Option<crate::netguard::IpAllowlist>,
-    /// Every rate limiter (shared with the sweeper).
-    rate_limits: Arc<crate::netguard::RateLimits>,
+    session_lifetime: std::time::Duration,
 }
 
 impl Gateway {
@@ -120,18 +140,22 @@ impl Gateway {
         Ok(Gateway {
             router: Router::new(&config.apps),
             peers: peers::Peers::new(&config.apps)?,
-            trusted_proxies: config.server.trusted_proxies.clone(),
-            client_ip_headers: config.server.client_ip_headers.clone(),
-            auto_redirect: config.server.sign_in.auto_redirect,
-            reserved_prefix: config.server.reserved_prefix.clone(),
-            public_origin: config.server.public_url.origin().ascii_serialization(),
-            cookie_name: config.session.cookie_name.clone(),
-            flow_prefix: format!("{}-flow-", config.session.cookie_name),
-            hsts: config.server.hsts.clone(),
-            limits: config.server.limits,
-            https_port: https_port.filter(|p| *p != 443),
-            auditor: auditor.clone(),
-            metrics,
+            guards: Guards {
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                client_ip_headers: config.server.client_ip_headers.clone(),
+                limits: config.server.limits,
+                ip_allowlist: config.server.ip_allowlist.clone(),
+                rate_limits,
+            },
+            site: Site {
+                reserved_prefix: config.server.reserved_prefix.clone(),
+                public_origin: config.server.public_url.origin().ascii_serialization(),
+                cookie_name: config.session.cookie_name.clone(),
+                flow_prefix: format!("{}-flow-", config.session.cookie_name),
+                hsts: config.server.hsts.clone(),
+                https_port: https_port.filter(|p| *p != 443),
+                auto_redirect: config.server.sign_in.auto_redirect,
+            },
             auth: Authenticator::new(
                 SessionCodec::new(
                     &config.session.encryption_keys,
@@ -142,21 +166,23 @@ impl Gateway {
                 ),
                 &config.session.cookie_name,
                 providers.oidc.clone(),
-                auditor,
+                auditor.clone(),
             ),
-            session_lifetime: config.session.lifetime,
-            login: LoginOptions {
-                local: providers.local,
-                oidc: providers.oidc,
-                saml: providers.saml,
+            sign_in: SignInState {
+                login: LoginOptions {
+                    local: providers.local,
+                    oidc: providers.oidc,
+                    saml: providers.saml,
+                },
+                throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
+                password_checks: tokio::sync::Semaphore::new(4),
+                logout_tokens: SeenTokens::default(),
+                session_lifetime: config.session.lifetime,
             },
-            throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
-            password_checks: tokio::sync::Semaphore::new(4),
             signer,
-            logout_tokens: SeenTokens::default(),
+            auditor,
+            metrics,
             budget_warned: std::sync::atomic::AtomicU64::new(0),
-            ip_allowlist: config.server.ip_allowlist.clone(),
-            rate_limits,
         })
     }
 }
@@ -174,13 +200,13 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.inspect(session, &self.trusted_proxies);
+        ctx.inspect(session, &self.guards.trusted_proxies);
         // Request bodies: the longest wait for their next piece (Pingora's default is 60 s).
-        session.set_read_timeout(Some(self.limits.body_idle_timeout));
+        session.set_read_timeout(Some(self.guards.limits.body_idle_timeout));
         if let (Some(path), Some(host)) = (ctx.path.as_deref(), ctx.host.as_deref()) {
             let routed = match self.router.route(host, path) {
                 Some(app) => Some(app),
-                None if path.starts_with(self.reserved_prefix.as_str()) => {
+                None if path.starts_with(self.site.reserved_prefix.as_str()) => {
                     self.router.route_host(host)
                 }
                 None => None,

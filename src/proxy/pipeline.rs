@@ -41,7 +41,7 @@ impl Gateway {
         self.require_https(session, ctx, &app)?;
         self.authenticate(session, ctx).await;
         let endpoint = path
-            .strip_prefix(self.reserved_prefix.as_str())
+            .strip_prefix(self.site.reserved_prefix.as_str())
             .map(Endpoint::parse);
         self.check_pre_auth_limit(ctx, endpoint)?;
         if let Some(endpoint) = endpoint {
@@ -78,7 +78,8 @@ impl Gateway {
             .iter()
             .map(|(k, v)| (k.as_str().len(), v.len()));
         let target_len = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
-        self.limits
+        self.guards
+            .limits
             .check(target_len, sizes)
             .map_err(|violation| match violation {
                 SizeViolation::Headers => {
@@ -91,7 +92,7 @@ impl Gateway {
     /// The server-wide allowlist comes before routing: outsiders learn nothing, not even
     /// which hosts exist.
     fn check_server_allowlist(&self, ctx: &mut RequestCtx) -> Step {
-        match &self.ip_allowlist {
+        match &self.guards.ip_allowlist {
             Some(list) if !list.admits(ctx.client_ip) => match list.mode {
                 AllowlistMode::Enforce => Err(Stop::Reply(Reply::Forbidden, Reason::IpNotAllowed)),
                 AllowlistMode::Report => {
@@ -122,7 +123,8 @@ impl Gateway {
         if !limited {
             return Ok(());
         }
-        self.rate_limits
+        self.guards
+            .rate_limits
             .check_pre_auth(ctx.client_ip)
             .map_err(Stop::RateLimited)
     }
@@ -173,7 +175,8 @@ impl Gateway {
     /// The rate limits of the app and of the rule that admitted the request.
     fn check_rule_limits(&self, ctx: &RequestCtx, app: &App, permit: &Permit, path: &str) -> Step {
         let identity = ctx.session.as_ref().map(|s| &s.identity);
-        self.rate_limits
+        self.guards
+            .rate_limits
             .check(app, permit.rule_index(), identity, ctx.client_ip, path)
             .map_err(Stop::RateLimited)
     }

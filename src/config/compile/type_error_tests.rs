@@ -178,6 +178,16 @@ fn an_unreadable_app_adds_nothing_elsewhere() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].path, "apps[0].upstreem");
     assert_eq!(found[0].line, Some(12));
+    // Nor when `allow_plain_http` itself does not read: it may have meant true.
+    let found =
+        report(&yaml("").replace("allow_plain_http: true", "allow_plain_http: [yes]")).issues;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "apps[0].allow_plain_http");
+    // But a typo elsewhere leaves `allow_plain_http` as written: a real problem is still one.
+    let found =
+        report(&yaml("    upstreem: typo\n").replace("    allow_plain_http: true\n", "")).issues;
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found.iter().any(|i| i.path == "server.http"), "{found:#?}");
     // Nor for an app that reads but does not compile.
     let found = report(&yaml("").replace("id: a", "id: A")).issues;
     assert_eq!(found.len(), 1, "{found:#?}");

@@ -24,7 +24,7 @@ impl Gateway {
         let token = format!("{:032x}", rand::random::<u128>());
         ctx.set_cookies.push(format!(
             "{}-csrf={token}; Path=/; Secure; HttpOnly; SameSite=Strict",
-            self.cookie_name
+            self.site.cookie_name
         ));
         ctx.csrf_cookie = Some(token.clone());
         token
@@ -62,7 +62,7 @@ impl Gateway {
         self.drop_old_flows(ctx);
         ctx.set_cookies.push(format!(
             "{}{}={sealed}; Path=/; Secure; HttpOnly; SameSite={}; Max-Age={FLOW_SECONDS}",
-            self.flow_prefix,
+            self.site.flow_prefix,
             flow_id(departure.flow_key),
             departure.same_site,
         ));
@@ -107,9 +107,9 @@ impl Gateway {
             }
         };
         ctx.set_cookies.extend(cookie_values(
-            &self.cookie_name,
+            &self.site.cookie_name,
             &values,
-            self.session_lifetime.as_secs(),
+            self.sign_in.session_lifetime.as_secs(),
             &ctx.cookie_chunks,
         ));
         self.audit_login(
@@ -154,7 +154,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Vec<u8>>> {
-        self.read_body(session, ctx, self.limits.max_form_bytes)
+        self.read_body(session, ctx, self.guards.limits.max_form_bytes)
             .await
     }
 
@@ -224,9 +224,9 @@ impl Gateway {
         user: &str,
         failure: LoginFailure,
     ) {
-        let idp_label = if self.login.oidc.iter().any(|p| p.id == idp)
-            || self.login.saml.iter().any(|p| p.id == idp)
-            || self.login.local.iter().any(|(id, _, _)| id == idp)
+        let idp_label = if self.sign_in.login.oidc.iter().any(|p| p.id == idp)
+            || self.sign_in.login.saml.iter().any(|p| p.id == idp)
+            || self.sign_in.login.local.iter().any(|(id, _, _)| id == idp)
         {
             idp
         } else {

@@ -38,7 +38,13 @@ impl Gateway {
                 .revoked()
                 .revoke(&data.sid, data.expires_at, unix_now());
             // Ended here; end it at the OP too when the OP supports RP-initiated logout.
-            if let Some(provider) = self.login.oidc.iter().find(|p| p.id == data.identity.idp) {
+            if let Some(provider) = self
+                .sign_in
+                .login
+                .oidc
+                .iter()
+                .find(|p| p.id == data.identity.idp)
+            {
                 let back = format!(
                     "{}://{}{}",
                     ctx.scheme(session),
@@ -51,7 +57,11 @@ impl Gateway {
             // SAML single logout: a LogoutRequest to the IdP, which answers at saml/slo.
             if let (Some(saml), Some(provider)) = (
                 data.saml.as_ref(),
-                self.login.saml.iter().find(|p| p.id == data.identity.idp),
+                self.sign_in
+                    .login
+                    .saml
+                    .iter()
+                    .find(|p| p.id == data.identity.idp),
             ) {
                 op_logout = provider.logout_url(saml, unix_now());
             }
@@ -64,7 +74,7 @@ impl Gateway {
                 .await;
         }
         ctx.set_cookies
-            .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+            .extend(clear_cookies(&self.site.cookie_name, &ctx.cookie_chunks));
         if let Some(location) = op_logout {
             let mut response = html_response(303, String::new());
             response.headers.push(("Location", location));
@@ -91,6 +101,7 @@ impl Gateway {
         let token = form_value(&form, "logout_token").unwrap_or_default();
         let now = unix_now();
         let found = self
+            .sign_in
             .login
             .oidc
             .iter()
@@ -102,7 +113,11 @@ impl Gateway {
                 .backchannel_answer(session, ctx, 400, "invalid_request")
                 .await;
         };
-        if !self.logout_tokens.first_use(&target.jti, target.exp, now) {
+        if !self
+            .sign_in
+            .logout_tokens
+            .first_use(&target.jti, target.exp, now)
+        {
             self.audit_logout_refused(ctx, &idp, LogoutRefusal::TokenReplayed)
                 .await;
             return self

@@ -59,9 +59,9 @@ impl Gateway {
     async fn sign_in_start(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let idp = query_value(session, "idp").unwrap_or_default();
         let step_up = query_value(session, "mfa").as_deref() == Some("1");
-        if self.login.oidc.iter().any(|p| p.id == idp) {
+        if self.sign_in.login.oidc.iter().any(|p| p.id == idp) {
             self.oidc_start(session, ctx, &idp, step_up).await
-        } else if let Some(provider) = self.login.saml.iter().find(|p| p.id == idp) {
+        } else if let Some(provider) = self.sign_in.login.saml.iter().find(|p| p.id == idp) {
             self.saml_start(session, ctx, provider.clone(), step_up)
                 .await
         } else {

@@ -23,7 +23,14 @@ impl Gateway {
         idp: &str,
         step_up: bool,
     ) -> Result<bool> {
-        let Some(provider) = self.login.oidc.iter().find(|p| p.id == idp).cloned() else {
+        let Some(provider) = self
+            .sign_in
+            .login
+            .oidc
+            .iter()
+            .find(|p| p.id == idp)
+            .cloned()
+        else {
             return self
                 .reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                 .await;
@@ -62,7 +69,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let state = query_value(session, "state").unwrap_or_default();
-        let flow_cookie = format!("{}{}", self.flow_prefix, flow_id(&state));
+        let flow_cookie = format!("{}{}", self.site.flow_prefix, flow_id(&state));
         let flow = ctx
             .flow_cookies_values
             .iter()
@@ -89,7 +96,14 @@ impl Gateway {
                 .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
                 .await;
         }
-        let Some(provider) = self.login.oidc.iter().find(|p| p.id == flow.idp).cloned() else {
+        let Some(provider) = self
+            .sign_in
+            .login
+            .oidc
+            .iter()
+            .find(|p| p.id == flow.idp)
+            .cloned()
+        else {
             return self
                 .reply(session, ctx, Reply::BadRequest, Reason::LoginFailed)
                 .await;
@@ -116,7 +130,7 @@ impl Gateway {
                 return self.reply(session, ctx, reply, Reason::LoginFailed).await;
             }
         };
-        let mut data = SessionData::new(login.identity, now, self.session_lifetime);
+        let mut data = SessionData::new(login.identity, now, self.sign_in.session_lifetime);
         data.oidc = Some(login.tokens);
         data.stepped_up = flow.step_up;
         self.start_session(session, ctx, data, &flow.return_to, "oidc")

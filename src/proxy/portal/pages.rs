@@ -38,6 +38,7 @@ impl Gateway {
             return_to: &rd,
             csrf_token: &token,
             local: self
+                .sign_in
                 .login
                 .local
                 .iter()
@@ -45,13 +46,15 @@ impl Gateway {
                 .map(|(id, name, _)| (id.as_str(), name.as_str()))
                 .collect(),
             sso: self
+                .sign_in
                 .login
                 .oidc
                 .iter()
                 .filter(|p| p.is_available() && offered(&p.id))
                 .map(|p| (p.display_name.as_str(), p.id.as_str()))
                 .chain(
-                    self.login
+                    self.sign_in
+                        .login
                         .saml
                         .iter()
                         .filter(|p| p.is_available() && offered(&p.id))
@@ -64,13 +67,15 @@ impl Gateway {
                 .collect(),
             // Known but not reachable right now (discovery or metadata fetch failing).
             unavailable: self
+                .sign_in
                 .login
                 .oidc
                 .iter()
                 .filter(|p| !p.is_available())
                 .map(|p| p.display_name.as_str())
                 .chain(
-                    self.login
+                    self.sign_in
+                        .login
                         .saml
                         .iter()
                         .filter(|p| !p.is_available())
@@ -114,6 +119,7 @@ impl Gateway {
             .and_then(|rd| safe_return_path(&rd).map(str::to_string))
             .unwrap_or_else(|| "/".into());
         let Some(provider) = self
+            .sign_in
             .login
             .local
             .iter()
@@ -129,7 +135,7 @@ impl Gateway {
         if let Some(ip) = ctx.client_ip {
             keys.push(format!("ip:{ip}"));
         }
-        if let Err(retry_after) = self.throttle.check(&keys, now) {
+        if let Err(retry_after) = self.sign_in.throttle.check(&keys, now) {
             self.audit_login_failed(ctx, &idp, &username, LoginFailure::Throttled)
                 .await;
             return self
@@ -142,19 +148,19 @@ impl Gateway {
                 .await;
         }
         // Each check takes ~19 MiB and real CPU: a few at a time, the rest wait.
-        let permit = self.password_checks.acquire().await;
+        let permit = self.sign_in.password_checks.acquire().await;
         let outcome = verify_off_thread(provider, username.clone(), password, code, now).await;
         drop(permit);
         match outcome {
             Ok(identity) => {
                 // Only the account's counter: a valid account must not reset its address's counter.
-                self.throttle.succeeded(&keys[..1]);
+                self.sign_in.throttle.succeeded(&keys[..1]);
                 // A fresh session and id at every login: a pre-login cookie is never reused.
-                let data = SessionData::new(identity, now, self.session_lifetime);
+                let data = SessionData::new(identity, now, self.sign_in.session_lifetime);
                 self.start_session(session, ctx, data, &rd, "local").await
             }
             Err(error) => {
-                self.throttle.failed(&keys, now);
+                self.sign_in.throttle.failed(&keys, now);
                 self.audit_login_failed(ctx, &idp, &username, LoginFailure::Local(error))
                     .await;
                 ctx.denial = Some(Reason::LoginFailed);

@@ -26,13 +26,14 @@ const SAML_FLOW_PURPOSE: &str = "saml-flow";
 
 impl Gateway {
     fn saml_provider(&self, id: &str) -> Option<Arc<SamlProvider>> {
-        self.login.saml.iter().find(|p| p.id == id).cloned()
+        self.sign_in.login.saml.iter().find(|p| p.id == id).cloned()
     }
 
     /// The provider whose IdP claims to have sent `xml` (to pick its keys; verified later).
     fn saml_provider_for_issuer(&self, issuer: Option<String>) -> Option<Arc<SamlProvider>> {
         let issuer = issuer?;
-        self.login
+        self.sign_in
+            .login
             .saml
             .iter()
             .find(|p| p.idp_entity_id().as_deref() == Some(issuer.as_str()))
@@ -101,7 +102,7 @@ impl Gateway {
         // The pending sign-in of this browser, if the RelayState names one; used once.
         let now = unix_now();
         let flow = relay_state.as_deref().and_then(|relay| {
-            let name = format!("{}{}", self.flow_prefix, flow_id(relay));
+            let name = format!("{}{}", self.site.flow_prefix, flow_id(relay));
             let value = ctx
                 .flow_cookies_values
                 .iter()
@@ -155,7 +156,7 @@ impl Gateway {
                 .unwrap_or("/")
                 .to_string(),
         };
-        let mut data = SessionData::new(login.identity, now, self.session_lifetime);
+        let mut data = SessionData::new(login.identity, now, self.sign_in.session_lifetime);
         if let Some(ends_at) = login.ends_at {
             data.expires_at = data.expires_at.min(ends_at);
         }
@@ -197,20 +198,26 @@ impl Gateway {
         let wanted = query_value(session, "idp");
         let provider = match wanted {
             Some(id) => self.saml_provider(&id),
-            None => self.login.saml.first().cloned(),
+            None => self.sign_in.login.saml.first().cloned(),
         };
         let Some(provider) = provider else {
             return self
                 .reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                 .await;
         };
-        let public_acs = format!("{}{}saml/acs", self.public_origin, self.reserved_prefix);
+        let public_acs = format!(
+            "{}{}saml/acs",
+            self.site.public_origin, self.site.reserved_prefix
+        );
         let here_acs = self.own_url(session, ctx, Endpoint::SamlAcs);
         let mut acs_urls = vec![public_acs];
         if !acs_urls.contains(&here_acs) {
             acs_urls.push(here_acs);
         }
-        let slo_url = format!("{}{}saml/slo", self.public_origin, self.reserved_prefix);
+        let slo_url = format!(
+            "{}{}saml/slo",
+            self.site.public_origin, self.site.reserved_prefix
+        );
         let response = Synthetic {
             status: 200,
             headers: vec![
@@ -313,7 +320,10 @@ impl Gateway {
             };
         }
         let here = self.own_url(session, ctx, Endpoint::SamlSlo);
-        let public = format!("{}{}saml/slo", self.public_origin, self.reserved_prefix);
+        let public = format!(
+            "{}{}saml/slo",
+            self.site.public_origin, self.site.reserved_prefix
+        );
         let order = match provider.logout_order(&carried, xml, &[&here, &public], now) {
             Ok(order) => order,
             Err(refusal) => {
@@ -337,7 +347,7 @@ impl Gateway {
                 self.auth.revoked().revoke(&data.sid, data.expires_at, now);
             }
             ctx.set_cookies
-                .extend(clear_cookies(&self.cookie_name, &ctx.cookie_chunks));
+                .extend(clear_cookies(&self.site.cookie_name, &ctx.cookie_chunks));
         }
         self.audit_login(
             ctx,

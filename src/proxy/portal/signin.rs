@@ -51,17 +51,23 @@ impl Gateway {
         session: &Session,
         ctx: &RequestCtx,
     ) -> Option<SoleProvider> {
-        if !self.auto_redirect || query_value(session, FAILED_PARAM).is_some() {
+        if !self.site.auto_redirect || query_value(session, FAILED_PARAM).is_some() {
             return None;
         }
         let rd = query_value(session, "rd");
         let return_to = rd.as_deref().and_then(safe_return_path).unwrap_or("/");
         let offered = self.offered_providers(ctx, return_to);
-        if self.login.local.iter().any(|(id, _, _)| offered(id)) {
+        if self
+            .sign_in
+            .login
+            .local
+            .iter()
+            .any(|(id, _, _)| offered(id))
+        {
             return None;
         }
-        let mut oidc = self.login.oidc.iter().filter(|p| offered(&p.id));
-        let mut saml = self.login.saml.iter().filter(|p| offered(&p.id));
+        let mut oidc = self.sign_in.login.oidc.iter().filter(|p| offered(&p.id));
+        let mut saml = self.sign_in.login.saml.iter().filter(|p| offered(&p.id));
         match (oidc.next(), oidc.next(), saml.next(), saml.next()) {
             (Some(only), None, None, None) if only.is_available() => {
                 Some(SoleProvider::Oidc(only.id.clone()))
