@@ -31,7 +31,7 @@ pub use limits::{
     PASSABLE_CLIENT_ADDRESS_HEADERS,
 };
 pub use report::{ConfigIssue, ConfigReport};
-pub use values::{decode_base32, is_argon2id_hash, Secret};
+pub use values::{decode_base32, is_argon2id_hash, Secret, SecretError};
 
 use crate::route::{HostPattern, PathGlob};
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use openidconnect::reqwest;
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 pub use binding::SpSigner;
 pub use decrypt::SpDecrypter;
@@ -30,6 +31,47 @@ use binding::{Carrier, RedirectMessage};
 
 /// Largest metadata document fetched from a URL.
 const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why metadata could not be fetched from its URL (the last good copy stays in use).
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataFetchError {
+    /// The request failed, or reading its body did.
+    #[error("fetch {url}: {source}")]
+    Fetch {
+        /// The metadata URL.
+        url: Url,
+        /// What failed.
+        source: reqwest::Error,
+    },
+    /// The server answered with a status other than success.
+    #[error("fetch {url}: HTTP {status}")]
+    Status {
+        /// The metadata URL.
+        url: Url,
+        /// The status it answered.
+        status: reqwest::StatusCode,
+    },
+    /// The document is larger than 4 MiB.
+    #[error("{url}: metadata larger than 4 MiB")]
+    TooLarge {
+        /// The metadata URL.
+        url: Url,
+    },
+    /// The document is not UTF-8.
+    #[error("{url}: not UTF-8")]
+    NotUtf8 {
+        /// The metadata URL.
+        url: Url,
+    },
+    /// The document is not usable IdP metadata.
+    #[error("{url}: {source}")]
+    Invalid {
+        /// The metadata URL.
+        url: Url,
+        /// What is wrong with it.
+        source: metadata::MetadataError,
+    },
+}
 
 /// One configured SAML IdP.
 pub struct SamlProvider {
@@ -193,35 +235,41 @@ impl SamlProvider {
     }
 
     /// Fetches metadata from its URL (when it has one). A failure keeps the last good copy.
-    pub async fn refresh_metadata(&self) -> Result<(), String> {
+    pub async fn refresh_metadata(&self) -> Result<(), MetadataFetchError> {
         let Some(url) = &self.settings.metadata_url else {
             return Ok(());
         };
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| format!("fetch {url}: {e}"))?;
+        let fetch = |source| MetadataFetchError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let response = self.http.get(url.clone()).send().await.map_err(fetch)?;
         if !response.status().is_success() {
-            return Err(format!("fetch {url}: HTTP {}", response.status()));
+            return Err(MetadataFetchError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
+        let too_large = || MetadataFetchError::TooLarge { url: url.clone() };
         if response
             .content_length()
             .is_some_and(|l| l > MAX_METADATA_BYTES as u64)
         {
-            return Err(format!("{url}: metadata larger than 4 MiB"));
+            return Err(too_large());
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("fetch {url}: {e}"))?;
+        let bytes = response.bytes().await.map_err(fetch)?;
         if bytes.len() > MAX_METADATA_BYTES {
-            return Err(format!("{url}: metadata larger than 4 MiB"));
+            return Err(too_large());
         }
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8"))?;
-        let mut found = metadata::parse(&text, self.settings.idp_entity_id.as_deref())
-            .map_err(|e| format!("{url}: {e}"))?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| MetadataFetchError::NotUtf8 { url: url.clone() })?;
+        let mut found =
+            metadata::parse(&text, self.settings.idp_entity_id.as_deref()).map_err(|source| {
+                MetadataFetchError::Invalid {
+                    url: url.clone(),
+                    source,
+                }
+            })?;
         found.apply_overrides(
             &self.settings.idp_sso_url,
             &self.settings.idp_slo_url,
