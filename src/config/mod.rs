@@ -27,7 +27,7 @@ pub use access::{
 };
 pub use allowlist::{canonical_ip, AllowlistMode, IpAllowlist};
 pub use limits::{
-    LimitKey, LimitSpec, SizeLimits, SizeViolation, CLIENT_ADDRESS_HEADERS,
+    LimitKey, LimitSpec, SizeError, SizeLimits, CLIENT_ADDRESS_HEADERS,
     PASSABLE_CLIENT_ADDRESS_HEADERS,
 };
 pub use report::{ConfigIssue, ConfigReport};

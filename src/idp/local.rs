@@ -17,8 +17,10 @@ use crate::config::{decode_base32, is_argon2id_hash};
 use crate::config::{IdentityProvider, IdentityProviderKind, LocalUser};
 use crate::identity::{AuthMethod, Identity};
 
-/// Why a local login failed (audit reason; the user only ever sees one generic message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a local login failed (audit reason; the user only ever sees one generic message);
+/// displays as its audit name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
 pub enum LocalLoginError {
     /// Unknown user or wrong password (deliberately one reason).
     BadCredentials,

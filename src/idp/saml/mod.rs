@@ -20,7 +20,7 @@ use url::Url;
 pub use binding::SpSigner;
 pub use decrypt::SpDecrypter;
 pub use metadata::IdpDescriptor;
-pub use response::Refusal;
+pub use response::SamlError;
 
 use crate::config::{
     ClaimMapping, IdentityMapping, IdentityProvider, IdentityProviderKind, SamlSettings,
@@ -334,8 +334,8 @@ impl SamlProvider {
         flow: Option<&SamlFlow>,
         acs_url: &str,
         now: u64,
-    ) -> Result<SamlLogin, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<SamlLogin, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
         let consumed = |id: &str| self.consumed.seen(id, now);
         let expect = response::Expectations {
@@ -360,7 +360,7 @@ impl SamlProvider {
             .consumed
             .first_use(&verified.assertion_id, remember, now)
         {
-            return Err(Refusal::Replayed);
+            return Err(SamlError::Replayed);
         }
         let claims = claims_of(&verified);
         let mfa = self.is_mfa(&verified);
@@ -371,7 +371,7 @@ impl SamlProvider {
             mfa,
         };
         let identity = identity::from_claims(&source, &self.claims, &self.mapping)
-            .map_err(|_| Refusal::SubjectMissing)?;
+            .map_err(|_| SamlError::SubjectMissing)?;
         Ok(SamlLogin {
             identity,
             session: SamlSession {
@@ -434,8 +434,8 @@ impl SamlProvider {
         request_xml: &str,
         slo_urls: &[&str],
         now: u64,
-    ) -> Result<LogoutOrder, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<LogoutOrder, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let allow_sha1 = self.settings.insecure_allow_sha1;
         let (signed, relay_state) = match carried {
             Carried::Redirect(message) => {
@@ -454,14 +454,14 @@ impl SamlProvider {
         };
         let request = logout::read_request(&signed)?;
         if request.issuer.as_deref() != Some(idp.entity_id.as_str()) {
-            return Err(Refusal::IssuerMismatch);
+            return Err(SamlError::IssuerMismatch);
         }
         if request
             .destination
             .as_deref()
             .is_some_and(|d| !slo_urls.contains(&d))
         {
-            return Err(Refusal::DestinationMismatch);
+            return Err(SamlError::DestinationMismatch);
         }
         let skew = seconds(self.settings.clock_skew);
         let max_age = seconds(self.settings.max_response_age);
@@ -471,16 +471,16 @@ impl SamlProvider {
             .is_some_and(|t| t <= now_signed - skew)
             || request.issued < now_signed - max_age - skew
         {
-            return Err(Refusal::Expired);
+            return Err(SamlError::Expired);
         }
         if request.issued > now_signed + skew {
-            return Err(Refusal::NotYetValid);
+            return Err(SamlError::NotYetValid);
         }
         // Remembered for as long as it could be accepted: a captured request cannot be
         // replayed later to end sessions again.
         let remember = u64::try_from(request.issued + max_age + skew).unwrap_or(now);
         if !self.consumed.first_use(&request.id, remember, now) {
-            return Err(Refusal::Replayed);
+            return Err(SamlError::Replayed);
         }
         let answer = idp.slo_response_url.as_ref().and_then(|to| {
             let xml = binding::logout_response(
@@ -513,8 +513,8 @@ impl SamlProvider {
         &self,
         carried: &Carried<'_>,
         response_xml: &str,
-    ) -> Result<bool, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<bool, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let allow_sha1 = self.settings.insecure_allow_sha1;
         match carried {
             Carried::Redirect(message) if message.is_signed() => {
@@ -624,7 +624,7 @@ fn claims_of(verified: &response::VerifiedAssertion) -> serde_json::Value {
 
 /// Logout messages.
 mod logout {
-    use super::response::Refusal;
+    use super::response::SamlError;
     use super::xml::{self, ASSERTION, PROTOCOL};
 
     /// What an IdP's LogoutRequest says.
@@ -638,24 +638,24 @@ mod logout {
         pub session_index: Option<String>,
     }
 
-    pub fn read_request(text: &str) -> Result<Request, Refusal> {
+    pub fn read_request(text: &str) -> Result<Request, SamlError> {
         let doc = xml::parse(text)?;
         let root = doc.root_element();
         if !xml::is(&root, PROTOCOL, "LogoutRequest") {
-            return Err(Refusal::Malformed);
+            return Err(SamlError::Malformed);
         }
-        let name_id = xml::child(root, ASSERTION, "NameID").ok_or(Refusal::SubjectMissing)?;
+        let name_id = xml::child(root, ASSERTION, "NameID").ok_or(SamlError::SubjectMissing)?;
         if xml::has_comment(name_id) {
-            return Err(Refusal::CommentInjected);
+            return Err(SamlError::CommentInjected);
         }
         let not_on_or_after = super::response::time(root.attribute("NotOnOrAfter"))?;
         let issued =
-            super::response::time(root.attribute("IssueInstant"))?.ok_or(Refusal::Malformed)?;
+            super::response::time(root.attribute("IssueInstant"))?.ok_or(SamlError::Malformed)?;
         Ok(Request {
             id: root
                 .attribute("ID")
                 .filter(|id| !id.is_empty())
-                .ok_or(Refusal::Malformed)?
+                .ok_or(SamlError::Malformed)?
                 .to_string(),
             issuer: xml::child(root, ASSERTION, "Issuer").map(xml::text),
             destination: root.attribute("Destination").map(str::to_string),
@@ -667,18 +667,18 @@ mod logout {
     }
 
     /// `true` when the IdP reports success.
-    pub fn read_response(text: &str, idp_entity_id: &str) -> Result<bool, Refusal> {
+    pub fn read_response(text: &str, idp_entity_id: &str) -> Result<bool, SamlError> {
         let doc = xml::parse(text)?;
         let root = doc.root_element();
         if !xml::is(&root, PROTOCOL, "LogoutResponse") {
-            return Err(Refusal::Malformed);
+            return Err(SamlError::Malformed);
         }
         if xml::child(root, ASSERTION, "Issuer")
             .map(xml::text)
             .as_deref()
             != Some(idp_entity_id)
         {
-            return Err(Refusal::IssuerMismatch);
+            return Err(SamlError::IssuerMismatch);
         }
         Ok(xml::child(root, PROTOCOL, "Status")
             .and_then(|s| xml::child(s, PROTOCOL, "StatusCode"))
