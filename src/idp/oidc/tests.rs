@@ -110,7 +110,7 @@ fn check(provider: &OidcProvider, client: &OidcClient, token: &str) -> Result<Id
     provider.identity_from_claims(&claims)
 }
 
-/// Negative cases are hand-built tokens (the real OP in tests/oidc.rs signs only valid
+/// Negative cases are hand-built tokens (the real OP in tests/it/oidc.rs signs only valid
 /// ones); each must be refused by the same validation the callback uses.
 #[test]
 fn id_token_validation_refuses_every_forgery() {
