@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use x509_parser::error::X509Error;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::CertificatePair;
@@ -56,7 +57,7 @@ impl SniResolver {
                 .map_err(|e| fail(e.to_string()))?;
             let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
                 .map_err(|e| fail(e.to_string()))?;
-            let names = dns_names(&chain[0]).map_err(fail)?;
+            let names = dns_names(&chain[0]).map_err(|e| fail(e.to_string()))?;
             let certified = Arc::new(CertifiedKey::new(
                 chain.into_iter().map(Into::into).collect(),
                 signing_key,
@@ -108,8 +109,8 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+fn dns_names(der: &[u8]) -> Result<Vec<String>, x509_parser::nom::Err<X509Error>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {

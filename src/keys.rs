@@ -13,7 +13,7 @@ use crate::audit::CheckpointSigner;
 
 /// A key or certificate could not be made or written.
 #[derive(Debug, thiserror::Error)]
-pub enum KeysError {
+pub enum KeyGenerationError {
     /// Certificate generation.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -37,13 +37,14 @@ pub fn session_key() -> String {
 }
 
 /// A new Ed25519 audit key: (private PKCS#8 base64, public base64).
-pub fn audit_key() -> Result<(String, String), KeysError> {
-    let (signer, private) = CheckpointSigner::generate().map_err(|_| KeysError::Generation)?;
+pub fn audit_key() -> Result<(String, String), KeyGenerationError> {
+    let (signer, private) =
+        CheckpointSigner::generate().map_err(|_| KeyGenerationError::Generation)?;
     Ok((private, signer.public_key_base64().to_string()))
 }
 
 /// What `keys generate` prints.
-pub fn generate_report() -> Result<String, KeysError> {
+pub fn generate_report() -> Result<String, KeyGenerationError> {
     let (audit_private, audit_public) = audit_key()?;
     Ok(format!(
         "# Session encryption key (session.encryption_keys: [env:PORTCULLIS_SESSION_KEY])\n\
@@ -68,7 +69,7 @@ pub struct DevCertificate {
 
 /// Makes a development CA and a server certificate for `names` (DNS names or IPs) in `dir`.
 /// Private keys are written with mode 0600. Existing files are kept.
-pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, KeysError> {
+pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, KeyGenerationError> {
     let paths = DevCertificate {
         ca_cert: dir.join("ca.crt"),
         cert: dir.join("server.crt"),
@@ -103,8 +104,13 @@ pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<DevCertificate, K
 }
 
 /// Writes a file, creating `dir`; secrets get mode 0600.
-pub fn write_file(dir: &Path, path: &Path, contents: &[u8], secret: bool) -> Result<(), KeysError> {
-    let fail = |source| KeysError::Write {
+pub fn write_file(
+    dir: &Path,
+    path: &Path,
+    contents: &[u8],
+    secret: bool,
+) -> Result<(), KeyGenerationError> {
+    let fail = |source| KeyGenerationError::Write {
         path: path.to_path_buf(),
         source,
     };

@@ -12,7 +12,7 @@ use ring::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, Signature, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 
-use super::{AssertionError, KeyProblem};
+use super::{AssertionError, SigningKeyError};
 use crate::config::AssertionAlgorithm;
 
 /// One private key, parsed once.
@@ -26,7 +26,7 @@ impl SigningKey {
     pub(super) fn from_pkcs8(
         algorithm: AssertionAlgorithm,
         der: &[u8],
-    ) -> Result<Self, KeyProblem> {
+    ) -> Result<Self, SigningKeyError> {
         let rng = SystemRandom::new();
         let es256 = || EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng);
         // `maybe_unchecked` accepts PKCS#8 v1 (OpenSSL) and v2 (ring); a public key that is
@@ -36,12 +36,12 @@ impl SigningKey {
             AssertionAlgorithm::Es256 => match es256() {
                 Ok(key) => Ok(SigningKey::Es256(key)),
                 Err(_) if ed25519().is_ok() => Err(wrong_type(algorithm)),
-                Err(_) => Err(KeyProblem::Unusable { expected: "P-256" }),
+                Err(_) => Err(SigningKeyError::Unusable { expected: "P-256" }),
             },
             AssertionAlgorithm::EdDsa => match ed25519() {
                 Ok(key) => Ok(SigningKey::Ed25519(key)),
                 Err(_) if es256().is_ok() => Err(wrong_type(algorithm)),
-                Err(_) => Err(KeyProblem::Unusable {
+                Err(_) => Err(SigningKeyError::Unusable {
                     expected: "Ed25519",
                 }),
             },
@@ -85,12 +85,12 @@ impl SigningKey {
     }
 }
 
-fn wrong_type(algorithm: AssertionAlgorithm) -> KeyProblem {
+fn wrong_type(algorithm: AssertionAlgorithm) -> SigningKeyError {
     let (found, expected) = match algorithm {
         AssertionAlgorithm::Es256 => ("an Ed25519", "P-256"),
         AssertionAlgorithm::EdDsa => ("a P-256", "Ed25519"),
     };
-    KeyProblem::WrongType {
+    SigningKeyError::WrongType {
         found,
         algorithm: algorithm_name(algorithm),
         expected,
@@ -135,10 +135,12 @@ pub(super) fn generate_pkcs8(algorithm: AssertionAlgorithm) -> Result<Vec<u8>, A
 
 /// The PKCS#8 DER in a secret: a PEM `PRIVATE KEY` block, or (handy in environment
 /// variables, like `audit.signing_key`) the DER as one line of base64.
-pub(super) fn pkcs8_der(text: &str) -> Result<Vec<u8>, KeyProblem> {
+pub(super) fn pkcs8_der(text: &str) -> Result<Vec<u8>, SigningKeyError> {
     if !text.contains("-----BEGIN") {
         let compact: String = text.split_whitespace().collect();
-        return STANDARD.decode(compact).map_err(|_| KeyProblem::NotAKey);
+        return STANDARD
+            .decode(compact)
+            .map_err(|_| SigningKeyError::NotAKey);
     }
     let mut rest = text.as_bytes();
     loop {
@@ -146,10 +148,10 @@ pub(super) fn pkcs8_der(text: &str) -> Result<Vec<u8>, KeyProblem> {
             Ok(Some((rustls_pemfile::Item::Pkcs8Key(key), _))) => {
                 return Ok(key.secret_pkcs8_der().to_vec())
             }
-            Ok(Some((rustls_pemfile::Item::Sec1Key(_), _))) => return Err(KeyProblem::Sec1),
-            Ok(Some((rustls_pemfile::Item::Pkcs1Key(_), _))) => return Err(KeyProblem::Rsa),
+            Ok(Some((rustls_pemfile::Item::Sec1Key(_), _))) => return Err(SigningKeyError::Sec1),
+            Ok(Some((rustls_pemfile::Item::Pkcs1Key(_), _))) => return Err(SigningKeyError::Rsa),
             Ok(Some((_, tail))) => rest = tail,
-            Ok(None) | Err(_) => return Err(KeyProblem::NotAKey),
+            Ok(None) | Err(_) => return Err(SigningKeyError::NotAKey),
         }
     }
 }
@@ -166,7 +168,7 @@ pub(super) fn build_jwks(
         let digest = ring::digest::digest(&ring::digest::SHA256, thumbprint.as_bytes());
         let kid = crate::audit::hex(digest.as_ref().get(..8).unwrap_or_default());
         if let Some(first) = kids.iter().position(|k| *k == kid) {
-            let problem = KeyProblem::Duplicate(first);
+            let problem = SigningKeyError::Duplicate(first);
             return Err(AssertionError::SigningKey { index, problem });
         }
         if let Some(object) = members.as_object_mut() {

@@ -55,7 +55,7 @@ pub enum AssertionError {
         /// Position in `assertion.signing_keys`.
         index: usize,
         /// What is wrong with it.
-        problem: KeyProblem,
+        problem: SigningKeyError,
     },
     /// The system random generator failed while making a key.
     #[error("cannot generate an assertion signing key: the system random generator failed")]
@@ -70,7 +70,7 @@ pub enum AssertionError {
 
 /// Why a configured signing key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyProblem {
+pub enum SigningKeyError {
     /// Neither a PEM private key nor base64 DER.
     #[error("no private key found: expected a PKCS#8 PEM block `-----BEGIN PRIVATE KEY-----` (make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` or `openssl genpkey -algorithm ed25519`)")]
     NotAKey,

@@ -212,7 +212,7 @@ fn keys_are_checked_with_a_useful_error() {
     assert_eq!(index, 1);
     assert!(matches!(
         wrong,
-        KeyProblem::WrongType {
+        SigningKeyError::WrongType {
             found: "an Ed25519",
             ..
         }
@@ -229,7 +229,7 @@ fn keys_are_checked_with_a_useful_error() {
     let (_, wrong) = problem(AssertionAlgorithm::EdDsa, std::slice::from_ref(&es));
     assert!(matches!(
         wrong,
-        KeyProblem::WrongType {
+        SigningKeyError::WrongType {
             found: "a P-256",
             ..
         }
@@ -237,24 +237,24 @@ fn keys_are_checked_with_a_useful_error() {
     let relabel = |label: &str| es.replace("PRIVATE KEY", label);
     assert_eq!(
         problem(AssertionAlgorithm::Es256, &[relabel("EC PRIVATE KEY")]).1,
-        KeyProblem::Sec1
+        SigningKeyError::Sec1
     );
     assert_eq!(
         problem(AssertionAlgorithm::Es256, &[relabel("RSA PRIVATE KEY")]).1,
-        KeyProblem::Rsa
+        SigningKeyError::Rsa
     );
     assert_eq!(
         problem(AssertionAlgorithm::Es256, &["hunter2!".into()]).1,
-        KeyProblem::NotAKey
+        SigningKeyError::NotAKey
     );
     let junk = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_string();
     assert!(matches!(
         problem(AssertionAlgorithm::Es256, &[junk]).1,
-        KeyProblem::Unusable { .. }
+        SigningKeyError::Unusable { .. }
     ));
     assert_eq!(
         problem(AssertionAlgorithm::Es256, &[es.clone(), es.clone()]),
-        (1, KeyProblem::Duplicate(0))
+        (1, SigningKeyError::Duplicate(0))
     );
     // One line of base64 DER (as in an environment variable) is accepted too.
     let der: String = es.lines().filter(|l| !l.starts_with("-----")).collect();

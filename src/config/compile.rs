@@ -272,7 +272,7 @@ impl Compiler<'_> {
                         Ok(n) => format!("add a unit: {n}s"),
                         Err(_) => "write a duration like 30s, 5m, 12h or 250ms".into(),
                     };
-                    self.issues.add(path, e, hint);
+                    self.issues.add(path, e.to_string(), hint);
                     default
                 }
             },
@@ -285,7 +285,7 @@ impl Compiler<'_> {
             Err(e) => {
                 self.issues.add(
                     path,
-                    e,
+                    e.to_string(),
                     "write env:NAME (and export NAME) or file:/path/to/secret",
                 );
                 None
@@ -298,7 +298,7 @@ impl Compiler<'_> {
         for (i, text) in list.iter().enumerate() {
             match parse_listen(text) {
                 Ok(addr) => out.push(addr),
-                Err(e) => self.issues.add(&format!("{path}[{i}]"), e, ""),
+                Err(e) => self.issues.add(&format!("{path}[{i}]"), e.to_string(), ""),
             }
         }
         out
@@ -354,14 +354,24 @@ impl Compiler<'_> {
     }
 }
 
+/// Text that is neither a CIDR nor an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a CIDR or IP address")]
+pub struct CidrError {
+    /// The text as written.
+    pub text: String,
+}
+
 /// A CIDR, or a bare address meaning a single host.
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
     text.parse::<std::net::IpAddr>()
         .map(IpNet::from)
-        .map_err(|_| format!("`{text}` is not a CIDR or IP address"))
+        .map_err(|_| CidrError {
+            text: text.to_string(),
+        })
 }
 
 mod access;

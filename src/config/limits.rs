@@ -40,11 +40,13 @@ impl Default for SizeLimits {
 }
 
 /// Which limit a request broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SizeViolation {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
     /// Too many or too large headers (431).
+    #[error("request headers too many or too large")]
     Headers,
     /// Request target too long (414).
+    #[error("request target too long")]
     Uri,
 }
 
@@ -54,16 +56,16 @@ impl SizeLimits {
         &self,
         uri_len: usize,
         headers: impl Iterator<Item = (usize, usize)>,
-    ) -> Result<(), SizeViolation> {
+    ) -> Result<(), SizeError> {
         if uri_len > self.max_uri_bytes {
-            return Err(SizeViolation::Uri);
+            return Err(SizeError::Uri);
         }
         let (mut count, mut bytes) = (0usize, 0usize);
         for (name, value) in headers {
             count += 1;
             bytes += name + value;
             if count > self.max_headers || bytes > self.max_header_bytes {
-                return Err(SizeViolation::Headers);
+                return Err(SizeError::Headers);
             }
         }
         Ok(())

@@ -27,11 +27,11 @@ pub use access::{
 };
 pub use allowlist::{canonical_ip, AllowlistMode, IpAllowlist};
 pub use limits::{
-    LimitKey, LimitSpec, SizeLimits, SizeViolation, CLIENT_ADDRESS_HEADERS,
+    LimitKey, LimitSpec, SizeError, SizeLimits, CLIENT_ADDRESS_HEADERS,
     PASSABLE_CLIENT_ADDRESS_HEADERS,
 };
 pub use report::{ConfigIssue, ConfigReport};
-pub use values::{decode_base32, is_argon2id_hash, Secret};
+pub use values::{decode_base32, is_argon2id_hash, Secret, SecretError};
 
 use crate::route::{HostPattern, PathGlob};
 

@@ -14,6 +14,34 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
+/// Why a secret could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// `env:` without a name.
+    #[error("`env:` needs a variable name")]
+    NoVariableName,
+    /// `file:` without a path.
+    #[error("`file:` needs a path")]
+    NoPath,
+    /// Neither `env:` nor `file:`: the value itself was written in the file.
+    #[error("secrets are never written inline")]
+    Inline,
+    /// The environment variable is not set (or not Unicode).
+    #[error("environment variable {0} is not set")]
+    VariableNotSet(String),
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file, resolved against the config file's directory.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The variable or file holds nothing (after the trailing newline).
+    #[error("the secret is empty")]
+    Empty,
+}
+
 /// A resolved secret. `Debug` never prints the value.
 #[derive(Clone)]
 pub struct Secret {
@@ -25,30 +53,34 @@ impl Secret {
     /// Parses `env:NAME` / `file:PATH` and reads the value now, so a missing secret is a
     /// config error at load time rather than a failure on the first request.
     /// A relative `file:` path is relative to `base_dir` (the config file's directory).
-    pub fn resolve(spec: &str, base_dir: &std::path::Path) -> Result<Secret, String> {
+    pub fn resolve(spec: &str, base_dir: &std::path::Path) -> Result<Secret, SecretError> {
         let source = if let Some(name) = spec.strip_prefix("env:") {
             if name.is_empty() {
-                return Err("`env:` needs a variable name".into());
+                return Err(SecretError::NoVariableName);
             }
             SecretSource::Env(name.to_string())
         } else if let Some(path) = spec.strip_prefix("file:") {
             if path.is_empty() {
-                return Err("`file:` needs a path".into());
+                return Err(SecretError::NoPath);
             }
             SecretSource::File(base_dir.join(path))
         } else {
-            return Err("secrets are never written inline".into());
+            return Err(SecretError::Inline);
         };
         let value = match &source {
-            SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set"))?,
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::VariableNotSet(name.clone()))?
+            }
             SecretSource::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .map_err(|source| SecretError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
         };
         if value.is_empty() {
-            return Err("the secret is empty".into());
+            return Err(SecretError::Empty);
         }
         Ok(Secret { source, value })
     }
@@ -68,15 +100,37 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{text}` is not a duration ({source})")]
+pub struct DurationError {
+    /// The text as written.
+    pub text: String,
+    /// What the duration parser found wrong.
+    pub source: humantime::DurationError,
+}
+
 /// Parses durations such as `30s`, `5m`, `12h`, `1h 30m`, `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError {
+        text: text.to_string(),
+        source,
+    })
+}
+
+/// Text that is not a listen address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an address like 0.0.0.0:443 or [::]:443")]
+pub struct ListenError {
+    /// The text as written.
+    pub text: String,
 }
 
 /// Parses a listen address `IP:PORT` (IPv6 in brackets).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("`{text}` is not an address like 0.0.0.0:443 or [::]:443"))
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
+    text.parse::<SocketAddr>().map_err(|_| ListenError {
+        text: text.to_string(),
+    })
 }
 
 /// Accepts only Argon2id PHC strings.
@@ -134,6 +188,7 @@ mod tests {
             std::path::Path::new("/")
         )
         .unwrap_err()
+        .to_string()
         .contains("PORTCULLIS_TEST_SURELY_UNSET_VAR"));
     }
 

@@ -9,7 +9,7 @@ mod upstream;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::keys::{self, KeysError};
+use crate::keys::{self, KeyGenerationError};
 use crate::server::{self, RunOptions, StartError};
 
 /// Demo settings from the command line.
@@ -30,7 +30,7 @@ pub struct DemoOptions {
 pub enum DemoError {
     /// Keys or certificate.
     #[error(transparent)]
-    Keys(#[from] KeysError),
+    Keys(#[from] KeyGenerationError),
     /// The sample upstream.
     #[error("sample upstream: {0}")]
     Upstream(std::io::Error),
@@ -44,7 +44,7 @@ pub enum DemoError {
 
 /// Runs the demo until Ctrl-C.
 pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
-    let dir = std::path::absolute(&options.dir).map_err(|source| KeysError::Write {
+    let dir = std::path::absolute(&options.dir).map_err(|source| KeyGenerationError::Write {
         path: options.dir.clone(),
         source,
     })?;
@@ -106,17 +106,21 @@ fn new_password() -> String {
 }
 
 fn demo_users(passwords_file: &Path) -> Result<DemoUsers, DemoError> {
-    let text = std::fs::read_to_string(passwords_file).map_err(|source| KeysError::Write {
-        path: passwords_file.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(passwords_file).map_err(|source| KeyGenerationError::Write {
+            path: passwords_file.to_path_buf(),
+            source,
+        })?;
     let mut hashes = Vec::new();
     let mut logins = String::new();
     for line in text.lines() {
         let Some((user, password)) = line.split_once(' ') else {
             continue;
         };
-        hashes.push(crate::idp::local::hash_password(password).map_err(|_| KeysError::Generation)?);
+        hashes.push(
+            crate::idp::local::hash_password(password)
+                .map_err(|_| KeyGenerationError::Generation)?,
+        );
         logins.push_str(&format!("    {user:<6} {password}\n"));
     }
     Ok(DemoUsers { hashes, logins })
@@ -126,7 +130,7 @@ fn ensure_secret(
     dir: &Path,
     name: &str,
     make: impl FnOnce() -> String,
-) -> Result<PathBuf, KeysError> {
+) -> Result<PathBuf, KeyGenerationError> {
     let path = dir.join(name);
     if !path.is_file() {
         keys::write_file(dir, &path, make().as_bytes(), true)?;

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use openidconnect::reqwest;
 
 use local::LocalLoginError;
-use oidc::OidcFailure;
-use saml::Refusal;
+use oidc::OidcError;
+use saml::SamlError;
 
 /// Why a sign-in failed: a closed set whose kebab-case names, defined once by each source's
 /// `as_str`, are the audit `detail` of `login-failed` and the `reason` label of
@@ -19,9 +19,9 @@ use saml::Refusal;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginFailure {
     /// The OIDC provider's answer did not hold up.
-    Oidc(OidcFailure),
+    Oidc(OidcError),
     /// The SAML response was refused.
-    Saml(Refusal),
+    Saml(SamlError),
     /// Local user name, password or code.
     Local(LocalLoginError),
     /// The callback's `state` matches no sign-in this browser started.
@@ -64,7 +64,7 @@ pub enum LogoutRefusal {
     /// The logout token was already used.
     TokenReplayed,
     /// The SAML logout message failed a check.
-    Saml(Refusal),
+    Saml(SamlError),
 }
 
 impl LogoutRefusal {
@@ -91,7 +91,7 @@ pub enum ProviderError {
     SamlMetadata(#[from] saml::metadata::MetadataError),
     /// A SAML SP key pair that cannot sign.
     #[error("{0}")]
-    SpKey(#[from] saml::binding::KeyError),
+    SpKey(#[from] saml::binding::SpKeyError),
 }
 
 impl ProviderError {
@@ -135,8 +135,8 @@ mod tests {
     #[test]
     fn failure_names_are_kebab_case_words() {
         let names = [
-            LoginFailure::Oidc(OidcFailure::TokenExchange).as_str(),
-            LoginFailure::Saml(Refusal::SignatureInvalid).as_str(),
+            LoginFailure::Oidc(OidcError::TokenExchange).as_str(),
+            LoginFailure::Saml(SamlError::SignatureInvalid).as_str(),
             LoginFailure::Local(LocalLoginError::BadSecondFactor).as_str(),
             LoginFailure::StateMismatch.as_str(),
             LoginFailure::SessionTooLarge.as_str(),
@@ -152,7 +152,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            LogoutRefusal::Saml(Refusal::Replayed).name(),
+            LogoutRefusal::Saml(SamlError::Replayed).name(),
             "logout-replayed"
         );
         assert_eq!(LogoutRefusal::TokenInvalid.name(), "logout-token-invalid");

@@ -32,8 +32,9 @@ struct AppLimits {
 }
 
 /// A request over a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverLimit {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("over the per-{} rate limit; retry after {retry_after:?}", key.as_str())]
+pub struct RateLimitError {
     /// What the limit counted by (metric label).
     pub key: LimitKey,
     /// When to try again.
@@ -70,17 +71,20 @@ impl RateLimits {
 
     /// The per-address limit on requests without a session to sign-in endpoints, and on
     /// refused cookies.
-    pub fn check_pre_auth(&self, ip: Option<IpAddr>) -> Result<(), OverLimit> {
+    pub fn check_pre_auth(&self, ip: Option<IpAddr>) -> Result<(), RateLimitError> {
         let Some(limiter) = &self.pre_auth else {
             return Ok(());
         };
         let Some(key) = self.hasher.key(LimitKey::Ip, usize::MAX, None, ip, "") else {
             return Ok(());
         };
-        limiter.store.check(key).map_err(|retry_after| OverLimit {
-            key: LimitKey::Ip,
-            retry_after,
-        })
+        limiter
+            .store
+            .check(key)
+            .map_err(|retry_after| RateLimitError {
+                key: LimitKey::Ip,
+                retry_after,
+            })
     }
 
     /// Every limit of `app` and of the matched rule; the first one over its limit refuses.
@@ -93,7 +97,7 @@ impl RateLimits {
         identity: Option<&Identity>,
         ip: Option<IpAddr>,
         path: &str,
-    ) -> Result<(), OverLimit> {
+    ) -> Result<(), RateLimitError> {
         let Some(limits) = self.apps.get(app.index) else {
             return Ok(());
         };
@@ -105,10 +109,13 @@ impl RateLimits {
             let Some(key) = self.hasher.key(kind, 0, identity, ip, path) else {
                 continue;
             };
-            limiter.store.check(key).map_err(|retry_after| OverLimit {
-                key: kind,
-                retry_after,
-            })?;
+            limiter
+                .store
+                .check(key)
+                .map_err(|retry_after| RateLimitError {
+                    key: kind,
+                    retry_after,
+                })?;
         }
         Ok(())
     }

@@ -12,10 +12,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 pub use crate::config::{
-    canonical_ip, AllowlistMode, IpAllowlist, LimitKey, LimitSpec, SizeLimits, SizeViolation,
+    canonical_ip, AllowlistMode, IpAllowlist, LimitKey, LimitSpec, SizeError, SizeLimits,
     CLIENT_ADDRESS_HEADERS, PASSABLE_CLIENT_ADDRESS_HEADERS,
 };
-pub use guards::{OverLimit, RateLimits};
+pub use guards::{RateLimitError, RateLimits};
 pub use ratelimit::{KeyHasher, Limiter};
 
 /// True when `ip` is inside any of `nets`.
@@ -79,14 +79,14 @@ mod tests {
             ..SizeLimits::default()
         };
         assert_eq!(limits.check(5, [(2, 3)].into_iter()), Ok(()));
-        assert_eq!(limits.check(6, std::iter::empty()), Err(SizeViolation::Uri));
+        assert_eq!(limits.check(6, std::iter::empty()), Err(SizeError::Uri));
         assert_eq!(
             limits.check(1, [(1, 1), (1, 1), (1, 1)].into_iter()),
-            Err(SizeViolation::Headers)
+            Err(SizeError::Headers)
         );
         assert_eq!(
             limits.check(1, [(5, 6)].into_iter()),
-            Err(SizeViolation::Headers)
+            Err(SizeError::Headers)
         );
     }
 

@@ -17,7 +17,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        over: crate::netguard::OverLimit,
+        over: crate::netguard::RateLimitError,
     ) -> Result<bool> {
         let app = ctx.app.as_ref().map_or("-", |a| a.id.as_str());
         self.metrics

@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 
 use super::{portal, Gateway, RequestCtx};
 use crate::config::{AllowlistMode, App};
-use crate::netguard::{OverLimit, SizeViolation};
+use crate::netguard::{RateLimitError, SizeError};
 use crate::policy::{decide, Decision, Permit, Reason, Request};
 use crate::respond::Reply;
 use crate::route::Endpoint;
@@ -26,7 +26,7 @@ pub(super) enum Stop {
     /// Answer with this reply, recorded with this reason.
     Reply(Reply, Reason),
     /// Over a rate limit: 429 with `Retry-After`, counted by key kind.
-    RateLimited(OverLimit),
+    RateLimited(RateLimitError),
 }
 
 type Step<T = ()> = Result<T, Stop>;
@@ -82,10 +82,8 @@ impl Gateway {
             .limits
             .check(target_len, sizes)
             .map_err(|violation| match violation {
-                SizeViolation::Headers => {
-                    Stop::Reply(Reply::HeadersTooLarge, Reason::HeadersTooLarge)
-                }
-                SizeViolation::Uri => Stop::Reply(Reply::UriTooLong, Reason::UriTooLong),
+                SizeError::Headers => Stop::Reply(Reply::HeadersTooLarge, Reason::HeadersTooLarge),
+                SizeError::Uri => Stop::Reply(Reply::UriTooLong, Reason::UriTooLong),
             })
     }
 

@@ -6,6 +6,23 @@
 //! - a final `**` segment matches any remainder, including nothing (`/static/**` matches
 //!   `/static`, `/static/` and `/static/a/b`).
 
+/// A pattern that is not a path glob; each variant holds the pattern as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    /// It does not start with `/`.
+    #[error("`{0}` must start with '/'")]
+    NotAbsolute(String),
+    /// `**` somewhere other than as the whole last segment.
+    #[error("`{0}`: `**` is only allowed as the last segment")]
+    DoubleStarNotLast(String),
+    /// `//` before the end.
+    #[error("`{0}` has an empty segment (`//`)")]
+    EmptySegment(String),
+    /// A `.` or `..` segment, which a normalised request path never has.
+    #[error("`{0}` has a dot segment; paths are matched normalised")]
+    DotSegment(String),
+}
+
 /// A compiled path glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathGlob {
@@ -27,9 +44,10 @@ enum Segment {
 
 impl PathGlob {
     /// Compiles `pattern`, which must start with `/`; `**` is allowed only as the last segment.
-    pub fn parse(pattern: &str) -> Result<PathGlob, String> {
+    pub fn parse(pattern: &str) -> Result<PathGlob, GlobError> {
+        let pattern_string = || pattern.to_string();
         let Some(rest) = pattern.strip_prefix('/') else {
-            return Err(format!("`{pattern}` must start with '/'"));
+            return Err(GlobError::NotAbsolute(pattern_string()));
         };
         let mut parts: Vec<&str> = rest.split('/').collect();
         let open_ended = parts.last() == Some(&"**");
@@ -39,17 +57,13 @@ impl PathGlob {
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             if part.contains("**") {
-                return Err(format!(
-                    "`{pattern}`: `**` is only allowed as the last segment"
-                ));
+                return Err(GlobError::DoubleStarNotLast(pattern_string()));
             }
             if part.is_empty() && i + 1 != parts.len() {
-                return Err(format!("`{pattern}` has an empty segment (`//`)"));
+                return Err(GlobError::EmptySegment(pattern_string()));
             }
             if matches!(*part, "." | "..") {
-                return Err(format!(
-                    "`{pattern}` has a dot segment; paths are matched normalised"
-                ));
+                return Err(GlobError::DotSegment(pattern_string()));
             }
             segments.push(if part.contains('*') {
                 Segment::Wildcard(part.split('*').map(str::to_string).collect())

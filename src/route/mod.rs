@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use authority::is_valid_authority;
 pub use endpoint::Endpoint;
-pub use glob::PathGlob;
+pub use glob::{GlobError, PathGlob};
 pub use normalize::normalize_path;
 
 /// A host an app answers to, as configured.
@@ -26,9 +26,17 @@ pub enum HostPattern {
     Wildcard(String),
 }
 
+/// Text that is not a host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a host name (use `chat.example.com` or `*.example.com`, no port)")]
+pub struct HostPatternError {
+    /// The text as written.
+    pub text: String,
+}
+
 impl HostPattern {
     /// Parses a configured host name (lower-cased; ports are not part of a host pattern).
-    pub fn parse(text: &str) -> Result<HostPattern, String> {
+    pub fn parse(text: &str) -> Result<HostPattern, HostPatternError> {
         let lower = text.trim().to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest.to_string()),
@@ -47,9 +55,9 @@ impl HostPattern {
             }
         };
         if !valid {
-            return Err(format!(
-                "`{text}` is not a host name (use `chat.example.com` or `*.example.com`, no port)"
-            ));
+            return Err(HostPatternError {
+                text: text.to_string(),
+            });
         }
         Ok(if wildcard {
             HostPattern::Wildcard(format!(".{name}"))

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use super::{clear_cookies, cookie_values, CookieJar, Rejection, SessionCodec, SessionData};
+use super::{clear_cookies, cookie_values, CookieJar, SessionCodec, SessionData, SessionError};
 use crate::audit::{AuditEvent, Auditor, EventKind, RequestRef};
-use crate::idp::oidc::{OidcFailure, OidcProvider, OidcTokens};
+use crate::idp::oidc::{OidcError, OidcProvider, OidcTokens};
 use crate::store::{RevokedSessions, SingleFlight};
 
 /// Everything authentication needs, built once at start.
@@ -21,7 +21,7 @@ pub struct Authenticator {
     flow_prefix: String,
     revoked: RevokedSessions,
     /// One refresh per session and token set, however many requests ask at once.
-    refreshes: SingleFlight<Result<OidcTokens, OidcFailure>>,
+    refreshes: SingleFlight<Result<OidcTokens, OidcError>>,
     oidc: Vec<Arc<OidcProvider>>,
     auditor: Auditor,
 }
@@ -91,7 +91,7 @@ impl Authenticator {
             ..Authenticated::default()
         };
         let rejection = match self.codec.decode(&jar, now) {
-            Ok(data) if self.is_revoked(&data) => Rejection::Revoked,
+            Ok(data) if self.is_revoked(&data) => SessionError::Revoked,
             Ok(data) => {
                 match self.keep_fresh(data, request, now).await {
                     Some((mut data, rewrite)) => {
@@ -105,7 +105,7 @@ impl Authenticator {
                 }
                 return out;
             }
-            Err(Rejection::Absent) => return out,
+            Err(SessionError::Absent) => return out,
             Err(rejection) => rejection,
         };
         out.cookie_rejected = true;
@@ -239,7 +239,7 @@ impl Authenticator {
         }
         match result {
             Ok(tokens) => Some(tokens),
-            Err(OidcFailure::Unavailable) => {
+            Err(OidcError::Unavailable) => {
                 // The OP is unreachable: keep the session on its current tokens rather than
                 // log everyone out during an IdP outage; the next request tries again.
                 Some(tokens.clone())

@@ -8,7 +8,7 @@
 //! is host-only, `__Host-`, so browsers never send it to another host).
 //!
 //! Any failure to read a session (absent, malformed, unknown version or key, failed
-//! decryption, expired) is a [`Rejection`] with a reason: the request is simply
+//! decryption, expired) is a [`SessionError`] with a reason: the request is simply
 //! unauthenticated, never an error page.
 
 mod authenticate;
@@ -75,9 +75,11 @@ impl SessionData {
     }
 }
 
-/// Why a request carries no usable session (audit reason, kebab-case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+/// Why a request carries no usable session (audit reason, kebab-case); displays as its
+/// audit name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
+pub enum SessionError {
     /// No session cookie.
     Absent,
     /// Not in the cookie format, or chunks missing.
@@ -98,19 +100,19 @@ pub enum Rejection {
     RefreshFailed,
 }
 
-impl Rejection {
+impl SessionError {
     /// Kebab-case name for audit records and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Rejection::Absent => "session-absent",
-            Rejection::Malformed => "session-malformed",
-            Rejection::UnknownVersion => "session-unknown-version",
-            Rejection::UnknownKey => "session-unknown-key",
-            Rejection::DecryptFailed => "session-decrypt-failed",
-            Rejection::Expired => "session-expired",
-            Rejection::Idle => "session-idle",
-            Rejection::Revoked => "session-revoked",
-            Rejection::RefreshFailed => "session-refresh-failed",
+            SessionError::Absent => "session-absent",
+            SessionError::Malformed => "session-malformed",
+            SessionError::UnknownVersion => "session-unknown-version",
+            SessionError::UnknownKey => "session-unknown-key",
+            SessionError::DecryptFailed => "session-decrypt-failed",
+            SessionError::Expired => "session-expired",
+            SessionError::Idle => "session-idle",
+            SessionError::Revoked => "session-revoked",
+            SessionError::RefreshFailed => "session-refresh-failed",
         }
     }
 }
@@ -206,40 +208,40 @@ impl SessionCodec {
     }
 
     /// Reads the session from the request's cookies, checking expiry against `now`.
-    pub fn decode(&self, jar: &CookieJar<'_>, now: u64) -> Result<SessionData, Rejection> {
-        let first = jar.get(&self.cookie_name).ok_or(Rejection::Absent)?;
+    pub fn decode(&self, jar: &CookieJar<'_>, now: u64) -> Result<SessionData, SessionError> {
+        let first = jar.get(&self.cookie_name).ok_or(SessionError::Absent)?;
         let mut fields = first.splitn(4, '.');
         let (Some(version), Some(count), Some(kid), Some(head)) =
             (fields.next(), fields.next(), fields.next(), fields.next())
         else {
-            return Err(Rejection::Malformed);
+            return Err(SessionError::Malformed);
         };
         if version != VERSION {
-            return Err(Rejection::UnknownVersion);
+            return Err(SessionError::UnknownVersion);
         }
-        let count: usize = count.parse().map_err(|_| Rejection::Malformed)?;
+        let count: usize = count.parse().map_err(|_| SessionError::Malformed)?;
         if count == 0 || count > self.max_chunks {
-            return Err(Rejection::Malformed);
+            return Err(SessionError::Malformed);
         }
         let cipher = self
             .keys
             .iter()
             .find(|(id, _)| id == kid)
             .map(|(_, c)| c)
-            .ok_or(Rejection::UnknownKey)?;
+            .ok_or(SessionError::UnknownKey)?;
         let mut data = String::with_capacity(head.len() + (count - 1) * CHUNK_LEN);
         data.push_str(head);
         for i in 1..count {
             data.push_str(
                 jar.get_chunk(&self.cookie_name, i)
-                    .ok_or(Rejection::Malformed)?,
+                    .ok_or(SessionError::Malformed)?,
             );
         }
         let sealed = URL_SAFE_NO_PAD
             .decode(data.as_bytes())
-            .map_err(|_| Rejection::Malformed)?;
+            .map_err(|_| SessionError::Malformed)?;
         if sealed.len() < 12 + 16 {
-            return Err(Rejection::Malformed);
+            return Err(SessionError::Malformed);
         }
         let (nonce, ciphertext) = sealed.split_at(12);
         let plaintext = cipher
@@ -250,14 +252,14 @@ impl SessionCodec {
                     aad: &self.associated_data,
                 },
             )
-            .map_err(|_| Rejection::DecryptFailed)?;
+            .map_err(|_| SessionError::DecryptFailed)?;
         let session: SessionData =
-            serde_json::from_slice(&plaintext).map_err(|_| Rejection::Malformed)?;
+            serde_json::from_slice(&plaintext).map_err(|_| SessionError::Malformed)?;
         if now >= session.expires_at {
-            return Err(Rejection::Expired);
+            return Err(SessionError::Expired);
         }
         if now.saturating_sub(session.last_seen) > self.idle_timeout.as_secs() {
-            return Err(Rejection::Idle);
+            return Err(SessionError::Idle);
         }
         Ok(session)
     }

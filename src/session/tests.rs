@@ -45,7 +45,7 @@ fn cookie_header(values: &[String]) -> String {
         .join("; ")
 }
 
-fn decode(codec: &SessionCodec, header: &str, now: u64) -> Result<SessionData, Rejection> {
+fn decode(codec: &SessionCodec, header: &str, now: u64) -> Result<SessionData, SessionError> {
     let jar = CookieJar::parse(std::iter::once(header), "__Host-portcullis");
     codec.decode(&jar, now)
 }
@@ -92,7 +92,7 @@ fn key_rotation_keeps_old_sessions() {
     let new_cookie = cookie_header(&rotated.encode(&session).expect("encode"));
     assert_eq!(
         decode(&old, &new_cookie, 1),
-        Err(Rejection::UnknownKey),
+        Err(SessionError::UnknownKey),
         "new key encrypts"
     );
 }
@@ -104,7 +104,10 @@ fn other_deployments_and_tampering_are_refused() {
     let session = SessionData::new(identity(0), 0, HOUR);
     let values = ours.encode(&session).expect("encode");
     let header = cookie_header(&values);
-    assert_eq!(decode(&theirs, &header, 1), Err(Rejection::DecryptFailed));
+    assert_eq!(
+        decode(&theirs, &header, 1),
+        Err(SessionError::DecryptFailed)
+    );
 
     let mut tampered = values[0].clone().into_bytes();
     let last = tampered.len() - 5;
@@ -112,14 +115,14 @@ fn other_deployments_and_tampering_are_refused() {
     let tampered = String::from_utf8(tampered).expect("utf8");
     assert_eq!(
         decode(&ours, &cookie_header(&[tampered]), 1),
-        Err(Rejection::DecryptFailed)
+        Err(SessionError::DecryptFailed)
     );
 
     let truncated = values[0][..values[0].len() - 10].to_string();
     assert!(decode(&ours, &cookie_header(&[truncated]), 1).is_err());
     assert_eq!(
         decode(&ours, &header.replacen("1.", "2.", 1), 1),
-        Err(Rejection::UnknownVersion)
+        Err(SessionError::UnknownVersion)
     );
 }
 
@@ -132,9 +135,9 @@ fn missing_chunks_and_garbage_are_rejected_without_panic() {
     assert!(values.len() > 2);
     assert_eq!(
         decode(&codec, &cookie_header(&values[..values.len() - 1]), 1),
-        Err(Rejection::Malformed)
+        Err(SessionError::Malformed)
     );
-    assert_eq!(decode(&codec, "nothing=here", 1), Err(Rejection::Absent));
+    assert_eq!(decode(&codec, "nothing=here", 1), Err(SessionError::Absent));
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..2000 {
@@ -153,7 +156,7 @@ fn missing_chunks_and_garbage_are_rejected_without_panic() {
         "__Host-portcullis=1.99999999999999999999.x.{}",
         "A".repeat(10_000)
     );
-    assert_eq!(decode(&codec, &oversized, 1), Err(Rejection::Malformed));
+    assert_eq!(decode(&codec, &oversized, 1), Err(SessionError::Malformed));
 }
 
 #[test]
@@ -162,13 +165,16 @@ fn absolute_and_idle_expiry() {
     let session = SessionData::new(identity(0), 1000, 2 * HOUR);
     let header = cookie_header(&codec.encode(&session).expect("encode"));
     assert!(decode(&codec, &header, 1000 + 3599).is_ok());
-    assert_eq!(decode(&codec, &header, 1000 + 3601), Err(Rejection::Idle));
+    assert_eq!(
+        decode(&codec, &header, 1000 + 3601),
+        Err(SessionError::Idle)
+    );
     let mut active = session.clone();
     active.last_seen = 1000 + 7000;
     let header = cookie_header(&codec.encode(&active).expect("encode"));
     assert_eq!(
         decode(&codec, &header, 1000 + 7200),
-        Err(Rejection::Expired)
+        Err(SessionError::Expired)
     );
     assert!(!codec.needs_touch(&session, 1000 + 100));
     assert!(codec.needs_touch(&session, 1000 + 900));

@@ -329,7 +329,7 @@ impl Compiler<'_> {
                             Ok(g) => paths.push(g),
                             Err(e) => self.issues.add(
                                 &format!("{at}.paths[{j}]"),
-                                e,
+                                e.to_string(),
                                 "e.g. /api/tools/* or /admin/**",
                             ),
                         }
@@ -467,7 +467,7 @@ impl Compiler<'_> {
                 source: text.to_string(),
             }),
             Err(e) => {
-                self.issues.add(at, e, hint);
+                self.issues.add(at, e.to_string(), hint);
                 None
             }
         }
@@ -572,7 +572,7 @@ impl Compiler<'_> {
                         Ok(net) => nets.push(net),
                         Err(e) => self.issues.add(
                             &format!("{at}.cidrs[{i}]"),
-                            e,
+                            e.to_string(),
                             "an address or a network, e.g. 192.0.2.0/24",
                         ),
                     }

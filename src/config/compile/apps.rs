@@ -81,7 +81,9 @@ impl Compiler<'_> {
                 for (j, h) in list.iter().enumerate() {
                     match HostPattern::parse(h) {
                         Ok(p) => hosts.push(p),
-                        Err(e) => self.issues.add(&format!("{base}.hosts[{j}]"), e, ""),
+                        Err(e) => self
+                            .issues
+                            .add(&format!("{base}.hosts[{j}]"), e.to_string(), ""),
                     }
                 }
             }
@@ -109,7 +111,7 @@ impl Compiler<'_> {
                 Ok(g) => public_paths.push(g),
                 Err(e) => self.issues.add(
                     &format!("{base}.public_paths[{j}]"),
-                    e,
+                    e.to_string(),
                     "e.g. /healthz or /static/**",
                 ),
             }

@@ -86,7 +86,7 @@ impl Compiler<'_> {
                 Ok(net) => trusted_proxies.push(net),
                 Err(e) => self.issues.add(
                     &format!("server.trusted_proxies[{i}]"),
-                    e,
+                    e.to_string(),
                     "write a CIDR like 10.0.0.0/8 or fd00::/8, or a single address",
                 ),
             }
@@ -342,7 +342,8 @@ impl Compiler<'_> {
     pub(super) fn admin(&mut self, raw: RawAdmin) -> Admin {
         let text = raw.listen.unwrap_or_else(|| "127.0.0.1:9901".into());
         let listen = parse_listen(&text).unwrap_or_else(|e| {
-            self.issues.add("admin.listen", e, "e.g. 127.0.0.1:9901");
+            self.issues
+                .add("admin.listen", e.to_string(), "e.g. 127.0.0.1:9901");
             SocketAddr::from(([127, 0, 0, 1], 9901))
         });
         if !listen.ip().is_loopback() {

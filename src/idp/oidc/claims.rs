@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{OidcFailure, OidcProvider};
+use super::{OidcError, OidcProvider};
 use crate::identity::{AuthMethod, Identity};
 
 impl OidcProvider {
@@ -13,7 +13,7 @@ impl OidcProvider {
     pub(super) fn identity_from_claims(
         &self,
         claims: &serde_json::Value,
-    ) -> Result<Identity, OidcFailure> {
+    ) -> Result<Identity, OidcError> {
         let amr: Vec<String> = claims
             .get("amr")
             .and_then(|v| v.as_array())
@@ -33,7 +33,7 @@ impl OidcProvider {
         };
         crate::identity::from_claims(&source, &self.claims, &self.mapping).map_err(|e| {
             tracing::warn!(idp = %self.id, error = %e, "OIDC claims unusable");
-            OidcFailure::Claims
+            OidcError::Claims
         })
     }
 }

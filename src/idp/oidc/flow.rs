@@ -10,7 +10,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use super::claims::{merge_under, payload, string_claim, AllClaims};
-use super::{OidcClient, OidcFailure, OidcProvider, OidcTokens};
+use super::{OidcClient, OidcError, OidcProvider, OidcTokens};
 use crate::identity::Identity;
 
 /// What survives the round trip to the OP, in an encrypted, short-lived cookie.
@@ -54,7 +54,7 @@ impl OidcProvider {
         return_to: &str,
         now: u64,
         step_up: bool,
-    ) -> Result<(String, FlowState), OidcFailure> {
+    ) -> Result<(String, FlowState), OidcError> {
         let client = self.client(redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -101,25 +101,20 @@ impl OidcProvider {
 
     /// Exchanges the code, validates the ID token, reads userinfo when configured, and maps
     /// the claims to an identity.
-    pub async fn finish(
-        &self,
-        flow: &FlowState,
-        code: &str,
-        now: u64,
-    ) -> Result<Login, OidcFailure> {
+    pub async fn finish(&self, flow: &FlowState, code: &str, now: u64) -> Result<Login, OidcError> {
         let client = self.client(&flow.redirect_uri)?;
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
-            .map_err(|_| OidcFailure::Unavailable)?;
+            .map_err(|_| OidcError::Unavailable)?;
         let response = request
             .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
             .request_async(&self.http)
             .await
             .map_err(|e| {
                 tracing::warn!(idp = %self.id, error = ?e, "OIDC code exchange failed");
-                OidcFailure::TokenExchange
+                OidcError::TokenExchange
             })?;
-        let id_token = response.id_token().ok_or(OidcFailure::MissingIdToken)?;
+        let id_token = response.id_token().ok_or(OidcError::MissingIdToken)?;
         let nonce = Nonce::new(flow.nonce.clone());
         let mut claims = match self.verified_claims(&client, id_token, &nonce) {
             Ok(claims) => claims,
@@ -154,17 +149,17 @@ impl OidcProvider {
 
     /// Uses the refresh token; the new tokens on success. A new ID token, when the OP sends
     /// one, must validate and name the same subject.
-    pub async fn refresh(&self, tokens: &OidcTokens, now: u64) -> Result<OidcTokens, OidcFailure> {
+    pub async fn refresh(&self, tokens: &OidcTokens, now: u64) -> Result<OidcTokens, OidcError> {
         let refresh_token = tokens
             .refresh_token
             .as_ref()
-            .ok_or(OidcFailure::RefreshRefused)?;
+            .ok_or(OidcError::RefreshRefused)?;
         let metadata = self
             .metadata
             .read()
             .ok()
             .and_then(|m| m.clone())
-            .ok_or(OidcFailure::Unavailable)?;
+            .ok_or(OidcError::Unavailable)?;
         let client = CoreClient::from_provider_metadata(
             (*metadata).clone(),
             ClientId::new(self.client_id.clone()),
@@ -173,20 +168,20 @@ impl OidcProvider {
         .set_auth_type(self.auth_type());
         let response = client
             .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.clone()))
-            .map_err(|_| OidcFailure::Unavailable)?
+            .map_err(|_| OidcError::Unavailable)?
             .request_async(&self.http)
             .await
             .map_err(|e| match e {
                 // The OP answered with an OAuth error (invalid_grant, …): the grant is over.
                 openidconnect::RequestTokenError::ServerResponse(_) => {
                     tracing::info!(idp = %self.id, error = ?e, "OIDC refresh refused");
-                    OidcFailure::RefreshRefused
+                    OidcError::RefreshRefused
                 }
                 // Network failure, timeout, unparsable answer: the OP is not reachable as it
                 // should be; keep the session on its tokens and try again later.
                 _ => {
                     tracing::warn!(idp = %self.id, error = ?e, "OIDC refresh failed; keeping the session");
-                    OidcFailure::Unavailable
+                    OidcError::Unavailable
                 }
             })?;
         let mut next = tokens.clone();
@@ -194,9 +189,9 @@ impl OidcProvider {
             let verifier = client.id_token_verifier();
             let claims = id_token
                 .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                .map_err(|_| OidcFailure::InvalidIdToken)?;
+                .map_err(|_| OidcError::InvalidIdToken)?;
             if claims.subject().as_str() != tokens.sub {
-                return Err(OidcFailure::InvalidIdToken);
+                return Err(OidcError::InvalidIdToken);
             }
             next.id_token = id_token.to_string();
         }
@@ -217,17 +212,17 @@ impl OidcProvider {
         client: &OidcClient,
         id_token: &CoreIdToken,
         nonce: &Nonce,
-    ) -> Result<serde_json::Value, OidcFailure> {
+    ) -> Result<serde_json::Value, OidcError> {
         let verifier = client.id_token_verifier();
         id_token.claims(&verifier, nonce).map_err(|e| {
             tracing::warn!(idp = %self.id, error = %e, "OIDC ID token refused");
-            OidcFailure::InvalidIdToken
+            OidcError::InvalidIdToken
         })?;
         // The signature is verified over this exact token: its payload may be read for the
         // claims the core types do not model (groups, amr, custom claims).
         payload(&id_token.to_string())
             .map(serde_json::Value::Object)
-            .ok_or(OidcFailure::InvalidIdToken)
+            .ok_or(OidcError::InvalidIdToken)
     }
 
     /// Userinfo claims for the ID token's subject (the crate checks `sub` matches).
@@ -236,19 +231,19 @@ impl OidcProvider {
         client: &OidcClient,
         response: &openidconnect::core::CoreTokenResponse,
         claims: &serde_json::Value,
-    ) -> Result<serde_json::Value, OidcFailure> {
-        let sub = string_claim(claims, "sub").ok_or(OidcFailure::Userinfo)?;
+    ) -> Result<serde_json::Value, OidcError> {
+        let sub = string_claim(claims, "sub").ok_or(OidcError::Userinfo)?;
         let request = client
             .user_info(
                 response.access_token().clone(),
                 Some(openidconnect::SubjectIdentifier::new(sub)),
             )
-            .map_err(|_| OidcFailure::Userinfo)?;
+            .map_err(|_| OidcError::Userinfo)?;
         let info: openidconnect::UserInfoClaims<AllClaims, openidconnect::core::CoreGenderClaim> =
             request.request_async(&self.http).await.map_err(|e| {
                 tracing::warn!(idp = %self.id, error = ?e, "OIDC userinfo failed");
-                OidcFailure::Userinfo
+                OidcError::Userinfo
             })?;
-        serde_json::to_value(&info).map_err(|_| OidcFailure::Userinfo)
+        serde_json::to_value(&info).map_err(|_| OidcError::Userinfo)
     }
 }

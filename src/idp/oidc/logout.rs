@@ -6,7 +6,7 @@ use openidconnect::core::CoreIdToken;
 use openidconnect::{ClientId, LogoutRequest, PostLogoutRedirectUrl};
 
 use super::claims::string_claim;
-use super::{OidcFailure, OidcProvider};
+use super::{OidcError, OidcProvider};
 
 /// What a valid back-channel logout token names: sessions to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +48,11 @@ impl OidcProvider {
     /// Validates a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6):
     /// signature by the OP's keys with an advertised asymmetric algorithm, `iss`, `aud`,
     /// `iat`, `exp`, `jti`, the logout event, `sub` or `sid`, and no `nonce`.
-    pub fn logout_target(&self, token: &str) -> Result<LogoutTarget, OidcFailure> {
+    pub fn logout_target(&self, token: &str) -> Result<LogoutTarget, OidcError> {
         use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
         let invalid = |why: &str| {
             tracing::info!(idp = %self.id, why, "back-channel logout token refused");
-            OidcFailure::InvalidLogoutToken
+            OidcError::InvalidLogoutToken
         };
         let header = decode_header(token).map_err(|_| invalid("header"))?;
         if !matches!(
@@ -74,7 +74,7 @@ impl OidcProvider {
             .read()
             .ok()
             .and_then(|k| k.clone())
-            .ok_or(OidcFailure::Unavailable)?;
+            .ok_or(OidcError::Unavailable)?;
         let jwk = match header.kid.as_deref() {
             Some(kid) => keys.find(kid),
             None if keys.keys.len() == 1 => keys.keys.first(),

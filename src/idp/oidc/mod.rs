@@ -28,9 +28,10 @@ pub use claims::mfa_from_amr;
 pub use flow::{FlowState, Login};
 pub use logout::LogoutTarget;
 
-/// Why an OIDC login failed (audit `detail`, kebab-case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OidcFailure {
+/// Why an OIDC login failed (audit `detail`, kebab-case); displays as its audit name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
+pub enum OidcError {
     /// Discovery has not succeeded (yet).
     Unavailable,
     /// The OP answered the authorization request with an error.
@@ -51,19 +52,19 @@ pub enum OidcFailure {
     InvalidLogoutToken,
 }
 
-impl OidcFailure {
+impl OidcError {
     /// Kebab-case reason.
     pub fn as_str(self) -> &'static str {
         match self {
-            OidcFailure::Unavailable => "idp-unavailable",
-            OidcFailure::IdpError => "idp-error",
-            OidcFailure::TokenExchange => "token-exchange-failed",
-            OidcFailure::MissingIdToken => "id-token-missing",
-            OidcFailure::InvalidIdToken => "id-token-invalid",
-            OidcFailure::Userinfo => "userinfo-failed",
-            OidcFailure::Claims => "claims-unusable",
-            OidcFailure::RefreshRefused => "refresh-refused",
-            OidcFailure::InvalidLogoutToken => "logout-token-invalid",
+            OidcError::Unavailable => "idp-unavailable",
+            OidcError::IdpError => "idp-error",
+            OidcError::TokenExchange => "token-exchange-failed",
+            OidcError::MissingIdToken => "id-token-missing",
+            OidcError::InvalidIdToken => "id-token-invalid",
+            OidcError::Userinfo => "userinfo-failed",
+            OidcError::Claims => "claims-unusable",
+            OidcError::RefreshRefused => "refresh-refused",
+            OidcError::InvalidLogoutToken => "logout-token-invalid",
         }
     }
 }
@@ -217,15 +218,15 @@ impl OidcProvider {
         self.metadata.read().is_ok_and(|m| m.is_some())
     }
 
-    fn client(&self, redirect_uri: &str) -> Result<OidcClient, OidcFailure> {
+    fn client(&self, redirect_uri: &str) -> Result<OidcClient, OidcError> {
         let metadata = self
             .metadata
             .read()
             .ok()
             .and_then(|m| m.clone())
-            .ok_or(OidcFailure::Unavailable)?;
+            .ok_or(OidcError::Unavailable)?;
         let redirect =
-            RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcFailure::Unavailable)?;
+            RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::Unavailable)?;
         Ok(CoreClient::from_provider_metadata(
             (*metadata).clone(),
             ClientId::new(self.client_id.clone()),

@@ -104,17 +104,13 @@ fn claims(overrides: serde_json::Value) -> serde_json::Value {
     c
 }
 
-fn check(
-    provider: &OidcProvider,
-    client: &OidcClient,
-    token: &str,
-) -> Result<Identity, OidcFailure> {
-    let parsed: CoreIdToken = token.parse().map_err(|_| OidcFailure::InvalidIdToken)?;
+fn check(provider: &OidcProvider, client: &OidcClient, token: &str) -> Result<Identity, OidcError> {
+    let parsed: CoreIdToken = token.parse().map_err(|_| OidcError::InvalidIdToken)?;
     let claims = provider.verified_claims(client, &parsed, &Nonce::new("n-1".into()))?;
     provider.identity_from_claims(&claims)
 }
 
-/// Negative cases are hand-built tokens (the real OP in tests/oidc.rs signs only valid
+/// Negative cases are hand-built tokens (the real OP in tests/it/oidc.rs signs only valid
 /// ones); each must be refused by the same validation the callback uses.
 #[test]
 fn id_token_validation_refuses_every_forgery() {
@@ -206,7 +202,7 @@ fn id_token_validation_refuses_every_forgery() {
     for (name, token) in cases {
         assert_eq!(
             check(&provider, &client, &token).map(|i| i.user_id),
-            Err(OidcFailure::InvalidIdToken),
+            Err(OidcError::InvalidIdToken),
             "{name}"
         );
     }
@@ -299,7 +295,7 @@ fn logout_tokens_are_validated_like_the_spec_says() {
     for (name, token) in cases {
         assert_eq!(
             provider.logout_target(&token),
-            Err(OidcFailure::InvalidLogoutToken),
+            Err(OidcError::InvalidLogoutToken),
             "{name}"
         );
     }

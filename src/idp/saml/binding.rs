@@ -11,7 +11,7 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use samael::crypto::CertificateDer;
 use url::Url;
 
-use super::response::Refusal;
+use super::response::SamlError;
 use super::xml::{self, PROTOCOL};
 
 /// Largest inflated redirect-binding message: logout messages are < 2 KB; the bound stops
@@ -64,7 +64,7 @@ enum SignerKey {
 
 /// Why an SP key or certificate was not loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum SpKeyError {
     /// Not a PEM private key ring can use.
     #[error("not an RSA (2048 bits or more) or ECDSA P-256 private key in PEM")]
     Key,
@@ -78,11 +78,11 @@ pub enum KeyError {
 
 impl SpSigner {
     /// From a PEM private key (PKCS#8, or PKCS#1 for RSA) and a PEM certificate.
-    pub fn from_pem(key_pem: &[u8], cert_pem: &[u8]) -> Result<SpSigner, KeyError> {
+    pub fn from_pem(key_pem: &[u8], cert_pem: &[u8]) -> Result<SpSigner, SpKeyError> {
         let key = rustls_pemfile::private_key(&mut &key_pem[..])
             .ok()
             .flatten()
-            .ok_or(KeyError::Key)?;
+            .ok_or(SpKeyError::Key)?;
         let rng = ring::rand::SystemRandom::new();
         let key = match &key {
             rustls::pki_types::PrivateKeyDer::Pkcs1(der) => {
@@ -107,18 +107,18 @@ impl SpSigner {
             }
             _ => None,
         }
-        .ok_or(KeyError::Key)?;
+        .ok_or(SpKeyError::Key)?;
         let certificate = rustls_pemfile::certs(&mut &cert_pem[..])
             .next()
             .and_then(Result::ok)
-            .ok_or(KeyError::Certificate)?
+            .ok_or(SpKeyError::Certificate)?
             .to_vec();
         let public = match &key {
             SignerKey::Rsa(k) => k.public_key().as_ref().to_vec(),
             SignerKey::Ecdsa(k) => k.public_key().as_ref().to_vec(),
         };
         if public_key(&certificate).map(|(_, bytes)| bytes) != Some(public) {
-            return Err(KeyError::Mismatch);
+            return Err(SpKeyError::Mismatch);
         }
         Ok(SpSigner { key, certificate })
     }
@@ -237,33 +237,37 @@ impl<'q> RedirectMessage<'q> {
     }
 
     /// The message XML: URL-decoded, base64-decoded, inflated (bounded).
-    pub fn xml(&self) -> Result<String, Refusal> {
-        let (_, raw) = self.carrier.ok_or(Refusal::Malformed)?;
+    pub fn xml(&self) -> Result<String, SamlError> {
+        let (_, raw) = self.carrier.ok_or(SamlError::Malformed)?;
         if raw.len() > MAX_ENCODED {
-            return Err(Refusal::TooLarge);
+            return Err(SamlError::TooLarge);
         }
         let compact: Vec<u8> = decode_component(raw)
             .bytes()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
-        let deflated = STANDARD.decode(compact).map_err(|_| Refusal::NotBase64)?;
+        let deflated = STANDARD.decode(compact).map_err(|_| SamlError::NotBase64)?;
         let mut inflated = String::new();
         flate2::read::DeflateDecoder::new(&deflated[..])
             .take(MAX_INFLATED)
             .read_to_string(&mut inflated)
-            .map_err(|_| Refusal::Malformed)?;
+            .map_err(|_| SamlError::Malformed)?;
         if inflated.len() as u64 >= MAX_INFLATED {
-            return Err(Refusal::TooLarge);
+            return Err(SamlError::TooLarge);
         }
         Ok(inflated)
     }
 
     /// Checks the query signature with any of `certificates`.
-    pub fn verify(&self, certificates: &[CertificateDer], allow_sha1: bool) -> Result<(), Refusal> {
+    pub fn verify(
+        &self,
+        certificates: &[CertificateDer],
+        allow_sha1: bool,
+    ) -> Result<(), SamlError> {
         let (Some((carrier, message)), Some(sig_alg), Some(signature)) =
             (self.carrier, self.sig_alg, self.signature)
         else {
-            return Err(Refusal::Unsigned);
+            return Err(SamlError::Unsigned);
         };
         let mut signed = format!("{}={message}", carrier.param());
         if let Some(relay) = self.relay_state {
@@ -273,8 +277,8 @@ impl<'q> RedirectMessage<'q> {
         let algorithm = decode_component(sig_alg);
         let signature = STANDARD
             .decode(decode_component(signature))
-            .map_err(|_| Refusal::SignatureInvalid)?;
-        let verifies = |cert: &CertificateDer| -> Result<bool, Refusal> {
+            .map_err(|_| SamlError::SignatureInvalid)?;
+        let verifies = |cert: &CertificateDer| -> Result<bool, SamlError> {
             let Some((kind, key)) = public_key(cert.der_data()) else {
                 return Ok(false);
             };
@@ -284,7 +288,7 @@ impl<'q> RedirectMessage<'q> {
                 (KeyKind::Rsa, RSA_SHA1) if allow_sha1 => {
                     &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY
                 }
-                (KeyKind::Rsa, RSA_SHA1) => return Err(Refusal::WeakAlgorithm),
+                (KeyKind::Rsa, RSA_SHA1) => return Err(SamlError::WeakAlgorithm),
                 _ => return Ok(false),
             };
             Ok(signature::UnparsedPublicKey::new(verifier, &key)
@@ -296,7 +300,7 @@ impl<'q> RedirectMessage<'q> {
                 return Ok(());
             }
         }
-        Err(Refusal::SignatureInvalid)
+        Err(SamlError::SignatureInvalid)
     }
 }
 
@@ -565,11 +569,11 @@ mod tests {
         let message = RedirectMessage::parse(&tampered);
         assert_eq!(
             message.verify(std::slice::from_ref(&cert), false),
-            Err(Refusal::SignatureInvalid)
+            Err(SamlError::SignatureInvalid)
         );
         let unsigned = redirect_url(&endpoint, Carrier::Request, "<x/>", None, None).expect("url");
         let message = RedirectMessage::parse(unsigned.split_once('?').expect("query").1);
-        assert_eq!(message.verify(&[cert], false), Err(Refusal::Unsigned));
+        assert_eq!(message.verify(&[cert], false), Err(SamlError::Unsigned));
     }
 
     #[test]
@@ -586,7 +590,10 @@ mod tests {
         )
         .collect();
         let query = format!("SAMLRequest={encoded}");
-        assert_eq!(RedirectMessage::parse(&query).xml(), Err(Refusal::TooLarge));
+        assert_eq!(
+            RedirectMessage::parse(&query).xml(),
+            Err(SamlError::TooLarge)
+        );
     }
 
     #[test]
@@ -599,7 +606,7 @@ mod tests {
             .expect("cert");
         assert!(matches!(
             SpSigner::from_pem(key.serialize_pem().as_bytes(), cert.pem().as_bytes()),
-            Err(KeyError::Mismatch)
+            Err(SpKeyError::Mismatch)
         ));
     }
 

@@ -11,7 +11,7 @@ use openssl::rsa::Padding;
 use openssl::symm::{Cipher, Crypter, Mode};
 use roxmltree::Node;
 
-use super::response::Refusal;
+use super::response::SamlError;
 use super::xml::{self, DSIG};
 
 const XENC: &str = "http://www.w3.org/2001/04/xmlenc#";
@@ -38,9 +38,9 @@ impl SpDecrypter {
 
     /// `document` with its one `EncryptedAssertion` (the `encrypted` element) replaced by the
     /// decrypted assertion.
-    pub fn splice(&self, document: &str, encrypted: Node<'_, '_>) -> Result<String, Refusal> {
+    pub fn splice(&self, document: &str, encrypted: Node<'_, '_>) -> Result<String, SamlError> {
         let plaintext = self.decrypt(encrypted)?;
-        let plain = String::from_utf8(plaintext).map_err(|_| Refusal::DecryptionFailed)?;
+        let plain = String::from_utf8(plaintext).map_err(|_| SamlError::DecryptionFailed)?;
         let range = encrypted.range();
         let mut out = String::with_capacity(document.len() + plain.len());
         out.push_str(&document[..range.start]);
@@ -49,15 +49,15 @@ impl SpDecrypter {
         Ok(out)
     }
 
-    fn decrypt(&self, encrypted: Node<'_, '_>) -> Result<Vec<u8>, Refusal> {
-        let data = xml::child(encrypted, XENC, "EncryptedData").ok_or(Refusal::Malformed)?;
+    fn decrypt(&self, encrypted: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
+        let data = xml::child(encrypted, XENC, "EncryptedData").ok_or(SamlError::Malformed)?;
         // The wrapped key: in the data's KeyInfo, or beside the data (RetrievalMethod).
         let wrapped = encrypted
             .descendants()
             .find(|n| xml::is(n, XENC, "EncryptedKey"))
-            .ok_or(Refusal::Malformed)?;
+            .ok_or(SamlError::Malformed)?;
         let content_key = self.unwrap_key(wrapped)?;
-        let method = algorithm(data).ok_or(Refusal::Malformed)?;
+        let method = algorithm(data).ok_or(SamlError::Malformed)?;
         let cipher_text = cipher_value(data)?;
         let (cipher, gcm) = match method {
             m if m == format!("{XENC}aes128-cbc") => (Cipher::aes_128_cbc(), false),
@@ -66,10 +66,10 @@ impl SpDecrypter {
             m if m == format!("{XENC11}aes128-gcm") => (Cipher::aes_128_gcm(), true),
             m if m == format!("{XENC11}aes192-gcm") => (Cipher::aes_192_gcm(), true),
             m if m == format!("{XENC11}aes256-gcm") => (Cipher::aes_256_gcm(), true),
-            _ => return Err(Refusal::WeakAlgorithm),
+            _ => return Err(SamlError::WeakAlgorithm),
         };
         if content_key.len() != cipher.key_len() {
-            return Err(Refusal::DecryptionFailed);
+            return Err(SamlError::DecryptionFailed);
         }
         if gcm {
             decrypt_gcm(cipher, &content_key, &cipher_text)
@@ -78,8 +78,8 @@ impl SpDecrypter {
         }
     }
 
-    fn unwrap_key(&self, wrapped: Node<'_, '_>) -> Result<Vec<u8>, Refusal> {
-        let method = xml::child(wrapped, XENC, "EncryptionMethod").ok_or(Refusal::Malformed)?;
+    fn unwrap_key(&self, wrapped: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
+        let method = xml::child(wrapped, XENC, "EncryptionMethod").ok_or(SamlError::Malformed)?;
         let name = method.attribute("Algorithm").unwrap_or_default();
         let digest_of =
             |node: Option<Node<'_, '_>>, default: MessageDigest| match algorithm_of(node) {
@@ -87,7 +87,7 @@ impl SpDecrypter {
                 Some("http://www.w3.org/2000/09/xmldsig#sha1") => Ok(MessageDigest::sha1()),
                 Some("http://www.w3.org/2001/04/xmlenc#sha256") => Ok(MessageDigest::sha256()),
                 Some("http://www.w3.org/2001/04/xmlenc#sha512") => Ok(MessageDigest::sha512()),
-                Some(_) => Err(Refusal::WeakAlgorithm),
+                Some(_) => Err(SamlError::WeakAlgorithm),
             };
         let oaep_digest = digest_of(
             xml::child(method, DSIG, "DigestMethod"),
@@ -100,14 +100,14 @@ impl SpDecrypter {
                 None | Some("http://www.w3.org/2009/xmlenc11#mgf1sha1") => MessageDigest::sha1(),
                 Some("http://www.w3.org/2009/xmlenc11#mgf1sha256") => MessageDigest::sha256(),
                 Some("http://www.w3.org/2009/xmlenc11#mgf1sha512") => MessageDigest::sha512(),
-                Some(_) => return Err(Refusal::WeakAlgorithm),
+                Some(_) => return Err(SamlError::WeakAlgorithm),
             }
         } else {
             // Including rsa-1_5.
-            return Err(Refusal::WeakAlgorithm);
+            return Err(SamlError::WeakAlgorithm);
         };
         let wrapped_key = cipher_value(wrapped)?;
-        let failed = |_| Refusal::DecryptionFailed;
+        let failed = |_| SamlError::DecryptionFailed;
         let mut ctx = PkeyCtx::new(&self.key).map_err(failed)?;
         ctx.decrypt_init().map_err(failed)?;
         ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(failed)?;
@@ -137,48 +137,48 @@ fn algorithm_of<'a>(node: Option<Node<'a, '_>>) -> Option<&'a str> {
     node.and_then(|n| n.attribute("Algorithm"))
 }
 
-fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, Refusal> {
+fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
     let value = xml::child(node, XENC, "CipherData")
         .and_then(|d| xml::child(d, XENC, "CipherValue"))
-        .ok_or(Refusal::Malformed)?;
+        .ok_or(SamlError::Malformed)?;
     let compact: String = xml::text(value).split_ascii_whitespace().collect();
     base64::engine::general_purpose::STANDARD
         .decode(compact)
-        .map_err(|_| Refusal::Malformed)
+        .map_err(|_| SamlError::Malformed)
 }
 
 /// AES-CBC, IV first; XML Encryption padding (the last byte counts the padding bytes).
-fn decrypt_cbc(cipher: Cipher, key: &[u8], data: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn decrypt_cbc(cipher: Cipher, key: &[u8], data: &[u8]) -> Result<Vec<u8>, SamlError> {
     let block = cipher.block_size();
     if data.len() < 2 * block || !data.len().is_multiple_of(block) {
-        return Err(Refusal::DecryptionFailed);
+        return Err(SamlError::DecryptionFailed);
     }
     let (iv, body) = data.split_at(block);
-    let failed = |_| Refusal::DecryptionFailed;
+    let failed = |_| SamlError::DecryptionFailed;
     let mut crypter = Crypter::new(cipher, Mode::Decrypt, key, Some(iv)).map_err(failed)?;
     crypter.pad(false);
     let mut out = vec![0; body.len() + block];
     let mut n = crypter.update(body, &mut out).map_err(failed)?;
     n += crypter.finalize(&mut out[n..]).map_err(failed)?;
     out.truncate(n);
-    let pad = usize::from(*out.last().ok_or(Refusal::DecryptionFailed)?);
+    let pad = usize::from(*out.last().ok_or(SamlError::DecryptionFailed)?);
     if pad == 0 || pad > block || pad > out.len() {
-        return Err(Refusal::DecryptionFailed);
+        return Err(SamlError::DecryptionFailed);
     }
     out.truncate(out.len() - pad);
     Ok(out)
 }
 
 /// AES-GCM: 96-bit IV first, 128-bit tag last.
-fn decrypt_gcm(cipher: Cipher, key: &[u8], data: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn decrypt_gcm(cipher: Cipher, key: &[u8], data: &[u8]) -> Result<Vec<u8>, SamlError> {
     const IV: usize = 12;
     const TAG: usize = 16;
     if data.len() < IV + TAG {
-        return Err(Refusal::DecryptionFailed);
+        return Err(SamlError::DecryptionFailed);
     }
     let (iv, rest) = data.split_at(IV);
     let (body, tag) = rest.split_at(rest.len() - TAG);
-    let failed = |_| Refusal::DecryptionFailed;
+    let failed = |_| SamlError::DecryptionFailed;
     let mut crypter = Crypter::new(cipher, Mode::Decrypt, key, Some(iv)).map_err(failed)?;
     crypter.set_tag(tag).map_err(failed)?;
     let mut out = vec![0; body.len() + cipher.block_size()];
@@ -234,7 +234,7 @@ pub(crate) mod tests {
         )
     }
 
-    fn splice_in(decrypter: &SpDecrypter, encrypted: &str) -> Result<String, Refusal> {
+    fn splice_in(decrypter: &SpDecrypter, encrypted: &str) -> Result<String, SamlError> {
         let doc = format!("<r>{encrypted}</r>");
         let parsed = xml::parse(&doc).expect("parses");
         let node = parsed.root_element().first_element_child().expect("child");
@@ -262,18 +262,18 @@ pub(crate) mod tests {
         let decrypter =
             SpDecrypter::from_pem(&key.private_key_to_pem_pkcs8().expect("pem")).expect("rsa");
         let v15 = encrypt(&key, "<a/>", false, &format!("{XENC}rsa-1_5"));
-        assert_eq!(splice_in(&decrypter, &v15), Err(Refusal::WeakAlgorithm));
+        assert_eq!(splice_in(&decrypter, &v15), Err(SamlError::WeakAlgorithm));
         let for_other = encrypt(&other, "<a/>", true, &format!("{XENC}rsa-oaep-mgf1p"));
         assert_eq!(
             splice_in(&decrypter, &for_other),
-            Err(Refusal::DecryptionFailed)
+            Err(SamlError::DecryptionFailed)
         );
         let good = encrypt(&key, "<a/>", true, &format!("{XENC}rsa-oaep-mgf1p"));
         let last_value = good.rfind("</xenc:CipherValue>").expect("value");
         let damaged = format!("{}QUFB{}", &good[..last_value - 4], &good[last_value..]);
         assert_eq!(
             splice_in(&decrypter, &damaged),
-            Err(Refusal::DecryptionFailed)
+            Err(SamlError::DecryptionFailed)
         );
         let ec = rcgen::KeyPair::generate().expect("ec");
         assert!(SpDecrypter::from_pem(ec.serialize_pem().as_bytes()).is_none());

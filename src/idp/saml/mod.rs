@@ -15,11 +15,12 @@ use std::sync::{Arc, RwLock};
 
 use openidconnect::reqwest;
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 pub use binding::SpSigner;
 pub use decrypt::SpDecrypter;
 pub use metadata::IdpDescriptor;
-pub use response::Refusal;
+pub use response::SamlError;
 
 use crate::config::{
     ClaimMapping, IdentityMapping, IdentityProvider, IdentityProviderKind, SamlSettings,
@@ -30,6 +31,47 @@ use binding::{Carrier, RedirectMessage};
 
 /// Largest metadata document fetched from a URL.
 const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why metadata could not be fetched from its URL (the last good copy stays in use).
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataFetchError {
+    /// The request failed, or reading its body did.
+    #[error("fetch {url}: {source}")]
+    Fetch {
+        /// The metadata URL.
+        url: Url,
+        /// What failed.
+        source: reqwest::Error,
+    },
+    /// The server answered with a status other than success.
+    #[error("fetch {url}: HTTP {status}")]
+    Status {
+        /// The metadata URL.
+        url: Url,
+        /// The status it answered.
+        status: reqwest::StatusCode,
+    },
+    /// The document is larger than 4 MiB.
+    #[error("{url}: metadata larger than 4 MiB")]
+    TooLarge {
+        /// The metadata URL.
+        url: Url,
+    },
+    /// The document is not UTF-8.
+    #[error("{url}: not UTF-8")]
+    NotUtf8 {
+        /// The metadata URL.
+        url: Url,
+    },
+    /// The document is not usable IdP metadata.
+    #[error("{url}: {source}")]
+    Invalid {
+        /// The metadata URL.
+        url: Url,
+        /// What is wrong with it.
+        source: metadata::MetadataError,
+    },
+}
 
 /// One configured SAML IdP.
 pub struct SamlProvider {
@@ -193,35 +235,41 @@ impl SamlProvider {
     }
 
     /// Fetches metadata from its URL (when it has one). A failure keeps the last good copy.
-    pub async fn refresh_metadata(&self) -> Result<(), String> {
+    pub async fn refresh_metadata(&self) -> Result<(), MetadataFetchError> {
         let Some(url) = &self.settings.metadata_url else {
             return Ok(());
         };
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| format!("fetch {url}: {e}"))?;
+        let fetch = |source| MetadataFetchError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let response = self.http.get(url.clone()).send().await.map_err(fetch)?;
         if !response.status().is_success() {
-            return Err(format!("fetch {url}: HTTP {}", response.status()));
+            return Err(MetadataFetchError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
+        let too_large = || MetadataFetchError::TooLarge { url: url.clone() };
         if response
             .content_length()
             .is_some_and(|l| l > MAX_METADATA_BYTES as u64)
         {
-            return Err(format!("{url}: metadata larger than 4 MiB"));
+            return Err(too_large());
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("fetch {url}: {e}"))?;
+        let bytes = response.bytes().await.map_err(fetch)?;
         if bytes.len() > MAX_METADATA_BYTES {
-            return Err(format!("{url}: metadata larger than 4 MiB"));
+            return Err(too_large());
         }
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8"))?;
-        let mut found = metadata::parse(&text, self.settings.idp_entity_id.as_deref())
-            .map_err(|e| format!("{url}: {e}"))?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| MetadataFetchError::NotUtf8 { url: url.clone() })?;
+        let mut found =
+            metadata::parse(&text, self.settings.idp_entity_id.as_deref()).map_err(|source| {
+                MetadataFetchError::Invalid {
+                    url: url.clone(),
+                    source,
+                }
+            })?;
         found.apply_overrides(
             &self.settings.idp_sso_url,
             &self.settings.idp_slo_url,
@@ -286,8 +334,8 @@ impl SamlProvider {
         flow: Option<&SamlFlow>,
         acs_url: &str,
         now: u64,
-    ) -> Result<SamlLogin, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<SamlLogin, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
         let consumed = |id: &str| self.consumed.seen(id, now);
         let expect = response::Expectations {
@@ -312,7 +360,7 @@ impl SamlProvider {
             .consumed
             .first_use(&verified.assertion_id, remember, now)
         {
-            return Err(Refusal::Replayed);
+            return Err(SamlError::Replayed);
         }
         let claims = claims_of(&verified);
         let mfa = self.is_mfa(&verified);
@@ -323,7 +371,7 @@ impl SamlProvider {
             mfa,
         };
         let identity = identity::from_claims(&source, &self.claims, &self.mapping)
-            .map_err(|_| Refusal::SubjectMissing)?;
+            .map_err(|_| SamlError::SubjectMissing)?;
         Ok(SamlLogin {
             identity,
             session: SamlSession {
@@ -386,8 +434,8 @@ impl SamlProvider {
         request_xml: &str,
         slo_urls: &[&str],
         now: u64,
-    ) -> Result<LogoutOrder, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<LogoutOrder, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let allow_sha1 = self.settings.insecure_allow_sha1;
         let (signed, relay_state) = match carried {
             Carried::Redirect(message) => {
@@ -406,14 +454,14 @@ impl SamlProvider {
         };
         let request = logout::read_request(&signed)?;
         if request.issuer.as_deref() != Some(idp.entity_id.as_str()) {
-            return Err(Refusal::IssuerMismatch);
+            return Err(SamlError::IssuerMismatch);
         }
         if request
             .destination
             .as_deref()
             .is_some_and(|d| !slo_urls.contains(&d))
         {
-            return Err(Refusal::DestinationMismatch);
+            return Err(SamlError::DestinationMismatch);
         }
         let skew = seconds(self.settings.clock_skew);
         let max_age = seconds(self.settings.max_response_age);
@@ -423,16 +471,16 @@ impl SamlProvider {
             .is_some_and(|t| t <= now_signed - skew)
             || request.issued < now_signed - max_age - skew
         {
-            return Err(Refusal::Expired);
+            return Err(SamlError::Expired);
         }
         if request.issued > now_signed + skew {
-            return Err(Refusal::NotYetValid);
+            return Err(SamlError::NotYetValid);
         }
         // Remembered for as long as it could be accepted: a captured request cannot be
         // replayed later to end sessions again.
         let remember = u64::try_from(request.issued + max_age + skew).unwrap_or(now);
         if !self.consumed.first_use(&request.id, remember, now) {
-            return Err(Refusal::Replayed);
+            return Err(SamlError::Replayed);
         }
         let answer = idp.slo_response_url.as_ref().and_then(|to| {
             let xml = binding::logout_response(
@@ -465,8 +513,8 @@ impl SamlProvider {
         &self,
         carried: &Carried<'_>,
         response_xml: &str,
-    ) -> Result<bool, Refusal> {
-        let idp = self.descriptor().ok_or(Refusal::SignatureInvalid)?;
+    ) -> Result<bool, SamlError> {
+        let idp = self.descriptor().ok_or(SamlError::SignatureInvalid)?;
         let allow_sha1 = self.settings.insecure_allow_sha1;
         match carried {
             Carried::Redirect(message) if message.is_signed() => {
@@ -576,7 +624,7 @@ fn claims_of(verified: &response::VerifiedAssertion) -> serde_json::Value {
 
 /// Logout messages.
 mod logout {
-    use super::response::Refusal;
+    use super::response::SamlError;
     use super::xml::{self, ASSERTION, PROTOCOL};
 
     /// What an IdP's LogoutRequest says.
@@ -590,24 +638,24 @@ mod logout {
         pub session_index: Option<String>,
     }
 
-    pub fn read_request(text: &str) -> Result<Request, Refusal> {
+    pub fn read_request(text: &str) -> Result<Request, SamlError> {
         let doc = xml::parse(text)?;
         let root = doc.root_element();
         if !xml::is(&root, PROTOCOL, "LogoutRequest") {
-            return Err(Refusal::Malformed);
+            return Err(SamlError::Malformed);
         }
-        let name_id = xml::child(root, ASSERTION, "NameID").ok_or(Refusal::SubjectMissing)?;
+        let name_id = xml::child(root, ASSERTION, "NameID").ok_or(SamlError::SubjectMissing)?;
         if xml::has_comment(name_id) {
-            return Err(Refusal::CommentInjected);
+            return Err(SamlError::CommentInjected);
         }
         let not_on_or_after = super::response::time(root.attribute("NotOnOrAfter"))?;
         let issued =
-            super::response::time(root.attribute("IssueInstant"))?.ok_or(Refusal::Malformed)?;
+            super::response::time(root.attribute("IssueInstant"))?.ok_or(SamlError::Malformed)?;
         Ok(Request {
             id: root
                 .attribute("ID")
                 .filter(|id| !id.is_empty())
-                .ok_or(Refusal::Malformed)?
+                .ok_or(SamlError::Malformed)?
                 .to_string(),
             issuer: xml::child(root, ASSERTION, "Issuer").map(xml::text),
             destination: root.attribute("Destination").map(str::to_string),
@@ -619,18 +667,18 @@ mod logout {
     }
 
     /// `true` when the IdP reports success.
-    pub fn read_response(text: &str, idp_entity_id: &str) -> Result<bool, Refusal> {
+    pub fn read_response(text: &str, idp_entity_id: &str) -> Result<bool, SamlError> {
         let doc = xml::parse(text)?;
         let root = doc.root_element();
         if !xml::is(&root, PROTOCOL, "LogoutResponse") {
-            return Err(Refusal::Malformed);
+            return Err(SamlError::Malformed);
         }
         if xml::child(root, ASSERTION, "Issuer")
             .map(xml::text)
             .as_deref()
             != Some(idp_entity_id)
         {
-            return Err(Refusal::IssuerMismatch);
+            return Err(SamlError::IssuerMismatch);
         }
         Ok(xml::child(root, PROTOCOL, "Status")
             .and_then(|s| xml::child(s, PROTOCOL, "StatusCode"))
@@ -640,127 +688,4 @@ mod logout {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::time::Duration;
-    use url::Url;
-
-    fn metadata_xml() -> String {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["idp.test".into()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert");
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD.encode(cert.der());
-        format!(
-            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.test/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.test/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
-        )
-    }
-
-    /// Serves `answers` in turn, one connection each, on a loopback port.
-    fn serve(answers: Vec<(u16, String)>) -> Url {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        std::thread::spawn(move || {
-            for (status, body) in answers {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    return;
-                };
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Url::parse(&format!("http://127.0.0.1:{port}/metadata")).expect("url")
-    }
-
-    fn provider(metadata_url: Url) -> SamlProvider {
-        let settings = SamlSettings {
-            metadata_url: Some(metadata_url),
-            idp_metadata_xml: None,
-            idp_entity_id: None,
-            idp_sso_url: None,
-            idp_slo_url: None,
-            idp_certificates: Vec::new(),
-            sp_entity_id: "https://sp.test/.portcullis/saml/metadata".into(),
-            sp_keys: None,
-            name_id_format: None,
-            allow_unsolicited: false,
-            clock_skew: Duration::from_secs(120),
-            max_response_age: Duration::from_secs(300),
-            mfa_authn_contexts: Vec::new(),
-            insecure_allow_sha1: false,
-            metadata_refresh: Duration::from_secs(3600),
-        };
-        let config = IdentityProvider {
-            id: "corp".into(),
-            display_name: "Corp".into(),
-            kind: IdentityProviderKind::Saml(Box::new(settings)),
-            claims: ClaimMapping::default(),
-        };
-        SamlProvider::new(&config, Arc::new(IdentityMapping::default()))
-            .expect("provider")
-            .expect("saml")
-    }
-
-    #[tokio::test]
-    async fn a_failed_metadata_refresh_keeps_the_last_good_copy() {
-        let url = serve(vec![
-            (200, metadata_xml()),
-            (500, "down".into()),
-            (200, "<not-metadata/>".into()),
-        ]);
-        let provider = provider(url);
-        assert!(!provider.is_available(), "unknown until the first fetch");
-        provider.refresh_metadata().await.expect("first fetch");
-        let first = provider.descriptor().expect("known");
-        assert_eq!(first.entity_id, "https://idp.test/metadata");
-        assert!(provider.refresh_metadata().await.is_err(), "HTTP 500");
-        assert!(provider.refresh_metadata().await.is_err(), "not metadata");
-        assert_eq!(
-            provider.descriptor(),
-            Some(first),
-            "the last good copy stays"
-        );
-    }
-
-    #[test]
-    fn attributes_become_claims_by_name_friendly_name_and_alias() {
-        let verified = response::VerifiedAssertion {
-            assertion_id: "_a".into(),
-            remember_until: 0,
-            name_id: "alice@corp.test".into(),
-            name_id_format: None,
-            session_index: None,
-            authn_context: None,
-            session_not_on_or_after: None,
-            attributes: vec![
-                response::Attribute {
-                    name: "urn:oid:0.9.2342.19200300.100.1.3".into(),
-                    friendly_name: Some("mail".into()),
-                    values: vec!["alice@corp.test".into()],
-                },
-                response::Attribute {
-                    name: "groups".into(),
-                    friendly_name: None,
-                    values: vec!["a".into(), "b".into()],
-                },
-            ],
-        };
-        let claims = claims_of(&verified);
-        assert_eq!(claims["name_id"], "alice@corp.test");
-        assert_eq!(claims["mail"], "alice@corp.test");
-        assert_eq!(
-            claims["urn:oid:0.9.2342.19200300.100.1.3"],
-            "alice@corp.test"
-        );
-        assert_eq!(claims["email"], "alice@corp.test", "alias from the OID");
-        assert_eq!(claims["groups"], serde_json::json!(["a", "b"]));
-    }
-}
+mod tests;

@@ -47,9 +47,11 @@ const TRANSFORMS: [&str; 5] = [
     "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
 ];
 
-/// Why a response was refused (audit `detail`, kebab-case, a closed set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+/// Why a response was refused (audit `detail`, kebab-case, a closed set); displays as its
+/// audit name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
+pub enum SamlError {
     /// Larger than [`MAX_RESPONSE_BASE64`].
     TooLarge,
     /// `SAMLResponse` is not base64.
@@ -100,33 +102,33 @@ pub enum Refusal {
     Replayed,
 }
 
-impl Refusal {
+impl SamlError {
     /// Kebab-case name for the audit trail and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Refusal::TooLarge => "response-too-large",
-            Refusal::NotBase64 => "not-base64",
-            Refusal::Malformed => "malformed",
-            Refusal::DoctypeForbidden => "doctype-forbidden",
-            Refusal::IdpStatus => "idp-status",
-            Refusal::Wrapped => "wrapped",
-            Refusal::Unsigned => "unsigned",
-            Refusal::WeakAlgorithm => "weak-algorithm",
-            Refusal::UnsupportedTransform => "unsupported-transform",
-            Refusal::SignatureInvalid => "signature-invalid",
-            Refusal::Encrypted => "encrypted-assertion",
-            Refusal::DecryptionFailed => "decryption-failed",
-            Refusal::CommentInjected => "comment-injected",
-            Refusal::IssuerMismatch => "issuer-mismatch",
-            Refusal::AudienceMismatch => "audience-mismatch",
-            Refusal::RecipientMismatch => "recipient-mismatch",
-            Refusal::DestinationMismatch => "destination-mismatch",
-            Refusal::InResponseToMismatch => "in-response-to-mismatch",
-            Refusal::Unsolicited => "unsolicited",
-            Refusal::Expired => "expired",
-            Refusal::NotYetValid => "not-yet-valid",
-            Refusal::SubjectMissing => "subject-missing",
-            Refusal::Replayed => "replayed",
+            SamlError::TooLarge => "response-too-large",
+            SamlError::NotBase64 => "not-base64",
+            SamlError::Malformed => "malformed",
+            SamlError::DoctypeForbidden => "doctype-forbidden",
+            SamlError::IdpStatus => "idp-status",
+            SamlError::Wrapped => "wrapped",
+            SamlError::Unsigned => "unsigned",
+            SamlError::WeakAlgorithm => "weak-algorithm",
+            SamlError::UnsupportedTransform => "unsupported-transform",
+            SamlError::SignatureInvalid => "signature-invalid",
+            SamlError::Encrypted => "encrypted-assertion",
+            SamlError::DecryptionFailed => "decryption-failed",
+            SamlError::CommentInjected => "comment-injected",
+            SamlError::IssuerMismatch => "issuer-mismatch",
+            SamlError::AudienceMismatch => "audience-mismatch",
+            SamlError::RecipientMismatch => "recipient-mismatch",
+            SamlError::DestinationMismatch => "destination-mismatch",
+            SamlError::InResponseToMismatch => "in-response-to-mismatch",
+            SamlError::Unsolicited => "unsolicited",
+            SamlError::Expired => "expired",
+            SamlError::NotYetValid => "not-yet-valid",
+            SamlError::SubjectMissing => "subject-missing",
+            SamlError::Replayed => "replayed",
         }
     }
 
@@ -135,16 +137,16 @@ impl Refusal {
     pub fn is_bad_request(self) -> bool {
         matches!(
             self,
-            Refusal::TooLarge | Refusal::NotBase64 | Refusal::Malformed
+            SamlError::TooLarge | SamlError::NotBase64 | SamlError::Malformed
         )
     }
 }
 
-impl From<XmlError> for Refusal {
+impl From<XmlError> for SamlError {
     fn from(e: XmlError) -> Self {
         match e {
-            XmlError::Doctype => Refusal::DoctypeForbidden,
-            XmlError::Malformed => Refusal::Malformed,
+            XmlError::Doctype => SamlError::DoctypeForbidden,
+            XmlError::Malformed => SamlError::Malformed,
         }
     }
 }
@@ -212,9 +214,9 @@ pub struct Attribute {
 }
 
 /// Decodes the posted form value (base64, line breaks tolerated).
-pub fn decode(form_value: &str) -> Result<String, Refusal> {
+pub fn decode(form_value: &str) -> Result<String, SamlError> {
     if form_value.len() > MAX_RESPONSE_BASE64 {
-        return Err(Refusal::TooLarge);
+        return Err(SamlError::TooLarge);
     }
     let compact: Vec<u8> = form_value
         .bytes()
@@ -222,8 +224,8 @@ pub fn decode(form_value: &str) -> Result<String, Refusal> {
         .collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact)
-        .map_err(|_| Refusal::NotBase64)?;
-    String::from_utf8(bytes).map_err(|_| Refusal::Malformed)
+        .map_err(|_| SamlError::NotBase64)?;
+    String::from_utf8(bytes).map_err(|_| SamlError::Malformed)
 }
 
 /// The unverified `Issuer` of a response: only to pick which provider's keys to verify an
@@ -238,7 +240,7 @@ pub fn claimed_issuer(xml_text: &str) -> Option<String> {
 }
 
 /// Verifies a decoded response; blocking (xmlsec), about a millisecond.
-pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, Refusal> {
+pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAssertion, SamlError> {
     match decrypt_if_encrypted(xml_text, expect)? {
         Decrypted::Plain => verify_plain(xml_text, expect, false),
         Decrypted::EnvelopeVerified(text) => verify_plain(&text, expect, true),
@@ -247,15 +249,15 @@ pub fn verify(xml_text: &str, expect: &Expectations<'_>) -> Result<VerifiedAsser
         // used as an oracle on the plaintext's shape.
         Decrypted::Unauthenticated(text) => {
             verify_plain(&text, expect, false).map_err(|refusal| match refusal {
-                Refusal::Malformed
-                | Refusal::DoctypeForbidden
-                | Refusal::Wrapped
-                | Refusal::Unsigned
-                | Refusal::WeakAlgorithm
-                | Refusal::UnsupportedTransform
-                | Refusal::SignatureInvalid
-                | Refusal::CommentInjected
-                | Refusal::Encrypted => Refusal::DecryptionFailed,
+                SamlError::Malformed
+                | SamlError::DoctypeForbidden
+                | SamlError::Wrapped
+                | SamlError::Unsigned
+                | SamlError::WeakAlgorithm
+                | SamlError::UnsupportedTransform
+                | SamlError::SignatureInvalid
+                | SamlError::CommentInjected
+                | SamlError::Encrypted => SamlError::DecryptionFailed,
                 other => other,
             })
         }
@@ -275,7 +277,7 @@ enum Decrypted {
 
 /// Decrypts the response's encrypted assertion in place. A signature on the response covers
 /// the *encrypted* form, so it is checked first, on that form, and then set aside.
-fn decrypt_if_encrypted(xml_text: &str, expect: &Expectations<'_>) -> Result<Decrypted, Refusal> {
+fn decrypt_if_encrypted(xml_text: &str, expect: &Expectations<'_>) -> Result<Decrypted, SamlError> {
     let doc = xml::parse(xml_text)?;
     let response = doc.root_element();
     let mut encrypted = doc
@@ -288,27 +290,27 @@ fn decrypt_if_encrypted(xml_text: &str, expect: &Expectations<'_>) -> Result<Dec
         .descendants()
         .any(|n| xml::is(&n, ASSERTION, "Assertion"));
     if encrypted.next().is_some() || plain_too || found.parent() != Some(response) {
-        return Err(Refusal::Wrapped);
+        return Err(SamlError::Wrapped);
     }
     if !xml::is(&response, PROTOCOL, "Response") {
-        return Err(Refusal::Malformed);
+        return Err(SamlError::Malformed);
     }
-    let decrypter = expect.decrypter.ok_or(Refusal::Encrypted)?;
+    let decrypter = expect.decrypter.ok_or(SamlError::Encrypted)?;
     if xml::child(response, DSIG, "Signature").is_none() {
         return decrypter
             .splice(xml_text, found)
             .map(Decrypted::Unauthenticated);
     }
     let signed = verify_enveloped(xml_text, "Response", expect.certificates, expect.allow_sha1)?;
-    let signed_doc = xml::parse(&signed).map_err(|_| Refusal::SignatureInvalid)?;
+    let signed_doc = xml::parse(&signed).map_err(|_| SamlError::SignatureInvalid)?;
     let signed_response = signed_doc.root_element();
     let encrypted =
-        xml::child(signed_response, ASSERTION, "EncryptedAssertion").ok_or(Refusal::Wrapped)?;
+        xml::child(signed_response, ASSERTION, "EncryptedAssertion").ok_or(SamlError::Wrapped)?;
     let spliced = decrypter.splice(&signed, encrypted)?;
     // The response signature was over the ciphertext: it has done its work; left in, it
     // would fail against the plaintext. (xmlsec's reduced document usually drops it already.)
     let range = {
-        let spliced_doc = xml::parse(&spliced).map_err(|_| Refusal::DecryptionFailed)?;
+        let spliced_doc = xml::parse(&spliced).map_err(|_| SamlError::DecryptionFailed)?;
         xml::child(spliced_doc.root_element(), DSIG, "Signature").map(|s| s.range())
     };
     let mut text = spliced;
@@ -324,22 +326,22 @@ fn verify_plain(
     xml_text: &str,
     expect: &Expectations<'_>,
     envelope_verified: bool,
-) -> Result<VerifiedAssertion, Refusal> {
+) -> Result<VerifiedAssertion, SamlError> {
     let doc = xml::parse(xml_text)?;
     let response = doc.root_element();
     if !xml::is(&response, PROTOCOL, "Response") {
-        return Err(Refusal::Malformed);
+        return Err(SamlError::Malformed);
     }
     // An error status carries no assertion: say what the IdP said.
     let status = xml::child(response, PROTOCOL, "Status")
         .and_then(|s| xml::child(s, PROTOCOL, "StatusCode"))
         .and_then(|c| c.attribute("Value"));
     if status != Some(STATUS_SUCCESS) {
-        return Err(Refusal::IdpStatus);
+        return Err(SamlError::IdpStatus);
     }
     let (assertion_id, signatures) = check_shape(response, expect.allow_sha1)?;
     if signatures == 0 && !envelope_verified {
-        return Err(Refusal::Unsigned);
+        return Err(SamlError::Unsigned);
     }
     let reduced = if signatures == 0 {
         xml_text.to_string()
@@ -351,19 +353,19 @@ fn verify_plain(
             samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
             (!expect.allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
         )
-        .map_err(|_| Refusal::SignatureInvalid)?
+        .map_err(|_| SamlError::SignatureInvalid)?
     };
-    let signed_doc = xml::parse(&reduced).map_err(|_| Refusal::SignatureInvalid)?;
+    let signed_doc = xml::parse(&reduced).map_err(|_| SamlError::SignatureInvalid)?;
     // Exactly the assertion the shape check found, now known to be signed.
     let mut signed = signed_doc
         .descendants()
         .filter(|n| xml::is(n, ASSERTION, "Assertion"));
     let assertion = match (signed.next(), signed.next()) {
         (Some(a), None) if a.attribute("ID") == Some(assertion_id.as_str()) => a,
-        _ => return Err(Refusal::Wrapped),
+        _ => return Err(SamlError::Wrapped),
     };
     if (expect.consumed)(&assertion_id) {
-        return Err(Refusal::Replayed);
+        return Err(SamlError::Replayed);
     }
     check_response(response, expect)?;
     read_assertion(assertion, expect)
@@ -381,32 +383,32 @@ const STRONG_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
 
 /// The structure checks that defeat signature wrapping; returns the assertion's id and how
 /// many signatures there are (each one enveloped in the response or the assertion).
-fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<(String, usize), Refusal> {
+fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<(String, usize), SamlError> {
     let doc = response.document();
     let mut assertions = doc.descendants().filter(|n| {
         xml::is(n, ASSERTION, "Assertion") || xml::is(n, ASSERTION, "EncryptedAssertion")
     });
     let assertion = match (assertions.next(), assertions.next()) {
         (Some(a), None) => a,
-        (None, _) => return Err(Refusal::Malformed),
-        (Some(_), Some(_)) => return Err(Refusal::Wrapped),
+        (None, _) => return Err(SamlError::Malformed),
+        (Some(_), Some(_)) => return Err(SamlError::Wrapped),
     };
     if assertion.parent() != Some(response) {
-        return Err(Refusal::Wrapped);
+        return Err(SamlError::Wrapped);
     }
     if xml::is(&assertion, ASSERTION, "EncryptedAssertion") {
-        return Err(Refusal::Encrypted);
+        return Err(SamlError::Encrypted);
     }
     // Comments sit outside the signature (exclusive c14n drops them); inside an assertion
     // their only use is to make a reader stop early in a NameID or an attribute value.
     if xml::has_comment(assertion) {
-        return Err(Refusal::CommentInjected);
+        return Err(SamlError::CommentInjected);
     }
     unique_ids(doc)?;
     let assertion_id = assertion
         .attribute("ID")
         .filter(|id| !id.is_empty())
-        .ok_or(Refusal::Malformed)?;
+        .ok_or(SamlError::Malformed)?;
     let mut signatures = 0;
     for signature in doc.descendants().filter(|n| xml::is(n, DSIG, "Signature")) {
         check_signature(signature, &[response, assertion], allow_sha1)?;
@@ -416,11 +418,11 @@ fn check_shape(response: Node<'_, '_>, allow_sha1: bool) -> Result<(String, usiz
 }
 
 /// No two elements share an `ID` (xmlsec would resolve a reference to either).
-fn unique_ids(doc: &roxmltree::Document<'_>) -> Result<(), Refusal> {
+fn unique_ids(doc: &roxmltree::Document<'_>) -> Result<(), SamlError> {
     let mut ids = std::collections::HashSet::new();
     for id in doc.descendants().filter_map(|n| n.attribute("ID")) {
         if !ids.insert(id) {
-            return Err(Refusal::Wrapped);
+            return Err(SamlError::Wrapped);
         }
     }
     Ok(())
@@ -432,22 +434,22 @@ fn check_signature(
     signature: Node<'_, '_>,
     parents: &[Node<'_, '_>],
     allow_sha1: bool,
-) -> Result<(), Refusal> {
-    let parent = signature.parent().ok_or(Refusal::Wrapped)?;
+) -> Result<(), SamlError> {
+    let parent = signature.parent().ok_or(SamlError::Wrapped)?;
     if !parents.contains(&parent) {
-        return Err(Refusal::Wrapped);
+        return Err(SamlError::Wrapped);
     }
-    let signed_info = xml::child(signature, DSIG, "SignedInfo").ok_or(Refusal::Malformed)?;
+    let signed_info = xml::child(signature, DSIG, "SignedInfo").ok_or(SamlError::Malformed)?;
     let mut references = xml::children(signed_info, DSIG, "Reference");
     let reference = match (references.next(), references.next()) {
         (Some(r), None) => r,
-        _ => return Err(Refusal::Wrapped),
+        _ => return Err(SamlError::Wrapped),
     };
     let target = reference
         .attribute("URI")
         .and_then(|uri| uri.strip_prefix('#'));
     if target.is_none() || target != parent.attribute("ID") {
-        return Err(Refusal::Wrapped);
+        return Err(SamlError::Wrapped);
     }
     check_algorithms(signed_info, reference, allow_sha1)
 }
@@ -460,18 +462,18 @@ pub fn verify_enveloped(
     root_name: &str,
     certificates: &[CertificateDer],
     allow_sha1: bool,
-) -> Result<String, Refusal> {
+) -> Result<String, SamlError> {
     let doc = xml::parse(xml_text)?;
     let root = doc.root_element();
     if !xml::is(&root, PROTOCOL, root_name) {
-        return Err(Refusal::Malformed);
+        return Err(SamlError::Malformed);
     }
     unique_ids(&doc)?;
     let mut signatures = doc.descendants().filter(|n| xml::is(n, DSIG, "Signature"));
     match (signatures.next(), signatures.next()) {
         (Some(signature), None) => check_signature(signature, &[root], allow_sha1)?,
-        (None, _) => return Err(Refusal::Unsigned),
-        (Some(_), Some(_)) => return Err(Refusal::Wrapped),
+        (None, _) => return Err(SamlError::Unsigned),
+        (Some(_), Some(_)) => return Err(SamlError::Wrapped),
     }
     super::xmlsec_log::route_to_tracing();
     let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
@@ -480,13 +482,13 @@ pub fn verify_enveloped(
         samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
         (!allow_sha1).then_some(&STRONG_ALGORITHMS[..]),
     )
-    .map_err(|_| Refusal::SignatureInvalid)?;
-    let signed = xml::parse(&reduced).map_err(|_| Refusal::SignatureInvalid)?;
+    .map_err(|_| SamlError::SignatureInvalid)?;
+    let signed = xml::parse(&reduced).map_err(|_| SamlError::SignatureInvalid)?;
     let signed_root = signed.root_element();
     if !xml::is(&signed_root, PROTOCOL, root_name)
         || signed_root.attribute("ID") != root.attribute("ID")
     {
-        return Err(Refusal::Wrapped);
+        return Err(SamlError::Wrapped);
     }
     Ok(reduced)
 }
@@ -499,7 +501,7 @@ fn check_algorithms(
     signed_info: Node<'_, '_>,
     reference: Node<'_, '_>,
     allow_sha1: bool,
-) -> Result<(), Refusal> {
+) -> Result<(), SamlError> {
     let signature = algorithm(xml::child(signed_info, DSIG, "SignatureMethod"));
     let digest = algorithm(xml::child(reference, DSIG, "DigestMethod"));
     let signature_ok = signature
@@ -507,7 +509,7 @@ fn check_algorithms(
     let digest_ok =
         digest.is_some_and(|a| STRONG_DIGESTS.contains(&a) || (allow_sha1 && a == SHA1_DIGEST));
     if !signature_ok || !digest_ok {
-        return Err(Refusal::WeakAlgorithm);
+        return Err(SamlError::WeakAlgorithm);
     }
     let canonicalization = algorithm(xml::child(signed_info, DSIG, "CanonicalizationMethod"));
     let transforms = xml::child(reference, DSIG, "Transforms")
@@ -519,33 +521,33 @@ fn check_algorithms(
         .unwrap_or_default();
     let known = |a: Option<&str>| a.is_some_and(|a| TRANSFORMS.contains(&a));
     if !known(canonicalization) || !transforms.into_iter().all(|t| known(algorithm(t))) {
-        return Err(Refusal::UnsupportedTransform);
+        return Err(SamlError::UnsupportedTransform);
     }
     Ok(())
 }
 
 /// The envelope's own claims. When only the assertion is signed these are unsigned, so they
 /// can only ever refuse, never grant: the signed assertion repeats what matters.
-fn check_response(response: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), Refusal> {
+fn check_response(response: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), SamlError> {
     if let Some(destination) = response.attribute("Destination") {
         if destination != expect.acs_url {
-            return Err(Refusal::DestinationMismatch);
+            return Err(SamlError::DestinationMismatch);
         }
     }
     if let Some(issuer) = xml::child(response, ASSERTION, "Issuer") {
         if xml::text(issuer) != expect.idp_entity_id {
-            return Err(Refusal::IssuerMismatch);
+            return Err(SamlError::IssuerMismatch);
         }
     }
     check_in_response_to(response.attribute("InResponseTo"), expect)
 }
 
-fn check_in_response_to(found: Option<&str>, expect: &Expectations<'_>) -> Result<(), Refusal> {
+fn check_in_response_to(found: Option<&str>, expect: &Expectations<'_>) -> Result<(), SamlError> {
     match (expect.request_id, found) {
         (Some(sent), Some(found)) if sent == found => Ok(()),
-        (_, Some(_)) => Err(Refusal::InResponseToMismatch),
+        (_, Some(_)) => Err(SamlError::InResponseToMismatch),
         (_, None) if expect.allow_unsolicited => Ok(()),
-        (_, None) => Err(Refusal::Unsolicited),
+        (_, None) => Err(SamlError::Unsolicited),
     }
 }
 
@@ -553,58 +555,58 @@ fn check_in_response_to(found: Option<&str>, expect: &Expectations<'_>) -> Resul
 fn read_assertion(
     assertion: Node<'_, '_>,
     expect: &Expectations<'_>,
-) -> Result<VerifiedAssertion, Refusal> {
+) -> Result<VerifiedAssertion, SamlError> {
     let (now, skew) = (expect.now, expect.clock_skew);
     let issuer = xml::child(assertion, ASSERTION, "Issuer").map(xml::text);
     if issuer.as_deref() != Some(expect.idp_entity_id) {
-        return Err(Refusal::IssuerMismatch);
+        return Err(SamlError::IssuerMismatch);
     }
-    let issued = time(assertion.attribute("IssueInstant"))?.ok_or(Refusal::Malformed)?;
+    let issued = time(assertion.attribute("IssueInstant"))?.ok_or(SamlError::Malformed)?;
     if issued > now + skew {
-        return Err(Refusal::NotYetValid);
+        return Err(SamlError::NotYetValid);
     }
     if issued < now - expect.max_age - skew {
-        return Err(Refusal::Expired);
+        return Err(SamlError::Expired);
     }
 
-    let subject = xml::child(assertion, ASSERTION, "Subject").ok_or(Refusal::SubjectMissing)?;
-    let name_id_node = xml::child(subject, ASSERTION, "NameID").ok_or(Refusal::SubjectMissing)?;
+    let subject = xml::child(assertion, ASSERTION, "Subject").ok_or(SamlError::SubjectMissing)?;
+    let name_id_node = xml::child(subject, ASSERTION, "NameID").ok_or(SamlError::SubjectMissing)?;
     let statements: Vec<Node<'_, '_>> =
         xml::children(assertion, ASSERTION, "AttributeStatement").collect();
     let name_id = xml::text(name_id_node);
     if name_id.is_empty() {
-        return Err(Refusal::SubjectMissing);
+        return Err(SamlError::SubjectMissing);
     }
 
     let conditions =
-        xml::child(assertion, ASSERTION, "Conditions").ok_or(Refusal::AudienceMismatch)?;
+        xml::child(assertion, ASSERTION, "Conditions").ok_or(SamlError::AudienceMismatch)?;
     let mut remember_until = now + expect.max_age;
     if let Some(not_before) = time(conditions.attribute("NotBefore"))? {
         if not_before > now + skew {
-            return Err(Refusal::NotYetValid);
+            return Err(SamlError::NotYetValid);
         }
     }
     if let Some(not_on_or_after) = time(conditions.attribute("NotOnOrAfter"))? {
         if not_on_or_after <= now - skew {
-            return Err(Refusal::Expired);
+            return Err(SamlError::Expired);
         }
         remember_until = remember_until.max(not_on_or_after + skew);
     }
     // Every AudienceRestriction must name us (SAML core 2.5.1.4), and there must be one.
     let mut restrictions = xml::children(conditions, ASSERTION, "AudienceRestriction").peekable();
     if restrictions.peek().is_none() {
-        return Err(Refusal::AudienceMismatch);
+        return Err(SamlError::AudienceMismatch);
     }
     for restriction in restrictions {
         if !xml::children(restriction, ASSERTION, "Audience")
             .any(|a| xml::text(a) == expect.sp_entity_id)
         {
-            return Err(Refusal::AudienceMismatch);
+            return Err(SamlError::AudienceMismatch);
         }
     }
 
     // A bearer confirmation for this ACS and this request, still valid.
-    let mut first_failure = Refusal::SubjectMissing;
+    let mut first_failure = SamlError::SubjectMissing;
     let mut confirmed = false;
     for confirmation in xml::children(subject, ASSERTION, "SubjectConfirmation")
         .filter(|c| c.attribute("Method") == Some(BEARER))
@@ -615,7 +617,7 @@ fn read_assertion(
                 confirmed = true;
                 break;
             }
-            Err(refusal) if first_failure == Refusal::SubjectMissing => first_failure = refusal,
+            Err(refusal) if first_failure == SamlError::SubjectMissing => first_failure = refusal,
             Err(_) => {}
         }
     }
@@ -624,10 +626,10 @@ fn read_assertion(
     }
 
     let authn =
-        xml::child(assertion, ASSERTION, "AuthnStatement").ok_or(Refusal::SubjectMissing)?;
+        xml::child(assertion, ASSERTION, "AuthnStatement").ok_or(SamlError::SubjectMissing)?;
     let session_not_on_or_after = time(authn.attribute("SessionNotOnOrAfter"))?;
     if session_not_on_or_after.is_some_and(|t| t <= now - skew) {
-        return Err(Refusal::Expired);
+        return Err(SamlError::Expired);
     }
     let authn_context = xml::child(authn, ASSERTION, "AuthnContext")
         .and_then(|c| xml::child(c, ASSERTION, "AuthnContextClassRef"))
@@ -663,30 +665,30 @@ fn read_assertion(
 fn check_confirmation(
     confirmation: Node<'_, '_>,
     expect: &Expectations<'_>,
-) -> Result<i64, Refusal> {
+) -> Result<i64, SamlError> {
     let data = xml::child(confirmation, ASSERTION, "SubjectConfirmationData")
-        .ok_or(Refusal::SubjectMissing)?;
+        .ok_or(SamlError::SubjectMissing)?;
     if data.attribute("Recipient") != Some(expect.acs_url) {
-        return Err(Refusal::RecipientMismatch);
+        return Err(SamlError::RecipientMismatch);
     }
-    let until = time(data.attribute("NotOnOrAfter"))?.ok_or(Refusal::SubjectMissing)?;
+    let until = time(data.attribute("NotOnOrAfter"))?.ok_or(SamlError::SubjectMissing)?;
     if until <= expect.now - expect.clock_skew {
-        return Err(Refusal::Expired);
+        return Err(SamlError::Expired);
     }
     if time(data.attribute("NotBefore"))?.is_some_and(|t| t > expect.now + expect.clock_skew) {
-        return Err(Refusal::NotYetValid);
+        return Err(SamlError::NotYetValid);
     }
     check_in_response_to(data.attribute("InResponseTo"), expect)?;
     Ok(until)
 }
 
 /// An `xs:dateTime` as unix seconds; absent is `None`, unreadable is malformed.
-pub(super) fn time(value: Option<&str>) -> Result<Option<i64>, Refusal> {
+pub(super) fn time(value: Option<&str>) -> Result<Option<i64>, SamlError> {
     value
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v.trim())
                 .map(|t| t.timestamp())
-                .map_err(|_| Refusal::Malformed)
+                .map_err(|_| SamlError::Malformed)
         })
         .transpose()
 }

@@ -19,11 +19,13 @@ const MAX_NODES: u32 = 200_000;
 const MAX_DEPTH: usize = 32;
 
 /// Why a document was not read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum XmlError {
     /// It declares a DTD (DOCTYPE): never needed by SAML, the carrier of XXE and entity bombs.
+    #[error("the document declares a DTD")]
     Doctype,
     /// Not well-formed, too many nodes, or nested too deep.
+    #[error("not well-formed XML, too many nodes, or nested too deep")]
     Malformed,
 }
 

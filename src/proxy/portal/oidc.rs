@@ -3,7 +3,7 @@
 use super::super::{Gateway, RequestCtx};
 use super::common::*;
 use super::signin::FAILED_PARAM;
-use crate::idp::oidc::{FlowState, OidcFailure};
+use crate::idp::oidc::{FlowState, OidcError};
 use crate::idp::LoginFailure;
 use crate::policy::Reason;
 use crate::respond::Reply;
@@ -109,7 +109,7 @@ impl Gateway {
                 .await;
         };
         let result = match (query_value(session, "error"), query_value(session, "code")) {
-            (Some(_), _) | (None, None) => Err(OidcFailure::IdpError),
+            (Some(_), _) | (None, None) => Err(OidcError::IdpError),
             (None, Some(code)) => provider.finish(&flow, &code, now).await,
         };
         let login = match result {

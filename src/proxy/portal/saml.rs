@@ -14,7 +14,7 @@ use super::common::{
 };
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
-use crate::idp::saml::{self, Carried, Refusal, SamlFlow, SamlProvider};
+use crate::idp::saml::{self, Carried, SamlError, SamlFlow, SamlProvider};
 use crate::idp::{LoginFailure, LogoutRefusal};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
@@ -91,12 +91,14 @@ impl Gateway {
     ) -> Result<bool> {
         let limit = saml::response::MAX_RESPONSE_BASE64 + 8 * 1024;
         let Some(form) = self.read_body(session, ctx, limit).await? else {
-            return self.saml_refused(session, ctx, "", Refusal::TooLarge).await;
+            return self
+                .saml_refused(session, ctx, "", SamlError::TooLarge)
+                .await;
         };
         let relay_state = form_value(&form, "RelayState");
         let Some(posted) = form_value(&form, "SAMLResponse") else {
             return self
-                .saml_refused(session, ctx, "", Refusal::Malformed)
+                .saml_refused(session, ctx, "", SamlError::Malformed)
                 .await;
         };
         // The pending sign-in of this browser, if the RelayState names one; used once.
@@ -131,7 +133,7 @@ impl Gateway {
         };
         let Some(provider) = provider else {
             return self
-                .saml_refused(session, ctx, "", Refusal::IssuerMismatch)
+                .saml_refused(session, ctx, "", SamlError::IssuerMismatch)
                 .await;
         };
         let acs_url = self.own_url(session, ctx, Endpoint::SamlAcs);
@@ -142,7 +144,7 @@ impl Gateway {
             verifier.finish(&xml, pending.as_ref(), &acs_url, now)
         })
         .await
-        .unwrap_or(Err(Refusal::Malformed));
+        .unwrap_or(Err(SamlError::Malformed));
         let login = match outcome {
             Ok(login) => login,
             Err(refusal) => return self.saml_refused(session, ctx, &provider.id, refusal).await,
@@ -176,12 +178,12 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         idp: &str,
-        refusal: Refusal,
+        refusal: SamlError,
     ) -> Result<bool> {
         self.audit_login_failed(ctx, idp, "", LoginFailure::Saml(refusal))
             .await;
         let reply = match refusal {
-            Refusal::TooLarge => Reply::PayloadTooLarge,
+            SamlError::TooLarge => Reply::PayloadTooLarge,
             r if r.is_bad_request() => Reply::BadRequest,
             _ => Reply::SignInRefused,
         };
@@ -260,7 +262,7 @@ impl Gateway {
     ) -> Result<bool> {
         let Some(form) = self.read_body(session, ctx, 64 * 1024).await? else {
             return self
-                .saml_logout_refused(session, ctx, "", Refusal::TooLarge)
+                .saml_logout_refused(session, ctx, "", SamlError::TooLarge)
                 .await;
         };
         let (value, is_response) = match (
@@ -271,7 +273,7 @@ impl Gateway {
             (None, Some(response)) => (response, true),
             _ => {
                 return self
-                    .saml_logout_refused(session, ctx, "", Refusal::Malformed)
+                    .saml_logout_refused(session, ctx, "", SamlError::Malformed)
                     .await
             }
         };
@@ -297,7 +299,7 @@ impl Gateway {
     ) -> Result<bool> {
         let Some(provider) = self.saml_provider_for_issuer(saml::message_issuer(xml)) else {
             return self
-                .saml_logout_refused(session, ctx, "", Refusal::IssuerMismatch)
+                .saml_logout_refused(session, ctx, "", SamlError::IssuerMismatch)
                 .await;
         };
         let now = unix_now();
@@ -374,7 +376,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         idp: &str,
-        refusal: Refusal,
+        refusal: SamlError,
     ) -> Result<bool> {
         self.audit_logout_refused(ctx, idp, LogoutRefusal::Saml(refusal))
             .await;

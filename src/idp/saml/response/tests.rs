@@ -120,7 +120,7 @@ fn verify_with<'a>(
     xml: &str,
     keys: &'a Keys,
     tweak: impl FnOnce(&mut Expectations<'a>),
-) -> Result<VerifiedAssertion, Refusal> {
+) -> Result<VerifiedAssertion, SamlError> {
     verify_consumed(xml, keys, &never, tweak)
 }
 
@@ -129,7 +129,7 @@ fn verify_consumed<'a>(
     keys: &'a Keys,
     consumed: &'a dyn Fn(&str) -> bool,
     tweak: impl FnOnce(&mut Expectations<'a>),
-) -> Result<VerifiedAssertion, Refusal> {
+) -> Result<VerifiedAssertion, SamlError> {
     let mut expect = Expectations {
         idp_entity_id: IDP,
         certificates: std::slice::from_ref(&keys.cert),
@@ -148,7 +148,7 @@ fn verify_consumed<'a>(
     verify(xml, &expect)
 }
 
-fn check(shape: Shape) -> Result<VerifiedAssertion, Refusal> {
+fn check(shape: Shape) -> Result<VerifiedAssertion, SamlError> {
     let keys = keys();
     verify_with(&signed(&shape, &keys), &keys, |_| {})
 }
@@ -171,7 +171,7 @@ fn every_time_audience_and_address_check_refuses() {
                 not_on_or_after: -200,
                 ..Shape::default()
             },
-            Refusal::Expired,
+            SamlError::Expired,
         ),
         (
             Shape {
@@ -179,70 +179,70 @@ fn every_time_audience_and_address_check_refuses() {
                 not_on_or_after: 600,
                 ..Shape::default()
             },
-            Refusal::Expired,
+            SamlError::Expired,
         ),
         (
             Shape {
                 not_before: 600,
                 ..Shape::default()
             },
-            Refusal::NotYetValid,
+            SamlError::NotYetValid,
         ),
         (
             Shape {
                 issued: 600,
                 ..Shape::default()
             },
-            Refusal::NotYetValid,
+            SamlError::NotYetValid,
         ),
         (
             Shape {
                 audience: "https://other-sp.test",
                 ..Shape::default()
             },
-            Refusal::AudienceMismatch,
+            SamlError::AudienceMismatch,
         ),
         (
             Shape {
                 recipient: "https://evil.test/acs",
                 ..Shape::default()
             },
-            Refusal::RecipientMismatch,
+            SamlError::RecipientMismatch,
         ),
         (
             Shape {
                 destination: "https://evil.test/acs",
                 ..Shape::default()
             },
-            Refusal::DestinationMismatch,
+            SamlError::DestinationMismatch,
         ),
         (
             Shape {
                 in_response_to: Some("_other"),
                 ..Shape::default()
             },
-            Refusal::InResponseToMismatch,
+            SamlError::InResponseToMismatch,
         ),
         (
             Shape {
                 in_response_to: None,
                 ..Shape::default()
             },
-            Refusal::Unsolicited,
+            SamlError::Unsolicited,
         ),
         (
             Shape {
                 issuer: "https://evil.test",
                 ..Shape::default()
             },
-            Refusal::IssuerMismatch,
+            SamlError::IssuerMismatch,
         ),
         (
             Shape {
                 status: "urn:oasis:names:tc:SAML:2.0:status:Requester",
                 ..Shape::default()
             },
-            Refusal::IdpStatus,
+            SamlError::IdpStatus,
         ),
     ];
     for (shape, expected) in cases {
@@ -272,7 +272,7 @@ fn unsolicited_responses_pass_only_when_allowed_and_never_answer_a_request() {
             e.request_id = None
         })
         .err(),
-        Some(Refusal::InResponseToMismatch),
+        Some(SamlError::InResponseToMismatch),
         "a response to a request this browser did not make"
     );
 }
@@ -284,21 +284,21 @@ fn tampering_stripping_and_foreign_keys_fail_the_signature() {
     let tampered = xml.replace(">admins<", ">root<");
     assert_eq!(
         verify_with(&tampered, &keys, |_| {}).err(),
-        Some(Refusal::SignatureInvalid)
+        Some(SamlError::SignatureInvalid)
     );
     let foreign = keys_signed_by_other(&keys);
-    assert_eq!(foreign, Some(Refusal::SignatureInvalid));
+    assert_eq!(foreign, Some(SamlError::SignatureInvalid));
     let stripped = response_around(
         &Shape::default(),
         &assertion_xml(&Shape::default(), "_a1", false),
     );
     assert_eq!(
         verify_with(&stripped, &keys, |_| {}).err(),
-        Some(Refusal::Unsigned)
+        Some(SamlError::Unsigned)
     );
 }
 
-fn keys_signed_by_other(trusted: &Keys) -> Option<Refusal> {
+fn keys_signed_by_other(trusted: &Keys) -> Option<SamlError> {
     let other = keys();
     verify_with(&signed(&Shape::default(), &other), trusted, |_| {}).err()
 }
@@ -339,7 +339,7 @@ fn wrapping_shapes_are_refused() {
     ] {
         assert_eq!(
             verify_with(&doc, &keys, |_| {}).err(),
-            Some(Refusal::Wrapped),
+            Some(SamlError::Wrapped),
             "{name}"
         );
     }
@@ -355,7 +355,7 @@ fn weak_algorithms_and_unusual_transforms_are_refused_before_xmlsec() {
     let keys = keys();
     assert_eq!(
         verify_with(&doc, &keys, |_| {}).err(),
-        Some(Refusal::WeakAlgorithm)
+        Some(SamlError::WeakAlgorithm)
     );
     let xslt = Shape {
         transform: "http://www.w3.org/TR/1999/REC-xslt-19991116",
@@ -364,7 +364,7 @@ fn weak_algorithms_and_unusual_transforms_are_refused_before_xmlsec() {
     let doc = response_around(&xslt, &assertion_xml(&xslt, "_a1", true));
     assert_eq!(
         verify_with(&doc, &keys, |_| {}).err(),
-        Some(Refusal::UnsupportedTransform)
+        Some(SamlError::UnsupportedTransform)
     );
 }
 
@@ -382,7 +382,7 @@ fn a_comment_in_the_name_id_is_refused_even_though_the_signature_holds() {
     );
     assert_eq!(
         verify_with(&injected, &keys, |_| {}).err(),
-        Some(Refusal::CommentInjected)
+        Some(SamlError::CommentInjected)
     );
 }
 
@@ -393,21 +393,21 @@ fn doctypes_garbage_and_replays_are_refused() {
     let xxe = format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{xml}");
     assert_eq!(
         verify_with(&xxe, &keys, |_| {}).err(),
-        Some(Refusal::DoctypeForbidden)
+        Some(SamlError::DoctypeForbidden)
     );
     assert_eq!(
         verify_with("<nope", &keys, |_| {}).err(),
-        Some(Refusal::Malformed)
+        Some(SamlError::Malformed)
     );
     let seen = |id: &str| id == "_a1";
     assert_eq!(
         verify_consumed(&xml, &keys, &seen, |_| {}).err(),
-        Some(Refusal::Replayed)
+        Some(SamlError::Replayed)
     );
-    assert_eq!(decode("%%%").err(), Some(Refusal::NotBase64));
+    assert_eq!(decode("%%%").err(), Some(SamlError::NotBase64));
     assert_eq!(
         decode(&"A".repeat(MAX_RESPONSE_BASE64 + 4)).err(),
-        Some(Refusal::TooLarge)
+        Some(SamlError::TooLarge)
     );
     let wrapped_lines = base64::engine::general_purpose::STANDARD
         .encode(xml.as_bytes())
@@ -441,7 +441,7 @@ fn an_encrypted_assertion_is_decrypted_then_its_signature_checked() {
     assert_eq!(found.map(|v| v.name_id).as_deref(), Ok("alice@corp.test"));
     assert_eq!(
         verify_with(&encrypted, &keys, |_| {}).err(),
-        Some(Refusal::Encrypted)
+        Some(SamlError::Encrypted)
     );
 
     // Encrypted content must still carry the IdP's signature.
@@ -449,7 +449,7 @@ fn an_encrypted_assertion_is_decrypted_then_its_signature_checked() {
     let forged = response_around(&Shape::default(), &encrypt(&sp_key, &unsigned, false, oaep));
     assert_eq!(
         verify_with(&forged, &keys, |e| e.decrypter = Some(&decrypter)).err(),
-        Some(Refusal::DecryptionFailed),
+        Some(SamlError::DecryptionFailed),
         "unsigned inside, and nothing signed outside: refused (one reason for every failure)"
     );
 
@@ -469,7 +469,7 @@ fn an_encrypted_assertion_is_decrypted_then_its_signature_checked() {
     flipped.replace_range(value_at - 8..value_at - 4, "AAAA");
     assert_eq!(
         verify_with(&flipped, &keys, |e| e.decrypter = Some(&decrypter)).err(),
-        Some(Refusal::SignatureInvalid),
+        Some(SamlError::SignatureInvalid),
         "a changed ciphertext fails the response signature before any decryption"
     );
 }
