@@ -75,8 +75,7 @@ impl Gateway {
             departure.method,
         )
         .await;
-        let mut response = html_response(302, String::new());
-        response.headers.push(("Location", departure.location));
+        let response = redirect_response(302, departure.location);
         self.send(session, ctx, response, Reason::LoginRequired)
             .await
     }
@@ -121,8 +120,7 @@ impl Gateway {
             method,
         )
         .await;
-        let mut response = html_response(303, String::new());
-        response.headers.push(("Location", return_to.to_string()));
+        let response = redirect_response(303, return_to.to_string());
         self.send(session, ctx, response, Reason::Authenticated)
             .await
     }
@@ -297,6 +295,13 @@ pub(super) fn json_response(status: u16, json: String) -> Synthetic {
         ],
         body: Bytes::from(json),
     }
+}
+
+/// A redirect (`302` or `303`) to `location`, with the same no-store headers as a page.
+pub(super) fn redirect_response(status: u16, location: String) -> Synthetic {
+    let mut response = html_response(status, String::new());
+    response.headers.push(("Location", location));
+    response
 }
 
 pub(super) fn html_response(status: u16, html: String) -> Synthetic {

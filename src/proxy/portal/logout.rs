@@ -76,8 +76,7 @@ impl Gateway {
         ctx.set_cookies
             .extend(clear_cookies(&self.site.cookie_name, &ctx.cookie_chunks));
         if let Some(location) = op_logout {
-            let mut response = html_response(303, String::new());
-            response.headers.push(("Location", location));
+            let response = redirect_response(303, location);
             return self
                 .send(session, ctx, response, Reason::Authenticated)
                 .await;

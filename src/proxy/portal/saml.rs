@@ -10,7 +10,8 @@ use subtle::ConstantTimeEq;
 
 use super::super::{Gateway, RequestCtx};
 use super::common::{
-    flow_id, form_value, html_response, query_value, return_path, unix_now, Departure, FLOW_SECONDS,
+    flow_id, form_value, html_response, query_value, redirect_response, return_path, unix_now,
+    Departure, FLOW_SECONDS,
 };
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
@@ -362,8 +363,7 @@ impl Gateway {
         .await;
         match order.answer {
             Some(location) => {
-                let mut response = html_response(302, String::new());
-                response.headers.push(("Location", location));
+                let response = redirect_response(302, location);
                 self.send(session, ctx, response, Reason::Authenticated)
                     .await
             }
