@@ -10,8 +10,8 @@ use subtle::ConstantTimeEq;
 
 use super::super::{Gateway, RequestCtx};
 use super::common::{
-    flow_id, form_value, html_response, query_value, redirect_response, return_path, unix_now,
-    Departure, FLOW_SECONDS,
+    flow_id, form_value, query_value, redirect_response, return_path, unix_now, Departure,
+    FLOW_SECONDS,
 };
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
