@@ -27,6 +27,7 @@
 #   PC_THREADS=1 PC_LOG_LEVEL=warn PC_AUDIT_FSYNC=never  (Portcullis config knobs)
 #   NGINX_BIN=nginx WRK_BIN=wrk
 #   KEEP=DIR     keep configs, logs, raw wrk output and the audit file in DIR
+#   ONLY="portcullis-auth previous-auth"   measure only these rows (ratios of absent rows show -)
 #   PREVIOUS_BIN=/path/to/older/portcullis   adds rows previous and previous-auth: the same
 #                config and load on another binary (a refactoring must not cost time), with
 #                their ratios to this build in the summary
@@ -438,6 +439,11 @@ ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
 ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
 [ -z "$PREVIOUS_BIN" ] || ROWS="$ROWS previous previous-auth"
+# ONLY="row row…": measure just these rows (a focused A/B needs more rounds, not more rows).
+if [ -n "${ONLY:-}" ]; then
+    for row in $ONLY; do [[ " $ROWS " == *" $row "* ]] || die "ONLY: no row $row (rows: $ROWS)"; done
+    ROWS=$ONLY
+fi
 [ "$TLS" = 1 ] && ROWS="$ROWS nginx-tls portcullis-tls"
 declare -A URL PROXY_PID HDR
 URL[direct]="http://127.0.0.1:$UP_PORT/";          PROXY_PID[direct]=""
@@ -556,16 +562,16 @@ WRK_VERSION=$( ("$WRK_BIN" -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
 GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 
-CPU_RATIO=$(ratio "${M_CPU[portcullis]}" "${M_CPU[nginx]}")
-CPU_RATIO_LOG=$(ratio "${M_CPU[portcullis]}" "${M_CPU[nginx+log]}")
+CPU_RATIO=$(ratio "${M_CPU[portcullis]:--}" "${M_CPU[nginx]:--}")
+CPU_RATIO_LOG=$(ratio "${M_CPU[portcullis]:--}" "${M_CPU[nginx+log]:--}")
 CPU_RATIO_PB=-; PB_RATIO_NG=-
 if [ "$BASELINE" = 1 ]; then
-    CPU_RATIO_PB=$(ratio "${M_CPU[portcullis]}" "${M_CPU[pingora]}")
-    PB_RATIO_NG=$(ratio "${M_CPU[pingora]}" "${M_CPU[nginx]}")
+    CPU_RATIO_PB=$(ratio "${M_CPU[portcullis]:--}" "${M_CPU[pingora]:--}")
+    PB_RATIO_NG=$(ratio "${M_CPU[pingora]:--}" "${M_CPU[nginx]:--}")
 fi
-RPS_RATIO=$(ratio "${M_RPS[portcullis]}" "${M_RPS[nginx]}")
-P50_RATIO=$(ratio "${M_P50[portcullis]}" "${M_P50[nginx]}")
-P99_RATIO=$(ratio "${M_P99[portcullis]}" "${M_P99[nginx]}")
+RPS_RATIO=$(ratio "${M_RPS[portcullis]:--}" "${M_RPS[nginx]:--}")
+P50_RATIO=$(ratio "${M_P50[portcullis]:--}" "${M_P50[nginx]:--}")
+P99_RATIO=$(ratio "${M_P99[portcullis]:--}" "${M_P99[nginx]:--}")
 PC_IDLE_MIB=$(awk -v k="$PC_IDLE_RSS" 'BEGIN { printf "%.1f", k / 1024 }')
 
 cat <<EOF
@@ -597,9 +603,9 @@ cat <<EOF
 | Portcullis ÷ nginx (plain HTTP) | ratio |
 |---|---:|
 | CPU per request | **$CPU_RATIO** |
-| CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[nginx]}")** |
-| authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[portcullis]}") |
-| guarded ÷ authenticated (1,000-prefix allowlist + 2 rate limits; target ≤ 1.1) | $(ratio "${M_CPU[portcullis-guarded]}" "${M_CPU[portcullis-auth]}") |
+| CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[nginx]:--}")** |
+| authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[portcullis]:--}") |
+| guarded ÷ authenticated (1,000-prefix allowlist + 2 rate limits; target ≤ 1.1) | $(ratio "${M_CPU[portcullis-guarded]:--}" "${M_CPU[portcullis-auth]:--}") |
 | CPU per request vs nginx+log | $CPU_RATIO_LOG |
 | CPU per request vs bare Pingora (what Portcullis adds) | $CPU_RATIO_PB |
 | bare Pingora ÷ nginx, CPU per request (the engine's own gap) | $PB_RATIO_NG |
@@ -607,18 +613,28 @@ cat <<EOF
 | p50 latency | $P50_RATIO |
 | p99 latency | $P99_RATIO |
 EOF
+paired() { # row other: median over rounds of row's CPU per request ÷ other's in the same round
+    local r out=()
+    for r in $(seq 1 "$ROUNDS"); do
+        [ -n "${R_CPU[$1.$r]:-}" ] && [ -n "${R_CPU[$2.$r]:-}" ] || { echo -; return; }
+        out+=("$(ratio "${R_CPU[$1.$r]}" "${R_CPU[$2.$r]}")")
+    done
+    median "${out[@]}"
+}
 if [ -n "$PREVIOUS_BIN" ]; then
     cat <<EOF
-| this build ÷ previous binary, CPU per request, public (target 0.95–1.05) | $(ratio "${M_CPU[portcullis]}" "${M_CPU[previous]}") |
-| this build ÷ previous binary, CPU per request, signed in (target 0.95–1.05) | $(ratio "${M_CPU[portcullis-auth]}" "${M_CPU[previous-auth]}") |
-| this build ÷ previous binary, req/s, public | $(ratio "${M_RPS[portcullis]}" "${M_RPS[previous]}") |
-| this build ÷ previous binary, req/s, signed in | $(ratio "${M_RPS[portcullis-auth]}" "${M_RPS[previous-auth]}") |
+| this build ÷ previous binary, CPU per request, public, median of per-round ratios (rows interleave, so drift hits both; target 0.95–1.05) | $(paired portcullis previous) |
+| this build ÷ previous binary, CPU per request, signed in, median of per-round ratios (target 0.95–1.05) | $(paired portcullis-auth previous-auth) |
+| this build ÷ previous binary, CPU per request, public (target 0.95–1.05) | $(ratio "${M_CPU[portcullis]:--}" "${M_CPU[previous]:--}") |
+| this build ÷ previous binary, CPU per request, signed in (target 0.95–1.05) | $(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[previous-auth]:--}") |
+| this build ÷ previous binary, req/s, public | $(ratio "${M_RPS[portcullis]:--}" "${M_RPS[previous]:--}") |
+| this build ÷ previous binary, req/s, signed in | $(ratio "${M_RPS[portcullis-auth]:--}" "${M_RPS[previous-auth]:--}") |
 EOF
 fi
 if [ "$TLS" = 1 ]; then
     cat <<EOF
-| CPU per request, TLS | $(ratio "${M_CPU[portcullis-tls]}" "${M_CPU[nginx-tls]}") |
-| req/s, TLS | $(ratio "${M_RPS[portcullis-tls]}" "${M_RPS[nginx-tls]}") |
+| CPU per request, TLS | $(ratio "${M_CPU[portcullis-tls]:--}" "${M_CPU[nginx-tls]:--}") |
+| req/s, TLS | $(ratio "${M_RPS[portcullis-tls]:--}" "${M_RPS[nginx-tls]:--}") |
 EOF
 fi
 cat <<EOF

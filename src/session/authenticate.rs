@@ -130,7 +130,8 @@ impl Authenticator {
     ) -> Option<(SessionData, bool)> {
         let mut rewrite = self.codec.needs_touch(&data, now);
         if data.oidc.as_ref().is_some_and(|t| t.needs_refresh(now)) {
-            data.oidc = Some(self.refresh(request, &data, now).await?);
+            // Boxed: refreshes are rare, and inline their future would grow every request's.
+            data.oidc = Some(Box::pin(self.refresh(request, &data, now)).await?);
             rewrite = true;
         }
         Some((data, rewrite))
