@@ -47,6 +47,9 @@ impl Gateway {
             .duration
             .with_label_values(&[app_label])
             .observe(ctx.started.elapsed().as_secs_f64());
+        // The request's last record moves the id out of the context instead of copying it
+        // (`RequestCtx::event`, used by every other record of a request): this one is on the
+        // hot path, once per request.
         let mut event = AuditEvent::new(kind);
         event.request_id = Some(std::mem::take(&mut ctx.request_id));
         event.client_ip = ctx.client_ip;
