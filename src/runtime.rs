@@ -48,39 +48,31 @@ impl Runtime {
         let checkpoint_signer = checkpoint_signer(config, &mut issues);
         let assertion_signer = assertion_signer(config, &mut issues);
         let providers = providers(config, &mut issues);
-        match (certificates, checkpoint_signer, assertion_signer) {
-            (Ok(certificates), Some(checkpoint_signer), Some(assertion_signer))
-                if issues.is_empty() =>
-            {
-                Ok(Runtime {
-                    certificates,
-                    checkpoint_signer,
-                    assertion_signer: Arc::new(assertion_signer),
-                    rate_limits: Arc::new(RateLimits::new(config)),
-                    providers,
-                })
-            }
+        match (checkpoint_signer, assertion_signer) {
+            (Some(checkpoint_signer), Some(assertion_signer)) if issues.is_empty() => Ok(Runtime {
+                certificates,
+                checkpoint_signer,
+                assertion_signer: Arc::new(assertion_signer),
+                rate_limits: Arc::new(RateLimits::new(config)),
+                providers,
+            }),
             _ => Err(config.report(issues)),
         }
     }
 }
 
-fn certificates(
-    config: &Config,
-    issues: &mut Vec<ConfigIssue>,
-) -> Result<Option<Arc<SniResolver>>, ()> {
-    let Some(https) = &config.server.https else {
-        return Ok(None);
-    };
+/// `None` without an HTTPS listener, or when the certificates cannot be served (recorded).
+fn certificates(config: &Config, issues: &mut Vec<ConfigIssue>) -> Option<Arc<SniResolver>> {
+    let https = config.server.https.as_ref()?;
     match SniResolver::load(&https.certificates) {
-        Ok(resolver) => Ok(Some(Arc::new(resolver))),
+        Ok(resolver) => Some(Arc::new(resolver)),
         Err(e) => {
             issues.push(config.issue(
                 "server.https.certificates",
                 e.to_string(),
                 "use a PEM certificate chain (leaf first) and its matching PEM private key",
             ));
-            Err(())
+            None
         }
     }
 }
@@ -135,11 +127,10 @@ fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
             IdentityProviderKind::Saml(_) => SamlProvider::new(provider, mapping.clone())
                 .map(|p| providers.saml.extend(p.map(Arc::new))),
             IdentityProviderKind::Local { .. } => {
-                let local = LocalProvider::new(provider, mapping.clone());
-                providers.local.extend(local.map(|local| {
-                    let names = (provider.id.clone(), provider.display_name.clone());
-                    (names.0, names.1, Arc::new(local))
-                }));
+                if let Some(local) = LocalProvider::new(provider, mapping.clone()) {
+                    let (id, name) = (provider.id.clone(), provider.display_name.clone());
+                    providers.local.push((id, name, Arc::new(local)));
+                }
                 Ok(())
             }
         };
