@@ -4,8 +4,10 @@ set -euo pipefail
 
 # libxmlsec1-dev/libxml2-dev: SAML signature checks (samael's bindings to xmlsec);
 # xmlsec1 and python3-venv: the SAML IdP of the tests (pysaml2) and its forged responses.
+# redis-server/redis-tools: the shared store of the replica tests (store.kind: redis).
 packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates procps
-  libxml2-dev libxmlsec1-dev libxmlsec1-openssl xmlsec1 python3 python3-venv)
+  libxml2-dev libxmlsec1-dev libxmlsec1-openssl xmlsec1 python3 python3-venv
+  redis-server redis-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub rate_limit_buckets: IntGauge,
     /// Clients that went away before their response was complete (a closed chat tab), by app.
     pub downstream_closed_early: IntCounterVec,
+    /// `portcullis_store_up`: 1 while the shared store (Redis) answers; stays 1 in memory.
+    pub store_up: IntGauge,
+    /// `portcullis_store_errors_total{op}`: shared-store operations that failed.
+    pub store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -118,6 +122,20 @@ impl Metrics {
             ),
             &["app"],
         )?;
+        let store_up = IntGauge::new(
+            "portcullis_store_up",
+            "1 while the shared store answers (always 1 with the in-memory store)",
+        )?;
+        store_up.set(1);
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_store_errors_total",
+                "Shared-store operations that failed, by operation",
+            ),
+            &["op"],
+        )?;
+        registry.register(Box::new(store_up.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(downstream_closed_early.clone()))?;
         registry.register(Box::new(rate_limit_buckets.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -146,6 +164,8 @@ impl Metrics {
             auth_failures,
             rate_limit_buckets,
             downstream_closed_early,
+            store_up,
+            store_errors,
         })
     }
 

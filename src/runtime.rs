@@ -10,11 +10,13 @@ use std::sync::Arc;
 use crate::assertion::{AssertionError, Signer};
 use crate::audit::CheckpointSigner;
 use crate::certs::SniResolver;
-use crate::config::{Config, ConfigIssue, ConfigReport, IdentityProviderKind};
+use crate::config::{Config, ConfigIssue, ConfigReport, IdentityProviderKind, Store};
 use crate::idp::local::LocalProvider;
 use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
 use crate::netguard::RateLimits;
+use crate::store::redis::RevocationSync;
+use crate::store::RevokedSessions;
 
 /// What the request path needs besides the config.
 pub struct Runtime {
@@ -28,6 +30,10 @@ pub struct Runtime {
     pub rate_limits: Arc<RateLimits>,
     /// The sign-in methods.
     pub providers: Providers,
+    /// Sessions ended before their expiry, as this replica knows them.
+    pub revoked: Arc<RevokedSessions>,
+    /// Shares revocations with the other replicas (`store.kind: redis`).
+    pub revocation_sync: Option<RevocationSync>,
 }
 
 /// The identity providers, by kind, in config order.
@@ -48,6 +54,21 @@ impl Runtime {
         let checkpoint_signer = checkpoint_signer(config, &mut issues);
         let assertion_signer = assertion_signer(config, &mut issues);
         let providers = providers(config, &mut issues);
+        let revoked = Arc::new(RevokedSessions::default());
+        let revocation_sync = match &config.store {
+            Store::Memory => None,
+            Store::Redis(settings) => match RevocationSync::new(settings, revoked.clone()) {
+                Ok(sync) => Some(sync),
+                Err(e) => {
+                    issues.push(config.issue(
+                        "store.url",
+                        e.to_string(),
+                        "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)",
+                    ));
+                    None
+                }
+            },
+        };
         match (checkpoint_signer, assertion_signer) {
             (Some(checkpoint_signer), Some(assertion_signer)) if issues.is_empty() => Ok(Runtime {
                 certificates,
@@ -55,6 +76,8 @@ impl Runtime {
                 assertion_signer: Arc::new(assertion_signer),
                 rate_limits: Arc::new(RateLimits::new(config)),
                 providers,
+                revoked,
+                revocation_sync,
             }),
             _ => Err(config.report(issues)),
         }

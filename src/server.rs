@@ -62,6 +62,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         assertion_signer,
         rate_limits,
         providers,
+        revoked,
+        revocation_sync,
     } = Runtime::build(&config)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
@@ -86,6 +88,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         auditor.clone(),
         metrics.clone(),
         providers,
+        revoked,
         assertion_signer,
         rate_limits.clone(),
     )?;
@@ -148,6 +151,15 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         "saml-metadata",
         SamlMetadata { providers: saml },
     ));
+    if let Some(sync) = revocation_sync {
+        server.add_service(background_service(
+            "store-sync",
+            StoreSync {
+                sync,
+                metrics: metrics.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "rate-limit-sweeper",
         Sweeper {
@@ -370,5 +382,21 @@ fn server_conf(config: &Config) -> ServerConf {
         // cache misses it costs) for short proxied requests.
         work_stealing: false,
         ..ServerConf::default()
+    }
+}
+
+/// Shares revocations with the other replicas through Redis until shutdown.
+struct StoreSync {
+    sync: crate::store::redis::RevocationSync,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        self.sync.run(self.metrics.clone(), stopped).await;
     }
 }

@@ -1,7 +1,8 @@
 //! Shared state that outlives one request: revoked sessions (ours and the OP's), failed-login
 //! counters, single-flight token refreshes and replay memory for logout tokens.
-//! In memory (per process); a Redis backend for several replicas plugs in behind the same
-//! methods later.
+//! In memory, per process. With `store.kind: redis`, revocations are also shared with the
+//! other replicas (`redis::RevocationSync`): each keeps its own view, so the request path
+//! never waits on the network.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,6 +27,49 @@ pub trait LimitStore: Send + Sync {
 /// Most entries any map keeps; beyond it the oldest are pruned first, so memory stays bounded.
 const MAX_ENTRIES: usize = 100_000;
 
+/// A revocation as replicas share it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Revocation {
+    /// A session signed out, until it would have expired (unix seconds).
+    Session {
+        /// Session id.
+        sid: String,
+        /// Its expiry.
+        until: u64,
+    },
+    /// An OP session ended by the IdP, at `at`.
+    OpSession {
+        /// Provider id.
+        idp: String,
+        /// The OP's session id (OIDC `sid`, SAML SessionIndex).
+        op_sid: String,
+        /// When.
+        at: u64,
+    },
+    /// Every session of a subject issued until `at`, ended by the IdP.
+    Subject {
+        /// Provider id.
+        idp: String,
+        /// The subject (OIDC `sub`, SAML NameID).
+        sub: String,
+        /// When.
+        at: u64,
+    },
+}
+
+impl Revocation {
+    /// Until when it must be remembered (unix seconds).
+    pub fn expires_at(&self) -> u64 {
+        match self {
+            Revocation::Session { until, .. } => *until,
+            Revocation::OpSession { at, .. } | Revocation::Subject { at, .. } => {
+                at.saturating_add(OP_LOGOUT_MEMORY.as_secs())
+            }
+        }
+    }
+}
+
 /// Session ids ended before their expiry (logout), remembered until they would have expired;
 /// and sessions the OP ended by back-channel logout, by OP session id or by subject.
 #[derive(Default)]
@@ -37,11 +81,51 @@ pub struct RevokedSessions {
     by_subject: RwLock<OpLogouts>,
     /// Nothing from the OP yet: the per-request check skips two lock acquisitions.
     any_op_logout: std::sync::atomic::AtomicBool,
+    /// Where local revocations go to be shared (`store.kind: redis`); unset in memory.
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Revocation>>,
 }
 
+/// Local revocations waiting to be shared, at most; beyond it the newest are kept locally only
+/// (and logged), which a long Redis outage under a sign-out storm could reach.
+pub const OUTBOX_CAPACITY: usize = 10_000;
+
 impl RevokedSessions {
+    /// Shares every revocation made here from now on through `outbox`.
+    pub fn share_through(&self, outbox: tokio::sync::mpsc::Sender<Revocation>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn share(&self, revocation: Revocation) {
+        if let Some(outbox) = self.outbox.get() {
+            if outbox.try_send(revocation).is_err() {
+                tracing::warn!(
+                    "a revocation could not be queued for the other replicas; it holds here"
+                );
+            }
+        }
+    }
+
+    /// Applies a revocation made elsewhere (not shared again).
+    pub fn apply(&self, revocation: &Revocation, now: u64) {
+        match revocation {
+            Revocation::Session { sid, until } => self.insert_sid(sid, *until, now),
+            Revocation::OpSession { idp, op_sid, at } => {
+                self.insert_op(idp, None, Some(op_sid), *at)
+            }
+            Revocation::Subject { idp, sub, at } => self.insert_op(idp, Some(sub), None, *at),
+        }
+    }
+
     /// Remembers `sid` as revoked until `expires_at` (unix seconds).
     pub fn revoke(&self, sid: &str, expires_at: u64, now: u64) {
+        self.insert_sid(sid, expires_at, now);
+        self.share(Revocation::Session {
+            sid: sid.to_string(),
+            until: expires_at,
+        });
+    }
+
+    fn insert_sid(&self, sid: &str, expires_at: u64, now: u64) {
         if let Ok(mut map) = self.by_sid.write() {
             if map.len() >= MAX_ENTRIES {
                 map.retain(|_, expiry| *expiry > now);
@@ -58,6 +142,24 @@ impl RevokedSessions {
     /// Ends, at `now`, the sessions of `idp` with this OP session id; or, when the OP names
     /// no session, every session of the subject issued until now (Back-Channel Logout §2.4).
     pub fn end_op_sessions(&self, idp: &str, sub: Option<&str>, op_sid: Option<&str>, now: u64) {
+        self.insert_op(idp, sub, op_sid, now);
+        let shared = match (op_sid, sub) {
+            (Some(op_sid), _) => Revocation::OpSession {
+                idp: idp.to_string(),
+                op_sid: op_sid.to_string(),
+                at: now,
+            },
+            (None, Some(sub)) => Revocation::Subject {
+                idp: idp.to_string(),
+                sub: sub.to_string(),
+                at: now,
+            },
+            (None, None) => return,
+        };
+        self.share(shared);
+    }
+
+    fn insert_op(&self, idp: &str, sub: Option<&str>, op_sid: Option<&str>, now: u64) {
         let horizon = now.saturating_sub(OP_LOGOUT_MEMORY.as_secs());
         let sub = if op_sid.is_some() { None } else { sub };
         for (map, key) in [(&self.by_op_sid, op_sid), (&self.by_subject, sub)] {
@@ -266,6 +368,8 @@ impl LoginThrottle {
         }
     }
 }
+
+pub mod redis;
 
 #[cfg(test)]
 mod tests;

@@ -97,7 +97,7 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> Option<RawConfig> {
             "identity" => raw.identity = section(name, value, issues),
             "assertion" => raw.assertion = section(name, value, issues),
             "service_accounts" => raw.service_accounts = Some(value),
-            "store" => raw.store = Some(value),
+            "store" => raw.store = section("store", value, issues),
             other => issues.add(
                 other,
                 format!("unknown section `{other}`"),
@@ -201,15 +201,12 @@ impl Compiler<'_> {
         self.plain_http_consistency(&server, &plain_http);
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
-        for (name, value) in [
-            ("service_accounts", &raw.service_accounts),
-            ("store", &raw.store),
-        ] {
-            if value.as_ref().is_some_and(|v| !v.is_null()) {
-                self.warnings.push(format!(
-                    "`{name}` is accepted but not enforced by this version of Portcullis"
-                ));
-            }
+        let store = self.store(raw.store.unwrap_or_default());
+        if raw.service_accounts.as_ref().is_some_and(|v| !v.is_null()) {
+            self.warnings.push(
+                "`service_accounts` is accepted but not enforced by this version of Portcullis"
+                    .into(),
+            );
         }
         let issuer = server.public_url.origin().ascii_serialization();
         Config {
@@ -222,6 +219,7 @@ impl Compiler<'_> {
             assertion: self.assertion(raw.assertion, issuer),
             audit,
             admin,
+            store,
             warnings: std::mem::take(&mut self.warnings),
             lines: LineIndex::default(),
         }
@@ -382,6 +380,7 @@ mod saml;
 mod server;
 mod session;
 mod shape;
+mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub struct Config {
     pub audit: Audit,
     /// Admin listener.
     pub admin: Admin,
+    /// Where state shared by replicas lives.
+    pub store: Store,
     /// Settings that are accepted but weaken security or do nothing yet; logged at start.
     pub warnings: Vec<String>,
     /// Where each key path is in the file, for problems found after compiling.
@@ -507,6 +509,26 @@ pub enum QueueFullPolicy {
     /// The record is dropped, counted in `portcullis_audit_dropped_total`, and the next
     /// written record carries `dropped_before` so the gap is visible in the chain.
     Drop,
+}
+
+/// `store:`: where the state that replicas share lives.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In this process (the default): right for one instance.
+    Memory,
+    /// A Redis server shared by every replica.
+    Redis(RedisStore),
+}
+
+/// `store: { kind: redis, … }`
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    /// `redis://` or `rediss://` (TLS) URL, with its password when it has one.
+    pub url: Secret,
+    /// Put before every key and channel name: several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for one operation.
+    pub timeout: Duration,
 }
 
 /// `admin:`

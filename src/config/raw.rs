@@ -78,7 +78,7 @@ pub struct RawConfig {
     pub apps: Option<Vec<RawApp>>,
     pub service_accounts: Option<serde_yaml_ng::Value>,
     pub audit: Option<RawAudit>,
-    pub store: Option<serde_yaml_ng::Value>,
+    pub store: Option<RawStore>,
     pub admin: Option<RawAdmin>,
 }
 
@@ -419,6 +419,18 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     #[serde(default, deserialize_with = "duration")]
     pub checkpoint_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
+    pub sentinel: Option<serde_yaml_ng::Value>,
+    pub key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

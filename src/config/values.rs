@@ -12,6 +12,9 @@ pub enum SecretSource {
     Env(String),
     /// Read from a file (trailing newline removed).
     File(PathBuf),
+    /// Written in the file: for values that are secret only sometimes (a Redis URL without
+    /// a password).
+    Inline,
 }
 
 /// Why a secret could not be resolved.
@@ -68,6 +71,7 @@ impl Secret {
             return Err(SecretError::Inline);
         };
         let value = match &source {
+            SecretSource::Inline => return Err(SecretError::Inline),
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| SecretError::VariableNotSet(name.clone()))?
             }
@@ -85,6 +89,14 @@ impl Secret {
         Ok(Secret { source, value })
     }
 
+    /// A value written in the file itself.
+    pub fn inline(value: &str) -> Secret {
+        Secret {
+            source: SecretSource::Inline,
+            value: value.to_string(),
+        }
+    }
+
     /// The secret itself. Callers must not log it.
     pub fn expose(&self) -> &str {
         &self.value
@@ -96,6 +108,7 @@ impl fmt::Debug for Secret {
         match &self.source {
             SecretSource::Env(name) => write!(f, "Secret(env:{name}, <redacted>)"),
             SecretSource::File(path) => write!(f, "Secret(file:{}, <redacted>)", path.display()),
+            SecretSource::Inline => write!(f, "Secret(inline, <redacted>)"),
         }
     }
 }

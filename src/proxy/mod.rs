@@ -125,6 +125,7 @@ impl Gateway {
         auditor: Auditor,
         metrics: Arc<Metrics>,
         providers: crate::runtime::Providers,
+        revoked: Arc<crate::store::RevokedSessions>,
         signer: Arc<Signer>,
         rate_limits: Arc<crate::netguard::RateLimits>,
     ) -> Result<Gateway, peers::PeerError> {
@@ -166,6 +167,7 @@ impl Gateway {
                 ),
                 &config.session.cookie_name,
                 providers.oidc.clone(),
+                revoked,
                 auditor.clone(),
             ),
             sign_in: SignInState {

@@ -19,7 +19,7 @@ pub struct Authenticator {
     csrf_cookie_name: String,
     /// `<cookie_name>-flow-`, computed once.
     flow_prefix: String,
-    revoked: RevokedSessions,
+    revoked: Arc<RevokedSessions>,
     /// One refresh per session and token set, however many requests ask at once.
     refreshes: SingleFlight<Result<OidcTokens, OidcError>>,
     oidc: Vec<Arc<OidcProvider>>,
@@ -49,6 +49,7 @@ impl Authenticator {
         codec: SessionCodec,
         cookie_name: &str,
         oidc: Vec<Arc<OidcProvider>>,
+        revoked: Arc<RevokedSessions>,
         auditor: Auditor,
     ) -> Authenticator {
         Authenticator {
@@ -56,7 +57,7 @@ impl Authenticator {
             cookie_name: cookie_name.to_string(),
             csrf_cookie_name: format!("{cookie_name}-csrf"),
             flow_prefix: format!("{cookie_name}-flow-"),
-            revoked: RevokedSessions::default(),
+            revoked,
             refreshes: SingleFlight::new(std::time::Duration::from_secs(120)),
             oidc,
             auditor,

@@ -13,4 +13,5 @@ mod netguard;
 mod oidc;
 mod proxy;
 mod saml;
+mod store;
 mod upstream_tls;

@@ -1,0 +1,230 @@
+//! Revocations shared through Redis (`store.kind: redis`).
+//!
+//! Every replica keeps its own [`RevokedSessions`]: a request never waits on Redis. A
+//! revocation made here goes, in the background, into one sorted set (member: the revocation,
+//! score: until when it matters) and out on a pub/sub channel; every replica applies what it
+//! hears at once (well within a second), and reads the whole set again every few seconds and
+//! after a reconnect, so nothing said while it was away is lost. A revocation that cannot be
+//! written is kept and written again until Redis takes it.
+//!
+//! Client: `fred` (reconnects with back-off by itself, and its subscriber client subscribes
+//! again after a reconnect; Cluster, Sentinel and rustls TLS are built in).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
+use tokio::sync::mpsc;
+
+use super::{Revocation, RevokedSessions, OUTBOX_CAPACITY};
+use crate::config::RedisStore;
+use crate::metrics::Metrics;
+
+/// How often the whole set is read again (and unwritten revocations retried).
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the Redis clients cannot be made from the config.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(#[from] fred::error::Error);
+
+/// The background task that shares revocations with the other replicas.
+pub struct RevocationSync {
+    client: Client,
+    subscriber: fred::clients::SubscriberClient,
+    /// Sorted set of live revocations.
+    key: String,
+    /// Where new revocations are announced.
+    channel: String,
+    revoked: Arc<RevokedSessions>,
+    outbox: Mutex<Option<mpsc::Receiver<Revocation>>>,
+}
+
+impl RevocationSync {
+    /// Builds the clients (no connection yet) and routes `revoked`'s revocations to them.
+    pub fn new(
+        settings: &RedisStore,
+        revoked: Arc<RevokedSessions>,
+    ) -> Result<RevocationSync, StoreError> {
+        let config = Config::from_url(settings.url.expose())?;
+        let mut builder = Builder::from_config(config);
+        // Unbounded attempts, 100 ms doubling to 2 s: back by itself when Redis is.
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let timeout = settings.timeout;
+        builder.with_performance_config(|c| c.default_command_timeout = timeout);
+        builder.with_connection_config(|c| {
+            c.connection_timeout = timeout.max(Duration::from_millis(500));
+            c.internal_command_timeout = timeout.max(Duration::from_millis(500));
+        });
+        let client = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
+        let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        revoked.share_through(sender);
+        Ok(RevocationSync {
+            client,
+            subscriber,
+            key: format!("{}revocations", settings.key_prefix),
+            channel: format!("{}revocations", settings.key_prefix),
+            revoked,
+            outbox: Mutex::new(Some(receiver)),
+        })
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(
+        &self,
+        metrics: Arc<Metrics>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let Some(mut outbox) = self.outbox.lock().ok().and_then(|mut o| o.take()) else {
+            return;
+        };
+        tokio::pin!(shutdown);
+        // The connection tasks follow the reconnect policy from here on.
+        let _client_task = self.client.connect();
+        let _subscriber_task = self.subscriber.connect();
+        let _resubscribe_task = self.subscriber.manage_subscriptions();
+        let listener = self.listen();
+        tokio::pin!(listener);
+        let mut unwritten: Vec<Revocation> = Vec::new();
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = &mut listener => {}
+                Some(revocation) = outbox.recv() => {
+                    if let Err(e) = self.write(&revocation).await {
+                        count_error(&metrics, "write", &e);
+                        unwritten.push(revocation);
+                    }
+                }
+                _ = resync.tick() => {
+                    let up = self.client.is_connected();
+                    metrics.store_up.set(i64::from(up));
+                    if !up {
+                        continue;
+                    }
+                    let mut still = Vec::new();
+                    for revocation in unwritten.drain(..) {
+                        if let Err(e) = self.write(&revocation).await {
+                            count_error(&metrics, "write", &e);
+                            still.push(revocation);
+                        }
+                    }
+                    unwritten = still;
+                    if let Err(e) = self.resync().await {
+                        count_error(&metrics, "resync", &e);
+                    }
+                }
+            }
+        }
+        let _ = self.subscriber.quit().await;
+        let _ = self.client.quit().await;
+    }
+
+    /// Applies every revocation announced on the channel, subscribing once connected (the
+    /// subscriber subscribes again by itself after a reconnect).
+    async fn listen(&self) {
+        let mut messages = self.subscriber.message_rx();
+        loop {
+            if self.subscriber.wait_for_connect().await.is_ok()
+                && self
+                    .subscriber
+                    .subscribe(self.channel.as_str())
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Subscribed: what was said before is in the set; read it now, not at the next tick.
+        let connected = self.client.wait_for_connect().await;
+        tracing::debug!(?connected, "subscribed to the revocation channel");
+        if let Err(e) = self.resync().await {
+            tracing::warn!(error = %e, "reading the shared revocations failed");
+        }
+        while let Ok(message) = messages.recv().await {
+            let Some(text) = message.value.as_str() else {
+                continue;
+            };
+            match serde_json::from_str::<Revocation>(&text) {
+                Ok(revocation) => self.revoked.apply(&revocation, unix_now()),
+                Err(e) => tracing::warn!(error = %e, "unreadable revocation on the shared channel"),
+            }
+        }
+    }
+
+    /// Stores `revocation` until it expires and announces it.
+    async fn write(&self, revocation: &Revocation) -> Result<(), Error> {
+        let json = serde_json::to_string(revocation)
+            .map_err(|e| Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
+        let score = revocation.expires_at() as f64;
+        let _: () = self
+            .client
+            .zadd(
+                self.key.as_str(),
+                None,
+                None,
+                false,
+                false,
+                (score, json.as_str()),
+            )
+            .await?;
+        let _: () = self.client.publish(self.channel.as_str(), json).await?;
+        Ok(())
+    }
+
+    /// Drops what has expired, then applies every live revocation.
+    async fn resync(&self) -> Result<(), Error> {
+        let now = unix_now();
+        let now_score = score(ZRangeBound::Score(now as f64));
+        let _: () = self
+            .client
+            .zremrangebyscore(
+                self.key.as_str(),
+                score(ZRangeBound::NegInfiniteScore),
+                now_score.clone(),
+            )
+            .await?;
+        let live: Vec<String> = self
+            .client
+            .zrangebyscore(
+                self.key.as_str(),
+                now_score,
+                score(ZRangeBound::InfiniteScore),
+                false,
+                None,
+            )
+            .await?;
+        tracing::debug!(live = live.len(), "revocations read from the shared set");
+        for text in live {
+            match serde_json::from_str::<Revocation>(&text) {
+                Ok(revocation) => self.revoked.apply(&revocation, now),
+                Err(e) => tracing::warn!(error = %e, "unreadable revocation in the shared set"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A score bound (an integer would be read as a rank).
+fn score(bound: ZRangeBound) -> ZRange {
+    ZRange {
+        kind: ZRangeKind::Inclusive,
+        range: bound,
+    }
+}
+
+fn count_error(metrics: &Metrics, op: &str, error: &Error) {
+    metrics.store_errors.with_label_values(&[op]).inc();
+    tracing::debug!(op, %error, "redis store");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,221 @@
+//! Shared state on a real redis-server (`store.kind: redis`): replicas behave as one.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::header::COOKIE;
+
+use crate::common::browser::{sign_in_local, sign_out, Jar, SESSION_COOKIE};
+use crate::common::{client, free_port, hash_password, Fixtures, Ports, Proxy, Upstream};
+
+const PASSWORD: &str = "a test password";
+
+/// A redis-server on a free loopback port, without persistence, stopped on drop.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, child }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until `n` replicas listen for revocations.
+    fn wait_for_subscribers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.cli(&["PUBSUB", "NUMSUB", "t:revocations"]);
+            if out.lines().nth(1) == Some(n.to_string().as_str()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "subscribers: {out}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One replica: its own ports, pid file and audit file; the public URL, session key and
+/// certificate of `shared` (replicas of one deployment share them).
+fn replica(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, redis: &Redis) -> Proxy {
+    let ports = Ports::new();
+    let users = format!(
+        "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{}\" }}\n",
+        hash_password(PASSWORD)
+    );
+    let apps = format!(
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n  url: redis://127.0.0.1:{}/0\n  key_prefix: \"t:\"\n",
+        upstream.url(),
+        redis.port
+    );
+    let yaml = own
+        .config(&ports, "", &apps)
+        .replace(
+            &format!("public_url: https://localhost:{}", ports.https),
+            "public_url: https://a.test",
+        )
+        .replace(
+            &own.session_key.display().to_string(),
+            &shared.session_key.display().to_string(),
+        )
+        .replace(
+            &own.cert.display().to_string(),
+            &shared.cert.display().to_string(),
+        )
+        .replace(
+            &own.key.display().to_string(),
+            &shared.key.display().to_string(),
+        )
+        .replace("session:\n", &format!("{users}session:\n"));
+    Proxy::start(own, ports, &yaml)
+}
+
+async fn status(http: &reqwest::Client, cookie: &str) -> u16 {
+    http.get("https://a.test/chat")
+        .header(COOKIE, cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_sign_out_on_one_replica_ends_the_session_on_every_replica() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let (fa, fb, fc) = (Fixtures::new(), Fixtures::new(), Fixtures::new());
+    let a = replica(&fa, &fa, &upstream, &redis);
+    let b = replica(&fa, &fb, &upstream, &redis);
+    redis.wait_for_subscribers(2);
+    let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
+
+    let cookie = sign_in_local(&on_a, "https://a.test", "corp", "alice", PASSWORD, &[]).await;
+    assert_eq!(
+        status(&on_b, &cookie).await,
+        200,
+        "one deployment: B takes A's cookie"
+    );
+
+    let mut jar = Jar::new();
+    let session = cookie
+        .trim_start_matches(&format!("{SESSION_COOKIE}="))
+        .to_string();
+    jar.insert(SESSION_COOKIE.into(), session);
+    assert_eq!(
+        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
+        200
+    );
+    assert_eq!(
+        status(&on_a, &cookie).await,
+        401,
+        "refused where it signed out"
+    );
+    let signed_out = Instant::now();
+    while status(&on_b, &cookie).await != 401 {
+        assert!(
+            signed_out.elapsed() < Duration::from_secs(1),
+            "B still takes the signed-out cookie after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A replica started afterwards learns it from the shared set, not from the channel.
+    let mut c = replica(&fa, &fc, &upstream, &redis);
+    redis.wait_for_subscribers(3);
+    let on_c = client(&fa, &c);
+    let started = Instant::now();
+    while status(&on_c, &cookie).await != 401 {
+        if started.elapsed() > Duration::from_secs(2) {
+            panic!(
+                "a new replica takes the signed-out cookie; set: {}; logs: {}",
+                redis.cli(&["ZRANGE", "t:revocations", "0", "-1", "WITHSCORES"]),
+                c.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
+}
+
+#[tokio::test]
+async fn without_redis_requests_go_on_and_a_sign_out_reaches_the_others_when_it_is_back() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let (fa, fb) = (Fixtures::new(), Fixtures::new());
+    let a = replica(&fa, &fa, &upstream, &redis);
+    let b = replica(&fa, &fb, &upstream, &redis);
+    redis.wait_for_subscribers(2);
+    let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
+    let cookie = sign_in_local(&on_a, "https://a.test", "corp", "alice", PASSWORD, &[]).await;
+
+    // Redis goes away: nothing waits on it, the request path never touches it.
+    let port = redis.port;
+    drop(redis);
+    for on in [&on_a, &on_b] {
+        let started = Instant::now();
+        assert_eq!(status(on, &cookie).await, 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // A sign-out during the outage holds where it was made at once...
+    let mut jar = Jar::new();
+    let session = cookie
+        .trim_start_matches(&format!("{SESSION_COOKIE}="))
+        .to_string();
+    jar.insert(SESSION_COOKIE.into(), session);
+    assert_eq!(
+        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
+        200
+    );
+    assert_eq!(status(&on_a, &cookie).await, 401);
+
+    // ...and everywhere once Redis is back: written again, read again, no restart.
+    let redis = Redis::start_on(port);
+    let back = Instant::now();
+    while status(&on_b, &cookie).await != 401 {
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "B never learned of the sign-out made while Redis was away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
+}
