@@ -85,7 +85,12 @@ impl ServeHttp for AdminApp {
                     return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body);
                 }
                 let failed = self.unresolvable().await;
-                if failed.is_empty() {
+                if failed.is_empty() && self.metrics.store_up.get() != 1 {
+                    // Still ready: every replica would fail together, and the local view of
+                    // revocations keeps working. Said, so that it is seen.
+                    let body = b"ready, degraded: the shared store is unreachable (sign-outs on other replicas arrive when it is back)\n";
+                    respond(StatusCode::OK, "text/plain", body.to_vec())
+                } else if failed.is_empty() {
                     respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())
                 } else {
                     let body = format!(

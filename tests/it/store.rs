@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::COOKIE;
 
 use crate::common::browser::{sign_in_local, sign_out, Jar, SESSION_COOKIE};
-use crate::common::{client, free_port, hash_password, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{client, free_port, hash_password, raw_http, Fixtures, Ports, Proxy, Upstream};
 
 const PASSWORD: &str = "a test password";
 
@@ -194,6 +194,20 @@ async fn without_redis_requests_go_on_and_a_sign_out_reaches_the_others_when_it_
             "{:?}",
             started.elapsed()
         );
+    }
+    // Ready, and says the store is missing (the check runs every 5 s).
+    let degraded = Instant::now();
+    loop {
+        let ready = raw_http(
+            b.ports.admin,
+            b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
+        if ready.contains("ready, degraded: the shared store is unreachable") {
+            assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+            break;
+        }
+        assert!(degraded.elapsed() < Duration::from_secs(8), "{ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A sign-out during the outage holds where it was made at once...
     let mut jar = Jar::new();
