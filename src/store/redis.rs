@@ -97,6 +97,10 @@ impl RevocationSync {
                 Some(revocation) = outbox.recv() => {
                     if let Err(e) = self.write(&revocation).await {
                         count_error(&metrics, "write", &e);
+                        if unwritten.len() >= OUTBOX_CAPACITY {
+                            tracing::warn!("too many revocations wait for Redis; the oldest holds on its replica only");
+                            unwritten.remove(0);
+                        }
                         unwritten.push(revocation);
                     }
                 }
@@ -125,7 +129,8 @@ impl RevocationSync {
     }
 
     /// Applies every revocation announced on the channel, subscribing once connected (the
-    /// subscriber subscribes again by itself after a reconnect).
+    /// subscriber subscribes again by itself after a reconnect). Never returns before the
+    /// client is closed: `run` polls it in a loop.
     async fn listen(&self) {
         let mut messages = self.subscriber.message_rx();
         loop {
@@ -146,7 +151,22 @@ impl RevocationSync {
         if let Err(e) = self.resync().await {
             tracing::warn!(error = %e, "reading the shared revocations failed");
         }
-        while let Ok(message) = messages.recv().await {
+        loop {
+            let message = match messages.recv().await {
+                Ok(message) => message,
+                // Fell behind: some announcements were missed; the set has them all.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(e) = self.resync().await {
+                        tracing::warn!(error = %e, "reading the shared revocations failed");
+                    }
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    // The client is gone (shutdown): nothing more will come.
+                    std::future::pending::<()>().await;
+                    return;
+                }
+            };
             let Some(text) = message.value.as_str() else {
                 continue;
             };

@@ -99,3 +99,52 @@ async fn single_flight_runs_once_for_concurrent_and_late_callers() {
     let (fresh, ran) = flight.run("k".into(), 1200, || async { 99 }).await;
     assert_eq!((fresh, ran), (99, true));
 }
+
+#[test]
+fn local_revocations_are_shared_and_remote_ones_are_applied_without_an_echo() {
+    let revoked = RevokedSessions::default();
+    let (sender, mut outbox) = tokio::sync::mpsc::channel(8);
+    revoked.share_through(sender);
+    revoked.revoke("s1", 2_000, 1_000);
+    revoked.end_op_sessions("corp", Some("alice"), None, 1_000);
+    revoked.end_op_sessions("corp", Some("alice"), Some("op-9"), 1_000);
+    let shared: Vec<Revocation> = std::iter::from_fn(|| outbox.try_recv().ok()).collect();
+    assert_eq!(
+        shared,
+        vec![
+            Revocation::Session {
+                sid: "s1".into(),
+                until: 2_000
+            },
+            Revocation::Subject {
+                idp: "corp".into(),
+                sub: "alice".into(),
+                at: 1_000
+            },
+            Revocation::OpSession {
+                idp: "corp".into(),
+                op_sid: "op-9".into(),
+                at: 1_000
+            },
+        ]
+    );
+    // As another replica hears them: applied, not shared again.
+    let other = RevokedSessions::default();
+    let (sender, mut echo) = tokio::sync::mpsc::channel(8);
+    other.share_through(sender);
+    for revocation in &shared {
+        let json = serde_json::to_string(revocation).expect("json");
+        let heard: Revocation = serde_json::from_str(&json).expect("parse");
+        other.apply(&heard, 1_000);
+    }
+    assert!(
+        echo.try_recv().is_err(),
+        "applied revocations are not sent again"
+    );
+    assert!(other.is_revoked("s1"));
+    assert!(other.ended_at_op("corp", "alice", None, 900));
+    assert!(!other.ended_at_op("corp", "alice", None, 1_001));
+    assert!(other.ended_at_op("corp", "bob", Some("op-9"), 1_001));
+    assert_eq!(shared[0].expires_at(), 2_000);
+    assert!(shared[1].expires_at() > 1_000 + 30 * 24 * 3600);
+}

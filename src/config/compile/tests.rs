@@ -616,3 +616,54 @@ fn client_ip_headers_pass_only_from_trusted_proxies_and_never_our_own() {
     assert_eq!(config.server.client_ip_headers, vec!["cf-connecting-ip"]);
     assert!(!config.server.sign_in.auto_redirect);
 }
+
+#[test]
+fn store_section_is_checked_and_compiled() {
+    let app = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    let config = crate::config::testing::with_sections(
+        "store:\n  kind: redis\n  url: redis://127.0.0.1:6379/2\n  key_prefix: \"chat:\"\n  timeout: 20ms\n",
+        app,
+    )
+    .expect("valid");
+    let Store::Redis(redis) = &config.store else {
+        panic!("a redis store");
+    };
+    assert_eq!(redis.url.expose(), "redis://127.0.0.1:6379/2");
+    assert_eq!(redis.key_prefix, "chat:");
+    assert_eq!(redis.timeout, Duration::from_millis(20));
+    let memory = crate::config::testing::with_sections("", app).expect("valid");
+    assert!(matches!(memory.store, Store::Memory));
+
+    for (section, path, needle) in [
+        ("store:\n  kind: redis\n", "store.url", "is required"),
+        (
+            "store:\n  kind: redis\n  url: http://x\n",
+            "store.url",
+            "not a redis://",
+        ),
+        (
+            "store:\n  kind: redis\n  url: redis://:hunter2@127.0.0.1:6379\n",
+            "store.url",
+            "password written in the file",
+        ),
+        (
+            "store:\n  url: redis://127.0.0.1\n",
+            "store.url",
+            "only read with kind: redis",
+        ),
+        ("store:\n  kind: etcd\n", "store.kind", "unknown store"),
+        (
+            "store:\n  kind: redis\n  url: redis://127.0.0.1\n  cluster: [redis://10.0.0.1:6379]\n",
+            "store.cluster",
+            "not supported",
+        ),
+        (
+            "store:\n  kind: redis\n  url: redis://127.0.0.1\n  timeout: 10s\n",
+            "store.timeout",
+            "between 1ms and 5s",
+        ),
+    ] {
+        let found = policy_issues(section, app);
+        assert!(has(&found, path, needle), "{section}: {found:#?}");
+    }
+}
