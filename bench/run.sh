@@ -28,6 +28,9 @@
 #   NGINX_BIN=nginx WRK_BIN=wrk
 #   KEEP=DIR     keep configs, logs, raw wrk output and the audit file in DIR
 #   ONLY="portcullis-auth previous-auth"   measure only these rows (ratios of absent rows show -)
+#   REDIS=1      adds rows redis-store and redis-store-auth: this build with store.kind: redis
+#                against a local redis-server (revocations shared), with the ratios to the
+#                in-memory rows
 #   PREVIOUS_BIN=/path/to/older/portcullis   adds rows previous and previous-auth: the same
 #                config and load on another binary (a refactoring must not cost time), with
 #                their ratios to this build in the summary
@@ -183,6 +186,11 @@ PV_PORT=$(free_port)
 PVTLS_PORT=$(free_port)
 PV_ADMIN_PORT=$(free_port)
 PREVIOUS_BIN=${PREVIOUS_BIN:-}
+REDIS=${REDIS:-0}
+RS_PORT=$(free_port)
+RSTLS_PORT=$(free_port)
+RS_ADMIN_PORT=$(free_port)
+REDIS_PORT=$(free_port)
 [ -z "$PREVIOUS_BIN" ] || [ -x "$PREVIOUS_BIN" ] || die "no portcullis binary at PREVIOUS_BIN=$PREVIOUS_BIN"
 
 mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/portcullis"
@@ -360,6 +368,17 @@ admin:
 EOF
 } >"$PC_CONF"
 "$PC_BIN" check -c "$PC_CONF" >"$TMP/portcullis/check.txt" 2>&1 || { cat "$TMP/portcullis/check.txt" >&2; die "portcullis check failed"; }
+if [ "$REDIS" = 1 ]; then
+    # The same file with the shared store, on a redis-server of its own.
+    mkdir -p "$TMP/redisstore"
+    RS_CONF="$TMP/redisstore/portcullis.yaml"
+    { sed -e "s#127.0.0.1:$PC_PORT#127.0.0.1:$RS_PORT#g" -e "s#127.0.0.1:$PCTLS_PORT#127.0.0.1:$RSTLS_PORT#g" \
+        -e "s#127.0.0.1:$PC_ADMIN_PORT#127.0.0.1:$RS_ADMIN_PORT#g" -e "s#$TMP/portcullis/#$TMP/redisstore/#g" \
+        "$PC_CONF"
+      printf 'store:\n  kind: redis\n  url: redis://127.0.0.1:%s/0\n' "$REDIS_PORT"
+    } >"$RS_CONF"
+    "$PC_BIN" check -c "$RS_CONF" >"$TMP/redisstore/check.txt" 2>&1 || { cat "$TMP/redisstore/check.txt" >&2; die "redis store: check failed"; }
+fi
 if [ -n "$PREVIOUS_BIN" ]; then
     # The same file for the previous binary: its own ports, pid file, socket and audit file.
     mkdir -p "$TMP/previous"
@@ -386,6 +405,10 @@ start upstream "$LOAD_CPU" "$NGINX_BIN" -p "$TMP/upstream" -e "$TMP/upstream/err
 start nginx "$PROXY_CPU" "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
 start portcullis "$PROXY_CPU" "$PC_BIN" run -c "$PC_CONF"
 [ -z "$PREVIOUS_BIN" ] || start previous "$PROXY_CPU" "$PREVIOUS_BIN" run -c "$PV_CONF"
+if [ "$REDIS" = 1 ]; then
+    start redis "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    start redisstore "$PROXY_CPU" "$PC_BIN" run -c "$RS_CONF"
+fi
 if [ "$BASELINE" = 1 ]; then
     mkdir -p "$TMP/pingora"
     start pingora "$PROXY_CPU" "$PB_BIN" "127.0.0.1:$PB_PORT" "127.0.0.1:$UP_PORT" "$PC_THREADS" "$TMP/pingora"
@@ -426,6 +449,10 @@ if [ -n "$PREVIOUS_BIN" ]; then
     wait_http "http://127.0.0.1:$PV_ADMIN_PORT/readyz"
     PV_AUTH_COOKIE=$(sign_in "$PV_PORT" "$TMP/previous")
 fi
+if [ "$REDIS" = 1 ]; then
+    wait_http "http://127.0.0.1:$RS_ADMIN_PORT/readyz"
+    RS_AUTH_COOKIE=$(sign_in "$RS_PORT" "$TMP/redisstore")
+fi
 sleep 1
 # Argon2id works in ~19 MiB per password check; the allocator may keep that memory mapped.
 PC_SIGNIN_RSS=$(status_kb "$PORTCULLIS_PID" VmRSS)
@@ -439,6 +466,7 @@ ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
 ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
 [ -z "$PREVIOUS_BIN" ] || ROWS="$ROWS previous previous-auth"
+[ "$REDIS" != 1 ] || ROWS="$ROWS redis-store redis-store-auth"
 # ONLY="row row…": measure just these rows (a focused A/B needs more rounds, not more rows).
 if [ -n "${ONLY:-}" ]; then
     for row in $ONLY; do [[ " $ROWS " == *" $row "* ]] || die "ONLY: no row $row (rows: $ROWS)"; done
@@ -454,6 +482,9 @@ URL[portcullis-auth]="http://127.0.0.1:$PC_PORT/auth/"; PROXY_PID[portcullis-aut
 HDR[portcullis-auth]=$AUTH_COOKIE
 URL[portcullis-guarded]="http://127.0.0.1:$PC_PORT/guarded/"; PROXY_PID[portcullis-guarded]=$PORTCULLIS_PID
 HDR[portcullis-guarded]=$AUTH_COOKIE
+URL[redis-store]="http://127.0.0.1:$RS_PORT/";    PROXY_PID[redis-store]=${REDISSTORE_PID:-}
+URL[redis-store-auth]="http://127.0.0.1:$RS_PORT/auth/"; PROXY_PID[redis-store-auth]=${REDISSTORE_PID:-}
+HDR[redis-store-auth]=${RS_AUTH_COOKIE:-}
 URL[previous]="http://127.0.0.1:$PV_PORT/";       PROXY_PID[previous]=${PREVIOUS_PID:-}
 URL[previous-auth]="http://127.0.0.1:$PV_PORT/auth/"; PROXY_PID[previous-auth]=${PREVIOUS_PID:-}
 HDR[previous-auth]=${PV_AUTH_COOKIE:-}
@@ -621,6 +652,12 @@ paired() { # row other: median over rounds of row's CPU per request ÷ other's i
     done
     median "${out[@]}"
 }
+if [ "$REDIS" = 1 ]; then
+    cat <<EOF
+| store.kind redis ÷ memory, CPU per request, public, median of per-round ratios | $(paired redis-store portcullis) |
+| store.kind redis ÷ memory, CPU per request, signed in, median of per-round ratios | $(paired redis-store-auth portcullis-auth) |
+EOF
+fi
 if [ -n "$PREVIOUS_BIN" ]; then
     cat <<EOF
 | this build ÷ previous binary, CPU per request, public, median of per-round ratios (rows interleave, so drift hits both; target 0.95–1.05) | $(paired portcullis previous) |
