@@ -6,6 +6,7 @@
 //! failure names the key at fault, with its line, like any config problem.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::assertion::{AssertionError, Signer};
 use crate::audit::CheckpointSigner;
@@ -16,7 +17,7 @@ use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
 use crate::netguard::RateLimits;
 use crate::store::redis::RevocationSync;
-use crate::store::RevokedSessions;
+use crate::store::{LoginThrottle, RevokedSessions};
 
 /// What the request path needs besides the config.
 pub struct Runtime {
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub providers: Providers,
     /// Sessions ended before their expiry, as this replica knows them.
     pub revoked: Arc<RevokedSessions>,
+    /// Failed local sign-ins, with exponential back-off.
+    pub throttle: Arc<LoginThrottle>,
     /// Shares revocations with the other replicas (`store.kind: redis`).
     pub revocation_sync: Option<RevocationSync>,
 }
@@ -55,19 +58,23 @@ impl Runtime {
         let assertion_signer = assertion_signer(config, &mut issues);
         let providers = providers(config, &mut issues);
         let revoked = Arc::new(RevokedSessions::default());
+        // Five free attempts, then 1 s doubling up to 15 minutes.
+        let throttle = Arc::new(LoginThrottle::new(5, Duration::from_secs(900)));
         let revocation_sync = match &config.store {
             Store::Memory => None,
-            Store::Redis(settings) => match RevocationSync::new(settings, revoked.clone()) {
-                Ok(sync) => Some(sync),
-                Err(e) => {
-                    issues.push(config.issue(
-                        "store.url",
-                        e.to_string(),
-                        "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)",
-                    ));
-                    None
+            Store::Redis(settings) => {
+                match RevocationSync::new(settings, revoked.clone(), throttle.clone()) {
+                    Ok(sync) => Some(sync),
+                    Err(e) => {
+                        issues.push(config.issue(
+                            "store.url",
+                            e.to_string(),
+                            "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)",
+                        ));
+                        None
+                    }
                 }
-            },
+            }
         };
         match (checkpoint_signer, assertion_signer) {
             (Some(checkpoint_signer), Some(assertion_signer)) if issues.is_empty() => Ok(Runtime {
@@ -77,6 +84,7 @@ impl Runtime {
                 rate_limits: Arc::new(RateLimits::new(config)),
                 providers,
                 revoked,
+                throttle,
                 revocation_sync,
             }),
             _ => Err(config.report(issues)),

@@ -63,6 +63,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         rate_limits,
         providers,
         revoked,
+        throttle,
         revocation_sync,
     } = Runtime::build(&config)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
@@ -87,10 +88,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         &config,
         auditor.clone(),
         metrics.clone(),
-        providers,
-        revoked,
-        assertion_signer,
-        rate_limits.clone(),
+        crate::proxy::GatewayParts {
+            providers,
+            revoked,
+            throttle,
+            signer: assertion_signer,
+            rate_limits: rate_limits.clone(),
+        },
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
     let mut proxy = pingora::services::listening::Service::new(

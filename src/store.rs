@@ -287,11 +287,31 @@ impl<T: Clone> SingleFlight<T> {
     }
 }
 
+/// A sign-in outcome as replicas share it, so that lock-outs count across all of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ThrottleEvent {
+    /// A failed attempt against these keys, at `at`.
+    Failed {
+        /// `user:<idp>:<name>`, `ip:<addr>`.
+        keys: Vec<String>,
+        /// Unix seconds.
+        at: u64,
+    },
+    /// A successful sign-in: these keys' counters start again.
+    Succeeded {
+        /// The account's key.
+        keys: Vec<String>,
+    },
+}
+
 /// Failed logins per key (`user:<name>`, `ip:<addr>`), with exponential back-off.
 pub struct LoginThrottle {
     free_attempts: u32,
     max_lockout: Duration,
     failures: Mutex<HashMap<String, Failures>>,
+    /// Where local outcomes go to be shared (`store.kind: redis`); unset in memory.
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<ThrottleEvent>>,
 }
 
 #[derive(Clone, Copy)]
@@ -309,6 +329,28 @@ impl LoginThrottle {
             free_attempts,
             max_lockout,
             failures: Mutex::new(HashMap::new()),
+            outbox: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Shares every outcome recorded here from now on through `outbox`.
+    pub fn share_through(&self, outbox: tokio::sync::mpsc::Sender<ThrottleEvent>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn share(&self, event: ThrottleEvent) {
+        if let Some(outbox) = self.outbox.get() {
+            if outbox.try_send(event).is_err() {
+                tracing::debug!("a sign-in outcome could not be queued for the other replicas");
+            }
+        }
+    }
+
+    /// Applies an outcome recorded by another replica (not shared again).
+    pub fn apply(&self, event: &ThrottleEvent) {
+        match event {
+            ThrottleEvent::Failed { keys, at } => self.record_failure(keys, *at),
+            ThrottleEvent::Succeeded { keys } => self.clear(keys),
         }
     }
 
@@ -332,6 +374,14 @@ impl LoginThrottle {
 
     /// Records a failed attempt for every key.
     pub fn failed(&self, keys: &[String], now: u64) {
+        self.record_failure(keys, now);
+        self.share(ThrottleEvent::Failed {
+            keys: keys.to_vec(),
+            at: now,
+        });
+    }
+
+    fn record_failure(&self, keys: &[String], now: u64) {
         let Ok(mut map) = self.failures.lock() else {
             return;
         };
@@ -361,6 +411,13 @@ impl LoginThrottle {
 
     /// Clears the counters after a successful login.
     pub fn succeeded(&self, keys: &[String]) {
+        self.clear(keys);
+        self.share(ThrottleEvent::Succeeded {
+            keys: keys.to_vec(),
+        });
+    }
+
+    fn clear(&self, keys: &[String]) {
         if let Ok(mut map) = self.failures.lock() {
             for key in keys {
                 map.remove(key);

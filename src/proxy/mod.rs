@@ -110,12 +110,26 @@ struct Site {
 /// What sign-in and sign-out keep.
 struct SignInState {
     login: LoginOptions,
-    throttle: LoginThrottle,
+    throttle: Arc<LoginThrottle>,
     /// Bounds concurrent Argon2 checks (memory and CPU under a login flood).
     password_checks: tokio::sync::Semaphore,
     /// Back-channel logout tokens already used.
     logout_tokens: SeenTokens,
     session_lifetime: std::time::Duration,
+}
+
+/// The runtime objects the gateway takes over (built by `runtime::Runtime::build`).
+pub struct GatewayParts {
+    /// The sign-in methods.
+    pub providers: crate::runtime::Providers,
+    /// Revoked sessions, as this replica knows them.
+    pub revoked: Arc<crate::store::RevokedSessions>,
+    /// Failed local sign-ins.
+    pub throttle: Arc<LoginThrottle>,
+    /// Signs the user-context assertion.
+    pub signer: Arc<Signer>,
+    /// Every rate limiter (shared with the sweeper).
+    pub rate_limits: Arc<crate::netguard::RateLimits>,
 }
 
 impl Gateway {
@@ -124,11 +138,15 @@ impl Gateway {
         config: &Config,
         auditor: Auditor,
         metrics: Arc<Metrics>,
-        providers: crate::runtime::Providers,
-        revoked: Arc<crate::store::RevokedSessions>,
-        signer: Arc<Signer>,
-        rate_limits: Arc<crate::netguard::RateLimits>,
+        parts: GatewayParts,
     ) -> Result<Gateway, peers::PeerError> {
+        let GatewayParts {
+            providers,
+            revoked,
+            throttle,
+            signer,
+            rate_limits,
+        } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
             _ => config
@@ -176,7 +194,7 @@ impl Gateway {
                     oidc: providers.oidc,
                     saml: providers.saml,
                 },
-                throttle: LoginThrottle::new(5, std::time::Duration::from_secs(900)),
+                throttle,
                 password_checks: tokio::sync::Semaphore::new(4),
                 logout_tokens: SeenTokens::default(),
                 session_lifetime: config.session.lifetime,

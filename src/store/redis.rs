@@ -1,4 +1,4 @@
-//! Revocations shared through Redis (`store.kind: redis`).
+//! Revocations and sign-in throttling shared through Redis (`store.kind: redis`).
 //!
 //! Every replica keeps its own [`RevokedSessions`]: a request never waits on Redis. A
 //! revocation made here goes, in the background, into one sorted set (member: the revocation,
@@ -6,6 +6,10 @@
 //! hears at once (well within a second), and reads the whole set again every few seconds and
 //! after a reconnect, so nothing said while it was away is lost. A revocation that cannot be
 //! written is kept and written again until Redis takes it.
+//!
+//! Failed and successful sign-ins travel the same way on a second channel, so a lock-out counts
+//! the failures of every replica; they are not kept in Redis (a replica that starts later counts
+//! from zero), and while Redis is unreachable each replica counts its own.
 //!
 //! Client: `fred` (reconnects with back-off by itself, and its subscriber client subscribes
 //! again after a reconnect; Cluster, Sentinel and rustls TLS are built in).
@@ -17,7 +21,7 @@ use fred::prelude::*;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use tokio::sync::mpsc;
 
-use super::{Revocation, RevokedSessions, OUTBOX_CAPACITY};
+use super::{LoginThrottle, Revocation, RevokedSessions, ThrottleEvent, OUTBOX_CAPACITY};
 use crate::config::RedisStore;
 use crate::metrics::Metrics;
 
@@ -37,15 +41,31 @@ pub struct RevocationSync {
     key: String,
     /// Where new revocations are announced.
     channel: String,
+    /// Where sign-in outcomes are announced.
+    throttle_channel: String,
     revoked: Arc<RevokedSessions>,
+    throttle: Arc<LoginThrottle>,
     outbox: Mutex<Option<mpsc::Receiver<Revocation>>>,
+    throttle_outbox: Mutex<Option<mpsc::Receiver<ThrottleEvent>>>,
+    /// This replica, in its announcements of sign-in outcomes: it hears its own, and a
+    /// failure must count once.
+    replica: u64,
+}
+
+/// A sign-in outcome on the channel, with the replica that saw it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announced<E> {
+    replica: u64,
+    event: E,
 }
 
 impl RevocationSync {
-    /// Builds the clients (no connection yet) and routes `revoked`'s revocations to them.
+    /// Builds the clients (no connection yet) and routes `revoked`'s revocations and
+    /// `throttle`'s outcomes to them.
     pub fn new(
         settings: &RedisStore,
         revoked: Arc<RevokedSessions>,
+        throttle: Arc<LoginThrottle>,
     ) -> Result<RevocationSync, StoreError> {
         let config = Config::from_url(settings.url.expose())?;
         let mut builder = Builder::from_config(config);
@@ -61,13 +81,19 @@ impl RevocationSync {
         let subscriber = builder.build_subscriber_client()?;
         let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         revoked.share_through(sender);
+        let (sender, throttle_receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        throttle.share_through(sender);
         Ok(RevocationSync {
             client,
             subscriber,
             key: format!("{}revocations", settings.key_prefix),
             channel: format!("{}revocations", settings.key_prefix),
+            throttle_channel: format!("{}sign-ins", settings.key_prefix),
             revoked,
+            throttle,
             outbox: Mutex::new(Some(receiver)),
+            throttle_outbox: Mutex::new(Some(throttle_receiver)),
+            replica: rand::random(),
         })
     }
 
@@ -78,6 +104,10 @@ impl RevocationSync {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let Some(mut outbox) = self.outbox.lock().ok().and_then(|mut o| o.take()) else {
+            return;
+        };
+        let Some(mut throttle_outbox) = self.throttle_outbox.lock().ok().and_then(|mut o| o.take())
+        else {
             return;
         };
         tokio::pin!(shutdown);
@@ -102,6 +132,12 @@ impl RevocationSync {
                             unwritten.remove(0);
                         }
                         unwritten.push(revocation);
+                    }
+                }
+                Some(event) = throttle_outbox.recv() => {
+                    // Best effort: while Redis is away each replica counts its own failures.
+                    if let Err(e) = self.announce(&event).await {
+                        count_error(&metrics, "sign-in", &e);
                     }
                 }
                 _ = resync.tick() => {
@@ -134,12 +170,9 @@ impl RevocationSync {
     async fn listen(&self) {
         let mut messages = self.subscriber.message_rx();
         loop {
+            let channels = vec![self.channel.clone(), self.throttle_channel.clone()];
             if self.subscriber.wait_for_connect().await.is_ok()
-                && self
-                    .subscriber
-                    .subscribe(self.channel.as_str())
-                    .await
-                    .is_ok()
+                && self.subscriber.subscribe(channels).await.is_ok()
             {
                 break;
             }
@@ -170,6 +203,16 @@ impl RevocationSync {
             let Some(text) = message.value.as_str() else {
                 continue;
             };
+            if &*message.channel == self.throttle_channel.as_str() {
+                match serde_json::from_str::<Announced<ThrottleEvent>>(&text) {
+                    Ok(heard) if heard.replica == self.replica => {}
+                    Ok(heard) => self.throttle.apply(&heard.event),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable sign-in outcome on the shared channel")
+                    }
+                }
+                continue;
+            }
             match serde_json::from_str::<Revocation>(&text) {
                 Ok(revocation) => self.revoked.apply(&revocation, unix_now()),
                 Err(e) => tracing::warn!(error = %e, "unreadable revocation on the shared channel"),
@@ -194,6 +237,21 @@ impl RevocationSync {
             )
             .await?;
         let _: () = self.client.publish(self.channel.as_str(), json).await?;
+        Ok(())
+    }
+
+    /// Announces a sign-in outcome to the other replicas.
+    async fn announce(&self, event: &ThrottleEvent) -> Result<(), Error> {
+        let announced = Announced {
+            replica: self.replica,
+            event,
+        };
+        let json = serde_json::to_string(&announced)
+            .map_err(|e| Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
+        let _: () = self
+            .client
+            .publish(self.throttle_channel.as_str(), json)
+            .await?;
         Ok(())
     }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::COOKIE;
 
-use crate::common::browser::{sign_in_local, sign_out, Jar, SESSION_COOKIE};
+use crate::common::browser::{
+    set_cookie, sign_in_local, sign_out, Jar, CSRF_COOKIE, SESSION_COOKIE,
+};
 use crate::common::{client, free_port, hash_password, raw_http, Fixtures, Ports, Proxy, Upstream};
 
 const PASSWORD: &str = "a test password";
@@ -232,4 +234,51 @@ async fn without_redis_requests_go_on_and_a_sign_out_reaches_the_others_when_it_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
+}
+
+/// One sign-in attempt with `password` at the replica `on`; the answer's status.
+async fn attempt(on: &reqwest::Client, password: &str) -> u16 {
+    let page = on
+        .get("https://a.test/.portcullis/login")
+        .send()
+        .await
+        .expect("login page");
+    let csrf = set_cookie(page.headers(), CSRF_COOKIE).expect("csrf cookie");
+    on.post("https://a.test/.portcullis/login")
+        .header(COOKIE, format!("{CSRF_COOKIE}={csrf}"))
+        .header("origin", "https://a.test")
+        .form(&[
+            ("idp", "corp"),
+            ("username", "alice"),
+            ("password", password),
+            ("rd", "/"),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn failed_sign_ins_on_every_replica_count_towards_one_lock_out() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let (fa, fb) = (Fixtures::new(), Fixtures::new());
+    let a = replica(&fa, &fa, &upstream, &redis);
+    let b = replica(&fa, &fb, &upstream, &redis);
+    redis.wait_for_subscribers(2);
+    let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
+    // Five failures are free; the sixth locks (1 s, then doubling). All five on A...
+    for _ in 0..5 {
+        assert_ne!(attempt(&on_a, "wrong").await, 429, "five are free");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...count on B: it locks within three attempts of its own, where alone it would allow six.
+    let mut tries = 0;
+    while attempt(&on_b, "wrong").await != 429 {
+        tries += 1;
+        assert!(tries < 3, "B does not count the failures made on A");
+    }
 }
