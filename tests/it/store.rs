@@ -12,6 +12,9 @@ use crate::common::browser::{
 use crate::common::{client, free_port, hash_password, raw_http, Fixtures, Ports, Proxy, Upstream};
 
 const PASSWORD: &str = "a test password";
+/// `requirepass` of the password test (redis-cli sends it to every server; one without a
+/// password ignores it with a warning).
+const REDIS_PASSWORD: &str = "s3cret-redis";
 
 /// A redis-server on a free loopback port, without persistence, stopped on drop.
 struct Redis {
@@ -25,8 +28,13 @@ impl Redis {
     }
 
     fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -43,6 +51,7 @@ impl Redis {
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .env("REDISCLI_AUTH", REDIS_PASSWORD)
             .args(args)
             .output()
             .expect("redis-cli");
@@ -73,15 +82,20 @@ impl Drop for Redis {
 /// One replica: its own ports, pid file and audit file; the public URL, session key and
 /// certificate of `shared` (replicas of one deployment share them).
 fn replica(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, redis: &Redis) -> Proxy {
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    replica_at(shared, own, upstream, &url)
+}
+
+/// A replica whose `store.url` is `url_spec` as written (a URL, or `env:`/`file:`).
+fn replica_at(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, url_spec: &str) -> Proxy {
     let ports = Ports::new();
     let users = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{}\" }}\n",
         hash_password(PASSWORD)
     );
     let apps = format!(
-        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n  url: redis://127.0.0.1:{}/0\n  key_prefix: \"t:\"\n",
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n  url: \"{url_spec}\"\n  key_prefix: \"t:\"\n",
         upstream.url(),
-        redis.port
     );
     let yaml = own
         .config(&ports, "", &apps)
@@ -281,4 +295,39 @@ async fn failed_sign_ins_on_every_replica_count_towards_one_lock_out() {
         tries += 1;
         assert!(tries < 3, "B does not count the failures made on A");
     }
+}
+
+#[tokio::test]
+async fn a_redis_with_a_password_is_reached_with_the_url_from_a_file() {
+    let port = free_port();
+    let redis = Redis::start_with(port, &["--requirepass", REDIS_PASSWORD]);
+    let upstream = Upstream::start();
+    let (fa, fb) = (Fixtures::new(), Fixtures::new());
+    let url_file = fa.path("redis.url");
+    std::fs::write(
+        &url_file,
+        format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0\n"),
+    )
+    .expect("write");
+    let spec = format!("file:{}", url_file.display());
+    let a = replica_at(&fa, &fa, &upstream, &spec);
+    let b = replica_at(&fa, &fb, &upstream, &spec);
+    redis.wait_for_subscribers(2);
+    let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
+    let cookie = sign_in_local(&on_a, "https://a.test", "corp", "alice", PASSWORD, &[]).await;
+    let mut jar = Jar::new();
+    let session = cookie
+        .trim_start_matches(&format!("{SESSION_COOKIE}="))
+        .to_string();
+    jar.insert(SESSION_COOKIE.into(), session);
+    assert_eq!(
+        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
+        200
+    );
+    let signed_out = Instant::now();
+    while status(&on_b, &cookie).await != 401 {
+        assert!(signed_out.elapsed() < Duration::from_secs(1), "not shared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
 }
