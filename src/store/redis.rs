@@ -111,11 +111,13 @@ impl RevocationSync {
             return;
         };
         tokio::pin!(shutdown);
+        // Not whole until the shared set has been read once: earlier revocations are there.
+        metrics.store_up.set(0);
         // The connection tasks follow the reconnect policy from here on.
         let _client_task = self.client.connect();
         let _subscriber_task = self.subscriber.connect();
         let _resubscribe_task = self.subscriber.manage_subscriptions();
-        let listener = self.listen();
+        let listener = self.listen(&metrics);
         tokio::pin!(listener);
         let mut unwritten: Vec<Revocation> = Vec::new();
         let mut resync = tokio::time::interval(RESYNC_EVERY);
@@ -141,9 +143,8 @@ impl RevocationSync {
                     }
                 }
                 _ = resync.tick() => {
-                    let up = self.client.is_connected();
-                    metrics.store_up.set(i64::from(up));
-                    if !up {
+                    if !self.client.is_connected() {
+                        metrics.store_up.set(0);
                         continue;
                     }
                     let mut still = Vec::new();
@@ -154,8 +155,12 @@ impl RevocationSync {
                         }
                     }
                     unwritten = still;
-                    if let Err(e) = self.resync().await {
-                        count_error(&metrics, "resync", &e);
+                    match self.resync().await {
+                        Ok(()) => metrics.store_up.set(1),
+                        Err(e) => {
+                            metrics.store_up.set(0);
+                            count_error(&metrics, "resync", &e);
+                        }
                     }
                 }
             }
@@ -167,7 +172,7 @@ impl RevocationSync {
     /// Applies every revocation announced on the channel, subscribing once connected (the
     /// subscriber subscribes again by itself after a reconnect). Never returns before the
     /// client is closed: `run` polls it in a loop.
-    async fn listen(&self) {
+    async fn listen(&self, metrics: &Metrics) {
         let mut messages = self.subscriber.message_rx();
         loop {
             let channels = vec![self.channel.clone(), self.throttle_channel.clone()];
@@ -181,8 +186,9 @@ impl RevocationSync {
         // Subscribed: what was said before is in the set; read it now, not at the next tick.
         let connected = self.client.wait_for_connect().await;
         tracing::debug!(?connected, "subscribed to the revocation channel");
-        if let Err(e) = self.resync().await {
-            tracing::warn!(error = %e, "reading the shared revocations failed");
+        match self.resync().await {
+            Ok(()) => metrics.store_up.set(1),
+            Err(e) => tracing::warn!(error = %e, "reading the shared revocations failed"),
         }
         loop {
             let message = match messages.recv().await {

@@ -119,6 +119,13 @@ fn replica_at(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, url_spec: 
     Proxy::start(own, ports, &yaml)
 }
 
+fn readyz(proxy: &Proxy) -> String {
+    raw_http(
+        proxy.ports.admin,
+        b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+}
+
 async fn status(http: &reqwest::Client, cookie: &str) -> u16 {
     http.get("https://a.test/chat")
         .header(COOKIE, cookie)
@@ -139,6 +146,16 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_every_replica() {
     let b = replica(&fa, &fb, &upstream, &redis);
     redis.wait_for_subscribers(2);
     let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
+    // Whole once the shared set was read: plain "ready", not degraded.
+    let synced = Instant::now();
+    loop {
+        let ready = readyz(&b);
+        if ready.ends_with("\r\n\r\nready\n") {
+            break;
+        }
+        assert!(synced.elapsed() < Duration::from_secs(3), "{ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let cookie = sign_in_local(&on_a, "https://a.test", "corp", "alice", PASSWORD, &[]).await;
     assert_eq!(
@@ -214,10 +231,7 @@ async fn without_redis_requests_go_on_and_a_sign_out_reaches_the_others_when_it_
     // Ready, and says the store is missing (the check runs every 5 s).
     let degraded = Instant::now();
     loop {
-        let ready = raw_http(
-            b.ports.admin,
-            b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-        );
+        let ready = readyz(&b);
         if ready.contains("ready, degraded: the shared store is unreachable") {
             assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
             break;
