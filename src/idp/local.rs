@@ -12,8 +12,6 @@ use argon2::Argon2;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-#[cfg(test)]
-use crate::config::{decode_base32, is_argon2id_hash};
 use crate::config::{IdentityProvider, IdentityProviderKind, LocalUser};
 use crate::identity::{AuthMethod, Identity};
 

@@ -7,7 +7,7 @@ fn unknown_users_are_checked_against_the_costliest_configured_hash() {
 }
 
 use super::*;
-use crate::config::{TotpSecret, UserType};
+use crate::config::{decode_base32, is_argon2id_hash, TotpSecret, UserType};
 
 #[test]
 fn rfc6238_vectors() {
