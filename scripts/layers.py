@@ -3,8 +3,8 @@
 security core never names Pingora, directly or through a module of the Pingora shell.
 
 Reads `crate::` paths (and `super::` paths that climb to the crate root) in every .rs file
-under src/; comments, string literals and unit tests (`tests.rs`, `#[cfg(test)] mod`) are
-skipped: tests may reach across layers. Exit 0 when clean, 1 with the cycles
+under src/, unit tests and doc links included: a test or an intra-doc link that reaches up a
+layer makes a cycle like any other use. Exit 0 when clean, 1 with the cycles
 and the offending lines otherwise. Run: python3 scripts/layers.py [--graph]
 """
 import re
@@ -22,63 +22,6 @@ CORE = {
 SHELL = {"admin", "cli", "demo", "listeners", "logging", "proxy", "server", "tls"}
 
 
-def strip_comments_and_strings(text):
-    """Blanks out comments, string and char literals, keeping line numbers."""
-    out = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if text.startswith("//", i):
-            j = text.find("\n", i)
-            j = n if j < 0 else j
-            i = j
-        elif text.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if text.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif text.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            out.append("\n" * text.count("\n", i, j))
-            i = j
-        elif c == "r" and re.match(r'r#*"', text[i:i + 10]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            hashes = re.match(r'r(#*)"', text[i:]).group(1)
-            end = text.find('"' + hashes, i + 2 + len(hashes))
-            end = n if end < 0 else end + 1 + len(hashes)
-            out.append("\n" * text.count("\n", i, end))
-            i = end
-        elif c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            out.append("\n" * text.count("\n", i, j))
-            i = j + 1
-        elif c == "'" and re.match(r"'(\\.|[^\\'])'", text[i:i + 4]) or re.match(r"'\\u\{[0-9a-fA-F]+\}'", text[i:i + 12]):
-            j = text.find("'", i + 2) + 1
-            i = j
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def strip_test_modules(code):
-    """Blanks `#[cfg(test)] mod name { ... }` blocks: test code may reach anywhere."""
-    out, pos = [], 0
-    for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", code):
-        if m.start() < pos:
-            continue
-        depth, j = 1, m.end()
-        while j < len(code) and depth:
-            depth += {"{": 1, "}": -1}.get(code[j], 0)
-            j += 1
-        out.append(code[pos:m.start()])
-        out.append("\n" * code.count("\n", m.start(), j))
-        pos = j
-    out.append(code[pos:])
-    return "".join(out)
 
 
 def top_module(path):
@@ -135,11 +78,8 @@ def main():
     for path in sorted(SRC.rglob("*.rs")):
         if path.name in ("lib.rs", "main.rs") and path.parent == SRC:
             continue
-        # Unit tests (a `tests.rs` beside the code, or an inline `mod tests`) are not layered.
-        if path.name == "tests.rs" or "tests" in path.relative_to(SRC).parts[:-1]:
-            continue
         owner = top_module(path)
-        code = strip_test_modules(strip_comments_and_strings(path.read_text()))
+        code = path.read_text()
         refs = list(expand_use_groups(code))
         climb = depth_below_root(path)
         pattern = r"\b" + r"\s*::\s*".join(["super"] * climb) + r"\s*::\s*([a-z_][a-z0-9_]*)"

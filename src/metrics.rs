@@ -1,5 +1,5 @@
 //! Prometheus metrics. Label values are bounded: app ids from the config, status codes,
-//! and the closed [`Reason`](crate::policy::Reason) set.
+//! and the closed `policy::Reason` set.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,

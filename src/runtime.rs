@@ -175,3 +175,6 @@ fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
     }
     providers
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,34 +1,40 @@
-use super::*;
-use crate::config::testing::with_apps;
+use std::sync::Arc;
 
-fn router() -> Router<crate::config::App> {
-    let config = with_apps(
-        r#"
-  - id: chat
-    hosts: [chat.example.com]
-    upstream: http://127.0.0.1:1
-  - id: chat-api
-    hosts: [chat.example.com]
-    path_prefix: /api
-    upstream: http://127.0.0.1:2
-  - id: chat-api-admin
-    hosts: [chat.example.com]
-    path_prefix: /api/admin
-    upstream: http://127.0.0.1:3
-  - id: tenants
-    hosts: ["*.example.com"]
-    upstream: http://127.0.0.1:4
-  - id: deep
-    hosts: ["*.eu.example.com"]
-    upstream: http://127.0.0.1:5
-  - id: prefixed
-    hosts: [prefixed.example.com]
-    path_prefix: /only
-    upstream: http://127.0.0.1:6
-"#,
-    )
-    .expect("valid config");
-    Router::new(&config.apps)
+use super::*;
+
+/// What the router routes in these tests: an app as far as routing sees it.
+struct Entry {
+    id: String,
+    hosts: Vec<HostPattern>,
+    path_prefix: String,
+}
+
+impl Routable for Entry {
+    fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+}
+
+fn router() -> Router<Entry> {
+    let entry = |id: &str, host: &str, path_prefix: &str| {
+        Arc::new(Entry {
+            id: id.into(),
+            hosts: vec![HostPattern::parse(host).expect("host pattern")],
+            path_prefix: path_prefix.into(),
+        })
+    };
+    Router::new(&[
+        entry("chat", "chat.example.com", "/"),
+        entry("chat-api", "chat.example.com", "/api"),
+        entry("chat-api-admin", "chat.example.com", "/api/admin"),
+        entry("tenants", "*.example.com", "/"),
+        entry("deep", "*.eu.example.com", "/"),
+        entry("prefixed", "prefixed.example.com", "/only"),
+    ])
 }
 
 #[test]
