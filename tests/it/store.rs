@@ -126,6 +126,23 @@ fn readyz(proxy: &Proxy) -> String {
     )
 }
 
+/// Signs the session of `cookie` out at the replica `on`, as a browser does.
+async fn sign_out_on(on: &reqwest::Client, cookie: &str) {
+    let mut jar = Jar::new();
+    let session = cookie.trim_start_matches(&format!("{SESSION_COOKIE}="));
+    jar.insert(SESSION_COOKIE.into(), session.to_string());
+    assert_eq!(sign_out(on, "https://a.test", &mut jar).await.status(), 200);
+}
+
+/// Waits until the replica `on` refuses `cookie` (401), at most `limit`.
+async fn refused_within(on: &reqwest::Client, cookie: &str, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while status(on, cookie).await != 401 {
+        assert!(started.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn status(http: &reqwest::Client, cookie: &str) -> u16 {
     http.get("https://a.test/chat")
         .header(COOKIE, cookie)
@@ -164,44 +181,31 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_every_replica() {
         "one deployment: B takes A's cookie"
     );
 
-    let mut jar = Jar::new();
-    let session = cookie
-        .trim_start_matches(&format!("{SESSION_COOKIE}="))
-        .to_string();
-    jar.insert(SESSION_COOKIE.into(), session);
-    assert_eq!(
-        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
-        200
-    );
+    sign_out_on(&on_a, &cookie).await;
     assert_eq!(
         status(&on_a, &cookie).await,
         401,
         "refused where it signed out"
     );
-    let signed_out = Instant::now();
-    while status(&on_b, &cookie).await != 401 {
-        assert!(
-            signed_out.elapsed() < Duration::from_secs(1),
-            "B still takes the signed-out cookie after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_within(
+        &on_b,
+        &cookie,
+        Duration::from_secs(1),
+        "B still takes the signed-out cookie after 1 s",
+    )
+    .await;
 
     // A replica started afterwards learns it from the shared set, not from the channel.
-    let mut c = replica(&fa, &fc, &upstream, &redis);
+    let c = replica(&fa, &fc, &upstream, &redis);
     redis.wait_for_subscribers(3);
     let on_c = client(&fa, &c);
-    let started = Instant::now();
-    while status(&on_c, &cookie).await != 401 {
-        if started.elapsed() > Duration::from_secs(2) {
-            panic!(
-                "a new replica takes the signed-out cookie; set: {}; logs: {}",
-                redis.cli(&["ZRANGE", "t:revocations", "0", "-1", "WITHSCORES"]),
-                c.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_within(
+        &on_c,
+        &cookie,
+        Duration::from_secs(2),
+        "a new replica takes the signed-out cookie",
+    )
+    .await;
     assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
 }
 
@@ -240,27 +244,18 @@ async fn without_redis_requests_go_on_and_a_sign_out_reaches_the_others_when_it_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A sign-out during the outage holds where it was made at once...
-    let mut jar = Jar::new();
-    let session = cookie
-        .trim_start_matches(&format!("{SESSION_COOKIE}="))
-        .to_string();
-    jar.insert(SESSION_COOKIE.into(), session);
-    assert_eq!(
-        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
-        200
-    );
+    sign_out_on(&on_a, &cookie).await;
     assert_eq!(status(&on_a, &cookie).await, 401);
 
     // ...and everywhere once Redis is back: written again, read again, no restart.
     let redis = Redis::start_on(port);
-    let back = Instant::now();
-    while status(&on_b, &cookie).await != 401 {
-        assert!(
-            back.elapsed() < Duration::from_secs(15),
-            "B never learned of the sign-out made while Redis was away"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    refused_within(
+        &on_b,
+        &cookie,
+        Duration::from_secs(15),
+        "B never learned of the sign-out made while Redis was away",
+    )
+    .await;
     assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
 }
 
@@ -329,19 +324,7 @@ async fn a_redis_with_a_password_is_reached_with_the_url_from_a_file() {
     redis.wait_for_subscribers(2);
     let (on_a, on_b) = (client(&fa, &a), client(&fa, &b));
     let cookie = sign_in_local(&on_a, "https://a.test", "corp", "alice", PASSWORD, &[]).await;
-    let mut jar = Jar::new();
-    let session = cookie
-        .trim_start_matches(&format!("{SESSION_COOKIE}="))
-        .to_string();
-    jar.insert(SESSION_COOKIE.into(), session);
-    assert_eq!(
-        sign_out(&on_a, "https://a.test", &mut jar).await.status(),
-        200
-    );
-    let signed_out = Instant::now();
-    while status(&on_b, &cookie).await != 401 {
-        assert!(signed_out.elapsed() < Duration::from_secs(1), "not shared");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sign_out_on(&on_a, &cookie).await;
+    refused_within(&on_b, &cookie, Duration::from_secs(1), "not shared").await;
     assert_eq!(redis.cli(&["ZCARD", "t:revocations"]), "1");
 }
