@@ -60,10 +60,8 @@ pub struct RequestCtx {
     pub body_unread: bool,
     /// `Host` is missing (HTTP/1.1), repeated or malformed: answered 400 `bad-host`.
     pub bad_host: bool,
-    /// Names of OIDC login-flow cookies the browser sent.
-    pub flow_cookies: Vec<String>,
-    /// The same cookies with their values.
-    pub flow_cookies_values: Vec<(String, String)>,
+    /// Sign-in flow cookies the browser sent: (name, value).
+    pub flow_cookies: Vec<(String, String)>,
 }
 
 impl RequestCtx {
@@ -83,8 +81,7 @@ impl RequestCtx {
         self.set_cookies.extend(found.set_cookies);
         self.cookie_chunks = found.cookie_chunks;
         self.csrf_cookie = found.csrf_cookie;
-        self.flow_cookies = found.flow_cookies.iter().map(|(n, _)| n.clone()).collect();
-        self.flow_cookies_values = found.flow_cookies;
+        self.flow_cookies = found.flow_cookies;
     }
 
     /// An audit record of `kind` about this request.
@@ -117,7 +114,6 @@ impl RequestCtx {
             body_unread: false,
             bad_host: false,
             flow_cookies: Vec::new(),
-            flow_cookies_values: Vec::new(),
         }
     }
 

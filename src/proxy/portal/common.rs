@@ -34,7 +34,7 @@ impl Gateway {
     /// never pile up until requests fail: past the limit the older attempts are dropped.
     pub(super) fn drop_old_flows(&self, ctx: &mut RequestCtx) {
         if ctx.flow_cookies.len() >= MAX_FLOWS {
-            for name in ctx.flow_cookies.drain(..) {
+            for (name, _) in ctx.flow_cookies.drain(..) {
                 ctx.set_cookies.push(format!(
                     "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
                 ));

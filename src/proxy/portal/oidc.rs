@@ -71,7 +71,7 @@ impl Gateway {
         let state = query_value(session, "state").unwrap_or_default();
         let flow_cookie = format!("{}{}", self.site.flow_prefix, flow_id(&state));
         let flow = ctx
-            .flow_cookies_values
+            .flow_cookies
             .iter()
             .find(|(name, _)| *name == flow_cookie)
             .and_then(|(_, value)| self.auth.codec().open(FLOW_PURPOSE, value))

@@ -107,7 +107,7 @@ impl Gateway {
         let flow = relay_state.as_deref().and_then(|relay| {
             let name = format!("{}{}", self.site.flow_prefix, flow_id(relay));
             let value = ctx
-                .flow_cookies_values
+                .flow_cookies
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.clone())?;
