@@ -18,12 +18,27 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
 
-/// A free loopback port (bound then released; the window for a clash is small).
+/// A free loopback port, each one handed out once per test run. Taken below the kernel's
+/// ephemeral range (`ip_local_port_range`, usually from 32768), where the client side of the
+/// tests' own connections never lands: a port checked free stays free until its server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    // Test runs side by side (CI, two checkouts) start at different places.
+    let start = std::process::id() * 7919;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < high - low, "no free loopback port left below {high}");
+        let port = u16::try_from(low + (start + n) % (high - low)).expect("port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Files every test config needs: a dev CA + server cert, a session key, an audit key.
