@@ -1,7 +1,5 @@
 //! Shared state on a real redis-server (`store.kind: redis`): replicas behave as one.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::header::COOKIE;
@@ -9,76 +7,10 @@ use reqwest::header::COOKIE;
 use crate::common::browser::{
     set_cookie, sign_in_local, sign_out, Jar, CSRF_COOKIE, SESSION_COOKIE,
 };
+use crate::common::redis::{Redis, REDIS_PASSWORD};
 use crate::common::{client, free_port, hash_password, raw_http, Fixtures, Ports, Proxy, Upstream};
 
-const PASSWORD: &str = "a test password";
-/// `requirepass` of the password test (redis-cli sends it to every server; one without a
-/// password ignores it with a warning).
-const REDIS_PASSWORD: &str = "s3cret-redis";
-
-/// A redis-server on a free loopback port, without persistence, stopped on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Redis::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Redis {
-        Redis::start_with(port, &[])
-    }
-
-    fn start_with(port: u16, extra: &[&str]) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra)
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { port, child }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .env("REDISCLI_AUTH", REDIS_PASSWORD)
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Waits until `n` replicas listen for revocations.
-    fn wait_for_subscribers(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self.cli(&["PUBSUB", "NUMSUB", "t:revocations"]);
-            if out.lines().nth(1) == Some(n.to_string().as_str()) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "subscribers: {out}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+pub(crate) const PASSWORD: &str = "a test password";
 /// One replica: its own ports, pid file and audit file; the public URL, session key and
 /// certificate of `shared` (replicas of one deployment share them).
 fn replica(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, redis: &Redis) -> Proxy {
@@ -87,7 +19,12 @@ fn replica(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, redis: &Redis
 }
 
 /// A replica whose `store.url` is `url_spec` as written (a URL, or `env:`/`file:`).
-fn replica_at(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, url_spec: &str) -> Proxy {
+pub(crate) fn replica_at(
+    shared: &Fixtures,
+    own: &Fixtures,
+    upstream: &Upstream,
+    url_spec: &str,
+) -> Proxy {
     let ports = Ports::new();
     let users = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{}\" }}\n",
@@ -119,7 +56,7 @@ fn replica_at(shared: &Fixtures, own: &Fixtures, upstream: &Upstream, url_spec: 
     Proxy::start(own, ports, &yaml)
 }
 
-fn readyz(proxy: &Proxy) -> String {
+pub(crate) fn readyz(proxy: &Proxy) -> String {
     raw_http(
         proxy.ports.admin,
         b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
@@ -127,7 +64,7 @@ fn readyz(proxy: &Proxy) -> String {
 }
 
 /// Signs the session of `cookie` out at the replica `on`, as a browser does.
-async fn sign_out_on(on: &reqwest::Client, cookie: &str) {
+pub(crate) async fn sign_out_on(on: &reqwest::Client, cookie: &str) {
     let mut jar = Jar::new();
     let session = cookie.trim_start_matches(&format!("{SESSION_COOKIE}="));
     jar.insert(SESSION_COOKIE.into(), session.to_string());
@@ -135,7 +72,12 @@ async fn sign_out_on(on: &reqwest::Client, cookie: &str) {
 }
 
 /// Waits until the replica `on` refuses `cookie` (401), at most `limit`.
-async fn refused_within(on: &reqwest::Client, cookie: &str, limit: Duration, what: &str) {
+pub(crate) async fn refused_within(
+    on: &reqwest::Client,
+    cookie: &str,
+    limit: Duration,
+    what: &str,
+) {
     let started = Instant::now();
     while status(on, cookie).await != 401 {
         assert!(started.elapsed() < limit, "{what}");
@@ -143,7 +85,7 @@ async fn refused_within(on: &reqwest::Client, cookie: &str, limit: Duration, wha
     }
 }
 
-async fn status(http: &reqwest::Client, cookie: &str) -> u16 {
+pub(crate) async fn status(http: &reqwest::Client, cookie: &str) -> u16 {
     http.get("https://a.test/chat")
         .header(COOKIE, cookie)
         .header("accept", "application/json")

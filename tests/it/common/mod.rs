@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod op;
+pub mod redis;
 pub mod saml;
 pub mod upstream;
 

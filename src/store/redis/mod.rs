@@ -25,6 +25,8 @@ use super::{LoginThrottle, Revocation, RevokedSessions, ThrottleEvent, OUTBOX_CA
 use crate::config::RedisStore;
 use crate::metrics::Metrics;
 
+mod connect;
+
 /// How often the whole set is read again (and unwritten revocations retried).
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
@@ -67,18 +69,7 @@ impl RevocationSync {
         revoked: Arc<RevokedSessions>,
         throttle: Arc<LoginThrottle>,
     ) -> Result<RevocationSync, StoreError> {
-        let config = Config::from_url(settings.url.expose())?;
-        let mut builder = Builder::from_config(config);
-        // Unbounded attempts, 100 ms doubling to 2 s: back by itself when Redis is.
-        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-        let timeout = settings.timeout;
-        builder.with_performance_config(|c| c.default_command_timeout = timeout);
-        builder.with_connection_config(|c| {
-            c.connection_timeout = timeout.max(Duration::from_millis(500));
-            c.internal_command_timeout = timeout.max(Duration::from_millis(500));
-        });
-        let client = builder.build()?;
-        let subscriber = builder.build_subscriber_client()?;
+        let (client, subscriber) = connect::clients(settings)?;
         let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         revoked.share_through(sender);
         let (sender, throttle_receiver) = mpsc::channel(OUTBOX_CAPACITY);
