@@ -394,8 +394,12 @@ fn fail(error: &dyn std::fmt::Display) -> ExitCode {
 
 fn check(args: &ConfigArg) -> ExitCode {
     // Built as `run` builds them: a key or certificate that cannot be used is found here.
+    let metrics = match crate::metrics::Metrics::new() {
+        Ok(metrics) => std::sync::Arc::new(metrics),
+        Err(e) => return fail(&e),
+    };
     let loaded = Config::load(&args.config)
-        .and_then(|config| crate::runtime::Runtime::build(&config).map(|_| config));
+        .and_then(|config| crate::runtime::Runtime::build(&config, &metrics).map(|_| config));
     match loaded {
         Ok(config) => {
             for warning in &config.warnings {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// `portcullis_store_errors_total{op}`: shared-store operations that failed.
     pub store_errors: IntCounterVec,
+    /// `portcullis_store_op_seconds{op}`: how long shared-store operations took.
+    pub store_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -134,6 +136,17 @@ impl Metrics {
             ),
             &["op"],
         )?;
+        let store_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_store_op_seconds",
+                "Shared-store (Redis) operations by operation, in seconds, failures included",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+            ]),
+            &["op"],
+        )?;
+        registry.register(Box::new(store_latency.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(downstream_closed_early.clone()))?;
@@ -166,6 +179,7 @@ impl Metrics {
             downstream_closed_early,
             store_up,
             store_errors,
+            store_latency,
         })
     }
 

@@ -15,8 +15,9 @@ use crate::config::{Config, ConfigIssue, ConfigReport, IdentityProviderKind, Sto
 use crate::idp::local::LocalProvider;
 use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
+use crate::metrics::Metrics;
 use crate::netguard::RateLimits;
-use crate::store::redis::RevocationSync;
+use crate::store::redis::{RevocationSync, SharedStore};
 use crate::store::{LoginThrottle, RevokedSessions};
 
 /// What the request path needs besides the config.
@@ -37,6 +38,8 @@ pub struct Runtime {
     pub throttle: Arc<LoginThrottle>,
     /// Shares revocations with the other replicas (`store.kind: redis`).
     pub revocation_sync: Option<RevocationSync>,
+    /// What the request path asks Redis directly (`store.kind: redis`).
+    pub shared: Option<Arc<SharedStore>>,
 }
 
 /// The identity providers, by kind, in config order.
@@ -51,7 +54,8 @@ pub struct Providers {
 
 impl Runtime {
     /// Builds every runtime object of `config`, or reports every one that cannot be built.
-    pub fn build(config: &Config) -> Result<Runtime, ConfigReport> {
+    /// Shared-store operations are measured in `metrics`.
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, ConfigReport> {
         let mut issues = Vec::new();
         let certificates = certificates(config, &mut issues);
         let checkpoint_signer = checkpoint_signer(config, &mut issues);
@@ -76,16 +80,24 @@ impl Runtime {
                 }
             }
         };
+        let shared = revocation_sync
+            .as_ref()
+            .map(|sync| Arc::new(sync.shared(metrics.clone())));
+        let rate_limits = match (&shared, config.session.encryption_keys.first()) {
+            (Some(store), Some(key)) => RateLimits::shared(config, store.clone(), &key.0),
+            _ => RateLimits::new(config),
+        };
         match (checkpoint_signer, assertion_signer) {
             (Some(checkpoint_signer), Some(assertion_signer)) if issues.is_empty() => Ok(Runtime {
                 certificates,
                 checkpoint_signer,
                 assertion_signer: Arc::new(assertion_signer),
-                rate_limits: Arc::new(RateLimits::new(config)),
+                rate_limits: Arc::new(rate_limits),
                 providers,
                 revoked,
                 throttle,
                 revocation_sync,
+                shared,
             }),
             _ => Err(config.report(issues)),
         }

@@ -65,7 +65,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         revoked,
         throttle,
         revocation_sync,
-    } = Runtime::build(&config)?;
+        shared,
+    } = Runtime::build(&config, &metrics)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
     // ends the start here with a message and a non-zero exit.
@@ -94,6 +95,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             throttle,
             signer: assertion_signer,
             rate_limits: rate_limits.clone(),
+            shared,
         },
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).

@@ -1,28 +1,12 @@
 //! Shared state that outlives one request: revoked sessions (ours and the OP's), failed-login
 //! counters, single-flight token refreshes and replay memory for logout tokens.
-//! In memory, per process. With `store.kind: redis`, revocations are also shared with the
-//! other replicas (`redis::RevocationSync`): each keeps its own view, so the request path
-//! never waits on the network.
+//! In memory, per process. With `store.kind: redis`, replicas share it (`redis`): each keeps
+//! its own view of revocations and lock-outs, so a signed-in request never waits on the
+//! network; rate limits, replay memory and refreshes ask Redis when they are used.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-
-/// Where rate-limit buckets live: the seam for a shared backend.
-///
-/// In memory by default (`netguard::Limiter`, governor). A backend shared by several replicas
-/// (Redis) implements the same trait, and `check` stays synchronous on purpose: a request must
-/// never wait on the network to be rate limited, so a shared backend keeps local buckets and
-/// reconciles them with the shared store in the background (`sweep` is its periodic hook), which
-/// makes limits across replicas approximate by at most one sweep interval.
-pub trait LimitStore: Send + Sync {
-    /// Takes one request from `key`'s bucket; `Err(retry after)` when it is empty.
-    fn check(&self, key: u64) -> Result<(), Duration>;
-    /// Periodic housekeeping (every 10 s): drop state that no longer matters, sync if shared.
-    fn sweep(&self);
-    /// Keys held (for the `portcullis_rate_limit_buckets` gauge).
-    fn keys_held(&self) -> usize;
-}
 
 /// Most entries any map keeps; beyond it the oldest are pruned first, so memory stays bounded.
 const MAX_ENTRIES: usize = 100_000;

@@ -36,6 +36,9 @@ pub enum LoginFailure {
     SessionTooLarge,
     /// Sealing the session failed (not expected with valid keys).
     SessionEncryptionFailed,
+    /// The shared replay memory could not record the response: refused, as a replay
+    /// cannot be ruled out (`store.kind: redis`, Redis unreachable).
+    ReplayCheckUnavailable,
 }
 
 impl LoginFailure {
@@ -51,8 +54,19 @@ impl LoginFailure {
             LoginFailure::Throttled => "throttled",
             LoginFailure::SessionTooLarge => "session-too-large",
             LoginFailure::SessionEncryptionFailed => "session-encryption-failed",
+            LoginFailure::ReplayCheckUnavailable => "replay-check-unavailable",
         }
     }
+}
+
+/// A message that may be taken once (a SAML assertion or LogoutRequest, a logout token):
+/// its id, and until when it could still be accepted, so its replay memory can end then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseOnce {
+    /// The message's id.
+    pub id: String,
+    /// Unix seconds.
+    pub until: u64,
 }
 
 /// Why a logout message from an identity provider (an OIDC logout token, a SAML
@@ -65,6 +79,8 @@ pub enum LogoutRefusal {
     TokenReplayed,
     /// The SAML logout message failed a check.
     Saml(SamlError),
+    /// The shared replay memory could not record the message (Redis unreachable).
+    ReplayCheckUnavailable,
 }
 
 impl LogoutRefusal {
@@ -75,6 +91,9 @@ impl LogoutRefusal {
             LogoutRefusal::TokenInvalid => Cow::Borrowed("logout-token-invalid"),
             LogoutRefusal::TokenReplayed => Cow::Borrowed("logout-token-replayed"),
             LogoutRefusal::Saml(refusal) => Cow::Owned(format!("logout-{}", refusal.as_str())),
+            LogoutRefusal::ReplayCheckUnavailable => {
+                Cow::Borrowed("logout-replay-check-unavailable")
+            }
         }
     }
 }

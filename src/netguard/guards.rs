@@ -1,26 +1,33 @@
 //! The rate limiters of a running configuration: one per configured limit (server
 //! pre-authentication, each app's, each path rule's), built once, swept periodically.
+//!
+//! With a shared store (Redis) every replica takes from one bucket per key, one round trip
+//! per limit; while Redis is unreachable (or slower than `store.timeout`) each replica falls
+//! back to its own buckets, so a limit holds per replica rather than not at all.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{KeyHasher, LimitKey, LimitSpec, Limiter};
 use crate::config::{App, Config};
 use crate::identity::Identity;
-use crate::store::LimitStore;
+use crate::store::redis::SharedStore;
 
-/// A configured limit and the store of its buckets.
+/// A configured limit: its name in the shared store and this replica's buckets.
 struct Limit {
     spec: LimitSpec,
-    store: Box<dyn LimitStore>,
+    /// `pre-auth`, `<app>.<i>`, `<app>.rule<r>.<i>`: stable across replicas of one config.
+    bucket: String,
+    local: Limiter,
 }
 
 impl Limit {
-    /// In memory; the one place a shared store would be chosen instead.
-    fn new(spec: LimitSpec) -> Limit {
+    fn new(spec: LimitSpec, bucket: String) -> Limit {
         Limit {
             spec,
-            store: Box::new(Limiter::new(spec)),
+            bucket,
+            local: Limiter::new(spec),
         }
     }
 }
@@ -46,51 +53,86 @@ pub struct RateLimits {
     pre_auth: Option<Limit>,
     apps: Vec<AppLimits>,
     hasher: KeyHasher,
+    shared: Option<Arc<SharedStore>>,
 }
 
 impl RateLimits {
-    /// Builds the limiters of `config`.
+    /// Builds the limiters of `config`, in this process only.
     pub fn new(config: &Config) -> RateLimits {
+        RateLimits::build(config, KeyHasher::default(), None)
+    }
+
+    /// Builds the limiters of `config` with buckets shared through `store`; keys are hashed
+    /// under `secret`, which every replica of the deployment holds.
+    pub fn shared(config: &Config, store: Arc<SharedStore>, secret: &[u8]) -> RateLimits {
+        RateLimits::build(config, KeyHasher::derived_from(secret), Some(store))
+    }
+
+    fn build(config: &Config, hasher: KeyHasher, shared: Option<Arc<SharedStore>>) -> RateLimits {
+        let limits = |specs: &[LimitSpec], name: &dyn Fn(usize) -> String| -> Vec<Limit> {
+            specs
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| Limit::new(*spec, name(i)))
+                .collect()
+        };
         RateLimits {
-            pre_auth: config.server.pre_auth_rate_limit.map(Limit::new),
+            pre_auth: config
+                .server
+                .pre_auth_rate_limit
+                .map(|spec| Limit::new(spec, "pre-auth".into())),
             apps: config
                 .apps
                 .iter()
                 .map(|app| AppLimits {
-                    app: app.rate_limits.iter().copied().map(Limit::new).collect(),
+                    app: limits(&app.rate_limits, &|i| format!("{}.{i}", app.id)),
                     rules: app
                         .rules
                         .iter()
-                        .map(|r| r.rate_limits.iter().copied().map(Limit::new).collect())
+                        .enumerate()
+                        .map(|(r, rule)| {
+                            limits(&rule.rate_limits, &|i| format!("{}.rule{r}.{i}", app.id))
+                        })
                         .collect(),
                 })
                 .collect(),
-            hasher: KeyHasher::default(),
+            hasher,
+            shared,
         }
+    }
+
+    /// Takes one request from `limit`'s bucket for `key`: the shared one while the store
+    /// answers, this replica's otherwise.
+    async fn take(&self, limit: &Limit, key: u64) -> Result<(), RateLimitError> {
+        let answer = match self.shared.as_deref().filter(|store| store.is_up()) {
+            Some(store) => match store.take(&limit.bucket, &limit.spec, key).await {
+                Ok(answer) => answer,
+                Err(_) => limit.local.check(key),
+            },
+            None => limit.local.check(key),
+        };
+        answer.map_err(|retry_after| RateLimitError {
+            key: limit.spec.key,
+            retry_after,
+        })
     }
 
     /// The per-address limit on requests without a session to sign-in endpoints, and on
     /// refused cookies.
-    pub fn check_pre_auth(&self, ip: Option<IpAddr>) -> Result<(), RateLimitError> {
-        let Some(limiter) = &self.pre_auth else {
+    pub async fn check_pre_auth(&self, ip: Option<IpAddr>) -> Result<(), RateLimitError> {
+        let Some(limit) = &self.pre_auth else {
             return Ok(());
         };
         let Some(key) = self.hasher.key(LimitKey::Ip, usize::MAX, None, ip, "") else {
             return Ok(());
         };
-        limiter
-            .store
-            .check(key)
-            .map_err(|retry_after| RateLimitError {
-                key: LimitKey::Ip,
-                retry_after,
-            })
+        self.take(limit, key).await
     }
 
     /// Every limit of `app` and of the matched rule; the first one over its limit refuses.
     /// (Buckets of limits checked before a refusal were charged: a refused request still
     /// counts against the client, as it should.)
-    pub fn check(
+    pub async fn check(
         &self,
         app: &App,
         rule: Option<usize>,
@@ -104,18 +146,11 @@ impl RateLimits {
         let rule_limits = rule
             .and_then(|i| limits.rules.get(i))
             .map_or(&[][..], Vec::as_slice);
-        for limiter in limits.app.iter().chain(rule_limits) {
-            let kind = limiter.spec.key;
-            let Some(key) = self.hasher.key(kind, 0, identity, ip, path) else {
+        for limit in limits.app.iter().chain(rule_limits) {
+            let Some(key) = self.hasher.key(limit.spec.key, 0, identity, ip, path) else {
                 continue;
             };
-            limiter
-                .store
-                .check(key)
-                .map_err(|retry_after| RateLimitError {
-                    key: kind,
-                    retry_after,
-                })?;
+            self.take(limit, key).await?;
         }
         Ok(())
     }
@@ -123,13 +158,13 @@ impl RateLimits {
     /// Drops full buckets everywhere (periodically, off the request path).
     pub fn sweep(&self) {
         for limit in self.all() {
-            limit.store.sweep();
+            limit.local.sweep();
         }
     }
 
     /// Buckets held across every limiter.
     pub fn buckets(&self) -> usize {
-        self.all().map(|l| l.store.keys_held()).sum()
+        self.all().map(|l| l.local.keys_held()).sum()
     }
 
     fn all(&self) -> impl Iterator<Item = &Limit> {

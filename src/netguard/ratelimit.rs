@@ -1,8 +1,9 @@
 //! Rate limits (GCRA, `governor`), keyed by who is asking: user, entity, address, or user and
 //! path. Keys are 64-bit hashes of what they name, so a check allocates nothing; the hash is
-//! keyed per process, so nobody can aim two identities at one bucket.
+//! keyed (per process, or by the deployment's session key when replicas share buckets), so
+//! nobody can aim two identities at one bucket.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::{LimitKey, LimitSpec};
 use crate::identity::Identity;
-use crate::store::LimitStore;
 
 /// One limit with its buckets.
 pub struct Limiter {
@@ -50,8 +50,9 @@ impl Limiter {
     }
 }
 
-impl LimitStore for Limiter {
-    fn check(&self, key: u64) -> Result<(), Duration> {
+impl Limiter {
+    /// Takes one request from `key`'s bucket; `Err(retry after)` when it is empty.
+    pub fn check(&self, key: u64) -> Result<(), Duration> {
         self.sweep_if_huge();
         self.buckets
             .check_key(&key)
@@ -60,27 +61,42 @@ impl LimitStore for Limiter {
 
     /// Drops buckets that are full again (they would behave exactly like absent ones) and
     /// returns their memory, so millions of distinct keys do not pile up.
-    fn sweep(&self) {
+    pub fn sweep(&self) {
         self.buckets.retain_recent();
         self.buckets.shrink_to_fit();
     }
 
-    fn keys_held(&self) -> usize {
+    /// Keys held (for the `portcullis_rate_limit_buckets` gauge).
+    pub fn keys_held(&self) -> usize {
         self.buckets.len()
     }
 }
 
-/// Hashes limit keys with a per-process random key.
+/// Hashes limit keys (SipHash-1-3) under a secret key.
 #[derive(Clone)]
-pub struct KeyHasher(std::collections::hash_map::RandomState);
+pub struct KeyHasher {
+    key: [u8; 16],
+}
 
 impl Default for KeyHasher {
+    /// A random key: right when buckets stay in this process.
     fn default() -> Self {
-        KeyHasher(std::collections::hash_map::RandomState::new())
+        KeyHasher {
+            key: rand::random(),
+        }
     }
 }
 
 impl KeyHasher {
+    /// A key every replica derives alike from `secret`: shared buckets need equal hashes.
+    pub fn derived_from(secret: &[u8]) -> KeyHasher {
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let tag = ring::hmac::sign(&mac, b"portcullis rate-limit keys");
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&tag.as_ref()[..16]);
+        KeyHasher { key }
+    }
+
     /// The bucket key of a request for `kind`; `None` when the key cannot be formed (no
     /// address on a non-IP listener).
     pub fn key(
@@ -91,7 +107,7 @@ impl KeyHasher {
         ip: Option<IpAddr>,
         path: &str,
     ) -> Option<u64> {
-        let mut h = self.0.build_hasher();
+        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.key);
         scope.hash(&mut h);
         match (kind, identity) {
             (LimitKey::Ip, _) | (_, None) => {

@@ -47,6 +47,7 @@ use crate::policy::Reason;
 use crate::respond::Reply;
 use crate::route::Router;
 use crate::session::{Authenticator, SessionCodec};
+use crate::store::redis::SharedStore;
 use crate::store::{LoginThrottle, SeenTokens};
 
 /// What the sign-in page offers.
@@ -115,6 +116,8 @@ struct SignInState {
     password_checks: tokio::sync::Semaphore,
     /// Back-channel logout tokens already used.
     logout_tokens: SeenTokens,
+    /// Replay memory every replica shares (`store.kind: redis`).
+    shared: Option<Arc<SharedStore>>,
     session_lifetime: std::time::Duration,
 }
 
@@ -130,6 +133,8 @@ pub struct GatewayParts {
     pub signer: Arc<Signer>,
     /// Every rate limiter (shared with the sweeper).
     pub rate_limits: Arc<crate::netguard::RateLimits>,
+    /// What replicas share on Redis (`store.kind: redis`).
+    pub shared: Option<Arc<SharedStore>>,
 }
 
 impl Gateway {
@@ -146,6 +151,7 @@ impl Gateway {
             throttle,
             signer,
             rate_limits,
+            shared,
         } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -186,6 +192,7 @@ impl Gateway {
                 &config.session.cookie_name,
                 providers.oidc.clone(),
                 revoked,
+                shared.clone(),
                 auditor.clone(),
             ),
             sign_in: SignInState {
@@ -197,6 +204,7 @@ impl Gateway {
                 throttle,
                 password_checks: tokio::sync::Semaphore::new(4),
                 logout_tokens: SeenTokens::default(),
+                shared,
                 session_lifetime: config.session.lifetime,
             },
             signer,

@@ -43,13 +43,13 @@ impl Gateway {
         let endpoint = path
             .strip_prefix(self.site.reserved_prefix.as_str())
             .map(Endpoint::parse);
-        self.check_pre_auth_limit(ctx, endpoint)?;
+        self.check_pre_auth_limit(ctx, endpoint).await?;
         if let Some(endpoint) = endpoint {
             check_endpoint_allowlist(ctx, &app, endpoint)?;
             return Ok(Admitted::Endpoint(endpoint));
         }
         let permit = self.authorize(session, ctx, &app, &path)?;
-        self.check_rule_limits(ctx, &app, &permit, &path)?;
+        self.check_rule_limits(ctx, &app, &permit, &path).await?;
         self.sign_assertion(ctx, &app, &permit)?;
         ctx.permit = Some(permit);
         Ok(Admitted::Forward)
@@ -115,7 +115,7 @@ impl Gateway {
 
     /// Without a session, sign-in endpoints and refused cookies are limited per address: a
     /// flood of callbacks or forged cookies cannot exhaust the CPU.
-    fn check_pre_auth_limit(&self, ctx: &RequestCtx, endpoint: Option<Endpoint>) -> Step {
+    async fn check_pre_auth_limit(&self, ctx: &RequestCtx, endpoint: Option<Endpoint>) -> Step {
         let limited = ctx.session.is_none()
             && (ctx.cookie_rejected || endpoint.is_some_and(Endpoint::limited_before_sign_in));
         if !limited {
@@ -124,6 +124,7 @@ impl Gateway {
         self.guards
             .rate_limits
             .check_pre_auth(ctx.client_ip)
+            .await
             .map_err(Stop::RateLimited)
     }
 
@@ -171,11 +172,18 @@ impl Gateway {
     }
 
     /// The rate limits of the app and of the rule that admitted the request.
-    fn check_rule_limits(&self, ctx: &RequestCtx, app: &App, permit: &Permit, path: &str) -> Step {
+    async fn check_rule_limits(
+        &self,
+        ctx: &RequestCtx,
+        app: &App,
+        permit: &Permit,
+        path: &str,
+    ) -> Step {
         let identity = ctx.session.as_ref().map(|s| &s.identity);
         self.guards
             .rate_limits
             .check(app, permit.rule_index(), identity, ctx.client_ip, path)
+            .await
             .map_err(Stop::RateLimited)
     }
 

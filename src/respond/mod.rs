@@ -60,6 +60,9 @@ pub enum Reply {
     AppDisabled,
     /// 504: the upstream timed out.
     GatewayTimeout,
+    /// 503: a check Portcullis must make could not be made now (the shared store is
+    /// unreachable); refused rather than accepted unchecked.
+    TemporarilyUnavailable,
 }
 
 /// A fully rendered response.
@@ -89,7 +92,7 @@ impl Reply {
             Reply::RedirectHttps { .. } => 308,
             Reply::InternalError => 500,
             Reply::BadGateway => 502,
-            Reply::AppDisabled => 503,
+            Reply::AppDisabled | Reply::TemporarilyUnavailable => 503,
             Reply::GatewayTimeout => 504,
         }
     }
@@ -161,6 +164,11 @@ impl Reply {
                 "app_disabled",
                 "Application unavailable",
                 "This application is currently disabled.",
+            ),
+            Reply::TemporarilyUnavailable => (
+                "temporarily_unavailable",
+                "Temporarily unavailable",
+                "This cannot be completed right now. Please try again in a moment.",
             ),
             Reply::GatewayTimeout => (
                 "gateway_timeout",

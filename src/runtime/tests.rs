@@ -5,9 +5,13 @@ use super::*;
 use crate::config::testing::{key_file, with_sections};
 use crate::config::AssertionAlgorithm;
 
+fn test_metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new().expect("metrics"))
+}
+
 /// Compiles the file, then builds its runtime as `check` does: every problem.
 fn checked(compiled: Result<Config, ConfigReport>) -> Vec<ConfigIssue> {
-    match compiled.and_then(|config| Runtime::build(&config).map(|_| ())) {
+    match compiled.and_then(|config| Runtime::build(&config, &test_metrics()).map(|_| ())) {
         Ok(()) => Vec::new(),
         Err(report) => report.issues,
     }
@@ -119,7 +123,7 @@ fn saml_metadata_and_sp_keys_are_checked_when_the_providers_are_built() {
         cert = cert_file.display()
     );
     let config = with_sections(&good, APP).expect("valid");
-    let runtime = Runtime::build(&config).unwrap_or_else(|r| panic!("{r}"));
+    let runtime = Runtime::build(&config, &test_metrics()).unwrap_or_else(|r| panic!("{r}"));
     let built = &runtime.providers.saml[0];
     assert_eq!(built.idp_entity_id().as_deref(), Some("https://idp.test"));
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{clear_cookies, cookie_values, CookieJar, SessionCodec, SessionData, SessionError};
 use crate::audit::{AuditEvent, Auditor, EventKind, RequestRef};
 use crate::idp::oidc::{OidcError, OidcProvider, OidcTokens};
+use crate::store::redis::SharedStore;
 use crate::store::{RevokedSessions, SingleFlight};
 
 /// Everything authentication needs, built once at start.
@@ -20,8 +21,11 @@ pub struct Authenticator {
     /// `<cookie_name>-flow-`, computed once.
     flow_prefix: String,
     revoked: Arc<RevokedSessions>,
-    /// One refresh per session and token set, however many requests ask at once.
-    refreshes: SingleFlight<Result<OidcTokens, OidcError>>,
+    /// One refresh per session and token set, however many requests ask at once; the flag
+    /// is true where the refresh ran (not where its outcome was read from another replica).
+    refreshes: SingleFlight<(Result<OidcTokens, OidcError>, bool)>,
+    /// One refresh across replicas too (`store.kind: redis`).
+    shared: Option<Arc<SharedStore>>,
     oidc: Vec<Arc<OidcProvider>>,
     auditor: Auditor,
 }
@@ -50,6 +54,7 @@ impl Authenticator {
         cookie_name: &str,
         oidc: Vec<Arc<OidcProvider>>,
         revoked: Arc<RevokedSessions>,
+        shared: Option<Arc<SharedStore>>,
         auditor: Auditor,
     ) -> Authenticator {
         Authenticator {
@@ -59,6 +64,7 @@ impl Authenticator {
             flow_prefix: format!("{cookie_name}-flow-"),
             revoked,
             refreshes: SingleFlight::new(std::time::Duration::from_secs(120)),
+            shared,
             oidc,
             auditor,
         }
@@ -215,15 +221,21 @@ impl Authenticator {
             tokens.obtained_at,
             crate::audit::hex(&token_hash.as_ref()[..8])
         );
-        let (result, ran) = self
+        let refresh = async move { provider.refresh(tokens, now).await };
+        let flight = &key;
+        let ((result, refreshed_here), ran) = self
             .refreshes
-            .run(
-                key,
-                now,
-                || async move { provider.refresh(tokens, now).await },
-            )
+            .run(key.clone(), now, || async move {
+                match &self.shared {
+                    Some(store) => {
+                        super::flight::refresh_once_everywhere(store, &self.codec, flight, refresh)
+                            .await
+                    }
+                    None => (refresh.await, true),
+                }
+            })
             .await;
-        if ran {
+        if ran && refreshed_here {
             tracing::debug!(
                 sid = %data.sid,
                 ok = result.is_ok(),

@@ -13,6 +13,7 @@
 
 mod authenticate;
 mod cookie;
+mod flight;
 
 use std::time::Duration;
 

@@ -22,6 +22,7 @@ pub use decrypt::SpDecrypter;
 pub use metadata::IdpDescriptor;
 pub use response::SamlError;
 
+use super::UseOnce;
 use crate::config::{
     ClaimMapping, IdentityMapping, IdentityProvider, IdentityProviderKind, SamlSettings,
 };
@@ -133,6 +134,8 @@ pub struct SamlLogin {
     pub session: SamlSession,
     /// The IdP's `SessionNotOnOrAfter`: the session may not outlive it.
     pub ends_at: Option<u64>,
+    /// The assertion: taken once here, and once across replicas when they share a store.
+    pub assertion: UseOnce,
 }
 
 /// How a logout message arrived, and so how its signature is checked.
@@ -155,6 +158,8 @@ pub struct LogoutOrder {
     pub session_index: Option<String>,
     /// Where to send the LogoutResponse (redirect URL), when the IdP has an endpoint.
     pub answer: Option<String>,
+    /// The request: taken once here, and once across replicas when they share a store.
+    pub request: UseOnce,
 }
 
 impl SamlProvider {
@@ -382,6 +387,10 @@ impl SamlProvider {
             ends_at: verified
                 .session_not_on_or_after
                 .and_then(|t| u64::try_from(t).ok()),
+            assertion: UseOnce {
+                id: verified.assertion_id,
+                until: remember,
+            },
         })
     }
 
@@ -482,6 +491,10 @@ impl SamlProvider {
         if !self.consumed.first_use(&request.id, remember, now) {
             return Err(SamlError::Replayed);
         }
+        let used = UseOnce {
+            id: request.id.clone(),
+            until: remember,
+        };
         let answer = idp.slo_response_url.as_ref().and_then(|to| {
             let xml = binding::logout_response(
                 &binding::new_id(),
@@ -503,6 +516,7 @@ impl SamlProvider {
             name_id: request.name_id,
             session_index: request.session_index,
             answer,
+            request: used,
         })
     }
 

@@ -4,7 +4,7 @@
 use super::super::{Gateway, RequestCtx};
 use crate::audit::EventKind;
 use crate::idp::local::{LocalLoginError, LocalProvider};
-use crate::idp::{LoginFailure, LogoutRefusal};
+use crate::idp::{LoginFailure, LogoutRefusal, UseOnce};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
@@ -15,7 +15,34 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// Why the shared replay memory did not take a message.
+pub(super) enum NotFirstUse {
+    /// Another replica took it before.
+    Replayed,
+    /// Redis did not answer: refused, as a replay cannot be ruled out.
+    Unverifiable,
+}
+
 impl Gateway {
+    /// Records `message` (of `kind`, from `idp`) in the replay memory every replica shares
+    /// (`store.kind: redis`; in memory the provider's own check already was the whole check).
+    pub(super) async fn first_use_everywhere(
+        &self,
+        kind: &str,
+        idp: &str,
+        message: &UseOnce,
+    ) -> Result<(), NotFirstUse> {
+        let Some(store) = &self.sign_in.shared else {
+            return Ok(());
+        };
+        let id = format!("{idp}\n{}", message.id);
+        match store.first_use(kind, &id, message.until).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NotFirstUse::Replayed),
+            Err(_) => Err(NotFirstUse::Unverifiable),
+        }
+    }
+
     /// The CSRF token of this browser: from its cookie, or a new one (set on the response).
     pub(super) fn csrf_token(&self, ctx: &mut RequestCtx) -> String {
         if let Some(token) = ctx.csrf_cookie.clone() {

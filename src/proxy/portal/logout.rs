@@ -3,7 +3,7 @@
 use super::super::{Gateway, RequestCtx};
 use super::common::*;
 use crate::audit::EventKind;
-use crate::idp::LogoutRefusal;
+use crate::idp::{LogoutRefusal, UseOnce};
 use crate::policy::Reason;
 use crate::respond::{self, Reply};
 use crate::route::Endpoint;
@@ -112,16 +112,37 @@ impl Gateway {
                 .backchannel_answer(session, ctx, 400, "invalid_request")
                 .await;
         };
-        if !self
-            .sign_in
-            .logout_tokens
-            .first_use(&target.jti, target.exp, now)
-        {
-            self.audit_logout_refused(ctx, &idp, LogoutRefusal::TokenReplayed)
-                .await;
-            return self
-                .backchannel_answer(session, ctx, 400, "invalid_request")
-                .await;
+        let token_id = UseOnce {
+            id: target.jti.clone(),
+            until: target.exp,
+        };
+        // Recorded here only once the shared memory took it: a token refused as unverifiable
+        // is taken when the OP delivers it again.
+        let seen_here = &self.sign_in.logout_tokens;
+        let taken = if seen_here.seen(&token_id.id, now) {
+            Err(NotFirstUse::Replayed)
+        } else {
+            match self
+                .first_use_everywhere("logout-token", &idp, &token_id)
+                .await
+            {
+                Ok(()) if seen_here.first_use(&token_id.id, token_id.until, now) => Ok(()),
+                Ok(()) => Err(NotFirstUse::Replayed),
+                Err(not_taken) => Err(not_taken),
+            }
+        };
+        if let Err(not_taken) = taken {
+            // Unverifiable: 503, so the OP delivers it again (Back-Channel Logout §2.8).
+            let (refusal, status, error) = match not_taken {
+                NotFirstUse::Replayed => (LogoutRefusal::TokenReplayed, 400, "invalid_request"),
+                NotFirstUse::Unverifiable => (
+                    LogoutRefusal::ReplayCheckUnavailable,
+                    503,
+                    "temporarily_unavailable",
+                ),
+            };
+            self.audit_logout_refused(ctx, &idp, refusal).await;
+            return self.backchannel_answer(session, ctx, status, error).await;
         }
         self.auth.revoked().end_op_sessions(
             &idp,

@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use super::super::{Gateway, RequestCtx};
 use super::common::{
     flow_id, form_value, query_value, redirect_response, return_path, unix_now, Departure,
-    FLOW_SECONDS,
+    NotFirstUse, FLOW_SECONDS,
 };
 use crate::audit::EventKind;
 use crate::idp::saml::binding::{Carrier, RedirectMessage};
@@ -150,6 +150,24 @@ impl Gateway {
             Ok(login) => login,
             Err(refusal) => return self.saml_refused(session, ctx, &provider.id, refusal).await,
         };
+        match self
+            .first_use_everywhere("saml-assertion", &provider.id, &login.assertion)
+            .await
+        {
+            Ok(()) => {}
+            Err(NotFirstUse::Replayed) => {
+                return self
+                    .saml_refused(session, ctx, &provider.id, SamlError::Replayed)
+                    .await
+            }
+            Err(NotFirstUse::Unverifiable) => {
+                let failure = LoginFailure::ReplayCheckUnavailable;
+                self.audit_login_failed(ctx, &provider.id, "", failure)
+                    .await;
+                let reply = Reply::TemporarilyUnavailable;
+                return self.reply(session, ctx, reply, Reason::LoginFailed).await;
+            }
+        }
         let return_to = match &flow {
             Some(f) => f.return_to.clone(),
             // IdP-initiated: a RelayState that is a local path is where to go.
@@ -335,6 +353,23 @@ impl Gateway {
                     .await
             }
         };
+        match self
+            .first_use_everywhere("saml-logout-request", &provider.id, &order.request)
+            .await
+        {
+            Ok(()) => {}
+            Err(NotFirstUse::Replayed) => {
+                return self
+                    .saml_logout_refused(session, ctx, &provider.id, SamlError::Replayed)
+                    .await
+            }
+            Err(NotFirstUse::Unverifiable) => {
+                let refusal = LogoutRefusal::ReplayCheckUnavailable;
+                self.audit_logout_refused(ctx, &provider.id, refusal).await;
+                let reply = Reply::TemporarilyUnavailable;
+                return self.reply(session, ctx, reply, Reason::LoginFailed).await;
+            }
+        }
         self.auth.revoked().end_op_sessions(
             &provider.id,
             Some(&order.name_id),

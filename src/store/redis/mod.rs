@@ -26,6 +26,9 @@ use crate::config::RedisStore;
 use crate::metrics::Metrics;
 
 mod connect;
+mod shared;
+
+pub use shared::SharedStore;
 
 /// How often the whole set is read again (and unwritten revocations retried).
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
@@ -41,6 +44,8 @@ pub struct RevocationSync {
     subscriber: fred::clients::SubscriberClient,
     /// Sorted set of live revocations.
     key: String,
+    /// Before every key and channel.
+    key_prefix: String,
     /// Where new revocations are announced.
     channel: String,
     /// Where sign-in outcomes are announced.
@@ -78,6 +83,7 @@ impl RevocationSync {
             client,
             subscriber,
             key: format!("{}revocations", settings.key_prefix),
+            key_prefix: settings.key_prefix.clone(),
             channel: format!("{}revocations", settings.key_prefix),
             throttle_channel: format!("{}sign-ins", settings.key_prefix),
             revoked,
@@ -86,6 +92,11 @@ impl RevocationSync {
             throttle_outbox: Mutex::new(Some(throttle_receiver)),
             replica: rand::random(),
         })
+    }
+
+    /// The request path's handle on the same Redis (rate limits, replay memory).
+    pub fn shared(&self, metrics: Arc<Metrics>) -> SharedStore {
+        SharedStore::new(self.client.clone(), &self.key_prefix, metrics)
     }
 
     /// Runs until `shutdown` resolves.

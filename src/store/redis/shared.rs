@@ -1,0 +1,201 @@
+//! What the request path asks Redis directly: rate-limit buckets and replay memory. Each
+//! call is one round trip, bounded by `store.timeout`; the caller decides what a failure
+//! means (rate limits fall back to this replica's buckets, replay memory refuses).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+
+use super::unix_now;
+use crate::config::LimitSpec;
+use crate::metrics::Metrics;
+
+/// Takes one request from a GCRA bucket, atomically and on Redis's clock (replicas' clocks
+/// need not agree). KEYS[1]: the bucket (its theoretical arrival time, µs). ARGV: emission
+/// interval and burst capacity, µs. Returns 0 when taken, else µs to wait.
+const TAKE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local after = tat + interval
+local wait = after - now - capacity
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX', math.ceil((after - now) / 1000))
+return 0
+";
+
+/// Redis as the request path uses it.
+pub struct SharedStore {
+    client: Client,
+    prefix: String,
+    take: Script,
+    metrics: Arc<Metrics>,
+}
+
+/// A Lua script sent by its SHA-1, and in full once per server that does not know it yet.
+struct Script {
+    text: &'static str,
+    sha1: String,
+}
+
+impl Script {
+    fn new(text: &'static str) -> Script {
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+        let sha1 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Script { text, sha1 }
+    }
+
+    async fn run(&self, client: &Client, key: String, args: Vec<i64>) -> Result<i64, Error> {
+        match client
+            .evalsha(self.sha1.as_str(), key.as_str(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                client.eval(self.text, key.as_str(), args).await
+            }
+            answer => answer,
+        }
+    }
+}
+
+impl SharedStore {
+    pub(super) fn new(client: Client, prefix: &str, metrics: Arc<Metrics>) -> SharedStore {
+        SharedStore {
+            client,
+            prefix: prefix.to_string(),
+            take: Script::new(TAKE),
+            metrics,
+        }
+    }
+
+    /// Connected now: asking is worth it (while it is not, callers skip the wait).
+    pub fn is_up(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Takes one request from the shared bucket `key` of the limit `bucket`:
+    /// `Ok(Err(retry after))` when it is empty, `Err` when Redis did not answer.
+    pub async fn take(
+        &self,
+        bucket: &str,
+        spec: &LimitSpec,
+        key: u64,
+    ) -> Result<Result<(), Duration>, Error> {
+        let interval = (spec.per.as_micros() / u128::from(spec.rate.get())).max(1);
+        let capacity = interval.saturating_mul(u128::from(spec.burst.get()));
+        let args = [interval, capacity]
+            .map(|us| i64::try_from(us).unwrap_or(i64::MAX))
+            .to_vec();
+        let redis_key = format!("{}rl:{bucket}:{key:016x}", self.prefix);
+        let wait = self
+            .timed("rate-limit", self.take.run(&self.client, redis_key, args))
+            .await?;
+        Ok(match u64::try_from(wait) {
+            Ok(0) | Err(_) => Ok(()),
+            Ok(us) => Err(Duration::from_micros(us)),
+        })
+    }
+
+    /// Records `id` (of `kind`, e.g. `saml-assertion`) until `until` (unix seconds):
+    /// `Ok(false)` when some replica recorded it before (a replay).
+    pub async fn first_use(&self, kind: &str, id: &str, until: u64) -> Result<bool, Error> {
+        // Ids are chosen by the sender: hashed, they cannot make a key long or odd.
+        let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = format!("{}seen:{kind}:{hex}", self.prefix);
+        let until = i64::try_from(until.max(unix_now() + 1)).unwrap_or(i64::MAX);
+        let set: Option<String> = self
+            .timed(
+                "replay",
+                self.client.set(
+                    key,
+                    1,
+                    Some(Expiration::EXAT(until)),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Claims the one-at-a-time work `name` for `ttl` (its lock expires if the holder dies):
+    /// true for the one replica that gets it.
+    pub async fn claim(&self, name: &str, ttl: Duration) -> Result<bool, Error> {
+        let key = format!("{}flight:{name}:lock", self.prefix);
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let set: Option<String> = self
+            .timed(
+                "claim",
+                self.client.set(
+                    key,
+                    1,
+                    Some(Expiration::PX(ttl)),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Whether `name` is still claimed by someone.
+    pub async fn claimed(&self, name: &str) -> Result<bool, Error> {
+        let key = format!("{}flight:{name}:lock", self.prefix);
+        let n: i64 = self.timed("claim", self.client.exists(key)).await?;
+        Ok(n > 0)
+    }
+
+    /// Publishes the outcome of `name` for `ttl` (none: nothing to share), and lets go of
+    /// its claim.
+    pub async fn finish(
+        &self,
+        name: &str,
+        outcome: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        if let Some(outcome) = outcome {
+            let key = format!("{}flight:{name}:result", self.prefix);
+            let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+            let set =
+                self.client
+                    .set::<(), _, _>(key, outcome, Some(Expiration::EX(ttl)), None, false);
+            self.timed("flight-result", set).await?;
+        }
+        let lock = format!("{}flight:{name}:lock", self.prefix);
+        let _: i64 = self.timed("claim", self.client.del(lock)).await?;
+        Ok(())
+    }
+
+    /// The published outcome of `name`, if any yet.
+    pub async fn outcome(&self, name: &str) -> Result<Option<String>, Error> {
+        let key = format!("{}flight:{name}:result", self.prefix);
+        self.timed("flight-result", self.client.get(key)).await
+    }
+
+    /// Runs `op`, recording its latency and failure under `name`.
+    async fn timed<T>(
+        &self,
+        name: &str,
+        op: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = op.await;
+        self.metrics
+            .store_latency
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.store_errors.with_label_values(&[name]).inc();
+            tracing::debug!(op = name, error = %e, "redis store");
+        }
+        result
+    }
+}
