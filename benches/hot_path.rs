@@ -181,7 +181,6 @@ fn netguard_benches(c: &mut Criterion) {
     use portcullis::netguard::{
         AllowlistMode, IpAllowlist, KeyHasher, LimitKey, LimitSpec, Limiter,
     };
-    use portcullis::store::LimitStore;
     let nets: Vec<ipnet::IpNet> = (0..1000u32)
         .map(|i| {
             let net = if i % 4 == 0 {

@@ -184,6 +184,19 @@ mod tests {
     }
 
     #[test]
+    fn replicas_of_one_deployment_hash_alike_and_others_do_not() {
+        let ip: Option<IpAddr> = Some("10.0.0.1".parse().expect("ip"));
+        let key = |hasher: &KeyHasher| hasher.key(LimitKey::Ip, 0, None, ip, "/");
+        let (a, b) = (
+            KeyHasher::derived_from(b"one deployment's key"),
+            KeyHasher::derived_from(b"one deployment's key"),
+        );
+        assert_eq!(key(&a), key(&b), "replicas share buckets");
+        assert_ne!(key(&a), key(&KeyHasher::derived_from(b"another key")));
+        assert_ne!(key(&KeyHasher::default()), key(&KeyHasher::default()));
+    }
+
+    #[test]
     fn keys_separate_users_entities_and_paths() {
         let hasher = KeyHasher::default();
         let who = |user: &str, entity: Option<&str>| Identity {

@@ -12,6 +12,7 @@ mod login;
 mod netguard;
 mod oidc;
 mod proxy;
+mod replicas;
 mod saml;
 mod store;
 mod upstream_tls;
