@@ -18,7 +18,7 @@ use crate::idp::saml::SamlProvider;
 use crate::metrics::Metrics;
 use crate::netguard::RateLimits;
 use crate::store::redis::{RevocationSync, SharedStore};
-use crate::store::{LoginThrottle, RevokedSessions};
+use crate::store::{LiveSessions, LoginThrottle, RevokedSessions};
 
 /// What the request path needs besides the config.
 pub struct Runtime {
@@ -40,6 +40,8 @@ pub struct Runtime {
     pub revocation_sync: Option<RevocationSync>,
     /// What the request path asks Redis directly (`store.kind: redis`).
     pub shared: Option<Arc<SharedStore>>,
+    /// Live sessions by user and entity (in Redis when it is configured).
+    pub sessions: Arc<LiveSessions>,
 }
 
 /// The identity providers, by kind, in config order.
@@ -87,6 +89,10 @@ impl Runtime {
             (Some(store), Some(key)) => RateLimits::shared(config, store.clone(), &key.0),
             _ => RateLimits::new(config),
         };
+        let sessions = Arc::new(match &shared {
+            Some(store) => LiveSessions::shared(store.clone()),
+            None => LiveSessions::default(),
+        });
         match (checkpoint_signer, assertion_signer) {
             (Some(checkpoint_signer), Some(assertion_signer)) if issues.is_empty() => Ok(Runtime {
                 certificates,
@@ -98,6 +104,7 @@ impl Runtime {
                 throttle,
                 revocation_sync,
                 shared,
+                sessions,
             }),
             _ => Err(config.report(issues)),
         }

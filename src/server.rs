@@ -66,6 +66,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         throttle,
         revocation_sync,
         shared,
+        sessions,
     } = Runtime::build(&config, &metrics)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
@@ -96,6 +97,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             signer: assertion_signer,
             rate_limits: rate_limits.clone(),
             shared,
+            sessions,
         },
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).

@@ -411,6 +411,9 @@ impl LoginThrottle {
 }
 
 pub mod redis;
+pub mod sessions;
+
+pub use sessions::{LiveSessions, Owner};
 
 #[cfg(test)]
 mod tests;

@@ -48,7 +48,7 @@ use crate::respond::Reply;
 use crate::route::Router;
 use crate::session::{Authenticator, SessionCodec};
 use crate::store::redis::SharedStore;
-use crate::store::{LoginThrottle, SeenTokens};
+use crate::store::{LiveSessions, LoginThrottle, SeenTokens};
 
 /// What the sign-in page offers.
 struct LoginOptions {
@@ -118,6 +118,8 @@ struct SignInState {
     logout_tokens: SeenTokens,
     /// Replay memory every replica shares (`store.kind: redis`).
     shared: Option<Arc<SharedStore>>,
+    /// Live sessions by user and entity.
+    sessions: Arc<LiveSessions>,
     session_lifetime: std::time::Duration,
 }
 
@@ -135,6 +137,8 @@ pub struct GatewayParts {
     pub rate_limits: Arc<crate::netguard::RateLimits>,
     /// What replicas share on Redis (`store.kind: redis`).
     pub shared: Option<Arc<SharedStore>>,
+    /// Live sessions by user and entity.
+    pub sessions: Arc<LiveSessions>,
 }
 
 impl Gateway {
@@ -152,6 +156,7 @@ impl Gateway {
             signer,
             rate_limits,
             shared,
+            sessions,
         } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -205,6 +210,7 @@ impl Gateway {
                 password_checks: tokio::sync::Semaphore::new(4),
                 logout_tokens: SeenTokens::default(),
                 shared,
+                sessions,
                 session_lifetime: config.session.lifetime,
             },
             signer,

@@ -148,3 +148,34 @@ fn local_revocations_are_shared_and_remote_ones_are_applied_without_an_echo() {
     assert_eq!(shared[0].expires_at(), 2_000);
     assert!(shared[1].expires_at() > 1_000 + 30 * 24 * 3600);
 }
+
+#[tokio::test]
+async fn live_sessions_are_listed_by_user_and_entity_until_they_end_or_expire() {
+    let index = LiveSessions::default();
+    let alice = Owner::User("corp", "alice");
+    let acme = Owner::Entity("acme");
+    index.started("s1", &[alice, acme], 200, 100).await;
+    index.started("s2", &[alice], 150, 100).await;
+    index
+        .started("s3", &[Owner::User("corp", "bob"), acme], 300, 100)
+        .await;
+    let sids = |listed: Vec<(String, u64)>| -> Vec<String> {
+        listed.into_iter().map(|(sid, _)| sid).collect()
+    };
+    assert_eq!(
+        sids(index.of(alice, 100).await.expect("index")),
+        ["s2", "s1"]
+    );
+    assert_eq!(
+        sids(index.of(acme, 100).await.expect("index")),
+        ["s1", "s3"]
+    );
+    assert_eq!(
+        sids(index.of(alice, 160).await.expect("index")),
+        ["s1"],
+        "expired ones are not listed"
+    );
+    index.ended("s1", &[alice, acme]).await;
+    assert_eq!(sids(index.of(acme, 100).await.expect("index")), ["s3"]);
+    assert_eq!(sids(index.of(alice, 100).await.expect("index")), ["s2"]);
+}

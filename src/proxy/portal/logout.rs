@@ -34,9 +34,7 @@ impl Gateway {
         }
         let mut op_logout = None;
         if let Some(data) = ctx.session.take() {
-            self.auth
-                .revoked()
-                .revoke(&data.sid, data.expires_at, unix_now());
+            self.end_session(&data, unix_now()).await;
             // Ended here; end it at the OP too when the OP supports RP-initiated logout.
             if let Some(provider) = self
                 .sign_in

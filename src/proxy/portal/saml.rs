@@ -382,7 +382,7 @@ impl Gateway {
                 && d.saml.as_ref().is_some_and(|s| s.name_id == order.name_id)
         }) {
             if let Some(data) = ctx.session.take() {
-                self.auth.revoked().revoke(&data.sid, data.expires_at, now);
+                self.end_session(&data, now).await;
             }
             ctx.set_cookies
                 .extend(clear_cookies(&self.site.cookie_name, &ctx.cookie_chunks));

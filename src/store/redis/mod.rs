@@ -30,6 +30,9 @@ mod shared;
 
 pub use shared::SharedStore;
 
+#[cfg(test)]
+mod tests;
+
 /// How often the whole set is read again (and unwritten revocations retried).
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
+use fred::types::{ExpireOptions, Value};
 
 use super::unix_now;
 use crate::config::LimitSpec;
@@ -178,6 +180,75 @@ impl SharedStore {
     pub async fn outcome(&self, name: &str) -> Result<Option<String>, Error> {
         let key = format!("{}flight:{name}:result", self.prefix);
         self.timed("flight-result", self.client.get(key)).await
+    }
+
+    /// Files session `sid` (valid until `expires_at`) in the sorted sets `indexes`; each set
+    /// expires with its last session. One pipelined round trip.
+    pub async fn index_session(
+        &self,
+        indexes: &[String],
+        sid: &str,
+        expires_at: u64,
+    ) -> Result<(), Error> {
+        let until = i64::try_from(expires_at).unwrap_or(i64::MAX);
+        let pipeline = self.client.pipeline();
+        for index in indexes {
+            let key = format!("{}sessions:{index}", self.prefix);
+            let score = expires_at as f64;
+            let () = pipeline
+                .zadd(key.as_str(), None, None, false, false, (score, sid))
+                .await?;
+            // NX gives a new set its expiry, GT pushes it out; neither shortens it.
+            for option in [ExpireOptions::NX, ExpireOptions::GT] {
+                let () = pipeline
+                    .expire_at(key.as_str(), until, Some(option))
+                    .await?;
+            }
+        }
+        let _: Vec<Value> = self.timed("session-index", pipeline.all()).await?;
+        Ok(())
+    }
+
+    /// Removes session `sid` from the sorted sets `indexes`.
+    pub async fn unindex_session(&self, indexes: &[String], sid: &str) -> Result<(), Error> {
+        let pipeline = self.client.pipeline();
+        for index in indexes {
+            let key = format!("{}sessions:{index}", self.prefix);
+            let () = pipeline.zrem(key, sid).await?;
+        }
+        let _: Vec<Value> = self.timed("session-index", pipeline.all()).await?;
+        Ok(())
+    }
+
+    /// The sessions filed under `index` that are live at `now`, with their expiries.
+    pub async fn indexed_sessions(
+        &self,
+        index: &str,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, Error> {
+        let key = format!("{}sessions:{index}", self.prefix);
+        let live: Vec<(String, f64)> = self
+            .timed(
+                "session-index",
+                self.client.zrangebyscore(
+                    key.as_str(),
+                    ZRange {
+                        kind: ZRangeKind::Exclusive,
+                        range: ZRangeBound::Score(now as f64),
+                    },
+                    ZRange {
+                        kind: ZRangeKind::Inclusive,
+                        range: ZRangeBound::InfiniteScore,
+                    },
+                    true,
+                    None,
+                ),
+            )
+            .await?;
+        Ok(live
+            .into_iter()
+            .map(|(sid, expiry)| (sid, expiry as u64))
+            .collect())
     }
 
     /// Runs `op`, recording its latency and failure under `name`.
