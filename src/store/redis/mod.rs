@@ -32,8 +32,51 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the Redis clients cannot be made from the config.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(#[from] fred::error::Error);
+pub enum StoreError {
+    /// The client refuses the servers of the config key `key`.
+    #[error("{source}")]
+    Servers {
+        /// `store.url`, `store.cluster` or `store.sentinel`.
+        key: &'static str,
+        /// What the client said.
+        source: fred::error::Error,
+    },
+    /// `store.tls.ca_file` cannot be read or holds no certificate.
+    #[error("{0}")]
+    CaFile(#[from] crate::pem::PemError),
+    /// `store.tls.ca_file` holds a certificate that TLS cannot use as a root.
+    #[error("a CA certificate of store.tls.ca_file cannot be used: {0}")]
+    CaRefused(String),
+    /// Without `store.tls.ca_file`, the system's roots cannot be loaded.
+    #[error("the system's root certificates cannot be loaded: {0}")]
+    SystemRoots(fred::error::Error),
+}
+
+impl StoreError {
+    /// The config key at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            StoreError::Servers { key, .. } => key,
+            StoreError::CaFile(_) | StoreError::CaRefused(_) => "store.tls.ca_file",
+            StoreError::SystemRoots(_) => "store.tls",
+        }
+    }
+
+    /// How to fix it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            StoreError::Servers { .. } => {
+                "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS); see store in docs/configuration.md"
+            }
+            StoreError::CaFile(_) | StoreError::CaRefused(_) => {
+                "a PEM file of the CA certificates that Redis's certificates chain to"
+            }
+            StoreError::SystemRoots(_) => {
+                "set store.tls.ca_file to the CA of Redis's certificates, or repair the system trust store"
+            }
+        }
+    }
+}
 
 /// The background task that shares revocations with the other replicas.
 pub struct RevocationSync {
