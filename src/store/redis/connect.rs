@@ -29,6 +29,45 @@ pub(super) fn clients(
     } else {
         None
     };
+    let builder = builder(config, settings);
+    let built = builder
+        .build()
+        .and_then(|client| Ok((client, builder.build_subscriber_client()?)));
+    built.map_err(|source| StoreError::Servers { key, source })
+}
+
+/// Behind Sentinel, a subscriber to the first Sentinel, to hear `+switch-master`. fred asks
+/// the Sentinels for the master only when its connection drops, and the Sentinel cuts the
+/// old master's clients only when it turns it into a replica, seconds after a failover;
+/// meanwhile revocations would be written to a server whose data is about to be replaced.
+pub(super) fn failover_watch(
+    settings: &RedisStore,
+) -> Result<Option<fred::clients::SubscriberClient>, StoreError> {
+    let RedisServers::Sentinel { nodes, .. } = &settings.servers else {
+        return Ok(None);
+    };
+    let Some(first) = nodes.first() else {
+        return Ok(None);
+    };
+    let refused = |source| StoreError::Servers {
+        key: "store.sentinel.nodes",
+        source,
+    };
+    let mut config = plain(first.expose(), Some(SENTINEL_PORT))
+        .and_then(|url| Config::from_url_centralized(&url))
+        .map_err(refused)?;
+    config.tls = if settings.tls {
+        Some(tls_connector(settings.ca_file.as_deref())?.into())
+    } else {
+        None
+    };
+    let subscriber = builder(config, settings).build_subscriber_client();
+    subscriber.map(Some).map_err(refused)
+}
+
+/// Reconnects without end (100 ms doubling to 2 s), waits at most `store.timeout` for a
+/// command, and at least 500 ms for a connection.
+fn builder(config: Config, settings: &RedisStore) -> Builder {
     let mut builder = Builder::from_config(config);
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     let timeout = settings.timeout;
@@ -37,10 +76,7 @@ pub(super) fn clients(
         c.connection_timeout = timeout.max(Duration::from_millis(500));
         c.internal_command_timeout = timeout.max(Duration::from_millis(500));
     });
-    let built = builder
-        .build()
-        .and_then(|client| Ok((client, builder.build_subscriber_client()?)));
-    built.map_err(|source| StoreError::Servers { key, source })
+    builder
 }
 
 /// The client config of `servers`, without TLS (set from `store.tls` by the caller).

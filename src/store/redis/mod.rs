@@ -22,7 +22,7 @@ use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use tokio::sync::mpsc;
 
 use super::{LoginThrottle, Revocation, RevokedSessions, ThrottleEvent, OUTBOX_CAPACITY};
-use crate::config::RedisStore;
+use crate::config::{RedisServers, RedisStore};
 use crate::metrics::Metrics;
 
 mod connect;
@@ -95,6 +95,9 @@ pub struct RevocationSync {
     /// This replica, in its announcements of sign-in outcomes: it hears its own, and a
     /// failure must count once.
     replica: u64,
+    /// Behind Sentinel: the master's name and a subscriber to a Sentinel, to follow a
+    /// failover at once (see `connect::failover_watch`).
+    failover_watch: Option<(String, fred::clients::SubscriberClient)>,
 }
 
 /// A sign-in outcome on the channel, with the replica that saw it.
@@ -113,6 +116,12 @@ impl RevocationSync {
         throttle: Arc<LoginThrottle>,
     ) -> Result<RevocationSync, StoreError> {
         let (client, subscriber) = connect::clients(settings)?;
+        let failover_watch = match &settings.servers {
+            RedisServers::Sentinel { master, .. } => {
+                connect::failover_watch(settings)?.map(|watch| (master.clone(), watch))
+            }
+            _ => None,
+        };
         let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         revoked.share_through(sender);
         let (sender, throttle_receiver) = mpsc::channel(OUTBOX_CAPACITY);
@@ -128,6 +137,7 @@ impl RevocationSync {
             outbox: Mutex::new(Some(receiver)),
             throttle_outbox: Mutex::new(Some(throttle_receiver)),
             replica: rand::random(),
+            failover_watch,
         })
     }
 
@@ -153,6 +163,8 @@ impl RevocationSync {
         let _resubscribe_task = self.subscriber.manage_subscriptions();
         let listener = self.listen(&metrics);
         tokio::pin!(listener);
+        let failovers = self.follow_failovers();
+        tokio::pin!(failovers);
         let mut unwritten: Vec<Revocation> = Vec::new();
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,6 +172,7 @@ impl RevocationSync {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = &mut listener => {}
+                () = &mut failovers => {}
                 Some(revocation) = outbox.recv() => {
                     if let Err(e) = self.write(&revocation).await {
                         count_error(&metrics, "write", &e);
@@ -201,6 +214,42 @@ impl RevocationSync {
         }
         let _ = self.subscriber.quit().await;
         let _ = self.client.quit().await;
+        if let Some((_, watch)) = &self.failover_watch {
+            let _ = watch.quit().await;
+        }
+    }
+
+    /// Behind Sentinel, reconnects both clients when the Sentinel announces a new master
+    /// (`+switch-master <name> <old ip> <old port> <new ip> <new port>`): they ask the
+    /// Sentinels again and reach the new master. Never returns.
+    async fn follow_failovers(&self) {
+        let Some((master, watch)) = &self.failover_watch else {
+            return std::future::pending().await;
+        };
+        let mut messages = watch.message_rx();
+        let _connection = watch.connect();
+        let _resubscribe = watch.manage_subscriptions();
+        while watch.wait_for_connect().await.is_err()
+            || watch.subscribe("+switch-master").await.is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loop {
+            let Ok(message) = messages.recv().await else {
+                // Lagged: the next announcement will do; closed: shutting down.
+                if messages.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                continue;
+            };
+            let announced = message.value.as_str().unwrap_or_default().to_string();
+            if announced.split(' ').next() != Some(master.as_str()) {
+                continue;
+            }
+            tracing::info!(switch = %announced, "the Sentinels chose a new Redis master");
+            let _ = self.client.force_reconnection().await;
+            let _ = self.subscriber.force_reconnection().await;
+        }
     }
 
     /// Applies every revocation announced on the channel, subscribing once connected (the
