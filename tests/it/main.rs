@@ -14,4 +14,5 @@ mod oidc;
 mod proxy;
 mod saml;
 mod store;
+mod store_topologies;
 mod upstream_tls;
