@@ -72,11 +72,7 @@ impl Runtime {
                 match RevocationSync::new(settings, revoked.clone(), throttle.clone()) {
                     Ok(sync) => Some(sync),
                     Err(e) => {
-                        issues.push(config.issue(
-                            "store.url",
-                            e.to_string(),
-                            "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)",
-                        ));
+                        issues.push(config.issue(e.key(), e.to_string(), e.hint()));
                         None
                     }
                 }

@@ -382,6 +382,8 @@ mod session;
 mod shape;
 mod store;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod type_error_tests;

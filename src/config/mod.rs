@@ -523,12 +523,46 @@ pub enum Store {
 /// `store: { kind: redis, … }`
 #[derive(Debug, Clone)]
 pub struct RedisStore {
-    /// `redis://` or `rediss://` (TLS) URL, with its password when it has one.
-    pub url: Secret,
+    /// Which Redis deployment: one server, a Cluster or a Sentinel-managed master.
+    pub servers: RedisServers,
+    /// Every node is `rediss://`: the client speaks TLS to each.
+    pub tls: bool,
+    /// `store.tls.ca_file`: the CAs that Redis's certificates must chain to, instead of the
+    /// system's roots (read when the runtime is built, so `check` reports a bad file).
+    pub ca_file: Option<PathBuf>,
     /// Put before every key and channel name: several deployments can share one Redis.
     pub key_prefix: String,
     /// Longest wait for one operation.
     pub timeout: Duration,
+}
+
+/// Where the Redis of `store:` is; each URL keeps its password when it has one.
+#[derive(Debug, Clone)]
+pub enum RedisServers {
+    /// `store.url`: one server.
+    Single(Secret),
+    /// `store.cluster`: seed nodes of a Redis Cluster; the client discovers the others.
+    Cluster(Vec<Secret>),
+    /// `store.sentinel`: the master named `master`, found through the Sentinel `nodes`.
+    Sentinel {
+        /// The name the Sentinels monitor (`sentinel monitor <master> …`).
+        master: String,
+        /// Sentinel URLs; their credentials are the Sentinels' own.
+        nodes: Vec<Secret>,
+        /// `store.sentinel.password`: the master's and replicas' password, if they need one.
+        password: Option<Secret>,
+    },
+}
+
+impl RedisServers {
+    /// The config key these servers come from, for problems found when connecting.
+    pub fn key(&self) -> &'static str {
+        match self {
+            RedisServers::Single(_) => "store.url",
+            RedisServers::Cluster(_) => "store.cluster",
+            RedisServers::Sentinel { .. } => "store.sentinel",
+        }
+    }
 }
 
 /// `admin:`

@@ -427,10 +427,25 @@ pub struct RawStore {
     pub kind: Option<String>,
     pub url: Option<String>,
     pub cluster: Option<Vec<String>>,
-    pub sentinel: Option<serde_yaml_ng::Value>,
+    pub sentinel: Option<RawSentinel>,
+    pub tls: Option<RawStoreTls>,
     pub key_prefix: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: Option<String>,
+    pub nodes: Option<Vec<String>>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreTls {
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -127,3 +127,32 @@ fn saml_metadata_and_sp_keys_are_checked_when_the_providers_are_built() {
     let built = &runtime.providers.saml[0];
     assert_eq!(built.idp_entity_id().as_deref(), Some("https://idp.test"));
 }
+
+#[test]
+fn a_redis_ca_file_that_cannot_be_used_is_caught_by_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    for (ca, needle) in [
+        (garbage.clone(), "no PEM"),
+        (dir.path().join("missing.pem"), "cannot use"),
+    ] {
+        let store = format!(
+            "store:\n  kind: redis\n  url: rediss://127.0.0.1:6380\n  tls: {{ ca_file: \"{}\" }}\n",
+            ca.display()
+        );
+        let found = checked(with_sections(&store, APP));
+        assert!(has(&found, "store.tls.ca_file", needle), "{found:#?}");
+    }
+    // A Cluster and a Sentinel deployment build without reaching Redis.
+    for servers in [
+        "  cluster: [redis://127.0.0.1:1, redis://127.0.0.1:2]\n",
+        "  sentinel: { master: m, nodes: [redis://127.0.0.1:3] }\n",
+    ] {
+        let found = checked(with_sections(
+            &format!("store:\n  kind: redis\n{servers}"),
+            APP,
+        ));
+        assert!(found.is_empty(), "{servers}: {found:#?}");
+    }
+}

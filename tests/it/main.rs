@@ -15,4 +15,5 @@ mod proxy;
 mod replicas;
 mod saml;
 mod store;
+mod store_topologies;
 mod upstream_tls;

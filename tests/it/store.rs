@@ -25,13 +25,24 @@ pub(crate) fn replica_at(
     upstream: &Upstream,
     url_spec: &str,
 ) -> Proxy {
+    replica_with(shared, own, upstream, &format!("  url: \"{url_spec}\"\n"))
+}
+
+/// A replica whose `store:` is `kind: redis`, `key_prefix: "t:"` and `servers`: more keys
+/// of `store:`, each line indented by two spaces (`url`, `cluster`, `sentinel`, `tls`).
+pub(crate) fn replica_with(
+    shared: &Fixtures,
+    own: &Fixtures,
+    upstream: &Upstream,
+    servers: &str,
+) -> Proxy {
     let ports = Ports::new();
     let users = format!(
         "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice, password_hash: \"{}\" }}\n",
         hash_password(PASSWORD)
     );
     let apps = format!(
-        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n  url: \"{url_spec}\"\n  key_prefix: \"t:\"\n",
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n{servers}  key_prefix: \"t:\"\n",
         upstream.url(),
     );
     let yaml = own

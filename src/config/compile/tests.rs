@@ -559,7 +559,11 @@ fn store_section_is_checked_and_compiled() {
     let Store::Redis(redis) = &config.store else {
         panic!("a redis store");
     };
-    assert_eq!(redis.url.expose(), "redis://127.0.0.1:6379/2");
+    let RedisServers::Single(url) = &redis.servers else {
+        panic!("one server");
+    };
+    assert_eq!(url.expose(), "redis://127.0.0.1:6379/2");
+    assert!(!redis.tls && redis.ca_file.is_none());
     assert_eq!(redis.key_prefix, "chat:");
     assert_eq!(redis.timeout, Duration::from_millis(20));
     let memory = crate::config::testing::with_sections("", app).expect("valid");
@@ -586,7 +590,7 @@ fn store_section_is_checked_and_compiled() {
         (
             "store:\n  kind: redis\n  url: redis://127.0.0.1\n  cluster: [redis://10.0.0.1:6379]\n",
             "store.cluster",
-            "not supported",
+            "cannot be given with store.url",
         ),
         (
             "store:\n  kind: redis\n  url: redis://127.0.0.1\n  timeout: 10s\n",

@@ -22,7 +22,7 @@ use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use tokio::sync::mpsc;
 
 use super::{LoginThrottle, Revocation, RevokedSessions, ThrottleEvent, OUTBOX_CAPACITY};
-use crate::config::RedisStore;
+use crate::config::{RedisServers, RedisStore};
 use crate::metrics::Metrics;
 
 mod connect;
@@ -38,8 +38,51 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the Redis clients cannot be made from the config.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(#[from] fred::error::Error);
+pub enum StoreError {
+    /// The client refuses the servers of the config key `key`.
+    #[error("{source}")]
+    Servers {
+        /// `store.url`, `store.cluster` or `store.sentinel`.
+        key: &'static str,
+        /// What the client said.
+        source: fred::error::Error,
+    },
+    /// `store.tls.ca_file` cannot be read or holds no certificate.
+    #[error("{0}")]
+    CaFile(#[from] crate::pem::PemError),
+    /// `store.tls.ca_file` holds a certificate that TLS cannot use as a root.
+    #[error("a CA certificate of store.tls.ca_file cannot be used: {0}")]
+    CaRefused(String),
+    /// Without `store.tls.ca_file`, the system's roots cannot be loaded.
+    #[error("the system's root certificates cannot be loaded: {0}")]
+    SystemRoots(fred::error::Error),
+}
+
+impl StoreError {
+    /// The config key at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            StoreError::Servers { key, .. } => key,
+            StoreError::CaFile(_) | StoreError::CaRefused(_) => "store.tls.ca_file",
+            StoreError::SystemRoots(_) => "store.tls",
+        }
+    }
+
+    /// How to fix it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            StoreError::Servers { .. } => {
+                "e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS); see store in docs/configuration.md"
+            }
+            StoreError::CaFile(_) | StoreError::CaRefused(_) => {
+                "a PEM file of the CA certificates that Redis's certificates chain to"
+            }
+            StoreError::SystemRoots(_) => {
+                "set store.tls.ca_file to the CA of Redis's certificates, or repair the system trust store"
+            }
+        }
+    }
+}
 
 /// The background task that shares revocations with the other replicas.
 pub struct RevocationSync {
@@ -60,6 +103,9 @@ pub struct RevocationSync {
     /// This replica, in its announcements of sign-in outcomes: it hears its own, and a
     /// failure must count once.
     replica: u64,
+    /// Behind Sentinel: the master's name and a subscriber to a Sentinel, to follow a
+    /// failover at once (see `connect::failover_watch`).
+    failover_watch: Option<(String, fred::clients::SubscriberClient)>,
 }
 
 /// A sign-in outcome on the channel, with the replica that saw it.
@@ -78,6 +124,12 @@ impl RevocationSync {
         throttle: Arc<LoginThrottle>,
     ) -> Result<RevocationSync, StoreError> {
         let (client, subscriber) = connect::clients(settings)?;
+        let failover_watch = match &settings.servers {
+            RedisServers::Sentinel { master, .. } => {
+                connect::failover_watch(settings)?.map(|watch| (master.clone(), watch))
+            }
+            _ => None,
+        };
         let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         revoked.share_through(sender);
         let (sender, throttle_receiver) = mpsc::channel(OUTBOX_CAPACITY);
@@ -94,6 +146,7 @@ impl RevocationSync {
             outbox: Mutex::new(Some(receiver)),
             throttle_outbox: Mutex::new(Some(throttle_receiver)),
             replica: rand::random(),
+            failover_watch,
         })
     }
 
@@ -124,6 +177,8 @@ impl RevocationSync {
         let _resubscribe_task = self.subscriber.manage_subscriptions();
         let listener = self.listen(&metrics);
         tokio::pin!(listener);
+        let failovers = self.follow_failovers();
+        tokio::pin!(failovers);
         let mut unwritten: Vec<Revocation> = Vec::new();
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,6 +186,7 @@ impl RevocationSync {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = &mut listener => {}
+                () = &mut failovers => {}
                 Some(revocation) = outbox.recv() => {
                     if let Err(e) = self.write(&revocation).await {
                         count_error(&metrics, "write", &e);
@@ -172,6 +228,42 @@ impl RevocationSync {
         }
         let _ = self.subscriber.quit().await;
         let _ = self.client.quit().await;
+        if let Some((_, watch)) = &self.failover_watch {
+            let _ = watch.quit().await;
+        }
+    }
+
+    /// Behind Sentinel, reconnects both clients when the Sentinel announces a new master
+    /// (`+switch-master <name> <old ip> <old port> <new ip> <new port>`): they ask the
+    /// Sentinels again and reach the new master. Never returns.
+    async fn follow_failovers(&self) {
+        let Some((master, watch)) = &self.failover_watch else {
+            return std::future::pending().await;
+        };
+        let mut messages = watch.message_rx();
+        let _connection = watch.connect();
+        let _resubscribe = watch.manage_subscriptions();
+        while watch.wait_for_connect().await.is_err()
+            || watch.subscribe("+switch-master").await.is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loop {
+            let Ok(message) = messages.recv().await else {
+                // Lagged: the next announcement will do; closed: shutting down.
+                if messages.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                continue;
+            };
+            let announced = message.value.as_str().unwrap_or_default().to_string();
+            if announced.split(' ').next() != Some(master.as_str()) {
+                continue;
+            }
+            tracing::info!(switch = %announced, "the Sentinels chose a new Redis master");
+            let _ = self.client.force_reconnection().await;
+            let _ = self.subscriber.force_reconnection().await;
+        }
     }
 
     /// Applies every revocation announced on the channel, subscribing once connected (the
