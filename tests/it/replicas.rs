@@ -8,7 +8,7 @@ use reqwest::header::COOKIE;
 
 use crate::common::browser::{cookie_header, form_value, sign_in_local, Jar};
 use crate::common::op::{finish, sign_in_at_op, Op};
-use crate::common::redis::Redis;
+use crate::common::redis::{Redis, RedisCluster};
 use crate::common::saml::{post_acs, sign_in_at_idp, SamlIdp};
 use crate::common::{audit_until, client, hash_password, plain, Fixtures, Ports, Proxy, Upstream};
 use crate::store::{refused_within, PASSWORD};
@@ -22,7 +22,8 @@ struct Deployment {
     shared: Fixtures,
     sections: String,
     app: String,
-    redis_port: u16,
+    /// The Redis lines of `store:` (`url:`, `cluster:`).
+    servers: String,
 }
 
 /// One replica: its own ports, audit file and client (which resolves a.test to it).
@@ -34,7 +35,7 @@ struct Replica {
 }
 
 impl Deployment {
-    fn new(upstream: &Upstream, redis: &Redis, sections: &str, app_extra: &str) -> Deployment {
+    fn new(upstream: &Upstream, servers: &str, sections: &str, app_extra: &str) -> Deployment {
         let app = format!(
             "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n{app_extra}",
             upstream.url()
@@ -43,7 +44,7 @@ impl Deployment {
             shared: Fixtures::new(),
             sections: sections.to_string(),
             app,
-            redis_port: redis.port,
+            servers: servers.to_string(),
         }
     }
 
@@ -56,31 +57,13 @@ impl Deployment {
         // The OIDC provider's client secret, next to the replica's config.
         std::fs::write(own.path("oidc.secret"), "op-client-secret").expect("write");
         let store = format!(
-            "store:\n  kind: redis\n  url: redis://127.0.0.1:{}/0\n  key_prefix: \"t:\"\n",
-            self.redis_port
+            "store:\n  kind: redis\n{}  key_prefix: \"t:\"\n",
+            self.servers
         );
-        let shared = &self.shared;
-        let yaml = own
-            .config(&ports, "", &format!("{}{store}", self.app))
-            .replace(
-                &format!("public_url: https://localhost:{}", ports.https),
-                &format!("public_url: {BASE}"),
-            )
-            .replace(
-                &own.session_key.display().to_string(),
-                &shared.session_key.display().to_string(),
-            )
-            .replace(
-                &own.cert.display().to_string(),
-                &shared.cert.display().to_string(),
-            )
-            .replace(
-                &own.key.display().to_string(),
-                &shared.key.display().to_string(),
-            )
-            .replace("session:\n", &format!("{}session:\n", self.sections));
+        let apps = format!("{}{store}", self.app);
+        let yaml = own.replica_config(&self.shared, &ports, &self.sections, &apps);
         let proxy = Proxy::start(&own, ports, &yaml);
-        let http = client(shared, &proxy);
+        let http = client(&self.shared, &proxy);
         Replica {
             _proxy: proxy,
             fixtures: own,
@@ -100,6 +83,11 @@ impl Replica {
         .filter_map(|r| r["detail"].as_str().map(str::to_string))
         .collect()
     }
+}
+
+/// `store:`'s lines for one redis-server.
+fn on(redis: &Redis) -> String {
+    format!("  url: redis://127.0.0.1:{}/0\n", redis.port)
 }
 
 fn local_users() -> String {
@@ -125,22 +113,11 @@ async fn timed_get(http: &reqwest::Client, cookie: &str) -> (u16, Duration) {
     (r.status().as_u16(), started.elapsed())
 }
 
-#[tokio::test]
-async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_away() {
-    let redis = Redis::start();
-    let upstream = Upstream::start();
-    let limit = "    rate_limits: [{ key: user, rate: 10/min, burst: 10 }]\n";
-    let d = Deployment::new(&upstream, &redis, &local_users(), limit);
-    let (a, b) = (d.replica(), d.replica());
-    redis.wait_for_subscribers(2);
-    let cookie = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
-
-    // Thirty at once, spread over both replicas: one bucket, ten pass.
+/// Thirty requests of one user at once, spread over `a` and `b`, under a limit of 10/min:
+/// one bucket, so ten pass (one more per replica at most).
+async fn thirty_at_once(a: &Replica, b: &Replica, cookie: &str) {
     let calls: Vec<_> = (0..30)
-        .map(|i| {
-            let http = if i % 2 == 0 { &a.http } else { &b.http };
-            timed_get(http, &cookie)
-        })
+        .map(|i| timed_get(if i % 2 == 0 { &a.http } else { &b.http }, cookie))
         .collect();
     let statuses: Vec<u16> = futures_util::future::join_all(calls)
         .await
@@ -150,9 +127,22 @@ async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_a
     let passed = statuses.iter().filter(|s| **s == 200).count();
     assert!(
         (10..=12).contains(&passed),
-        "10/min across both replicas (+1 per replica at most): {statuses:?}"
+        "10/min across both replicas: {statuses:?}"
     );
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+}
+
+const TEN_PER_MINUTE: &str = "    rate_limits: [{ key: user, rate: 10/min, burst: 10 }]\n";
+
+#[tokio::test]
+async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_away() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &local_users(), TEN_PER_MINUTE);
+    let (a, b) = (d.replica(), d.replica());
+    redis.wait_for_subscribers(2);
+    let cookie = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    thirty_at_once(&a, &b, &cookie).await;
     let keys = redis.cli(&["KEYS", "t:rl:chat.0:*"]);
     assert_eq!(keys.lines().count(), 1, "one shared bucket: {keys}");
 
@@ -171,6 +161,26 @@ async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_a
 }
 
 #[tokio::test]
+async fn on_a_redis_cluster_a_per_user_limit_and_the_session_index_hold_across_replicas() {
+    let cluster = RedisCluster::start();
+    let upstream = Upstream::start();
+    let servers = format!("  cluster: {}\n", cluster.seeds());
+    let d = Deployment::new(&upstream, &servers, &local_users(), TEN_PER_MINUTE);
+    let (a, b) = (d.replica(), d.replica());
+    cluster.wait_for_subscribers(2);
+    let cookie = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    let second = sign_in_local(&b.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    thirty_at_once(&a, &b, &cookie).await;
+    assert_eq!(
+        timed_get(&b.http, &second).await.0,
+        429,
+        "alice's other session shares her bucket"
+    );
+    let sessions = cluster.cli(&["ZCARD", "t:sessions:user:corp:alice"]);
+    assert_eq!(sessions, "2", "both sessions indexed once for all replicas");
+}
+
+#[tokio::test]
 async fn a_saml_response_taken_by_one_replica_is_a_replay_on_another() {
     let redis = Redis::start();
     let upstream = Upstream::start();
@@ -184,7 +194,7 @@ async fn a_saml_response_taken_by_one_replica_is_a_replay_on_another() {
         "identity_providers:\n  - id: corp\n    kind: saml\n    idp_metadata: {}\n",
         idp.metadata_file().display()
     );
-    let d = Deployment::new(&upstream, &redis, &sections, "");
+    let d = Deployment::new(&upstream, &on(&redis), &sections, "");
     let (a, b) = (d.replica(), d.replica());
     redis.wait_for_subscribers(2);
     let start = format!("{BASE}/.portcullis/login?idp=corp&rd=%2Fchat");
@@ -233,7 +243,7 @@ fn oidc_deployment(
         "identity_providers:\n  - id: corp\n    kind: oidc\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    scopes: [openid, email, profile, offline_access]\n",
         op.issuer
     );
-    let d = Deployment::new(upstream, redis, &sections, "");
+    let d = Deployment::new(upstream, &on(redis), &sections, "");
     let a = d.replica_on(ports_a);
     let b = d.replica();
     redis.wait_for_subscribers(2);

@@ -45,25 +45,7 @@ pub(crate) fn replica_with(
         "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [external-user] }}\nstore:\n  kind: redis\n{servers}  key_prefix: \"t:\"\n",
         upstream.url(),
     );
-    let yaml = own
-        .config(&ports, "", &apps)
-        .replace(
-            &format!("public_url: https://localhost:{}", ports.https),
-            "public_url: https://a.test",
-        )
-        .replace(
-            &own.session_key.display().to_string(),
-            &shared.session_key.display().to_string(),
-        )
-        .replace(
-            &own.cert.display().to_string(),
-            &shared.cert.display().to_string(),
-        )
-        .replace(
-            &own.key.display().to_string(),
-            &shared.key.display().to_string(),
-        )
-        .replace("session:\n", &format!("{users}session:\n"));
+    let yaml = own.replica_config(shared, &ports, &users, &apps);
     Proxy::start(own, ports, &yaml)
 }
 

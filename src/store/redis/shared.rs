@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
-use fred::types::{ExpireOptions, Value};
+use fred::types::ExpireOptions;
 
 use super::unix_now;
 use crate::config::LimitSpec;
@@ -183,7 +183,8 @@ impl SharedStore {
     }
 
     /// Files session `sid` (valid until `expires_at`) in the sorted sets `indexes`; each set
-    /// expires with its last session. One pipelined round trip.
+    /// expires with its last session. The commands go out together (fred pipelines what is
+    /// sent concurrently), each to its node in a Cluster.
     pub async fn index_session(
         &self,
         indexes: &[String],
@@ -191,33 +192,35 @@ impl SharedStore {
         expires_at: u64,
     ) -> Result<(), Error> {
         let until = i64::try_from(expires_at).unwrap_or(i64::MAX);
-        let pipeline = self.client.pipeline();
+        let mut commands = Vec::new();
         for index in indexes {
             let key = format!("{}sessions:{index}", self.prefix);
-            let score = expires_at as f64;
-            let () = pipeline
-                .zadd(key.as_str(), None, None, false, false, (score, sid))
-                .await?;
-            // NX gives a new set its expiry, GT pushes it out; neither shortens it.
-            for option in [ExpireOptions::NX, ExpireOptions::GT] {
-                let () = pipeline
-                    .expire_at(key.as_str(), until, Some(option))
+            let client = &self.client;
+            commands.push(async move {
+                let score = expires_at as f64;
+                let () = client
+                    .zadd(key.as_str(), None, None, false, false, (score, sid))
                     .await?;
-            }
+                // NX gives a new set its expiry, GT pushes it out; neither shortens it.
+                let (_, _): (bool, bool) = futures_util::try_join!(
+                    client.expire_at(key.as_str(), until, Some(ExpireOptions::NX)),
+                    client.expire_at(key.as_str(), until, Some(ExpireOptions::GT)),
+                )?;
+                Ok::<(), Error>(())
+            });
         }
-        let _: Vec<Value> = self.timed("session-index", pipeline.all()).await?;
-        Ok(())
+        let all = futures_util::future::try_join_all(commands);
+        self.timed("session-index", all).await.map(drop)
     }
 
     /// Removes session `sid` from the sorted sets `indexes`.
     pub async fn unindex_session(&self, indexes: &[String], sid: &str) -> Result<(), Error> {
-        let pipeline = self.client.pipeline();
-        for index in indexes {
+        let removals = indexes.iter().map(|index| {
             let key = format!("{}sessions:{index}", self.prefix);
-            let () = pipeline.zrem(key, sid).await?;
-        }
-        let _: Vec<Value> = self.timed("session-index", pipeline.all()).await?;
-        Ok(())
+            self.client.zrem::<i64, _, _>(key, sid)
+        });
+        let all = futures_util::future::try_join_all(removals);
+        self.timed("session-index", all).await.map(drop)
     }
 
     /// The sessions filed under `index` that are live at `now`, with their expiries.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 
 use super::{connect, SharedStore};
-use crate::config::{LimitKey, LimitSpec, RedisStore, Secret};
+use crate::config::{LimitKey, LimitSpec, RedisServers, RedisStore, Secret};
 use crate::metrics::Metrics;
 
 /// A redis-server on a loopback port below the integration tests' range, killed on drop.
@@ -45,7 +45,12 @@ impl Server {
     /// A store on this server, and a plain client to look at what it wrote.
     async fn store(&self) -> (SharedStore, Client) {
         let settings = RedisStore {
-            url: Secret::inline(&format!("redis://127.0.0.1:{}/0", self.port)),
+            servers: RedisServers::Single(Secret::inline(&format!(
+                "redis://127.0.0.1:{}/0",
+                self.port
+            ))),
+            tls: false,
+            ca_file: None,
             key_prefix: "u:".into(),
             timeout: Duration::from_millis(200),
         };

@@ -116,6 +116,30 @@ impl Fixtures {
         )
     }
 
+    /// The config of one replica of `shared`'s deployment: these fixtures' ports, pid and
+    /// audit files; the public URL https://a.test, session key and certificate of `shared`
+    /// (replicas of one deployment share them). `sections` go before `session:`.
+    pub fn replica_config(
+        &self,
+        shared: &Fixtures,
+        ports: &Ports,
+        sections: &str,
+        apps: &str,
+    ) -> String {
+        let mut yaml = self.config(ports, "", apps).replace(
+            &format!("public_url: https://localhost:{}", ports.https),
+            "public_url: https://a.test",
+        );
+        for (own, theirs) in [
+            (&self.session_key, &shared.session_key),
+            (&self.cert, &shared.cert),
+            (&self.key, &shared.key),
+        ] {
+            yaml = yaml.replace(&own.display().to_string(), &theirs.display().to_string());
+        }
+        yaml.replace("session:\n", &format!("{sections}session:\n"))
+    }
+
     pub fn audit_log(&self) -> PathBuf {
         self.path("audit.jsonl")
     }
