@@ -28,9 +28,10 @@
 #   NGINX_BIN=nginx WRK_BIN=wrk
 #   KEEP=DIR     keep configs, logs, raw wrk output and the audit file in DIR
 #   ONLY="portcullis-auth previous-auth"   measure only these rows (ratios of absent rows show -)
-#   REDIS=1      adds rows redis-store and redis-store-auth: this build with store.kind: redis
-#                against a local redis-server (revocations shared), with the ratios to the
-#                in-memory rows
+#   REDIS=1      adds rows redis-store, redis-store-auth and redis-store-guarded: this build
+#                with store.kind: redis against a local redis-server (revocations shared; the
+#                guarded app's two rate limits take from shared buckets, one round trip each),
+#                with the ratios to the in-memory rows
 #   PREVIOUS_BIN=/path/to/older/portcullis   adds rows previous and previous-auth: the same
 #                config and load on another binary (a refactoring must not cost time), with
 #                their ratios to this build in the summary
@@ -466,7 +467,7 @@ ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
 ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
 [ -z "$PREVIOUS_BIN" ] || ROWS="$ROWS previous previous-auth"
-[ "$REDIS" != 1 ] || ROWS="$ROWS redis-store redis-store-auth"
+[ "$REDIS" != 1 ] || ROWS="$ROWS redis-store redis-store-auth redis-store-guarded"
 # ONLY="row row…": measure just these rows (a focused A/B needs more rounds, not more rows).
 if [ -n "${ONLY:-}" ]; then
     for row in $ONLY; do [[ " $ROWS " == *" $row "* ]] || die "ONLY: no row $row (rows: $ROWS)"; done
@@ -485,6 +486,8 @@ HDR[portcullis-guarded]=$AUTH_COOKIE
 URL[redis-store]="http://127.0.0.1:$RS_PORT/";    PROXY_PID[redis-store]=${REDISSTORE_PID:-}
 URL[redis-store-auth]="http://127.0.0.1:$RS_PORT/auth/"; PROXY_PID[redis-store-auth]=${REDISSTORE_PID:-}
 HDR[redis-store-auth]=${RS_AUTH_COOKIE:-}
+URL[redis-store-guarded]="http://127.0.0.1:$RS_PORT/guarded/"; PROXY_PID[redis-store-guarded]=${REDISSTORE_PID:-}
+HDR[redis-store-guarded]=${RS_AUTH_COOKIE:-}
 URL[previous]="http://127.0.0.1:$PV_PORT/";       PROXY_PID[previous]=${PREVIOUS_PID:-}
 URL[previous-auth]="http://127.0.0.1:$PV_PORT/auth/"; PROXY_PID[previous-auth]=${PREVIOUS_PID:-}
 HDR[previous-auth]=${PV_AUTH_COOKIE:-}
@@ -656,6 +659,9 @@ if [ "$REDIS" = 1 ]; then
     cat <<EOF
 | store.kind redis ÷ memory, CPU per request, public, median of per-round ratios | $(paired redis-store portcullis) |
 | store.kind redis ÷ memory, CPU per request, signed in, median of per-round ratios | $(paired redis-store-auth portcullis-auth) |
+| store.kind redis ÷ memory, CPU per request, signed in, two rate limits, median of per-round ratios | $(paired redis-store-guarded portcullis-guarded) |
+| store.kind redis ÷ memory, req/s, signed in, two rate limits (two Redis round trips per request) | $(ratio "${M_RPS[redis-store-guarded]:--}" "${M_RPS[portcullis-guarded]:--}") |
+| store.kind redis ÷ memory, p50 latency, signed in, two rate limits | $(ratio "${M_P50[redis-store-guarded]:--}" "${M_P50[portcullis-guarded]:--}") |
 EOF
 fi
 if [ -n "$PREVIOUS_BIN" ]; then

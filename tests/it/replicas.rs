@@ -147,6 +147,7 @@ async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_a
     assert_eq!(keys.lines().count(), 1, "one shared bucket: {keys}");
 
     // Redis gone: each replica limits on its own, and nobody waits for Redis.
+    let port = redis.port;
     drop(redis);
     let mut passed_on_a = 0;
     for _ in 0..15 {
@@ -158,6 +159,18 @@ async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_a
         (10..=11).contains(&passed_on_a),
         "A's own bucket: {passed_on_a}"
     );
+
+    // Redis back (empty): the replicas take from shared buckets again, without a restart.
+    let redis = Redis::start_on(port);
+    let started = Instant::now();
+    while redis.cli(&["KEYS", "t:rl:chat.0:*"]).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never shared again"
+        );
+        timed_get(&b.http, &cookie).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
