@@ -56,6 +56,30 @@ pub struct RateLimits {
     shared: Option<Arc<SharedStore>>,
 }
 
+/// Several shared buckets in one pipelined round trip (fred pipelines concurrent commands);
+/// one that Redis did not answer falls back to its local bucket.
+async fn take_together(
+    store: &SharedStore,
+    keyed: impl Iterator<Item = (&Limit, u64)>,
+) -> Result<(), RateLimitError> {
+    let keyed: Vec<(&Limit, u64)> = keyed.collect();
+    let answers = futures_util::future::join_all(
+        keyed
+            .iter()
+            .map(|(limit, key)| store.take(&limit.bucket, &limit.spec, *key)),
+    )
+    .await;
+    for ((limit, key), answer) in keyed.into_iter().zip(answers) {
+        answer
+            .unwrap_or_else(|_| limit.local.check(key))
+            .map_err(|retry_after| RateLimitError {
+                key: limit.spec.key,
+                retry_after,
+            })?;
+    }
+    Ok(())
+}
+
 impl RateLimits {
     /// Builds the limiters of `config`, in this process only.
     pub fn new(config: &Config) -> RateLimits {
@@ -130,8 +154,9 @@ impl RateLimits {
     }
 
     /// Every limit of `app` and of the matched rule; the first one over its limit refuses.
-    /// (Buckets of limits checked before a refusal were charged: a refused request still
-    /// counts against the client, as it should.)
+    /// (Buckets of limits checked before a refusal were charged, and with a shared store,
+    /// whose buckets are all asked at once, every one was: a refused request still counts
+    /// against the client, as it should.)
     pub async fn check(
         &self,
         app: &App,
@@ -146,10 +171,16 @@ impl RateLimits {
         let rule_limits = rule
             .and_then(|i| limits.rules.get(i))
             .map_or(&[][..], Vec::as_slice);
-        for limit in limits.app.iter().chain(rule_limits) {
-            let Some(key) = self.hasher.key(limit.spec.key, 0, identity, ip, path) else {
-                continue;
-            };
+        let keyed = limits.app.iter().chain(rule_limits).filter_map(|limit| {
+            let key = self.hasher.key(limit.spec.key, 0, identity, ip, path)?;
+            Some((limit, key))
+        });
+        if let Some(store) = self.shared.as_deref().filter(|store| store.is_up()) {
+            if limits.app.len() + rule_limits.len() > 1 {
+                return take_together(store, keyed).await;
+            }
+        }
+        for (limit, key) in keyed {
             self.take(limit, key).await?;
         }
         Ok(())

@@ -133,17 +133,24 @@ async fn thirty_at_once(a: &Replica, b: &Replica, cookie: &str) {
 }
 
 const TEN_PER_MINUTE: &str = "    rate_limits: [{ key: user, rate: 10/min, burst: 10 }]\n";
+/// The same and a looser per-address limit: both buckets asked in one round trip.
+const TEN_PER_MINUTE_AND_ONE_MORE: &str = "    rate_limits:\n      - { key: ip, rate: 1000/min, burst: 1000 }\n      - { key: user, rate: 10/min, burst: 10 }\n";
 
 #[tokio::test]
 async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_away() {
     let redis = Redis::start();
     let upstream = Upstream::start();
-    let d = Deployment::new(&upstream, &on(&redis), &local_users(), TEN_PER_MINUTE);
+    let d = Deployment::new(
+        &upstream,
+        &on(&redis),
+        &local_users(),
+        TEN_PER_MINUTE_AND_ONE_MORE,
+    );
     let (a, b) = (d.replica(), d.replica());
     redis.wait_for_subscribers(2);
     let cookie = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
     thirty_at_once(&a, &b, &cookie).await;
-    let keys = redis.cli(&["KEYS", "t:rl:chat.0:*"]);
+    let keys = redis.cli(&["KEYS", "t:rl:chat.1:*"]);
     assert_eq!(keys.lines().count(), 1, "one shared bucket: {keys}");
 
     // Redis gone: each replica limits on its own, and nobody waits for Redis.
@@ -163,7 +170,7 @@ async fn a_per_user_limit_holds_across_replicas_and_per_replica_while_redis_is_a
     // Redis back (empty): the replicas take from shared buckets again, without a restart.
     let redis = Redis::start_on(port);
     let started = Instant::now();
-    while redis.cli(&["KEYS", "t:rl:chat.0:*"]).is_empty() {
+    while redis.cli(&["KEYS", "t:rl:chat.1:*"]).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "never shared again"
