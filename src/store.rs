@@ -40,6 +40,14 @@ pub enum Revocation {
         /// When.
         at: u64,
     },
+    /// Every session of a user, entity, provider or everyone issued until `at`, ended by an
+    /// operator.
+    Wholesale {
+        /// Whose.
+        of: Cutoff,
+        /// When.
+        at: u64,
+    },
 }
 
 impl Revocation {
@@ -47,9 +55,9 @@ impl Revocation {
     pub fn expires_at(&self) -> u64 {
         match self {
             Revocation::Session { until, .. } => *until,
-            Revocation::OpSession { at, .. } | Revocation::Subject { at, .. } => {
-                at.saturating_add(OP_LOGOUT_MEMORY.as_secs())
-            }
+            Revocation::OpSession { at, .. }
+            | Revocation::Subject { at, .. }
+            | Revocation::Wholesale { at, .. } => at.saturating_add(OP_LOGOUT_MEMORY.as_secs()),
         }
     }
 }
@@ -65,6 +73,8 @@ pub struct RevokedSessions {
     by_subject: RwLock<OpLogouts>,
     /// Nothing from the OP yet: the per-request check skips two lock acquisitions.
     any_op_logout: std::sync::atomic::AtomicBool,
+    /// Sessions ended wholesale by an operator.
+    cutoffs: Cutoffs,
     /// Where local revocations go to be shared (`store.kind: redis`); unset in memory.
     outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Revocation>>,
 }
@@ -97,7 +107,20 @@ impl RevokedSessions {
                 self.insert_op(idp, None, Some(op_sid), *at)
             }
             Revocation::Subject { idp, sub, at } => self.insert_op(idp, Some(sub), None, *at),
+            Revocation::Wholesale { of, at } => self.cutoffs.insert(of, *at),
         }
+    }
+
+    /// Ends, at `now`, every session `of` names that began until then, on every replica.
+    pub fn cut_off(&self, of: Cutoff, now: u64) {
+        self.cutoffs.insert(&of, now);
+        self.share(Revocation::Wholesale { of, at: now });
+    }
+
+    /// True when an operator ended the sessions of this user, entity or provider (or all)
+    /// after this one began.
+    pub fn is_cut_off(&self, idp: &str, user: &str, entity: Option<&str>, issued_at: u64) -> bool {
+        self.cutoffs.cut(idp, user, entity, issued_at)
     }
 
     /// Remembers `sid` as revoked until `expires_at` (unix seconds).
@@ -410,10 +433,14 @@ impl LoginThrottle {
     }
 }
 
+pub mod cutoffs;
 pub mod redis;
 pub mod sessions;
+pub mod switches;
 
-pub use sessions::{LiveSessions, Owner};
+pub use cutoffs::{Cutoff, Cutoffs};
+pub use sessions::{LiveSessions, Owner, SessionRecord};
+pub use switches::{Disabled, KillSwitches, Switch, SwitchChange, Target};
 
 #[cfg(test)]
 mod tests;

@@ -198,6 +198,7 @@ impl Gateway {
                 providers.oidc.clone(),
                 revoked,
                 shared.clone(),
+                sessions.clone(),
                 auditor.clone(),
             ),
             sign_in: SignInState {

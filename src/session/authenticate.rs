@@ -10,7 +10,7 @@ use super::{clear_cookies, cookie_values, CookieJar, SessionCodec, SessionData, 
 use crate::audit::{AuditEvent, Auditor, EventKind, RequestRef};
 use crate::idp::oidc::{OidcError, OidcProvider, OidcTokens};
 use crate::store::redis::SharedStore;
-use crate::store::{RevokedSessions, SingleFlight};
+use crate::store::{LiveSessions, RevokedSessions, SingleFlight};
 
 /// Everything authentication needs, built once at start.
 pub struct Authenticator {
@@ -26,6 +26,8 @@ pub struct Authenticator {
     refreshes: SingleFlight<(Result<OidcTokens, OidcError>, bool)>,
     /// One refresh across replicas too (`store.kind: redis`).
     shared: Option<Arc<SharedStore>>,
+    /// Live sessions: a rewritten cookie updates `last_seen`.
+    sessions: Arc<LiveSessions>,
     oidc: Vec<Arc<OidcProvider>>,
     auditor: Auditor,
 }
@@ -55,6 +57,7 @@ impl Authenticator {
         oidc: Vec<Arc<OidcProvider>>,
         revoked: Arc<RevokedSessions>,
         shared: Option<Arc<SharedStore>>,
+        sessions: Arc<LiveSessions>,
         auditor: Auditor,
     ) -> Authenticator {
         Authenticator {
@@ -65,6 +68,7 @@ impl Authenticator {
             revoked,
             refreshes: SingleFlight::new(std::time::Duration::from_secs(120)),
             shared,
+            sessions,
             oidc,
             auditor,
         }
@@ -105,6 +109,7 @@ impl Authenticator {
                         if rewrite {
                             data.last_seen = now;
                             self.set_session_cookie(&data, now, &mut out);
+                            self.sessions.touched(&data.sid, now);
                         }
                         out.session = Some(data);
                     }
@@ -156,9 +161,17 @@ impl Authenticator {
         }
     }
 
-    /// Ended here by sign-out, or at the IdP (OIDC back-channel logout, SAML single logout).
+    /// Ended here by sign-out, by an operator, or at the IdP (OIDC back-channel logout, SAML
+    /// single logout).
     pub fn is_revoked(&self, data: &SessionData) -> bool {
+        let who = &data.identity;
         self.revoked.is_revoked(&data.sid)
+            || self.revoked.is_cut_off(
+                &who.idp,
+                &who.user_id,
+                who.entity.as_deref(),
+                data.issued_at,
+            )
             || data.oidc.as_ref().is_some_and(|t| {
                 self.revoked.ended_at_op(
                     &data.identity.idp,

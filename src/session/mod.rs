@@ -60,6 +60,19 @@ pub struct SessionData {
 }
 
 impl SessionData {
+    /// What the live-session index keeps of it.
+    pub fn record(&self) -> crate::store::SessionRecord {
+        crate::store::SessionRecord {
+            sid: self.sid.clone(),
+            user_id: self.identity.user_id.clone(),
+            entity: self.identity.entity.clone(),
+            idp: self.identity.idp.clone(),
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            last_seen: self.last_seen,
+        }
+    }
+
     /// A fresh session (new id) for `identity`, starting `now`.
     pub fn new(identity: Identity, now: u64, lifetime: Duration) -> Self {
         let sid: u128 = rand::random();

@@ -149,33 +149,141 @@ fn local_revocations_are_shared_and_remote_ones_are_applied_without_an_echo() {
     assert!(shared[1].expires_at() > 1_000 + 30 * 24 * 3600);
 }
 
+fn record(sid: &str, user: &str, entity: Option<&str>, expires_at: u64) -> SessionRecord {
+    SessionRecord {
+        sid: sid.into(),
+        user_id: user.into(),
+        entity: entity.map(Into::into),
+        idp: "corp".into(),
+        issued_at: 100,
+        expires_at,
+        last_seen: 100,
+    }
+}
+
 #[tokio::test]
-async fn live_sessions_are_listed_by_user_and_entity_until_they_end_or_expire() {
+async fn live_sessions_are_listed_by_user_entity_and_provider_until_they_end_or_expire() {
     let index = LiveSessions::default();
-    let alice = Owner::User("corp", "alice");
-    let acme = Owner::Entity("acme");
-    index.started("s1", &[alice, acme], 200, 100).await;
-    index.started("s2", &[alice], 150, 100).await;
+    let s1 = record("s1", "alice", Some("acme"), 200);
+    index.started(&s1, 100).await;
+    index.started(&record("s2", "alice", None, 150), 100).await;
     index
-        .started("s3", &[Owner::User("corp", "bob"), acme], 300, 100)
+        .started(&record("s3", "bob", Some("acme"), 300), 100)
         .await;
-    let sids = |listed: Vec<(String, u64)>| -> Vec<String> {
-        listed.into_iter().map(|(sid, _)| sid).collect()
-    };
+    let sids =
+        |listed: Vec<SessionRecord>| -> Vec<String> { listed.into_iter().map(|r| r.sid).collect() };
+    let of = |owner, now| index.of(owner, now);
     assert_eq!(
-        sids(index.of(alice, 100).await.expect("index")),
+        sids(of(Owner::User("alice"), 100).await.expect("index")),
         ["s2", "s1"]
     );
     assert_eq!(
-        sids(index.of(acme, 100).await.expect("index")),
+        sids(of(Owner::Entity("acme"), 100).await.expect("index")),
         ["s1", "s3"]
     );
     assert_eq!(
-        sids(index.of(alice, 160).await.expect("index")),
+        sids(of(Owner::Provider("corp"), 100).await.expect("index")),
+        ["s2", "s1", "s3"]
+    );
+    assert_eq!(sids(of(Owner::All, 100).await.expect("index")).len(), 3);
+    assert_eq!(
+        sids(of(Owner::User("alice"), 160).await.expect("index")),
         ["s1"],
         "expired ones are not listed"
     );
-    index.ended("s1", &[alice, acme]).await;
-    assert_eq!(sids(index.of(acme, 100).await.expect("index")), ["s3"]);
-    assert_eq!(sids(index.of(alice, 100).await.expect("index")), ["s2"]);
+    index.touched("s1", 130);
+    let listed = of(Owner::User("alice"), 160).await.expect("index");
+    assert_eq!(listed[0].last_seen, 130, "a rewritten cookie is seen");
+    assert_eq!(listed[0].entity.as_deref(), Some("acme"));
+    index.ended(&s1).await;
+    assert_eq!(
+        sids(of(Owner::Entity("acme"), 100).await.expect("index")),
+        ["s3"]
+    );
+    assert_eq!(
+        sids(of(Owner::User("alice"), 100).await.expect("index")),
+        ["s2"]
+    );
+}
+
+#[test]
+fn operator_cutoffs_end_sessions_that_began_before_them() {
+    let revoked = RevokedSessions::default();
+    assert!(!revoked.is_cut_off("corp", "alice", Some("acme"), 100));
+    revoked.cut_off(
+        Cutoff::User {
+            user: "alice".into(),
+        },
+        200,
+    );
+    assert!(
+        revoked.is_cut_off("corp", "alice", None, 200),
+        "issued at the cutoff"
+    );
+    assert!(
+        !revoked.is_cut_off("corp", "alice", None, 201),
+        "a later sign-in"
+    );
+    assert!(!revoked.is_cut_off("corp", "bob", Some("acme"), 100));
+    revoked.cut_off(
+        Cutoff::Entity {
+            entity: "acme".into(),
+        },
+        300,
+    );
+    assert!(revoked.is_cut_off("corp", "bob", Some("acme"), 250));
+    assert!(!revoked.is_cut_off("corp", "bob", Some("other"), 250));
+    revoked.cut_off(Cutoff::Provider { idp: "corp".into() }, 400);
+    assert!(revoked.is_cut_off("corp", "carol", None, 350));
+    assert!(!revoked.is_cut_off("partners", "carol", None, 350));
+    revoked.apply(
+        &Revocation::Wholesale {
+            of: Cutoff::All,
+            at: 500,
+        },
+        500,
+    );
+    assert!(
+        revoked.is_cut_off("partners", "carol", None, 450),
+        "applied from elsewhere"
+    );
+    assert!(!revoked.is_cut_off("partners", "carol", None, 501));
+}
+
+#[test]
+fn kill_switches_stop_users_entities_and_apps_until_lifted_or_expired() {
+    let switches = KillSwitches::default();
+    assert_eq!(switches.stops("alice", Some("acme"), 100), None);
+    let off = |target: Target, until: Option<u64>| {
+        SwitchChange::Off(Switch {
+            target,
+            until,
+            reason: Some("incident 42".into()),
+            by: "ops".into(),
+            at: 100,
+        })
+    };
+    switches.change(off(Target::User("alice".into()), None));
+    switches.change(off(Target::Entity("acme".into()), Some(200)));
+    switches.change(off(Target::App("chat".into()), None));
+    assert_eq!(switches.stops("alice", None, 150), Some(Disabled::User));
+    assert_eq!(
+        switches.stops("bob", Some("acme"), 150),
+        Some(Disabled::Entity)
+    );
+    assert_eq!(
+        switches.stops("bob", Some("acme"), 200),
+        None,
+        "until passed"
+    );
+    assert!(switches.app_off("chat", 150));
+    assert!(!switches.app_off("other", 150));
+    assert_eq!(switches.list(150).len(), 3);
+    switches.change(SwitchChange::On(Target::User("alice".into())));
+    assert_eq!(switches.stops("alice", None, 150), None);
+    switches.replace_all(vec![]);
+    assert!(
+        !switches.app_off("chat", 150),
+        "a full read replaces everything"
+    );
 }

@@ -196,7 +196,7 @@ async fn on_a_redis_cluster_a_per_user_limit_and_the_session_index_hold_across_r
         429,
         "alice's other session shares her bucket"
     );
-    let sessions = cluster.cli(&["ZCARD", "t:sessions:user:corp:alice"]);
+    let sessions = cluster.cli(&["ZCARD", "t:sessions:user:alice"]);
     assert_eq!(sessions, "2", "both sessions indexed once for all replicas");
 }
 

@@ -3,28 +3,17 @@
 
 use super::super::{Gateway, RequestCtx};
 use crate::audit::EventKind;
-use crate::identity::Identity;
 use crate::idp::local::{LocalLoginError, LocalProvider};
 use crate::idp::{LoginFailure, LogoutRefusal, UseOnce};
 use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
 use crate::session::{cookie_values, EncodeError, SessionData};
-use crate::store::Owner;
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-
-/// The indexes a session of `identity` is filed under: its user's, and its entity's.
-fn owners(identity: &Identity) -> Vec<Owner<'_>> {
-    let user = Owner::User(&identity.idp, &identity.user_id);
-    match &identity.entity {
-        Some(entity) => vec![user, Owner::Entity(entity)],
-        None => vec![user],
-    }
-}
 
 /// Why the shared replay memory did not take a message.
 pub(super) enum NotFirstUse {
@@ -57,10 +46,7 @@ impl Gateway {
     /// Ends a session before its expiry: revoked on every replica, out of the live index.
     pub(super) async fn end_session(&self, data: &SessionData, now: u64) {
         self.auth.revoked().revoke(&data.sid, data.expires_at, now);
-        self.sign_in
-            .sessions
-            .ended(&data.sid, &owners(&data.identity))
-            .await;
+        self.sign_in.sessions.ended(&data.record()).await;
     }
 
     /// The CSRF token of this browser: from its cookie, or a new one (set on the response).
@@ -160,12 +146,7 @@ impl Gateway {
         ));
         self.sign_in
             .sessions
-            .started(
-                &data.sid,
-                &owners(&data.identity),
-                data.expires_at,
-                unix_now(),
-            )
+            .started(&data.record(), unix_now())
             .await;
         self.audit_login(
             ctx,

@@ -9,9 +9,12 @@ use fred::prelude::*;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use fred::types::ExpireOptions;
 
+use std::collections::HashMap;
+
 use super::unix_now;
 use crate::config::LimitSpec;
 use crate::metrics::Metrics;
+use crate::store::sessions::SessionRecord;
 
 /// Takes one request from a GCRA bucket, atomically and on Redis's clock (replicas' clocks
 /// need not agree). KEYS[1]: the bucket (its theoretical arrival time, µs). ARGV: emission
@@ -182,22 +185,36 @@ impl SharedStore {
         self.timed("flight-result", self.client.get(key)).await
     }
 
-    /// Files session `sid` (valid until `expires_at`) in the sorted sets `indexes`; each set
-    /// expires with its last session. The commands go out together (fred pipelines what is
-    /// sent concurrently), each to its node in a Cluster.
+    /// Files `record` in the sorted sets `indexes` and keeps it in a hash; each set expires
+    /// with its last session. The commands go out together (fred pipelines what is sent
+    /// concurrently), each to its node in a Cluster.
     pub async fn index_session(
         &self,
         indexes: &[String],
-        sid: &str,
-        expires_at: u64,
+        record: &SessionRecord,
     ) -> Result<(), Error> {
-        let until = i64::try_from(expires_at).unwrap_or(i64::MAX);
+        let until = i64::try_from(record.expires_at).unwrap_or(i64::MAX);
+        let sid = record.sid.as_str();
+        let hash = self.session_key(sid);
+        let fields = vec![
+            ("user_id", record.user_id.clone()),
+            ("entity", record.entity.clone().unwrap_or_default()),
+            ("idp", record.idp.clone()),
+            ("issued_at", record.issued_at.to_string()),
+            ("expires_at", record.expires_at.to_string()),
+            ("last_seen", record.last_seen.to_string()),
+        ];
+        let client = &self.client;
+        let keep = async move {
+            let () = client.hset(hash.as_str(), fields).await?;
+            let _: bool = client.expire_at(hash.as_str(), until, None).await?;
+            Ok::<(), Error>(())
+        };
         let mut commands = Vec::new();
         for index in indexes {
             let key = format!("{}sessions:{index}", self.prefix);
-            let client = &self.client;
             commands.push(async move {
-                let score = expires_at as f64;
+                let score = record.expires_at as f64;
                 let () = client
                     .zadd(key.as_str(), None, None, false, false, (score, sid))
                     .await?;
@@ -209,28 +226,43 @@ impl SharedStore {
                 Ok::<(), Error>(())
             });
         }
-        let all = futures_util::future::try_join_all(commands);
+        let all =
+            futures_util::future::try_join(keep, futures_util::future::try_join_all(commands));
         self.timed("session-index", all).await.map(drop)
     }
 
-    /// Removes session `sid` from the sorted sets `indexes`.
+    /// Notes the last request of session `sid` (only while its hash exists).
+    pub async fn touch_session(&self, sid: &str, now: u64) -> Result<(), Error> {
+        let hash = self.session_key(sid);
+        let touch = self.client.eval::<i64, _, _, _>(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'last_seen', ARGV[1]) end return 0",
+            hash,
+            now.to_string(),
+        );
+        self.timed("session-index", touch).await.map(drop)
+    }
+
+    /// Removes session `sid` from the sorted sets `indexes`, and its hash.
     pub async fn unindex_session(&self, indexes: &[String], sid: &str) -> Result<(), Error> {
         let removals = indexes.iter().map(|index| {
             let key = format!("{}sessions:{index}", self.prefix);
             self.client.zrem::<i64, _, _>(key, sid)
         });
-        let all = futures_util::future::try_join_all(removals);
+        let all = futures_util::future::try_join(
+            self.client.del::<i64, _>(self.session_key(sid)),
+            futures_util::future::try_join_all(removals),
+        );
         self.timed("session-index", all).await.map(drop)
     }
 
-    /// The sessions filed under `index` that are live at `now`, with their expiries.
+    /// The sessions filed under `index` that are live at `now`.
     pub async fn indexed_sessions(
         &self,
         index: &str,
         now: u64,
-    ) -> Result<Vec<(String, u64)>, Error> {
+    ) -> Result<Vec<SessionRecord>, Error> {
         let key = format!("{}sessions:{index}", self.prefix);
-        let live: Vec<(String, f64)> = self
+        let live: Vec<String> = self
             .timed(
                 "session-index",
                 self.client.zrangebyscore(
@@ -243,15 +275,27 @@ impl SharedStore {
                         kind: ZRangeKind::Inclusive,
                         range: ZRangeBound::InfiniteScore,
                     },
-                    true,
+                    false,
                     None,
                 ),
             )
             .await?;
+        let reads = live.iter().map(|sid| {
+            self.client
+                .hgetall::<HashMap<String, String>, _>(self.session_key(sid))
+        });
+        let hashes = self
+            .timed("session-index", futures_util::future::try_join_all(reads))
+            .await?;
         Ok(live
             .into_iter()
-            .map(|(sid, expiry)| (sid, expiry as u64))
+            .zip(hashes)
+            .filter_map(|(sid, fields)| record_of(sid, &fields))
             .collect())
+    }
+
+    fn session_key(&self, sid: &str) -> String {
+        format!("{}session:{sid}", self.prefix)
     }
 
     /// Runs `op`, recording its latency and failure under `name`.
@@ -272,4 +316,18 @@ impl SharedStore {
         }
         result
     }
+}
+
+/// A session record from its hash; `None` when a field is missing (it expired meanwhile).
+fn record_of(sid: String, fields: &HashMap<String, String>) -> Option<SessionRecord> {
+    let number = |name: &str| fields.get(name)?.parse::<u64>().ok();
+    Some(SessionRecord {
+        user_id: fields.get("user_id")?.clone(),
+        entity: fields.get("entity").filter(|e| !e.is_empty()).cloned(),
+        idp: fields.get("idp")?.clone(),
+        issued_at: number("issued_at")?,
+        expires_at: number("expires_at")?,
+        last_seen: number("last_seen")?,
+        sid,
+    })
 }

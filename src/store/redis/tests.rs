@@ -9,6 +9,7 @@ use fred::prelude::*;
 use super::{connect, SharedStore};
 use crate::config::{LimitKey, LimitSpec, RedisServers, RedisStore, Secret};
 use crate::metrics::Metrics;
+use crate::store::SessionRecord;
 
 /// A redis-server on a loopback port below the integration tests' range, killed on drop.
 struct Server {
@@ -130,31 +131,40 @@ async fn shared_store_operations_hold_on_a_real_redis() {
         Some("sealed")
     );
 
-    // The live-session index: filed, listed while live, removed on sign-out.
+    // The live-session index: filed, listed while live, touched, removed on sign-out.
     let now = super::unix_now();
-    let owners = ["user:corp:alice".to_string(), "entity:acme".to_string()];
+    let record = |sid: &str, expires_at| SessionRecord {
+        sid: sid.into(),
+        user_id: "alice".into(),
+        entity: Some("acme".into()),
+        idp: "corp".into(),
+        issued_at: now,
+        expires_at,
+        last_seen: now,
+    };
+    let owners = ["user:alice".to_string(), "entity:acme".to_string()];
+    let s1 = record("s1", now + 100);
+    store.index_session(&owners, &s1).await.expect("redis");
     store
-        .index_session(&owners, "s1", now + 100)
-        .await
-        .expect("redis");
-    store
-        .index_session(&owners[..1], "s2", now + 50)
+        .index_session(&owners[..1], &record("s2", now + 50))
         .await
         .expect("redis");
     let listed = store
-        .indexed_sessions("user:corp:alice", now)
+        .indexed_sessions("user:alice", now)
         .await
         .expect("redis");
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert!(listed.contains(&("s1".to_string(), now + 100)));
-    assert_eq!(
-        store
-            .indexed_sessions("user:corp:alice", now + 60)
-            .await
-            .expect("redis"),
-        [("s1".to_string(), now + 100)],
-        "expired sessions are not listed"
-    );
+    assert!(listed.contains(&s1));
+    store.touch_session("s1", now + 5).await.expect("redis");
+    store.touch_session("gone", now + 5).await.expect("redis");
+    let later = store
+        .indexed_sessions("user:alice", now + 60)
+        .await
+        .expect("redis");
+    assert_eq!(later.len(), 1, "expired sessions are not listed");
+    assert_eq!(later[0].last_seen, now + 5);
+    let gone: i64 = client.exists("u:session:gone").await.expect("redis");
+    assert_eq!(gone, 0, "touching an unknown session creates nothing");
     store.unindex_session(&owners, "s1").await.expect("redis");
     assert_eq!(
         store
@@ -163,10 +173,7 @@ async fn shared_store_operations_hold_on_a_real_redis() {
             .expect("redis"),
         []
     );
-    let ttl: i64 = client
-        .ttl("u:sessions:user:corp:alice")
-        .await
-        .expect("redis");
+    let ttl: i64 = client.ttl("u:sessions:user:alice").await.expect("redis");
     assert!(
         ttl > 0 && ttl <= 100,
         "the set expires with its last session: {ttl}"
