@@ -1,4 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Keep it off the public network.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (open), and the admin API under
+//! `/api/v1/` (bearer tokens with scopes, every call audited; see `control`). Keep it off the
+//! public network.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +10,14 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::audit::{AuditEvent, Auditor, EventKind};
+use crate::config::AdminScope;
+use crate::control::{Control, ControlError};
 use crate::listeners::Listening;
 use crate::metrics::Metrics;
+
+/// The largest admin API request body read.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
@@ -18,15 +26,109 @@ pub struct AdminApp {
     upstreams: Vec<String>,
     /// Whether the proxy's listeners are open.
     listening: Listening,
+    /// The admin API.
+    control: Arc<Control>,
+    auditor: Auditor,
 }
 
 impl AdminApp {
     /// An admin app over `metrics`, reporting readiness of `upstreams`.
-    pub fn new(metrics: Arc<Metrics>, upstreams: Vec<String>, listening: Listening) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        upstreams: Vec<String>,
+        listening: Listening,
+        control: Arc<Control>,
+        auditor: Auditor,
+    ) -> Self {
         AdminApp {
             metrics,
             upstreams,
             listening,
+            control,
+            auditor,
+        }
+    }
+
+    /// One admin API call: the token checked for the route's scope, the call made, the
+    /// answer as JSON, and one audit record with the token's name (never the token).
+    async fn api(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().map(str::to_string);
+        let scope = match (method.as_str(), path.as_str()) {
+            ("GET", "/api/v1/sessions" | "/api/v1/disabled") => AdminScope::Read,
+            ("POST", "/api/v1/revoke") => AdminScope::Revoke,
+            ("POST", "/api/v1/disable" | "/api/v1/enable") => AdminScope::Disable,
+            ("POST", "/api/v1/reload") => AdminScope::Reload,
+            _ => return json_error(404, "no such admin API call"),
+        };
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut event = AuditEvent::new(EventKind::AdminCall);
+        event.method = Some(method.to_string());
+        event.path = Some(path.clone());
+        event.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let outcome = match self.control.caller(authorization.as_deref(), scope) {
+            Ok(name) => {
+                event.operator = Some(name.to_string());
+                let name = name.to_string();
+                self.call(session, &path, query.as_deref(), &name).await
+            }
+            Err(refused) => {
+                if let ControlError::Forbidden { caller, .. } = &refused {
+                    event.operator = Some(caller.clone());
+                }
+                Err(refused)
+            }
+        };
+        let (status, body) = match outcome {
+            Ok((answer, detail)) => {
+                event.detail = detail;
+                (200, answer)
+            }
+            Err(refused) => {
+                event.detail = Some(refused.to_string());
+                (
+                    refused.status(),
+                    serde_json::json!({ "error": refused.to_string() }),
+                )
+            }
+        };
+        event.status = Some(status);
+        self.auditor.record(event).await;
+        json_response(status, &body)
+    }
+
+    async fn call(
+        &self,
+        session: &mut ServerSession,
+        path: &str,
+        query: Option<&str>,
+        caller: &str,
+    ) -> Result<(serde_json::Value, Option<String>), ControlError> {
+        let now = unix_now();
+        match path {
+            "/api/v1/sessions" => Ok((self.control.sessions(query, now).await?, None)),
+            "/api/v1/disabled" => Ok((self.control.disabled(now), None)),
+            "/api/v1/reload" => Err(ControlError::NotAvailable(
+                "reload through the API is not in this version: use the zero-downtime upgrade",
+            )),
+            _ => {
+                let body = read_body(session).await?;
+                let (answer, detail) = match path {
+                    "/api/v1/revoke" => self.control.revoke(&body, now).await?,
+                    "/api/v1/disable" => self.control.disable(&body, caller, now)?,
+                    _ => self.control.enable(&body)?,
+                };
+                Ok((answer, Some(detail)))
+            }
         }
     }
 
@@ -50,6 +152,44 @@ impl AdminApp {
         }
         failed
     }
+}
+
+/// The request body, at most [`MAX_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ControlError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(ControlError::BadRequest("the body is too large".into()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(ControlError::BadRequest(
+                    "the body could not be read".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut text = body.to_string().into_bytes();
+    text.push(b'\n');
+    respond(status, "application/json", text)
+}
+
+fn json_error(status: u16, message: &str) -> Response<Vec<u8>> {
+    json_response(status, &serde_json::json!({ "error": message }))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -109,6 +249,7 @@ impl ServeHttp for AdminApp {
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             ),
+            path if path.starts_with("/api/") => self.api(session).await,
             _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

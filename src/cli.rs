@@ -359,6 +359,7 @@ fn deny_status(reason: crate::policy::Reason) -> &'static str {
     use crate::policy::Reason;
     match reason {
         Reason::AppDisabled => "503",
+        Reason::UserDisabled | Reason::EntityDisabled => "403 (an operator's kill switch)",
         Reason::MfaRequired => "sign in again with MFA (or 403)",
         _ => "403",
     }

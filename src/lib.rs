@@ -13,6 +13,7 @@ mod audit;
 mod certs;
 pub mod cli;
 pub mod config;
+pub mod control;
 mod demo;
 pub mod identity;
 pub mod idp;

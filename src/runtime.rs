@@ -18,7 +18,7 @@ use crate::idp::saml::SamlProvider;
 use crate::metrics::Metrics;
 use crate::netguard::RateLimits;
 use crate::store::redis::{RevocationSync, SharedStore};
-use crate::store::{LiveSessions, LoginThrottle, RevokedSessions};
+use crate::store::{KillSwitches, LiveSessions, LoginThrottle, RevokedSessions};
 
 /// What the request path needs besides the config.
 pub struct Runtime {
@@ -42,6 +42,8 @@ pub struct Runtime {
     pub shared: Option<Arc<SharedStore>>,
     /// Live sessions by user and entity (in Redis when it is configured).
     pub sessions: Arc<LiveSessions>,
+    /// Users, entities and apps an operator turned off (shared when Redis is configured).
+    pub switches: Arc<KillSwitches>,
 }
 
 /// The identity providers, by kind, in config order.
@@ -66,10 +68,16 @@ impl Runtime {
         let revoked = Arc::new(RevokedSessions::default());
         // Five free attempts, then 1 s doubling up to 15 minutes.
         let throttle = Arc::new(LoginThrottle::new(5, Duration::from_secs(900)));
+        let switches = Arc::new(KillSwitches::default());
         let revocation_sync = match &config.store {
             Store::Memory => None,
             Store::Redis(settings) => {
-                match RevocationSync::new(settings, revoked.clone(), throttle.clone()) {
+                match RevocationSync::new(
+                    settings,
+                    revoked.clone(),
+                    throttle.clone(),
+                    switches.clone(),
+                ) {
                     Ok(sync) => Some(sync),
                     Err(e) => {
                         issues.push(config.issue(e.key(), e.to_string(), e.hint()));
@@ -101,6 +109,7 @@ impl Runtime {
                 revocation_sync,
                 shared,
                 sessions,
+                switches,
             }),
             _ => Err(config.report(issues)),
         }

@@ -67,6 +67,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         revocation_sync,
         shared,
         sessions,
+        switches,
     } = Runtime::build(&config, &metrics)?;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
@@ -86,6 +87,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.bootstrap();
 
     let (oidc, saml) = (providers.oidc.clone(), providers.saml.clone());
+    let control = Arc::new(crate::control::Control::new(
+        &config,
+        revoked.clone(),
+        sessions.clone(),
+        switches.clone(),
+    ));
     let gateway = Gateway::new(
         &config,
         auditor.clone(),
@@ -98,6 +105,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             rate_limits: rate_limits.clone(),
             shared,
             sessions,
+            switches,
         },
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
@@ -140,7 +148,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let listening = Listening::default();
     let mut admin = Service::new(
         "admin".to_string(),
-        AdminApp::new(metrics.clone(), upstreams, listening.clone()),
+        AdminApp::new(
+            metrics.clone(),
+            upstreams,
+            listening.clone(),
+            control,
+            auditor.clone(),
+        ),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     let audit_service = background_service(

@@ -56,6 +56,8 @@ pub enum EventKind {
     /// The previous process ended without sealing the file (crash, `kill -9`, power cut);
     /// written first by the next one, with what it found (see `audit::recovery`).
     UncleanShutdown,
+    /// A call to the admin API (see `operator`, `path`, `status` and `detail`).
+    AdminCall,
 }
 
 /// Allow or deny, as recorded.
@@ -118,6 +120,9 @@ pub struct AuditEvent {
     /// Free-form, non-secret detail (e.g. config file path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The admin token's name, for admin API calls (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
 }
 
 impl AuditEvent {
@@ -140,6 +145,7 @@ impl AuditEvent {
             rule: None,
             ip_reported: false,
             detail: None,
+            operator: None,
         }
     }
 

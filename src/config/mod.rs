@@ -570,6 +570,33 @@ impl RedisServers {
 pub struct Admin {
     /// Admin listener address (keep it on loopback or a management network).
     pub listen: SocketAddr,
+    /// Bearer tokens of the admin API; none: the API answers 401 to everyone.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// `admin.tokens[]`: who may call the admin API, and for what.
+#[derive(Debug)]
+pub struct AdminToken {
+    /// Recorded in the audit trail (never the token).
+    pub name: String,
+    /// The bearer token.
+    pub token: Secret,
+    /// What it may do.
+    pub scopes: Vec<AdminScope>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
+pub enum AdminScope {
+    /// List sessions and kill switches.
+    Read,
+    /// End sessions.
+    Revoke,
+    /// Turn users, entities and apps off and on.
+    Disable,
+    /// Reload the configuration.
+    Reload,
 }
 
 impl Config {

@@ -452,4 +452,13 @@ pub struct RawStoreTls {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub tokens: Option<Vec<RawAdminToken>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    pub name: String,
+    pub token: String,
+    pub scopes: Vec<String>,
 }

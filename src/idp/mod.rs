@@ -39,6 +39,10 @@ pub enum LoginFailure {
     /// The shared replay memory could not record the response: refused, as a replay
     /// cannot be ruled out (`store.kind: redis`, Redis unreachable).
     ReplayCheckUnavailable,
+    /// An operator turned the user off (admin API kill switch).
+    UserDisabled,
+    /// An operator turned the user's entity off.
+    EntityDisabled,
 }
 
 impl LoginFailure {
@@ -55,6 +59,8 @@ impl LoginFailure {
             LoginFailure::SessionTooLarge => "session-too-large",
             LoginFailure::SessionEncryptionFailed => "session-encryption-failed",
             LoginFailure::ReplayCheckUnavailable => "replay-check-unavailable",
+            LoginFailure::UserDisabled => "user-disabled",
+            LoginFailure::EntityDisabled => "entity-disabled",
         }
     }
 }

@@ -69,6 +69,10 @@ pub enum Reason {
     /// `Host` (or `:authority`) missing from an HTTP/1.1 request, repeated, or not a host
     /// and port (RFC 9112 §3.2).
     BadHost,
+    /// An operator turned the user off (admin API kill switch).
+    UserDisabled,
+    /// An operator turned the user's entity off.
+    EntityDisabled,
 }
 
 impl Reason {

@@ -48,7 +48,7 @@ use crate::respond::Reply;
 use crate::route::Router;
 use crate::session::{Authenticator, SessionCodec};
 use crate::store::redis::SharedStore;
-use crate::store::{LiveSessions, LoginThrottle, SeenTokens};
+use crate::store::{KillSwitches, LiveSessions, LoginThrottle, SeenTokens};
 
 /// What the sign-in page offers.
 struct LoginOptions {
@@ -74,6 +74,8 @@ pub struct Gateway {
     sign_in: SignInState,
     /// Signs the user-context assertion; serves the JWKS.
     signer: Arc<Signer>,
+    /// Users, entities and apps an operator turned off.
+    switches: Arc<KillSwitches>,
     auditor: Auditor,
     metrics: Arc<Metrics>,
     /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
@@ -139,6 +141,8 @@ pub struct GatewayParts {
     pub shared: Option<Arc<SharedStore>>,
     /// Live sessions by user and entity.
     pub sessions: Arc<LiveSessions>,
+    /// Users, entities and apps an operator turned off.
+    pub switches: Arc<KillSwitches>,
 }
 
 impl Gateway {
@@ -157,6 +161,7 @@ impl Gateway {
             rate_limits,
             shared,
             sessions,
+            switches,
         } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -215,6 +220,7 @@ impl Gateway {
                 session_lifetime: config.session.lifetime,
             },
             signer,
+            switches,
             auditor,
             metrics,
             budget_warned: std::sync::atomic::AtomicU64::new(0),

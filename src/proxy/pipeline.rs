@@ -12,6 +12,7 @@ use crate::netguard::{RateLimitError, SizeError};
 use crate::policy::{decide, Decision, Permit, Reason, Request};
 use crate::respond::Reply;
 use crate::route::Endpoint;
+use crate::store::Disabled;
 
 /// Where an admitted request goes.
 pub(super) enum Admitted {
@@ -48,6 +49,7 @@ impl Gateway {
             check_endpoint_allowlist(ctx, &app, endpoint)?;
             return Ok(Admitted::Endpoint(endpoint));
         }
+        self.check_kill_switches(ctx, &app)?;
         let permit = self.authorize(session, ctx, &app, &path)?;
         self.check_rule_limits(ctx, &app, &permit, &path).await?;
         self.sign_assertion(ctx, &app, &permit)?;
@@ -168,6 +170,26 @@ impl Gateway {
                 Err(Stop::Reply(reply, Reason::MfaRequired))
             }
             Decision::Deny(reason) => Err(Stop::Reply(Reply::Forbidden, reason)),
+        }
+    }
+
+    /// An app, user or entity an operator turned off: refused before the policy, whatever the
+    /// session says (an app answers as with `enabled: false`).
+    fn check_kill_switches(&self, ctx: &RequestCtx, app: &App) -> Step {
+        let now = portal::unix_now();
+        if self.switches.app_off(&app.id, now) {
+            return Err(Stop::Reply(Reply::AppDisabled, Reason::AppDisabled));
+        }
+        let Some(who) = ctx.session.as_ref().map(|s| &s.identity) else {
+            return Ok(());
+        };
+        match self
+            .switches
+            .stops(&who.user_id, who.entity.as_deref(), now)
+        {
+            Some(Disabled::User) => Err(Stop::Reply(Reply::Forbidden, Reason::UserDisabled)),
+            Some(Disabled::Entity) => Err(Stop::Reply(Reply::Forbidden, Reason::EntityDisabled)),
+            None => Ok(()),
         }
     }
 

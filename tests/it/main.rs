@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod cli;
+mod control;
 mod demo;
 mod lifecycle;
 mod login;

@@ -14,11 +14,17 @@ use crate::common::{audit_until, client, hash_password, plain, Fixtures, Ports, 
 use crate::store::{refused_within, PASSWORD};
 
 /// The public origin every replica serves (clients resolve it to their replica).
-const BASE: &str = "https://a.test";
+pub(crate) const BASE: &str = "https://a.test";
+
+/// The admin API tokens every replica's config names (`admin.tokens`): `ops` may do
+/// everything, `viewer` only read.
+pub(crate) const OPS_TOKEN: &str = "ops-0123456789abcdef0123456789abcdef";
+pub(crate) const VIEWER_TOKEN: &str = "viewer-0123456789abcdef0123456789abcdef";
+const ADMIN_TOKENS: &str = "  tokens:\n    - { name: ops, token: file:ops.token, scopes: [read, revoke, disable, reload] }\n    - { name: viewer, token: file:viewer.token, scopes: [read] }\n";
 
 /// What the replicas of one deployment share: session key, certificate, public URL, the
 /// identity providers (`sections`), one app (`app`, its upstream as `UPSTREAM`) and Redis.
-struct Deployment {
+pub(crate) struct Deployment {
     shared: Fixtures,
     sections: String,
     app: String,
@@ -27,15 +33,20 @@ struct Deployment {
 }
 
 /// One replica: its own ports, audit file and client (which resolves a.test to it).
-struct Replica {
+pub(crate) struct Replica {
     /// Stopped on drop.
-    _proxy: Proxy,
-    fixtures: Fixtures,
-    http: reqwest::Client,
+    pub(crate) proxy: Proxy,
+    pub(crate) fixtures: Fixtures,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Deployment {
-    fn new(upstream: &Upstream, servers: &str, sections: &str, app_extra: &str) -> Deployment {
+    pub(crate) fn new(
+        upstream: &Upstream,
+        servers: &str,
+        sections: &str,
+        app_extra: &str,
+    ) -> Deployment {
         let app = format!(
             "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n{app_extra}",
             upstream.url()
@@ -48,7 +59,7 @@ impl Deployment {
         }
     }
 
-    fn replica(&self) -> Replica {
+    pub(crate) fn replica(&self) -> Replica {
         self.replica_on(Ports::new())
     }
 
@@ -56,16 +67,20 @@ impl Deployment {
         let own = Fixtures::new();
         // The OIDC provider's client secret, next to the replica's config.
         std::fs::write(own.path("oidc.secret"), "op-client-secret").expect("write");
+        std::fs::write(own.path("ops.token"), OPS_TOKEN).expect("write");
+        std::fs::write(own.path("viewer.token"), VIEWER_TOKEN).expect("write");
         let store = format!(
             "store:\n  kind: redis\n{}  key_prefix: \"t:\"\n",
             self.servers
         );
         let apps = format!("{}{store}", self.app);
-        let yaml = own.replica_config(&self.shared, &ports, &self.sections, &apps);
+        let yaml = own
+            .replica_config(&self.shared, &ports, &self.sections, &apps)
+            .replace("admin:\n", &format!("admin:\n{ADMIN_TOKENS}"));
         let proxy = Proxy::start(&own, ports, &yaml);
         let http = client(&self.shared, &proxy);
         Replica {
-            _proxy: proxy,
+            proxy,
             fixtures: own,
             http,
         }
@@ -86,7 +101,7 @@ impl Replica {
 }
 
 /// `store:`'s lines for one redis-server.
-fn on(redis: &Redis) -> String {
+pub(crate) fn on(redis: &Redis) -> String {
     format!("  url: redis://127.0.0.1:{}/0\n", redis.port)
 }
 
@@ -98,7 +113,7 @@ fn local_users() -> String {
 }
 
 /// `GET /chat` with `cookie`: its status and how long the answer took.
-async fn timed_get(http: &reqwest::Client, cookie: &str) -> (u16, Duration) {
+pub(crate) async fn timed_get(http: &reqwest::Client, cookie: &str) -> (u16, Duration) {
     let started = Instant::now();
     let r = http
         .get(format!("{BASE}/chat"))

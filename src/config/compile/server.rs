@@ -351,7 +351,60 @@ impl Compiler<'_> {
                 "admin.listen {listen} is not loopback: protect it with a firewall"
             ));
         }
-        Admin { listen }
+        let tokens = self.admin_tokens(raw.tokens.unwrap_or_default());
+        Admin { listen, tokens }
+    }
+
+    /// Tokens come from `env:`/`file:` like every secret, are long enough to resist guessing,
+    /// and have distinct names (the audit trail tells them apart by name).
+    fn admin_tokens(&mut self, raw: Vec<RawAdminToken>) -> Vec<AdminToken> {
+        let mut tokens: Vec<AdminToken> = Vec::new();
+        for (i, entry) in raw.into_iter().enumerate() {
+            let base = format!("admin.tokens[{i}]");
+            if entry.name.is_empty() || tokens.iter().any(|t| t.name == entry.name) {
+                self.issues.add(
+                    &format!("{base}.name"),
+                    format!("`{}` is empty or used twice", entry.name),
+                    "give every token its own name (it is what the audit trail records)",
+                );
+            }
+            let mut scopes = Vec::new();
+            for (j, scope) in entry.scopes.iter().enumerate() {
+                match scope.parse::<AdminScope>() {
+                    Ok(scope) if !scopes.contains(&scope) => scopes.push(scope),
+                    Ok(_) => {}
+                    Err(_) => self.issues.add(
+                        &format!("{base}.scopes[{j}]"),
+                        format!("unknown scope `{scope}`"),
+                        "use read, revoke, disable, reload",
+                    ),
+                }
+            }
+            if entry.scopes.is_empty() {
+                self.issues.add(
+                    &format!("{base}.scopes"),
+                    "is empty: the token could do nothing",
+                    "e.g. scopes: [read]",
+                );
+            }
+            let Some(token) = self.secret(&format!("{base}.token"), &entry.token) else {
+                continue;
+            };
+            if token.expose().trim().len() < 32 {
+                self.issues.add(
+                    &format!("{base}.token"),
+                    "is shorter than 32 characters",
+                    "make one with `openssl rand -hex 32`",
+                );
+                continue;
+            }
+            tokens.push(AdminToken {
+                name: entry.name,
+                token,
+                scopes,
+            });
+        }
+        tokens
     }
 }
 

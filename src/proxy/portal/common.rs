@@ -9,6 +9,7 @@ use crate::policy::Reason;
 use crate::redirect::safe_return_path;
 use crate::respond::{self, Reply, Synthetic};
 use crate::session::{cookie_values, EncodeError, SessionData};
+use crate::store::Disabled;
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -123,6 +124,22 @@ impl Gateway {
         method: &'static str,
     ) -> Result<bool> {
         let idp = data.identity.idp.clone();
+        let who = &data.identity;
+        let now = unix_now();
+        if let Some(off) = self
+            .switches
+            .stops(&who.user_id, who.entity.as_deref(), now)
+        {
+            let failure = match off {
+                Disabled::User => LoginFailure::UserDisabled,
+                Disabled::Entity => LoginFailure::EntityDisabled,
+            };
+            self.audit_login_failed(ctx, &idp, &who.user_id, failure)
+                .await;
+            return self
+                .reply(session, ctx, Reply::Forbidden, Reason::LoginFailed)
+                .await;
+        }
         let values = match self.auth.codec().encode(&data) {
             Ok(values) => values,
             Err(e) => {
@@ -144,10 +161,7 @@ impl Gateway {
             self.sign_in.session_lifetime.as_secs(),
             &ctx.cookie_chunks,
         ));
-        self.sign_in
-            .sessions
-            .started(&data.record(), unix_now())
-            .await;
+        self.sign_in.sessions.started(&data.record(), now).await;
         self.audit_login(
             ctx,
             EventKind::LoginSucceeded,

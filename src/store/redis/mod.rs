@@ -14,6 +14,7 @@
 //! Client: `fred` (reconnects with back-off by itself, and its subscriber client subscribes
 //! again after a reconnect; Cluster, Sentinel and rustls TLS are built in).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,10 @@ use fred::prelude::*;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use tokio::sync::mpsc;
 
-use super::{LoginThrottle, Revocation, RevokedSessions, ThrottleEvent, OUTBOX_CAPACITY};
+use super::{
+    KillSwitches, LoginThrottle, Revocation, RevokedSessions, Switch, SwitchChange, ThrottleEvent,
+    OUTBOX_CAPACITY,
+};
 use crate::config::{RedisServers, RedisStore};
 use crate::metrics::Metrics;
 
@@ -100,6 +104,11 @@ pub struct RevocationSync {
     throttle: Arc<LoginThrottle>,
     outbox: Mutex<Option<mpsc::Receiver<Revocation>>>,
     throttle_outbox: Mutex<Option<mpsc::Receiver<ThrottleEvent>>>,
+    /// Kill switches: a hash (`<prefix>switches`, field: target, value: the switch) and a
+    /// channel of the same name.
+    switches: Arc<KillSwitches>,
+    switch_key: String,
+    switch_outbox: Mutex<Option<mpsc::Receiver<SwitchChange>>>,
     /// This replica, in its announcements of sign-in outcomes: it hears its own, and a
     /// failure must count once.
     replica: u64,
@@ -122,6 +131,7 @@ impl RevocationSync {
         settings: &RedisStore,
         revoked: Arc<RevokedSessions>,
         throttle: Arc<LoginThrottle>,
+        switches: Arc<KillSwitches>,
     ) -> Result<RevocationSync, StoreError> {
         let (client, subscriber) = connect::clients(settings)?;
         let failover_watch = match &settings.servers {
@@ -134,6 +144,8 @@ impl RevocationSync {
         revoked.share_through(sender);
         let (sender, throttle_receiver) = mpsc::channel(OUTBOX_CAPACITY);
         throttle.share_through(sender);
+        let (sender, switch_receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        switches.share_through(sender);
         Ok(RevocationSync {
             client,
             subscriber,
@@ -145,6 +157,9 @@ impl RevocationSync {
             throttle,
             outbox: Mutex::new(Some(receiver)),
             throttle_outbox: Mutex::new(Some(throttle_receiver)),
+            switches,
+            switch_key: format!("{}switches", settings.key_prefix),
+            switch_outbox: Mutex::new(Some(switch_receiver)),
             replica: rand::random(),
             failover_watch,
         })
@@ -168,6 +183,10 @@ impl RevocationSync {
         else {
             return;
         };
+        let Some(mut switch_outbox) = self.switch_outbox.lock().ok().and_then(|mut o| o.take())
+        else {
+            return;
+        };
         tokio::pin!(shutdown);
         // Not whole until the shared set has been read once: earlier revocations are there.
         metrics.store_up.set(0);
@@ -180,6 +199,7 @@ impl RevocationSync {
         let failovers = self.follow_failovers();
         tokio::pin!(failovers);
         let mut unwritten: Vec<Revocation> = Vec::new();
+        let mut unwritten_switches: Vec<SwitchChange> = Vec::new();
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -195,6 +215,12 @@ impl RevocationSync {
                             unwritten.remove(0);
                         }
                         unwritten.push(revocation);
+                    }
+                }
+                Some(change) = switch_outbox.recv() => {
+                    if let Err(e) = self.write_switch(&change).await {
+                        count_error(&metrics, "switch", &e);
+                        unwritten_switches.push(change);
                     }
                 }
                 Some(event) = throttle_outbox.recv() => {
@@ -216,7 +242,20 @@ impl RevocationSync {
                         }
                     }
                     unwritten = still;
-                    match self.resync().await {
+                    let mut still = Vec::new();
+                    for change in unwritten_switches.drain(..) {
+                        if let Err(e) = self.write_switch(&change).await {
+                            count_error(&metrics, "switch", &e);
+                            still.push(change);
+                        }
+                    }
+                    unwritten_switches = still;
+                    let resynced = self.resync().await;
+                    // Not yet in Redis, so not in what was read: they still hold here.
+                    for change in &unwritten_switches {
+                        self.switches.apply(change);
+                    }
+                    match resynced {
                         Ok(()) => metrics.store_up.set(1),
                         Err(e) => {
                             metrics.store_up.set(0);
@@ -272,7 +311,11 @@ impl RevocationSync {
     async fn listen(&self, metrics: &Metrics) {
         let mut messages = self.subscriber.message_rx();
         loop {
-            let channels = vec![self.channel.clone(), self.throttle_channel.clone()];
+            let channels = vec![
+                self.channel.clone(),
+                self.throttle_channel.clone(),
+                self.switch_key.clone(),
+            ];
             if self.subscriber.wait_for_connect().await.is_ok()
                 && self.subscriber.subscribe(channels).await.is_ok()
             {
@@ -312,6 +355,15 @@ impl RevocationSync {
                     Ok(heard) => self.throttle.apply(&heard.event),
                     Err(e) => {
                         tracing::warn!(error = %e, "unreadable sign-in outcome on the shared channel")
+                    }
+                }
+                continue;
+            }
+            if &*message.channel == self.switch_key.as_str() {
+                match serde_json::from_str::<SwitchChange>(&text) {
+                    Ok(change) => self.switches.apply(&change),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable kill switch on the shared channel")
                     }
                 }
                 continue;
@@ -387,6 +439,51 @@ impl RevocationSync {
                 Err(e) => tracing::warn!(error = %e, "unreadable revocation in the shared set"),
             }
         }
+        self.resync_switches(now).await?;
+        Ok(())
+    }
+}
+
+impl RevocationSync {
+    /// Stores a kill switch change and announces it.
+    async fn write_switch(&self, change: &SwitchChange) -> Result<(), Error> {
+        let json = serde_json::to_string(change)
+            .map_err(|e| Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
+        match change {
+            SwitchChange::Off(switch) => {
+                let value = serde_json::to_string(switch)
+                    .map_err(|e| Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
+                let field = switch.target.key();
+                let () = self
+                    .client
+                    .hset(self.switch_key.as_str(), (field, value))
+                    .await?;
+            }
+            SwitchChange::On(target) => {
+                let _: i64 = self
+                    .client
+                    .hdel(self.switch_key.as_str(), target.key())
+                    .await?;
+            }
+        }
+        let _: () = self.client.publish(self.switch_key.as_str(), json).await?;
+        Ok(())
+    }
+
+    /// Replaces this replica's kill switches with the shared ones; drops expired ones there.
+    async fn resync_switches(&self, now: u64) -> Result<(), Error> {
+        let all: HashMap<String, String> = self.client.hgetall(self.switch_key.as_str()).await?;
+        let mut live = Vec::new();
+        for (field, text) in all {
+            match serde_json::from_str::<Switch>(&text) {
+                Ok(switch) if switch.until.is_some_and(|until| until <= now) => {
+                    let _: i64 = self.client.hdel(self.switch_key.as_str(), field).await?;
+                }
+                Ok(switch) => live.push(switch),
+                Err(e) => tracing::warn!(error = %e, "unreadable kill switch in the shared set"),
+            }
+        }
+        self.switches.replace_all(live);
         Ok(())
     }
 }

@@ -91,6 +91,22 @@ pub async fn sign_in_local(
     password: &str,
     headers: &[(&str, &str)],
 ) -> String {
+    let r = try_sign_in_local(https, base, idp, user, password, headers).await;
+    assert_eq!(r.status(), 303, "{user} signs in");
+    let session = set_cookie(r.headers(), SESSION_COOKIE).expect("session cookie");
+    format!("{SESSION_COOKIE}={session}")
+}
+
+/// A local sign-in as a browser makes it (page, then form with its CSRF token); the answer
+/// to the form, whatever it is.
+pub async fn try_sign_in_local(
+    https: &reqwest::Client,
+    base: &str,
+    idp: &str,
+    user: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut page = https.get(format!("{base}/.portcullis/login"));
     for (name, value) in headers {
         page = page.header(*name, *value);
@@ -102,8 +118,7 @@ pub async fn sign_in_local(
     for (name, value) in headers {
         post = post.header(*name, *value);
     }
-    let r = post
-        .header(COOKIE, format!("{CSRF_COOKIE}={csrf}"))
+    post.header(COOKIE, format!("{CSRF_COOKIE}={csrf}"))
         .header("origin", base)
         .form(&[
             ("idp", idp),
@@ -114,10 +129,7 @@ pub async fn sign_in_local(
         ])
         .send()
         .await
-        .expect("login");
-    assert_eq!(r.status(), 303, "{user} signs in");
-    let session = set_cookie(r.headers(), SESSION_COOKIE).expect("session cookie");
-    format!("{SESSION_COOKIE}={session}")
+        .expect("login")
 }
 
 /// Signs out at `base` as a browser does: the confirmation page, then its form posted back

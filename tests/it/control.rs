@@ -1,0 +1,250 @@
+//! The admin API on two replicas sharing a redis-server: tokens and scopes, listing and
+//! revoking sessions, kill switches; every effect shows on the other replica within a second.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::browser::{sign_in_local, try_sign_in_local};
+use crate::common::redis::Redis;
+use crate::common::{audit_until, hash_password, Upstream};
+use crate::replicas::{on, timed_get, Deployment, Replica, BASE, OPS_TOKEN, VIEWER_TOKEN};
+use crate::store::PASSWORD;
+
+/// alice and bob of entity acme, carol of entity globex.
+fn users() -> String {
+    let hash = hash_password(PASSWORD);
+    let user = |name: &str, entity: &str| {
+        format!("      - {{ username: {name}, password_hash: \"{hash}\", entity: {entity} }}\n")
+    };
+    format!(
+        "identity_providers:\n  - id: corp\n    kind: local\n    users:\n{}{}{}",
+        user("alice", "acme"),
+        user("bob", "acme"),
+        user("carol", "globex")
+    )
+}
+
+/// An admin API call on `replica`: status and JSON answer.
+async fn admin(
+    replica: &Replica,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{}{path}", replica.proxy.ports.admin);
+    let http = reqwest::Client::new();
+    let mut request = match method {
+        "POST" => http.post(url),
+        _ => http.get(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.expect("admin call");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `cookie` gets `expected` on `replica`, at most a second.
+async fn within_a_second(replica: &Replica, cookie: &str, expected: u16, what: &str) {
+    let started = Instant::now();
+    loop {
+        let (status, _) = timed_get(&replica.http, cookie).await;
+        if status == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{what}: still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_takes_only_tokens_with_the_scope_and_audits_every_call_by_name() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &users(), "");
+    let a = d.replica();
+    let sessions = "/api/v1/sessions";
+    assert_eq!(admin(&a, "GET", sessions, None, None).await.0, 401);
+    assert_eq!(
+        admin(&a, "GET", sessions, Some("not-a-token"), None)
+            .await
+            .0,
+        401
+    );
+    let revoke = Some(json!({ "all": true }));
+    let (status, answer) = admin(&a, "POST", "/api/v1/revoke", Some(VIEWER_TOKEN), revoke).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "this token lacks the `revoke` scope");
+    let (status, answer) = admin(&a, "GET", sessions, Some(VIEWER_TOKEN), None).await;
+    assert_eq!((status, answer), (200, json!({ "sessions": [] })));
+    // Never served on the public listener: there it is the app's path, behind sign-in.
+    let r = a
+        .http
+        .get(format!("{BASE}{sessions}"))
+        .bearer_auth(OPS_TOKEN)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("public");
+    assert_eq!(r.status(), 401);
+    assert_eq!(upstream.hits(), 0);
+
+    let calls = audit_until(&a.fixtures.audit_log(), 4, |r| r["event"] == "admin-call").await;
+    let seen: Vec<(u64, Value)> = calls
+        .iter()
+        .map(|r| (r["status"].as_u64().unwrap_or(0), r["operator"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (401, Value::Null),
+            (401, Value::Null),
+            (403, json!("viewer")),
+            (200, json!("viewer"))
+        ]
+    );
+    let file = std::fs::read_to_string(a.fixtures.audit_log()).expect("audit");
+    assert!(
+        !file.contains(VIEWER_TOKEN) && !file.contains(OPS_TOKEN),
+        "no token in the trail"
+    );
+}
+
+#[tokio::test]
+async fn revocations_and_kill_switches_hold_on_every_replica_within_a_second() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &users(), "");
+    let (a, b) = (d.replica(), d.replica());
+    redis.wait_for_subscribers(2);
+    let sign_in = |on: &Replica, user: &'static str| {
+        let http = on.http.clone();
+        async move { sign_in_local(&http, BASE, "corp", user, PASSWORD, &[]).await }
+    };
+    let alice_a = sign_in(&a, "alice").await;
+    let alice_b = sign_in(&b, "alice").await;
+    let bob = sign_in(&a, "bob").await;
+    let carol = sign_in(&b, "carol").await;
+
+    // Listed on either replica, whichever one they signed in on.
+    let (status, listed) = admin(
+        &b,
+        "GET",
+        "/api/v1/sessions?user=alice",
+        Some(OPS_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let alices = listed["sessions"].as_array().expect("sessions");
+    assert_eq!(alices.len(), 2, "{listed}");
+    assert!(alices
+        .iter()
+        .all(|s| s["user_id"] == "alice" && s["entity"] == "acme" && s["idp"] == "corp"));
+    let (_, acme) = admin(
+        &a,
+        "GET",
+        "/api/v1/sessions?entity=acme",
+        Some(OPS_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(acme["sessions"].as_array().map(Vec::len), Some(3));
+
+    // Revoke alice everywhere: both her cookies die on both replicas; bob goes on.
+    let body = Some(json!({ "user": "alice" }));
+    let (status, answer) = admin(&a, "POST", "/api/v1/revoke", Some(OPS_TOKEN), body).await;
+    assert_eq!((status, answer), (200, json!({ "revoked": 2 })));
+    within_a_second(&b, &alice_a, 401, "alice's cookie from A, on B").await;
+    within_a_second(&a, &alice_b, 401, "alice's cookie from B, on A").await;
+    assert_eq!(timed_get(&b.http, &bob).await.0, 200);
+    let (_, listed) = admin(
+        &a,
+        "GET",
+        "/api/v1/sessions?user=alice",
+        Some(OPS_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed,
+        json!({ "sessions": [] }),
+        "revoked sessions are not listed"
+    );
+
+    // A revocation ends sessions, it does not ban: a later sign-in works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let alice_again = sign_in(&b, "alice").await;
+    assert_eq!(timed_get(&a.http, &alice_again).await.0, 200);
+
+    // A kill switch does ban: alice's new session is refused, and she cannot sign in.
+    let body = Some(json!({ "user": "alice", "reason": "incident 42" }));
+    let (status, answer) = admin(&b, "POST", "/api/v1/disable", Some(OPS_TOKEN), body).await;
+    assert_eq!(status, 200, "{answer}");
+    within_a_second(&a, &alice_again, 403, "disabled alice on A").await;
+    let (_, off) = admin(&a, "GET", "/api/v1/disabled", Some(VIEWER_TOKEN), None).await;
+    assert_eq!(off["disabled"][0]["user"], "alice");
+    assert_eq!(off["disabled"][0]["reason"], "incident 42");
+    assert_eq!(off["disabled"][0]["by"], "ops");
+    let refused = try_sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    assert_eq!(refused.status(), 403, "a disabled user cannot sign in");
+    let failures = audit_until(&a.fixtures.audit_log(), 1, |r| r["event"] == "login-failed").await;
+    assert_eq!(failures[0]["detail"], "user-disabled");
+    let body = Some(json!({ "user": "alice" }));
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/enable", Some(OPS_TOKEN), body)
+            .await
+            .0,
+        200
+    );
+    within_a_second(&b, &alice_again, 200, "alice enabled again on B").await;
+
+    // An entity: bob (acme) stops, carol (globex) goes on; then the whole app.
+    let body = Some(json!({ "entity": "acme", "until": "2999-01-01T00:00:00Z" }));
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/disable", Some(OPS_TOKEN), body)
+            .await
+            .0,
+        200
+    );
+    within_a_second(&b, &bob, 403, "acme disabled on B").await;
+    assert_eq!(timed_get(&b.http, &carol).await.0, 200);
+    let body = Some(json!({ "app": "chat" }));
+    assert_eq!(
+        admin(&b, "POST", "/api/v1/disable", Some(OPS_TOKEN), body)
+            .await
+            .0,
+        200
+    );
+    within_a_second(&a, &carol, 503, "the app disabled on A").await;
+    let body = Some(json!({ "app": "nope" }));
+    let (status, answer) = admin(&b, "POST", "/api/v1/disable", Some(OPS_TOKEN), body).await;
+    assert_eq!(
+        (status, answer["error"].clone()),
+        (400, json!("no app `nope` is configured"))
+    );
+
+    // Kill switches outlive a restart: a replica started now reads them from Redis.
+    let c = d.replica();
+    let (_, off) = admin(&c, "GET", "/api/v1/disabled", Some(OPS_TOKEN), None).await;
+    let started = Instant::now();
+    let mut off = off;
+    while off["disabled"].as_array().map(Vec::len) != Some(2) {
+        assert!(started.elapsed() < Duration::from_secs(3), "{off}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        off = admin(&c, "GET", "/api/v1/disabled", Some(OPS_TOKEN), None)
+            .await
+            .1;
+    }
+    assert_eq!(timed_get(&c.http, &carol).await.0, 503);
+    assert!(upstream.hits() > 0);
+}
