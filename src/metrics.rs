@@ -41,6 +41,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// `portcullis_store_op_seconds{op}`: how long shared-store operations took.
     pub store_latency: HistogramVec,
+    /// `portcullis_streams_open`: signed-in responses running now (swept for revocations).
+    pub streams_open: IntGauge,
 }
 
 impl Metrics {
@@ -147,6 +149,11 @@ impl Metrics {
             &["op"],
         )?;
         registry.register(Box::new(store_latency.clone()))?;
+        let streams_open = IntGauge::new(
+            "portcullis_streams_open",
+            "Signed-in requests whose upstream connection is open (checked for revocations)",
+        )?;
+        registry.register(Box::new(streams_open.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(downstream_closed_early.clone()))?;
@@ -180,6 +187,7 @@ impl Metrics {
             store_up,
             store_errors,
             store_latency,
+            streams_open,
         })
     }
 

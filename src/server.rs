@@ -87,6 +87,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.bootstrap();
 
     let (oidc, saml) = (providers.oidc.clone(), providers.saml.clone());
+    let streams = Arc::new(crate::proxy::Streams::default());
+    let stream_sweeper = StreamSweeper {
+        streams: streams.clone(),
+        metrics: metrics.clone(),
+        revoked: revoked.clone(),
+        switches: switches.clone(),
+        auditor: auditor.clone(),
+    };
     let control = Arc::new(crate::control::Control::new(
         &config,
         revoked.clone(),
@@ -106,6 +114,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             shared,
             sessions,
             switches,
+            streams,
         },
     )?;
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
@@ -182,6 +191,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             },
         ));
     }
+    server.add_service(background_service("stream-sweeper", stream_sweeper));
     server.add_service(background_service(
         "rate-limit-sweeper",
         Sweeper {
@@ -351,6 +361,36 @@ impl BackgroundService for Sweeper {
                     self.limits.sweep();
                     let held = i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX);
                     self.metrics.rate_limit_buckets.set(held);
+                }
+            }
+        }
+    }
+}
+
+/// Ends open streams whose session lost its right to run (see `proxy::Streams`).
+struct StreamSweeper {
+    streams: Arc<crate::proxy::Streams>,
+    metrics: Arc<Metrics>,
+    revoked: Arc<crate::store::RevokedSessions>,
+    switches: Arc<crate::store::KillSwitches>,
+    auditor: crate::audit::Auditor,
+}
+
+#[async_trait]
+impl BackgroundService for StreamSweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(crate::proxy::SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = every.tick() => {
+                    let now = crate::proxy::unix_now();
+                    self.streams
+                        .sweep(&self.revoked, &self.switches, &self.auditor, now)
+                        .await;
+                    let open = i64::try_from(self.streams.len()).unwrap_or(i64::MAX);
+                    self.metrics.streams_open.set(open);
                 }
             }
         }

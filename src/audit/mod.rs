@@ -58,6 +58,9 @@ pub enum EventKind {
     UncleanShutdown,
     /// A call to the admin API (see `operator`, `path`, `status` and `detail`).
     AdminCall,
+    /// An open stream (SSE, chunked, WebSocket) was cut because its session lost its right
+    /// to run (see `detail`: `session-revoked`, `session-expired`, `user-disabled`, …).
+    StreamEnded,
 }
 
 /// Allow or deny, as recorded.

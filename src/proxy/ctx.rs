@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub bad_host: bool,
     /// Sign-in flow cookies the browser sent: (name, value).
     pub flow_cookies: Vec<(String, String)>,
+    /// This request's entry among the open streams, while its upstream connection is open.
+    pub stream: Option<u64>,
 }
 
 impl RequestCtx {
@@ -114,6 +116,7 @@ impl RequestCtx {
             body_unread: false,
             bad_host: false,
             flow_cookies: Vec::new(),
+            stream: None,
         }
     }
 

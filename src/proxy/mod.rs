@@ -20,6 +20,7 @@ mod pipeline;
 mod portal;
 mod proxy_protocol;
 mod record;
+mod streams;
 
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ use crate::route::Router;
 use crate::session::{Authenticator, SessionCodec};
 use crate::store::redis::SharedStore;
 use crate::store::{KillSwitches, LiveSessions, LoginThrottle, SeenTokens};
+pub use streams::{Streams, SWEEP_EVERY};
 
 /// What the sign-in page offers.
 struct LoginOptions {
@@ -76,6 +78,9 @@ pub struct Gateway {
     signer: Arc<Signer>,
     /// Users, entities and apps an operator turned off.
     switches: Arc<KillSwitches>,
+    /// Open upstream connections of signed-in requests, cut when their session loses its
+    /// right to run.
+    streams: Arc<Streams>,
     auditor: Auditor,
     metrics: Arc<Metrics>,
     /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
@@ -143,6 +148,8 @@ pub struct GatewayParts {
     pub sessions: Arc<LiveSessions>,
     /// Users, entities and apps an operator turned off.
     pub switches: Arc<KillSwitches>,
+    /// Open streams (swept by the server's background task).
+    pub streams: Arc<Streams>,
 }
 
 impl Gateway {
@@ -162,6 +169,7 @@ impl Gateway {
             shared,
             sessions,
             switches,
+            streams,
         } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -221,6 +229,7 @@ impl Gateway {
             },
             signer,
             switches,
+            streams,
             auditor,
             metrics,
             budget_warned: std::sync::atomic::AtomicU64::new(0),
@@ -305,6 +314,9 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some(id) = ctx.stream.take() {
+            self.streams.close(id);
+        }
         let reply = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(400)) => Some(Reply::BadRequest),
             (
@@ -359,7 +371,43 @@ impl ProxyHttp for Gateway {
         client_left
     }
 
+    /// A signed-in request's upstream socket joins the open streams, so that a revocation
+    /// can end its response however long it runs.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(data), Some(app)) = (&ctx.session, &ctx.app) {
+            ctx.stream = Some(self.streams.open(data, &app.id, fd, &ctx.request_id));
+        }
+        Ok(())
+    }
+
+    /// The last upstream byte: out of the open streams before Pingora may pool the socket.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            if let Some(id) = ctx.stream.take() {
+                self.streams.close(id);
+            }
+        }
+        Ok(None)
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(id) = ctx.stream.take() {
+            self.streams.close(id);
+        }
         self.record(session, ctx).await;
     }
 }

@@ -248,3 +248,103 @@ async fn revocations_and_kill_switches_hold_on_every_replica_within_a_second() {
     assert_eq!(timed_get(&c.http, &carol).await.0, 503);
     assert!(upstream.hits() > 0);
 }
+
+/// Reads `response`'s body until it ends (or fails); how long after `from` that was.
+async fn ends_after(mut response: reqwest::Response, from: Instant) -> Duration {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), response.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None) | Err(_)) => return from.elapsed(),
+            Err(_) => panic!("the stream neither ended nor sent anything for 10 s"),
+        }
+    }
+}
+
+/// An SSE answer that runs for a minute, through `replica` with `cookie`.
+async fn open_sse(replica: &Replica, cookie: &str) -> reqwest::Response {
+    let r = replica
+        .http
+        .get(format!("{BASE}/long-sse"))
+        .header("cookie", cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(r.status(), 200);
+    r
+}
+
+#[tokio::test]
+async fn a_revocation_ends_the_users_live_streams_within_a_second_and_no_other() {
+    use futures_util::StreamExt;
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &users(), "");
+    let (a, b) = (d.replica(), d.replica());
+    redis.wait_for_subscribers(2);
+    let alice = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    let carol = sign_in_local(&a.http, BASE, "corp", "carol", PASSWORD, &[]).await;
+    let alice_sse = open_sse(&b, &alice).await;
+    let carol_sse = open_sse(&b, &carol).await;
+    let (mut alice_ws, response) =
+        crate::common::wss(&d.shared_ca(), a.proxy.ports.https, "/ws", Some(&alice)).await;
+    assert_eq!(response.status(), 101);
+    let started = Instant::now();
+    while metric(&b, "portcullis_streams_open") != Some(2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "streams registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Revoked on A: her stream on B and her WebSocket on A end; carol's goes on.
+    let body = Some(json!({ "user": "alice" }));
+    let revoked_at = Instant::now();
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/revoke", Some(OPS_TOKEN), body)
+            .await
+            .0,
+        200
+    );
+    let sse_ended = ends_after(alice_sse, revoked_at).await;
+    assert!(
+        sse_ended < Duration::from_millis(1500),
+        "SSE ended after {sse_ended:?}"
+    );
+    let ws_ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), alice_ws.next()).await {
+            Ok(Some(Ok(message))) if !message.is_close() => continue,
+            Ok(_) => break revoked_at.elapsed(),
+            Err(_) => panic!("the WebSocket stayed open"),
+        }
+    };
+    assert!(
+        ws_ended < Duration::from_millis(1500),
+        "WebSocket ended after {ws_ended:?}"
+    );
+    let mut carol_sse = carol_sse;
+    let bystander = Instant::now();
+    while bystander.elapsed() < Duration::from_millis(1000) {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), carol_sse.chunk()).await;
+        assert!(
+            matches!(chunk, Ok(Ok(Some(_)))),
+            "carol's stream goes on: {chunk:?}"
+        );
+    }
+    let ended = audit_until(&b.fixtures.audit_log(), 1, |r| r["event"] == "stream-ended").await;
+    assert_eq!(ended[0]["user"], "alice");
+    assert_eq!(ended[0]["detail"], "session-revoked");
+    assert_eq!(metric(&b, "portcullis_streams_open"), Some(1));
+}
+
+/// A gauge or counter of `replica`'s `/metrics`.
+fn metric(replica: &Replica, name: &str) -> Option<i64> {
+    let text = crate::common::raw_http(
+        replica.proxy.ports.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}

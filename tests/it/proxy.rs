@@ -339,33 +339,14 @@ async fn sse_events_arrive_one_by_one() {
 
 #[tokio::test]
 async fn websocket_echo_through_tls() {
+    use crate::common::wss;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let proxy = start(&fixtures, &upstream, "");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(&fixtures.ca).expect("ca").as_slice()) {
-        roots.add(cert.expect("cert")).expect("root");
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config));
-    let tcp = tokio::net::TcpStream::connect(proxy.https())
-        .await
-        .expect("tcp");
-    let name = rustls::pki_types::ServerName::try_from("a.test").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("tls");
-    let url = format!("wss://a.test:{}/ws", proxy.ports.https);
-    let (mut ws, response) = tokio_tungstenite::client_async(url, tls)
-        .await
-        .expect("websocket upgrade");
+    let (mut ws, response) = wss(&fixtures.ca, proxy.ports.https, "/ws", None).await;
     assert_eq!(response.status(), 101);
     for text in ["hello", "streaming", "world"] {
         ws.send(Message::text(text)).await.expect("send");

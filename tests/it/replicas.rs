@@ -59,6 +59,11 @@ impl Deployment {
         }
     }
 
+    /// The CA that signed the replicas' shared certificate.
+    pub(crate) fn shared_ca(&self) -> std::path::PathBuf {
+        self.shared.ca.clone()
+    }
+
     pub(crate) fn replica(&self) -> Replica {
         self.replica_on(Ports::new())
     }

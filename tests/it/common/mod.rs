@@ -451,3 +451,46 @@ pub async fn audit_until(
     }
     found
 }
+
+/// A WebSocket through Portcullis's TLS listener on `port` (certificate from `ca`) for
+/// `wss://a.test:<port><path>`, with `cookie` when given; the socket and the handshake's
+/// answer.
+pub async fn wss(
+    ca: &Path,
+    port: u16,
+    path: &str,
+    cookie: Option<&str>,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::fs::read(ca).expect("ca").as_slice()) {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let tls_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("a.test").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("tls");
+    let mut request = format!("wss://a.test:{port}{path}")
+        .into_client_request()
+        .expect("request");
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().expect("cookie header"));
+    }
+    tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("websocket upgrade")
+}

@@ -98,8 +98,11 @@ pub fn received(echo: &serde_json::Value) -> BTreeMap<String, String> {
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if path.ends_with("/long-sse") {
+        return Ok(sse(LONG_SSE_EVENTS, LONG_SSE_GAP));
+    }
     if path.ends_with("/sse") {
-        return Ok(sse());
+        return Ok(sse(SSE_EVENTS, SSE_GAP));
     }
     if path.ends_with("/ws") {
         return Ok(websocket(req));
@@ -141,13 +144,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(response)
 }
 
-fn sse() -> Response<Body> {
-    let events = stream::unfold(0usize, |i| async move {
-        if i >= SSE_EVENTS {
+/// `…/long-sse`: an event every 100 ms for a minute (a chat answer that outlives a test).
+const LONG_SSE_EVENTS: usize = 600;
+const LONG_SSE_GAP: Duration = Duration::from_millis(100);
+
+fn sse(count: usize, gap: Duration) -> Response<Body> {
+    let events = stream::unfold(0usize, move |i| async move {
+        if i >= count {
             return None;
         }
         if i > 0 {
-            tokio::time::sleep(SSE_GAP).await;
+            tokio::time::sleep(gap).await;
         }
         let frame = Frame::data(Bytes::from(format!("data: event {i}\n\n")));
         Some((Ok::<_, Infallible>(frame), i + 1))
