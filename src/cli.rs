@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 
+mod admin;
+
 use crate::config::Config;
 use crate::{audit, demo, keys, server};
 
@@ -51,6 +53,9 @@ enum Command {
     /// Access policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Call the admin API of a running proxy: list and revoke sessions, turn users,
+    /// entities and apps off and on.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +203,7 @@ impl Cli {
                 continuation,
             }) => verify(&file, key.as_deref(), open, continuation),
             Command::HashPassword => hash_password(),
+            Command::Admin(args) => admin::admin(args),
             Command::Policy(PolicyCommand::Explain(args)) => explain(&args),
             Command::Keys(KeysCommand::Assertion { algorithm }) => {
                 let algorithm = match algorithm.as_str() {

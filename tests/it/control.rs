@@ -348,3 +348,80 @@ fn metric(replica: &Replica, name: &str) -> Option<i64> {
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// `portcullis admin <args>` against `replica` with the token in `token_file`: exit code and
+/// standard output (standard error after it).
+fn cli(replica: &Replica, token_file: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(crate::common::binary())
+        .arg("admin")
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}", replica.proxy.ports.admin),
+        ])
+        .args(["--token", &format!("file:{}", token_file.display())])
+        .args(args)
+        .output()
+        .expect("portcullis admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn the_admin_command_lists_revokes_and_disables_for_people_and_scripts() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &users(), "");
+    let a = d.replica();
+    let alice = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    let ops = a.fixtures.path("ops.token");
+    let viewer = a.fixtures.path("viewer.token");
+
+    let (code, out) = cli(&a, &ops, &["sessions", "--user", "alice"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("1 live session(s)\n") && out.contains("user alice  entity acme"),
+        "{out}"
+    );
+    let (code, out) = cli(&a, &viewer, &["revoke", "--user", "alice"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "error: 403: this token lacks the `revoke` scope\n")
+    );
+    let (code, out) = cli(&a, &ops, &["revoke", "--user", "alice", "--json"]);
+    assert_eq!((code, out.trim()), (0, r#"{"revoked":1}"#));
+    within_a_second(&a, &alice, 401, "revoked from the command line").await;
+    let (code, out) = cli(
+        &a,
+        &ops,
+        &["disable", "--app", "chat", "--reason", "maintenance"],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "disabled app:chat until enabled again\n")
+    );
+    let (code, out) = cli(&a, &viewer, &["disabled"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("1 turned off\napp:chat  until enabled again  by ops"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("reason maintenance"), "{out}");
+    let (code, out) = cli(&a, &ops, &["enable", "--app", "chat"]);
+    assert_eq!((code, out.as_str()), (0, "enabled app:chat\n"));
+
+    let missing = a.fixtures.path("no-such-token");
+    let (code, out) = cli(&a, &missing, &["disabled"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = cli(&a, &ops, &["revoke"]);
+    assert_eq!(
+        (code, out.trim()),
+        (
+            1,
+            "error: 400: name exactly one of sid, user, entity, idp, or all: true"
+        )
+    );
+}
