@@ -383,7 +383,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(data), Some(app)) = (&ctx.session, &ctx.app) {
-            ctx.stream = Some(self.streams.open(data, &app.id, fd, &ctx.request_id));
+            ctx.stream = Some(self.streams.open(data, &app.id, fd));
         }
         Ok(())
     }

@@ -17,4 +17,5 @@ mod replicas;
 mod saml;
 mod store;
 mod store_topologies;
+mod streams;
 mod upstream_tls;

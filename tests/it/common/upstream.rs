@@ -98,6 +98,9 @@ pub fn received(echo: &serde_json::Value) -> BTreeMap<String, String> {
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if path.ends_with("/slow-sse") {
+        return Ok(sse(SLOW_SSE_EVENTS, SLOW_SSE_GAP));
+    }
     if path.ends_with("/long-sse") {
         return Ok(sse(LONG_SSE_EVENTS, LONG_SSE_GAP));
     }
@@ -144,6 +147,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(response)
 }
 
+/// `…/slow-sse`: an event a second for a minute (many streams at once, little traffic).
+const SLOW_SSE_EVENTS: usize = 60;
+const SLOW_SSE_GAP: Duration = Duration::from_secs(1);
 /// `…/long-sse`: an event every 100 ms for a minute (a chat answer that outlives a test).
 const LONG_SSE_EVENTS: usize = 600;
 const LONG_SSE_GAP: Duration = Duration::from_millis(100);
