@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::browser::{sign_in_local, try_sign_in_local};
+use crate::common::browser::{cookie_header, sign_in_local, try_sign_in_local};
 use crate::common::redis::Redis;
 use crate::common::{audit_until, hash_password, Upstream};
 use crate::replicas::{on, timed_get, Deployment, Replica, BASE, OPS_TOKEN, VIEWER_TOKEN};
@@ -424,4 +424,110 @@ async fn the_admin_command_lists_revokes_and_disables_for_people_and_scripts() {
             "error: 400: name exactly one of sid, user, entity, idp, or all: true"
         )
     );
+}
+
+#[tokio::test]
+async fn a_disabled_user_cannot_sign_in_through_the_openid_provider_either() {
+    use crate::common::browser::Jar;
+    use crate::common::op::{finish, sign_in_at_op};
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let (op, _d, a, b) = crate::replicas::oidc_deployment(&upstream, &redis, "300");
+    let body = Some(json!({ "user": "acme-dan", "reason": "incident 7" }));
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/disable", Some(OPS_TOKEN), body)
+            .await
+            .0,
+        200
+    );
+    // On the other replica, once the switch reached it.
+    let started = Instant::now();
+    while admin(&b, "GET", "/api/v1/disabled", Some(OPS_TOKEN), None)
+        .await
+        .1["disabled"]
+        .as_array()
+        .map(Vec::len)
+        != Some(1)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the switch did not reach B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ours, mut theirs) = (Jar::new(), Jar::new());
+    let start = format!("{BASE}/.portcullis/login?idp=corp&rd=%2F");
+    let callback = sign_in_at_op(
+        &b.http,
+        &op,
+        BASE,
+        &start,
+        "acme-dan",
+        &mut ours,
+        &mut theirs,
+    )
+    .await;
+    assert_eq!(
+        finish(&b.http, &callback, &mut ours).await,
+        403,
+        "refused at the callback"
+    );
+    assert!(
+        !ours.contains_key(crate::common::browser::SESSION_COOKIE),
+        "no session"
+    );
+    let failed = audit_until(&b.fixtures.audit_log(), 1, |r| r["event"] == "login-failed").await;
+    assert_eq!(
+        (failed[0]["detail"].clone(), failed[0]["user"].clone()),
+        (json!("user-disabled"), json!("acme-dan"))
+    );
+    // Others sign in as usual.
+    let (others, _) = crate::replicas::oidc_sign_in(&op, &b, "acme-eve").await;
+    assert_eq!(timed_get(&a.http, &cookie_header(&others)).await.0, 200);
+}
+
+#[tokio::test]
+async fn revoking_one_session_or_all_of_them_ends_their_streams_too() {
+    let redis = Redis::start();
+    let upstream = Upstream::start();
+    let d = Deployment::new(&upstream, &on(&redis), &users(), "");
+    let a = d.replica();
+    let alice = sign_in_local(&a.http, BASE, "corp", "alice", PASSWORD, &[]).await;
+    let bob = sign_in_local(&a.http, BASE, "corp", "bob", PASSWORD, &[]).await;
+    let (alice_sse, bob_sse) = (open_sse(&a, &alice).await, open_sse(&a, &bob).await);
+    let (_, listed) = admin(
+        &a,
+        "GET",
+        "/api/v1/sessions?user=bob",
+        Some(OPS_TOKEN),
+        None,
+    )
+    .await;
+    let sid = listed["sessions"][0]["sid"]
+        .as_str()
+        .expect("bob's session")
+        .to_string();
+
+    let revoked_at = Instant::now();
+    let body = Some(json!({ "sid": sid }));
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/revoke", Some(OPS_TOKEN), body)
+            .await
+            .1,
+        json!({ "revoked": 1 })
+    );
+    assert!(ends_after(bob_sse, revoked_at).await < Duration::from_millis(1500));
+    within_a_second(&a, &bob, 401, "bob's session revoked by id").await;
+    assert_eq!(timed_get(&a.http, &alice).await.0, 200, "alice untouched");
+
+    let revoked_at = Instant::now();
+    let body = Some(json!({ "all": true }));
+    assert_eq!(
+        admin(&a, "POST", "/api/v1/revoke", Some(OPS_TOKEN), body)
+            .await
+            .1,
+        json!({ "revoked": 1 })
+    );
+    assert!(ends_after(alice_sse, revoked_at).await < Duration::from_millis(1500));
+    within_a_second(&a, &alice, 401, "every session revoked").await;
 }

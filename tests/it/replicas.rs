@@ -262,7 +262,7 @@ async fn a_saml_response_taken_by_one_replica_is_a_replay_on_another() {
 
 /// The OP (tokens living `access_ttl` seconds, back-channel logout delivered to the first
 /// replica) and two replicas signing in through it.
-fn oidc_deployment(
+pub(crate) fn oidc_deployment(
     upstream: &Upstream,
     redis: &Redis,
     access_ttl: &str,
@@ -291,7 +291,7 @@ fn oidc_deployment(
 }
 
 /// Signs `user` in at the OP through replica `on`: Portcullis's cookies, and the OP's.
-async fn oidc_sign_in(op: &Op, on: &Replica, user: &str) -> (Jar, Jar) {
+pub(crate) async fn oidc_sign_in(op: &Op, on: &Replica, user: &str) -> (Jar, Jar) {
     let (mut ours, mut theirs) = (Jar::new(), Jar::new());
     let start = format!("{BASE}/.portcullis/login?idp=corp&rd=%2F");
     let callback = sign_in_at_op(&on.http, op, BASE, &start, user, &mut ours, &mut theirs).await;
