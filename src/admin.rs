@@ -12,9 +12,10 @@ use pingora::protocols::http::ServerSession;
 
 use crate::audit::{AuditEvent, Auditor, EventKind};
 use crate::config::AdminScope;
-use crate::control::{Control, ControlError};
+use crate::control::{Control, ControlError, Reload};
 use crate::listeners::Listening;
 use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
 
 /// The largest admin API request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -26,8 +27,10 @@ pub struct AdminApp {
     upstreams: Vec<String>,
     /// Whether the proxy's listeners are open.
     listening: Listening,
-    /// The admin API.
-    control: Arc<Control>,
+    /// The admin API (swapped by a reload: tokens and apps may change).
+    control: Arc<ArcSwap<Control>>,
+    /// Reads the configuration file again and swaps it in.
+    reloader: Arc<dyn Reload>,
     auditor: Auditor,
 }
 
@@ -37,7 +40,8 @@ impl AdminApp {
         metrics: Arc<Metrics>,
         upstreams: Vec<String>,
         listening: Listening,
-        control: Arc<Control>,
+        control: Arc<ArcSwap<Control>>,
+        reloader: Arc<dyn Reload>,
         auditor: Auditor,
     ) -> Self {
         AdminApp {
@@ -45,6 +49,7 @@ impl AdminApp {
             upstreams,
             listening,
             control,
+            reloader,
             auditor,
         }
     }
@@ -75,11 +80,13 @@ impl AdminApp {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let outcome = match self.control.caller(authorization.as_deref(), scope) {
+        let control = self.control.load_full();
+        let outcome = match control.caller(authorization.as_deref(), scope) {
             Ok(name) => {
                 event.operator = Some(name.to_string());
                 let name = name.to_string();
-                self.call(session, &path, query.as_deref(), &name).await
+                self.call(&control, session, &path, query.as_deref(), &name)
+                    .await
             }
             Err(refused) => {
                 if let ControlError::Forbidden { caller, .. } = &refused {
@@ -95,10 +102,11 @@ impl AdminApp {
             }
             Err(refused) => {
                 event.detail = Some(refused.to_string());
-                (
-                    refused.status(),
-                    serde_json::json!({ "error": refused.to_string() }),
-                )
+                let mut body = serde_json::json!({ "error": refused.to_string() });
+                if let ControlError::ConfigRefused(problems) = &refused {
+                    body["problems"] = serde_json::json!(problems);
+                }
+                (refused.status(), body)
             }
         };
         event.status = Some(status);
@@ -108,6 +116,7 @@ impl AdminApp {
 
     async fn call(
         &self,
+        control: &Control,
         session: &mut ServerSession,
         path: &str,
         query: Option<&str>,
@@ -115,17 +124,25 @@ impl AdminApp {
     ) -> Result<(serde_json::Value, Option<String>), ControlError> {
         let now = unix_now();
         match path {
-            "/api/v1/sessions" => Ok((self.control.sessions(query, now).await?, None)),
-            "/api/v1/disabled" => Ok((self.control.disabled(now), None)),
-            "/api/v1/reload" => Err(ControlError::NotAvailable(
-                "reload through the API is not in this version: use the zero-downtime upgrade",
-            )),
+            "/api/v1/sessions" => Ok((control.sessions(query, now).await?, None)),
+            "/api/v1/disabled" => Ok((control.disabled(now), None)),
+            "/api/v1/reload" => match self.reloader.reload(caller).await {
+                Ok(done) => Ok((
+                    serde_json::json!({
+                        "applied": true,
+                        "config_sha256": done.sha256,
+                        "needs_handover": done.needs_handover,
+                    }),
+                    Some(format!("sha256={}", done.sha256)),
+                )),
+                Err(problems) => Err(ControlError::ConfigRefused(problems)),
+            },
             _ => {
                 let body = read_body(session).await?;
                 let (answer, detail) = match path {
-                    "/api/v1/revoke" => self.control.revoke(&body, now).await?,
-                    "/api/v1/disable" => self.control.disable(&body, caller, now)?,
-                    _ => self.control.enable(&body)?,
+                    "/api/v1/revoke" => control.revoke(&body, now).await?,
+                    "/api/v1/disable" => control.disable(&body, caller, now)?,
+                    _ => control.enable(&body)?,
                 };
                 Ok((answer, Some(detail)))
             }

@@ -103,6 +103,29 @@ impl SniResolver {
     }
 }
 
+/// The listener's certificates, replaced whole by a reload: handshakes from then on use the
+/// new ones, established connections keep theirs.
+#[derive(Debug)]
+pub struct LiveCertificates(arc_swap::ArcSwap<SniResolver>);
+
+impl LiveCertificates {
+    /// Serves `resolver` until replaced.
+    pub fn new(resolver: Arc<SniResolver>) -> LiveCertificates {
+        LiveCertificates(arc_swap::ArcSwap::new(resolver))
+    }
+
+    /// Serves `resolver` from the next handshake on.
+    pub fn replace(&self, resolver: Arc<SniResolver>) {
+        self.0.store(resolver);
+    }
+}
+
+impl ResolvesServerCert for LiveCertificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().pick(hello.server_name()))
+    }
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.pick(hello.server_name()))

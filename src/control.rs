@@ -13,6 +13,29 @@ use crate::store::{
     SwitchChange, Target,
 };
 
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// SHA-256 (hex) of the file now in force.
+    pub sha256: String,
+    /// Settings that changed but only take effect at the next process handover (listeners,
+    /// store, audit trail, …), by key.
+    pub needs_handover: Vec<String>,
+}
+
+/// Reading the configuration file again and swapping it in (the shell does it; the admin API
+/// and `SIGHUP` ask for it).
+pub trait Reload: Send + Sync {
+    /// Reloads now, on behalf of `by` (audit). `Err`: every problem, as `check` prints them;
+    /// the running configuration is kept.
+    fn reload<'a>(
+        &'a self,
+        by: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Reloaded, Vec<String>>> + Send + 'a>,
+    >;
+}
+
 /// Why a call was refused; each maps to one status and a message for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -33,9 +56,9 @@ pub enum ControlError {
     /// The shared store did not answer.
     #[error("the session index is unavailable: the shared store did not answer")]
     Unavailable,
-    /// The call is not offered by this version.
-    #[error("{0}")]
-    NotAvailable(&'static str),
+    /// A reload found problems in the file; the running configuration is kept.
+    #[error("the configuration file has problems; the running configuration is kept")]
+    ConfigRefused(Vec<String>),
 }
 
 impl ControlError {
@@ -46,7 +69,7 @@ impl ControlError {
             ControlError::Forbidden { .. } => 403,
             ControlError::BadRequest(_) => 400,
             ControlError::Unavailable => 503,
-            ControlError::NotAvailable(_) => 501,
+            ControlError::ConfigRefused(_) => 422,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! and the closed `policy::Reason` set.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All of Portcullis's metrics, registered in their own registry.
@@ -43,6 +43,10 @@ pub struct Metrics {
     pub store_latency: HistogramVec,
     /// `portcullis_streams_open`: signed-in responses running now (swept for revocations).
     pub streams_open: IntGauge,
+    /// `portcullis_config_reloads_total{result}`: in-place reloads, `applied` or `refused`.
+    pub config_reloads: IntCounterVec,
+    /// `portcullis_config_info{sha256}`: 1 for the configuration file in force.
+    pub config_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -154,6 +158,22 @@ impl Metrics {
             "Signed-in requests whose upstream connection is open (checked for revocations)",
         )?;
         registry.register(Box::new(streams_open.clone()))?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_config_reloads_total",
+                "In-place configuration reloads, by result (applied, refused)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_config_info",
+                "1 for the SHA-256 of the configuration file in force",
+            ),
+            &["sha256"],
+        )?;
+        registry.register(Box::new(config_info.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(downstream_closed_early.clone()))?;
@@ -188,6 +208,8 @@ impl Metrics {
             store_errors,
             store_latency,
             streams_open,
+            config_reloads,
+            config_info,
         })
     }
 

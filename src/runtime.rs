@@ -56,7 +56,76 @@ pub struct Providers {
     pub local: Vec<(String, String, Arc<LocalProvider>)>,
 }
 
+/// What outlives one configuration: the state requests share (sessions ended, lock-outs,
+/// kill switches, the live-session index, the shared store's client). A reload keeps it.
+#[derive(Clone)]
+pub struct Kept {
+    /// Sessions ended before their expiry.
+    pub revoked: Arc<RevokedSessions>,
+    /// Failed local sign-ins.
+    pub throttle: Arc<LoginThrottle>,
+    /// Users, entities and apps turned off.
+    pub switches: Arc<KillSwitches>,
+    /// Live sessions by user and entity.
+    pub sessions: Arc<LiveSessions>,
+    /// The shared store (`store.kind: redis`).
+    pub shared: Option<Arc<SharedStore>>,
+}
+
+/// What a reload builds anew from the new configuration.
+pub struct Rebuilt {
+    /// Listener certificates (`None` without an HTTPS listener).
+    pub certificates: Option<Arc<SniResolver>>,
+    /// Signs the user-context assertion.
+    pub assertion_signer: Arc<Signer>,
+    /// Every rate limiter (buckets start full again).
+    pub rate_limits: Arc<RateLimits>,
+    /// The sign-in methods.
+    pub providers: Providers,
+}
+
+impl Rebuilt {
+    /// Builds what a configuration change may change, with the state `kept` from before, or
+    /// reports every problem (`store` changes are not among them: see [`Kept`]).
+    pub fn build(config: &Config, kept: &Kept) -> Result<Rebuilt, ConfigReport> {
+        let mut issues = Vec::new();
+        let certificates = certificates(config, &mut issues);
+        let assertion_signer = assertion_signer(config, &mut issues);
+        let providers = providers(config, &mut issues);
+        let rate_limits = rate_limits(config, kept.shared.as_ref());
+        match assertion_signer {
+            Some(signer) if issues.is_empty() => Ok(Rebuilt {
+                certificates,
+                assertion_signer: Arc::new(signer),
+                rate_limits: Arc::new(rate_limits),
+                providers,
+            }),
+            _ => Err(config.report(issues)),
+        }
+    }
+}
+
+/// Shared buckets when a store is shared (keys hashed under the first session key), else
+/// this process's.
+fn rate_limits(config: &Config, shared: Option<&Arc<SharedStore>>) -> RateLimits {
+    match (shared, config.session.encryption_keys.first()) {
+        (Some(store), Some(key)) => RateLimits::shared(config, store.clone(), &key.0),
+        _ => RateLimits::new(config),
+    }
+}
+
 impl Runtime {
+    /// What a reload keeps.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            revoked: self.revoked.clone(),
+            throttle: self.throttle.clone(),
+            switches: self.switches.clone(),
+            sessions: self.sessions.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Builds every runtime object of `config`, or reports every one that cannot be built.
     /// Shared-store operations are measured in `metrics`.
     pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Runtime, ConfigReport> {
@@ -89,10 +158,7 @@ impl Runtime {
         let shared = revocation_sync
             .as_ref()
             .map(|sync| Arc::new(sync.shared(metrics.clone())));
-        let rate_limits = match (&shared, config.session.encryption_keys.first()) {
-            (Some(store), Some(key)) => RateLimits::shared(config, store.clone(), &key.0),
-            _ => RateLimits::new(config),
-        };
+        let rate_limits = rate_limits(config, shared.as_ref());
         let sessions = Arc::new(match &shared {
             Some(store) => LiveSessions::shared(store.clone()),
             None => LiveSessions::default(),

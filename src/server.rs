@@ -17,6 +17,9 @@ use crate::idp::saml::SamlProvider;
 use crate::listeners::{Bound, Gated, Listening};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use arc_swap::ArcSwap;
+
+mod reload;
 use crate::runtime::Runtime;
 
 /// Why the server could not start.
@@ -56,6 +59,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         tracing::warn!(config.file = %config.source.display(), "{warning}");
     }
     // Built after logging starts: building may warn (a generated assertion key).
+    let runtime = Runtime::build(&config, &metrics)?;
+    let kept = runtime.kept();
     let Runtime {
         certificates,
         checkpoint_signer: signer,
@@ -68,7 +73,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         shared,
         sessions,
         switches,
-    } = Runtime::build(&config, &metrics)?;
+    } = runtime;
     tracing::info!(audit.public_key = signer.public_key_base64(), audit.file = %config.audit.path.display(), "audit checkpoints signed with this key");
     // Bound first, before anything reports ready or the process daemonises: a busy port
     // ends the start here with a message and a non-zero exit.
@@ -86,7 +91,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     );
     server.bootstrap();
 
-    let (oidc, saml) = (providers.oidc.clone(), providers.saml.clone());
+    let oidc = Arc::new(ArcSwap::from_pointee(providers.oidc.clone()));
+    let saml = Arc::new(ArcSwap::from_pointee(providers.saml.clone()));
+    let limits = Arc::new(ArcSwap::new(rate_limits.clone()));
+    let certificates = certificates.map(|c| Arc::new(crate::certs::LiveCertificates::new(c)));
     let streams = Arc::new(crate::proxy::Streams::default());
     let stream_sweeper = StreamSweeper {
         streams: streams.clone(),
@@ -95,12 +103,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         switches: switches.clone(),
         auditor: auditor.clone(),
     };
-    let control = Arc::new(crate::control::Control::new(
+    let control = Arc::new(ArcSwap::from_pointee(crate::control::Control::new(
         &config,
         revoked.clone(),
         sessions.clone(),
         switches.clone(),
-    ));
+    )));
     let gateway = Gateway::new(
         &config,
         auditor.clone(),
@@ -114,14 +122,37 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             shared,
             sessions,
             switches,
-            streams,
+            streams: streams.clone(),
         },
     )?;
+    let (reloadable, current) = crate::proxy::Reloadable::new(gateway);
+    let reloader = Arc::new(reload::Reloader {
+        path: config.source.clone(),
+        fixed: tokio::sync::Mutex::new(reload::fixed_settings(&config)),
+        metrics: metrics.clone(),
+        auditor: auditor.clone(),
+        kept,
+        streams,
+        gateway: current,
+        control: control.clone(),
+        certificates: certificates.clone(),
+        oidc: oidc.clone(),
+        saml: saml.clone(),
+        limits: limits.clone(),
+    });
+    if let Ok(bytes) = std::fs::read(&config.source) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        metrics
+            .config_info
+            .with_label_values(&[hex.as_str()])
+            .set(1);
+    }
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
     let mut proxy = pingora::services::listening::Service::new(
         "portcullis".to_string(),
         crate::proxy::DeadlineApp::new(
-            pingora::proxy::http_proxy(&server.configuration, gateway),
+            pingora::proxy::http_proxy(&server.configuration, reloadable),
             config.server.limits.header_timeout,
             config.server.limits.max_connections_per_ip,
             config.server.trusted_proxies.clone(),
@@ -162,6 +193,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             upstreams,
             listening.clone(),
             control,
+            reloader.clone(),
             auditor.clone(),
         ),
     );
@@ -192,10 +224,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         ));
     }
     server.add_service(background_service("stream-sweeper", stream_sweeper));
+    server.add_service(background_service("sighup-reload", HangUp { reloader }));
     server.add_service(background_service(
         "rate-limit-sweeper",
         Sweeper {
-            limits: rate_limits,
+            limits,
             metrics: metrics.clone(),
         },
     ));
@@ -250,13 +283,15 @@ fn bind_listeners(config: &Config, upgrade: bool) -> Result<(Bound, Bound), Star
 /// Discovers every OIDC provider (and its JWKS) at start, then refreshes them so that key
 /// rotation at the OP is picked up; a failed refresh keeps the last good copy.
 struct Discovery {
-    providers: Vec<Arc<OidcProvider>>,
+    /// Swapped by a reload.
+    providers: Arc<ArcSwap<Vec<Arc<OidcProvider>>>>,
 }
 
 impl Discovery {
     async fn discover_all(&self) -> bool {
         let mut all = true;
-        for provider in &self.providers {
+        let providers = self.providers.load_full();
+        for provider in providers.iter() {
             if let Err(e) = provider.discover().await {
                 tracing::warn!(idp = %provider.id, error = %e, "OIDC discovery failed; sign-in with this provider is unavailable until it succeeds");
                 all = false;
@@ -294,14 +329,27 @@ impl BackgroundService for Discovery {
 /// Fetches SAML metadata published at a URL at start, then again every `metadata_refresh`
 /// (every minute while it fails); a failed fetch keeps the last good copy.
 struct SamlMetadata {
-    providers: Vec<Arc<SamlProvider>>,
+    /// Swapped by a reload.
+    providers: Arc<ArcSwap<Vec<Arc<SamlProvider>>>>,
 }
 
 impl SamlMetadata {
-    /// Fetches what is due; returns the seconds until the next fetch.
-    async fn fetch_due(&self, due: &mut [u64], now: u64) -> u64 {
-        let mut next = u64::MAX;
-        for (provider, at) in self.providers.iter().zip(due.iter_mut()) {
+    /// Fetches what is due; returns the seconds until the next fetch (a minute at most, so
+    /// that providers a reload adds are seen).
+    async fn fetch_due(&self, due: &mut Vec<u64>, now: u64) -> u64 {
+        let providers = self.providers.load_full();
+        if due.len() != providers.len() {
+            // A reload changed the list (it fetched the new ones itself): start over.
+            *due = providers
+                .iter()
+                .map(|p| {
+                    p.metadata_refresh()
+                        .map_or(0, |every| now + every.as_secs())
+                })
+                .collect();
+        }
+        let mut next = 60;
+        for (provider, at) in providers.iter().zip(due.iter_mut()) {
             let Some(every) = provider.metadata_refresh() else {
                 continue;
             };
@@ -327,10 +375,10 @@ impl BackgroundService for SamlMetadata {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let mut due = vec![0; self.providers.len()];
+        let mut due = vec![0; self.providers.load().len()];
         let mut wait = self.fetch_due(&mut due, crate::proxy::unix_now()).await;
         ready.notify_ready();
-        while wait != u64::MAX {
+        loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_secs(wait.max(1))) => {
@@ -338,7 +386,6 @@ impl BackgroundService for SamlMetadata {
                 }
             }
         }
-        let _ = shutdown.changed().await;
     }
 
     async fn start(&self, _shutdown: ShutdownWatch) {}
@@ -347,7 +394,8 @@ impl BackgroundService for SamlMetadata {
 /// Drops full rate-limit buckets every 10 s, so millions of distinct keys (say, rotating IPv6
 /// addresses) do not pile up in memory.
 struct Sweeper {
-    limits: Arc<crate::netguard::RateLimits>,
+    /// Swapped by a reload.
+    limits: Arc<ArcSwap<crate::netguard::RateLimits>>,
     metrics: Arc<Metrics>,
 }
 
@@ -358,9 +406,36 @@ impl BackgroundService for Sweeper {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
-                    self.limits.sweep();
-                    let held = i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX);
+                    let limits = self.limits.load();
+                    limits.sweep();
+                    let held = i64::try_from(limits.buckets()).unwrap_or(i64::MAX);
                     self.metrics.rate_limit_buckets.set(held);
+                }
+            }
+        }
+    }
+}
+
+/// `SIGHUP` reloads the configuration in place (the result is logged and audited).
+struct HangUp {
+    reloader: Arc<reload::Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for HangUp {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use crate::control::Reload;
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be watched: reload through the admin API");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = hangups.recv() => {
+                    let _ = self.reloader.reload("SIGHUP").await;
                 }
             }
         }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
 
-use crate::certs::SniResolver;
+use crate::certs::LiveCertificates;
 
 /// Listener settings for one address: the resolver, ALPN h2 + http/1.1.
-pub fn listener_settings(resolver: &Arc<SniResolver>) -> pingora::Result<TlsSettings> {
+pub fn listener_settings(resolver: &Arc<LiveCertificates>) -> pingora::Result<TlsSettings> {
     pingora::tls::install_default_crypto_provider();
     let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks) as TlsAcceptCallbacks)?;
     settings.set_cert_resolver(resolver.clone());

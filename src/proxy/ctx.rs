@@ -17,6 +17,9 @@ use crate::route::{is_valid_authority, normalize_path};
 
 /// What the pipeline knows about one request.
 pub struct RequestCtx {
+    /// The configuration generation this request runs under, from start to end (a reload
+    /// swaps in a new one for later requests).
+    pub gateway: Arc<super::Gateway>,
     /// When the request arrived.
     pub started: Instant,
     /// From a trusted proxy, or generated.
@@ -91,9 +94,10 @@ impl RequestCtx {
         crate::audit::AuditEvent::for_request(kind, self.audit_ref())
     }
 
-    /// An empty context.
-    pub fn new() -> Self {
+    /// An empty context for a request served by `gateway`.
+    pub fn new(gateway: Arc<super::Gateway>) -> Self {
         RequestCtx {
+            gateway,
             started: Instant::now(),
             request_id: String::new(),
             client_ip: None,
@@ -229,12 +233,6 @@ impl RequestCtx {
         }
         upstream.insert_header("x-request-id", self.request_id.as_str())?;
         Ok(())
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -237,15 +237,9 @@ impl Gateway {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
-    }
-
-    async fn early_request_filter(
+/// The `ProxyHttp` phases of one generation (see [`Reloadable`], which Pingora runs).
+impl Gateway {
+    pub(crate) async fn early_request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -266,7 +260,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(crate) async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         match self.admit(session, ctx).await {
             Ok(Admitted::Forward) => Ok(false),
             Ok(Admitted::Endpoint(endpoint)) => self.portal(session, ctx, endpoint).await,
@@ -275,7 +273,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(
+    pub(crate) async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -290,7 +288,7 @@ impl ProxyHttp for Gateway {
         self.peers.peer(permit.app(), session.is_upgrade_req())
     }
 
-    async fn upstream_request_filter(
+    pub(crate) async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
@@ -299,7 +297,7 @@ impl ProxyHttp for Gateway {
         self.prepare_upstream_request(session, upstream, ctx)
     }
 
-    async fn response_filter(
+    pub(crate) async fn response_filter(
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
@@ -308,7 +306,7 @@ impl ProxyHttp for Gateway {
         self.prepare_response(session, response, ctx)
     }
 
-    async fn fail_to_proxy(
+    pub(crate) async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
@@ -354,7 +352,12 @@ impl ProxyHttp for Gateway {
 
     /// A client that goes away mid-response (a closed chat tab) is normal: counted and logged
     /// at debug. ERROR stays for Portcullis's own faults and the upstream's.
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+    pub(crate) fn suppress_error_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        error: &Error,
+    ) -> bool {
         let client_left = error.esource() == &ErrorSource::Downstream
             && matches!(
                 error.etype(),
@@ -373,7 +376,7 @@ impl ProxyHttp for Gateway {
 
     /// A signed-in request's upstream socket joins the open streams, so that a revocation
     /// can end its response however long it runs.
-    async fn connected_to_upstream(
+    pub(crate) async fn connected_to_upstream(
         &self,
         _session: &mut Session,
         _reused: bool,
@@ -389,7 +392,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// The last upstream byte: out of the open streams before Pingora may pool the socket.
-    fn upstream_response_body_filter(
+    pub(crate) fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
         _body: &mut Option<bytes::Bytes>,
@@ -404,10 +407,134 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    pub(crate) async fn logging(
+        &self,
+        session: &mut Session,
+        _e: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
         if let Some(id) = ctx.stream.take() {
             self.streams.close(id);
         }
         self.record(session, ctx).await;
+    }
+}
+
+/// What Pingora runs: the current generation of the gateway. A reload builds a new one from the
+/// new configuration and swaps it in whole; each request keeps the generation it started with,
+/// so requests in flight finish under the configuration they began with.
+pub struct Reloadable {
+    current: Arc<arc_swap::ArcSwap<Gateway>>,
+}
+
+impl Reloadable {
+    /// Runs `gateway` until a reload swaps another in through the returned handle.
+    pub fn new(gateway: Gateway) -> (Reloadable, Arc<arc_swap::ArcSwap<Gateway>>) {
+        let current = Arc::new(arc_swap::ArcSwap::from_pointee(gateway));
+        (
+            Reloadable {
+                current: current.clone(),
+            },
+            current,
+        )
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Reloadable {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.current.load_full())
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let gateway = ctx.gateway.clone();
+        gateway.early_request_filter(session, ctx).await
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gateway = ctx.gateway.clone();
+        gateway.request_filter(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let gateway = ctx.gateway.clone();
+        gateway.upstream_peer(session, ctx).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let gateway = ctx.gateway.clone();
+        gateway
+            .upstream_request_filter(session, upstream, ctx)
+            .await
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let gateway = ctx.gateway.clone();
+        gateway.response_filter(session, response, ctx).await
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let gateway = ctx.gateway.clone();
+        gateway.fail_to_proxy(session, e, ctx).await
+    }
+
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.gateway.suppress_error_log(session, ctx, error)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        reused: bool,
+        peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let gateway = ctx.gateway.clone();
+        gateway
+            .connected_to_upstream(session, reused, peer, fd, digest, ctx)
+            .await
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let gateway = ctx.gateway.clone();
+        gateway.upstream_response_body_filter(session, body, end_of_stream, ctx)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let gateway = ctx.gateway.clone();
+        gateway.logging(session, e, ctx).await;
     }
 }

@@ -111,6 +111,34 @@ impl Streams {
         self.open.lock().map_or(0, |open| open.len())
     }
 
+    /// Ends the streams of apps not in `serving` (a reload removed or disabled them).
+    pub async fn end_apps_not_in(&self, serving: &[&str], auditor: &Auditor) {
+        let ended = self.end_where(|s| (!serving.contains(&&*s.app)).then_some("app-removed"));
+        record_ended(ended, auditor).await;
+    }
+
+    /// Removes and shuts, under the lock, every stream `doomed` names a reason for.
+    fn end_where(
+        &self,
+        doomed: impl Fn(&OpenStream) -> Option<&'static str>,
+    ) -> Vec<(OpenStream, &'static str)> {
+        let Ok(mut open) = self.open.lock() else {
+            return Vec::new();
+        };
+        let ids: Vec<(u64, &'static str)> = open
+            .iter()
+            .filter_map(|(id, s)| doomed(s).map(|why| (*id, why)))
+            .collect();
+        ids.into_iter()
+            .filter_map(|(id, why)| {
+                let stream = open.remove(&id)?;
+                // Under the lock: the request cannot have let the socket go meanwhile.
+                shut(stream.fd);
+                Some((stream, why))
+            })
+            .collect()
+    }
+
     /// Ends every stream that lost its right to run; audits each.
     pub async fn sweep(
         &self,
@@ -119,33 +147,21 @@ impl Streams {
         auditor: &Auditor,
         now: u64,
     ) {
-        let ended: Vec<(OpenStream, &'static str)> = {
-            let Ok(mut open) = self.open.lock() else {
-                return;
-            };
-            let doomed: Vec<(u64, &'static str)> = open
-                .iter()
-                .filter_map(|(id, s)| verdict(s, revoked, switches, now).map(|why| (*id, why)))
-                .collect();
-            doomed
-                .into_iter()
-                .filter_map(|(id, why)| {
-                    let stream = open.remove(&id)?;
-                    // Under the lock: the request cannot have let the socket go meanwhile.
-                    shut(stream.fd);
-                    Some((stream, why))
-                })
-                .collect()
-        };
-        for (stream, why) in ended {
-            let mut event = AuditEvent::new(EventKind::StreamEnded);
-            event.app = Some(Arc::from(stream.app));
-            event.user = Some(stream.user.into());
-            event.idp = Some(stream.idp.into());
-            event.sid = Some(stream.sid.into());
-            event.detail = Some(why.to_string());
-            auditor.record(event).await;
-        }
+        let ended = self.end_where(|s| verdict(s, revoked, switches, now));
+        record_ended(ended, auditor).await;
+    }
+}
+
+/// One `stream-ended` audit record per ended stream.
+async fn record_ended(ended: Vec<(OpenStream, &'static str)>, auditor: &Auditor) {
+    for (stream, why) in ended {
+        let mut event = AuditEvent::new(EventKind::StreamEnded);
+        event.app = Some(Arc::from(stream.app));
+        event.user = Some(stream.user.into());
+        event.idp = Some(stream.idp.into());
+        event.sid = Some(stream.sid.into());
+        event.detail = Some(why.to_string());
+        auditor.record(event).await;
     }
 }
 

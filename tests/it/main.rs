@@ -13,6 +13,7 @@ mod login;
 mod netguard;
 mod oidc;
 mod proxy;
+mod reload;
 mod replicas;
 mod saml;
 mod store;
