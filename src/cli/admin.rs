@@ -84,6 +84,9 @@ enum AdminCall {
     },
     /// List what is turned off.
     Disabled,
+    /// Read the configuration file again, check it in full and swap it in (the running one
+    /// is kept when the file has problems).
+    Reload,
 }
 
 /// Runs one admin call; exit 0 on success, 1 when the API refused, 2 when it was not reached.
@@ -124,6 +127,9 @@ pub fn admin(args: AdminArgs) -> ExitCode {
             "error: {status}: {}",
             value["error"].as_str().unwrap_or("(no message)")
         );
+        for problem in value["problems"].as_array().into_iter().flatten() {
+            eprintln!("  {}", problem.as_str().unwrap_or_default());
+        }
     }
     if status == 200 {
         ExitCode::SUCCESS
@@ -183,6 +189,7 @@ fn request(call: &AdminCall) -> (&'static str, String, Option<Value>) {
             ("POST", "/api/v1/enable".into(), Some(Value::Object(body)))
         }
         AdminCall::Disabled => ("GET", "/api/v1/disabled".into(), None),
+        AdminCall::Reload => ("POST", "/api/v1/reload".into(), None),
     }
 }
 
@@ -247,6 +254,22 @@ fn human(call: &AdminCall, value: &Value) -> String {
             )
         }
         AdminCall::Enable { .. } => format!("enabled {}\n", text(&value["enabled"])),
+        AdminCall::Reload => {
+            let handover: Vec<&str> = value["needs_handover"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut out = format!("applied, sha256 {}\n", text(&value["config_sha256"]));
+            if !handover.is_empty() {
+                out.push_str(&format!(
+                    "changed but applied only at the next upgrade: {}\n",
+                    handover.join(", ")
+                ));
+            }
+            out
+        }
         AdminCall::Disabled => {
             let all = value["disabled"].as_array().cloned().unwrap_or_default();
             let mut out = format!("{} turned off\n", all.len());
