@@ -84,6 +84,9 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Prefix of Portcullis's own endpoints, with leading and trailing `/`.
     pub reserved_prefix: String,
+    /// An SSE answer cut by a revocation ends with `event: portcullis-ended` (and the reason)
+    /// before the connection closes.
+    pub sse_end_event: bool,
     /// Worker threads.
     pub threads: usize,
     /// How long an old process keeps serving after a graceful upgrade or stop begins.

@@ -91,6 +91,7 @@ pub struct RawServer {
     pub hsts: Option<RawHsts>,
     pub trusted_proxies: Option<Vec<String>>,
     pub reserved_prefix: Option<String>,
+    pub sse_end_event: Option<bool>,
     pub threads: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     pub grace_period: Option<String>,

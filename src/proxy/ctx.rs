@@ -67,6 +67,8 @@ pub struct RequestCtx {
     pub flow_cookies: Vec<(String, String)>,
     /// This request's entry among the open streams, while its upstream connection is open.
     pub stream: Option<u64>,
+    /// Its id, kept after: whether it was cut is asked at the response's end.
+    pub stream_id: Option<u64>,
 }
 
 impl RequestCtx {
@@ -121,6 +123,7 @@ impl RequestCtx {
             bad_host: false,
             flow_cookies: Vec::new(),
             stream: None,
+            stream_id: None,
         }
     }
 

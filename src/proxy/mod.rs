@@ -113,6 +113,8 @@ struct Site {
     https_port: Option<u16>,
     /// Go straight to the only SSO provider (`server.sign_in.auto_redirect`).
     auto_redirect: bool,
+    /// `server.sse_end_event`.
+    sse_end_event: bool,
 }
 
 /// What sign-in and sign-out keep.
@@ -198,6 +200,7 @@ impl Gateway {
                 hsts: config.server.hsts.clone(),
                 https_port: https_port.filter(|p| *p != 443),
                 auto_redirect: config.server.sign_in.auto_redirect,
+                sse_end_event: config.server.sse_end_event,
             },
             auth: Authenticator::new(
                 SessionCodec::new(
@@ -315,6 +318,7 @@ impl Gateway {
         if let Some(id) = ctx.stream.take() {
             self.streams.close(id);
         }
+        self.tell_sse_client_why(session, ctx).await;
         let reply = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(400)) => Some(Reply::BadRequest),
             (
@@ -386,7 +390,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(data), Some(app)) = (&ctx.session, &ctx.app) {
-            ctx.stream = Some(self.streams.open(data, &app.id, fd));
+            let id = self.streams.open(data, &app.id, fd);
+            (ctx.stream, ctx.stream_id) = (Some(id), Some(id));
         }
         Ok(())
     }
@@ -407,6 +412,50 @@ impl Gateway {
         Ok(None)
     }
 
+    /// An SSE answer cut by a revocation (its upstream socket shut, so here as a failure)
+    /// ends with a last event saying why, and a clean end of the chunked body.
+    async fn tell_sse_client_why(&self, session: &mut Session, ctx: &RequestCtx) {
+        let event_stream = session.response_written().is_some_and(|r| {
+            r.headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        });
+        if !self.site.sse_end_event || !event_stream {
+            return;
+        }
+        let Some(why) = ctx.stream_id.and_then(|id| self.streams.take_cut(id)) else {
+            return;
+        };
+        let last = format!("event: portcullis-ended\ndata: {why}\n\n");
+        if let Err(e) = session
+            .write_response_body(Some(bytes::Bytes::from(last)), true)
+            .await
+        {
+            tracing::debug!(error = %e, "the last SSE event could not be written");
+        }
+    }
+
+    /// A WebSocket cut by a revocation ends with a close frame saying why (1008); the
+    /// connection closes after it.
+    pub(crate) fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream && session.was_upgraded() {
+            if let Some(why) = ctx.stream_id.and_then(|id| self.streams.take_cut(id)) {
+                let frame = streams::close_frame(why);
+                *body = Some(match body.take() {
+                    Some(rest) => [rest, frame].concat().into(),
+                    None => frame,
+                });
+            }
+        }
+        Ok(None)
+    }
+
     pub(crate) async fn logging(
         &self,
         session: &mut Session,
@@ -415,6 +464,9 @@ impl Gateway {
     ) {
         if let Some(id) = ctx.stream.take() {
             self.streams.close(id);
+        }
+        if let Some(id) = ctx.stream_id.take() {
+            self.streams.take_cut(id);
         }
         self.record(session, ctx).await;
     }
@@ -531,6 +583,17 @@ impl ProxyHttp for Reloadable {
     ) -> Result<Option<std::time::Duration>> {
         let gateway = ctx.gateway.clone();
         gateway.upstream_response_body_filter(session, body, end_of_stream, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let gateway = ctx.gateway.clone();
+        gateway.response_body_filter(session, body, end_of_stream, ctx)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

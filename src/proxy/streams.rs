@@ -75,6 +75,9 @@ fn verdict(
 #[derive(Default)]
 pub struct Streams {
     open: Mutex<HashMap<u64, OpenStream>>,
+    /// Streams just cut, and why, until their request tells its client (a WebSocket close
+    /// frame); bounded by the requests in flight.
+    cut: Mutex<HashMap<u64, &'static str>>,
     next: AtomicU64,
 }
 
@@ -106,6 +109,11 @@ impl Streams {
         }
     }
 
+    /// Why stream `id` was cut, if it was (once; the request's end forgets it either way).
+    pub fn take_cut(&self, id: u64) -> Option<&'static str> {
+        self.cut.lock().ok()?.remove(&id)
+    }
+
     /// Streams open now.
     pub fn len(&self) -> usize {
         self.open.lock().map_or(0, |open| open.len())
@@ -129,14 +137,19 @@ impl Streams {
             .iter()
             .filter_map(|(id, s)| doomed(s).map(|why| (*id, why)))
             .collect();
-        ids.into_iter()
+        let ended: Vec<(OpenStream, &'static str)> = ids
+            .into_iter()
             .filter_map(|(id, why)| {
                 let stream = open.remove(&id)?;
                 // Under the lock: the request cannot have let the socket go meanwhile.
                 shut(stream.fd);
+                if let Ok(mut cut) = self.cut.lock() {
+                    cut.insert(id, why);
+                }
                 Some((stream, why))
             })
-            .collect()
+            .collect();
+        ended
     }
 
     /// Ends every stream that lost its right to run; audits each.
@@ -163,6 +176,18 @@ async fn record_ended(ended: Vec<(OpenStream, &'static str)>, auditor: &Auditor)
         event.detail = Some(why.to_string());
         auditor.record(event).await;
     }
+}
+
+/// A WebSocket close frame from the server (unmasked): code 1008, policy violation, with
+/// `reason` (kept under the 123 bytes a control frame allows).
+pub fn close_frame(reason: &str) -> bytes::Bytes {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = Vec::with_capacity(4 + reason.len());
+    frame.push(0x88);
+    frame.push(u8::try_from(2 + reason.len()).unwrap_or(125));
+    frame.extend_from_slice(&1008u16.to_be_bytes());
+    frame.extend_from_slice(reason);
+    bytes::Bytes::from(frame)
 }
 
 /// Shuts both directions of the socket `fd` without closing it (its owner still does).

@@ -4,7 +4,9 @@
 //! error and end the user's session. So one replica claims the refresh (a lock that expires
 //! if it dies), refreshes, and publishes the outcome sealed with the session key (the Redis
 //! operator never reads tokens); the others wait for that outcome and use it. While Redis is
-//! unreachable each replica refreshes on its own, as a single instance does.
+//! disconnected each replica refreshes on its own, as a single instance does; a Redis that is
+//! only slow is asked again (a refresh alone could spend a rotating token twice), and after
+//! [`CLAIM`] without an answer the session keeps its tokens until its next request.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -44,10 +46,15 @@ where
     let name = crate::audit::hex(&digest.as_ref()[..16]);
     let deadline = Instant::now() + CLAIM;
     loop {
-        match published(store, codec, &name).await {
-            Ok(Some(outcome)) => return (outcome, false),
-            Ok(None) => {}
-            Err(()) => return (refresh.await, true),
+        // Redis away (not merely slow): refresh alone, as a single instance does.
+        if !store.is_up() {
+            return (refresh.await, true);
+        }
+        if Instant::now() >= deadline {
+            return (Err(OidcError::Unavailable), false);
+        }
+        if let Ok(Some(outcome)) = published(store, codec, &name).await {
+            return (outcome, false);
         }
         match store.claim(&name, CLAIM).await {
             Ok(true) => {
@@ -55,22 +62,22 @@ where
                 publish(store, codec, &name, &outcome).await;
                 return (outcome, true);
             }
-            Ok(false) => {}
-            Err(_) => return (refresh.await, true),
-        }
-        // Another replica is refreshing: its outcome comes, or its claim goes.
-        loop {
-            if Instant::now() >= deadline {
-                return (Err(OidcError::Unavailable), false);
-            }
-            tokio::time::sleep(POLL).await;
-            match published(store, codec, &name).await {
-                Ok(Some(outcome)) => return (outcome, false),
-                Ok(None) => {}
-                Err(()) => return (Err(OidcError::Unavailable), false),
-            }
-            if !store.claimed(&name).await.unwrap_or(true) {
-                break;
+            // Slow, not away: ask again (refreshing alone could spend the token twice).
+            Err(_) => tokio::time::sleep(POLL).await,
+            Ok(false) => {
+                // Another replica is refreshing: its outcome comes, or its claim goes.
+                loop {
+                    if Instant::now() >= deadline {
+                        return (Err(OidcError::Unavailable), false);
+                    }
+                    tokio::time::sleep(POLL).await;
+                    if let Ok(Some(outcome)) = published(store, codec, &name).await {
+                        return (outcome, false);
+                    }
+                    if !store.claimed(&name).await.unwrap_or(true) {
+                        break;
+                    }
+                }
             }
         }
     }

@@ -250,11 +250,24 @@ async fn revocations_and_kill_switches_hold_on_every_replica_within_a_second() {
 }
 
 /// Reads `response`'s body until it ends (or fails); how long after `from` that was.
-async fn ends_after(mut response: reqwest::Response, from: Instant) -> Duration {
+async fn ends_after(response: reqwest::Response, from: Instant) -> Duration {
+    read_to_end(response, from).await.0
+}
+
+/// Reads `response`'s body until it ends (or fails): how long after `from`, what it said last
+/// (its last 200 bytes), and whether it ended cleanly.
+async fn read_to_end(mut response: reqwest::Response, from: Instant) -> (Duration, String, bool) {
+    let mut text = String::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), response.chunk()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None) | Err(_)) => return from.elapsed(),
+            Ok(Ok(Some(chunk))) => {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.len() > 400 {
+                    text = text[text.len() - 200..].to_string();
+                }
+            }
+            Ok(Ok(None)) => return (from.elapsed(), text, true),
+            Ok(Err(_)) => return (from.elapsed(), text, false),
             Err(_) => panic!("the stream neither ended nor sent anything for 10 s"),
         }
     }
@@ -307,18 +320,28 @@ async fn a_revocation_ends_the_users_live_streams_within_a_second_and_no_other()
             .0,
         200
     );
-    let sse_ended = ends_after(alice_sse, revoked_at).await;
+    let (sse_ended, last, clean) = read_to_end(alice_sse, revoked_at).await;
     assert!(
         sse_ended < Duration::from_millis(1500),
         "SSE ended after {sse_ended:?}"
     );
-    let ws_ended = loop {
+    assert!(
+        clean && last.ends_with("event: portcullis-ended\ndata: session-revoked\n\n"),
+        "the last event says why, and the stream ends cleanly: {last:?} (clean: {clean})"
+    );
+    let (ws_ended, close) = loop {
         match tokio::time::timeout(Duration::from_secs(5), alice_ws.next()).await {
             Ok(Some(Ok(message))) if !message.is_close() => continue,
-            Ok(_) => break revoked_at.elapsed(),
+            Ok(last) => break (revoked_at.elapsed(), last),
             Err(_) => panic!("the WebSocket stayed open"),
         }
     };
+    // A close frame says why: 1008, policy violation.
+    let Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) = close else {
+        panic!("no close frame: {close:?}");
+    };
+    assert_eq!(u16::from(frame.code), 1008);
+    assert_eq!(frame.reason.as_str(), "session-revoked");
     assert!(
         ws_ended < Duration::from_millis(1500),
         "WebSocket ended after {ws_ended:?}"

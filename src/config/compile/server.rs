@@ -149,6 +149,7 @@ impl Compiler<'_> {
             client_ip_headers,
             sign_in,
             reserved_prefix,
+            sse_end_event: raw.sse_end_event.unwrap_or(true),
             threads: threads.max(1),
             grace_period: self.duration(
                 "server.grace_period",

@@ -602,3 +602,23 @@ fn store_section_is_checked_and_compiled() {
         assert!(has(&found, path, needle), "{section}: {found:#?}");
     }
 }
+
+#[test]
+fn the_last_sse_event_is_on_unless_turned_off() {
+    let (cert, key) = crate::config::testing::certificate();
+    let yaml = |extra: &str| {
+        format!(
+            "server:\n  public_url: https://chat.example.com\n  https:\n    listen: [\"127.0.0.1:0\"]\n    certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}]\n{extra}session:\n  encryption_keys: [\"file:{}\"]\napps:\n  - {{ id: a, hosts: [a.test], upstream: http://127.0.0.1:9, public_paths: [\"/**\"] }}\n",
+            key_file()
+        )
+    };
+    let compile = |extra: &str| Config::from_yaml(Path::new("t.yaml"), &yaml(extra));
+    assert!(compile("").expect("valid").server.sse_end_event);
+    let off = compile("  sse_end_event: false\n").expect("valid");
+    assert!(!off.server.sse_end_event);
+    assert!(has(
+        &checked(compile("  sse_end_event: maybe\n")),
+        "server.sse_end_event",
+        ""
+    ));
+}
