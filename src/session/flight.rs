@@ -58,6 +58,19 @@ where
         }
         match store.claim(&name, CLAIM).await {
             Ok(true) => {
+                // The claim may be free because a refresh just finished: refresh only once a
+                // read says for sure that no outcome is there.
+                match confirmed_outcome(store, codec, &name, deadline).await {
+                    Ok(Some(outcome)) => {
+                        let _ = store.finish(&name, None, KEEP).await;
+                        return (outcome, false);
+                    }
+                    Ok(None) => {}
+                    Err(()) => {
+                        let _ = store.finish(&name, None, KEEP).await;
+                        return (Err(OidcError::Unavailable), false);
+                    }
+                }
                 let outcome = refresh.await;
                 publish(store, codec, &name, &outcome).await;
                 return (outcome, true);
@@ -80,6 +93,24 @@ where
                 }
             }
         }
+    }
+}
+
+/// The published outcome, read until Redis answers (or `deadline`: `Err`).
+async fn confirmed_outcome(
+    store: &SharedStore,
+    codec: &SessionCodec,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<Result<OidcTokens, OidcError>>, ()> {
+    loop {
+        if let Ok(read) = published(store, codec, name).await {
+            return Ok(read);
+        }
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
