@@ -50,7 +50,7 @@ use crate::route::Router;
 use crate::session::{Authenticator, SessionCodec};
 use crate::store::redis::SharedStore;
 use crate::store::{KillSwitches, LiveSessions, LoginThrottle, SeenTokens};
-pub use streams::{Streams, SWEEP_EVERY};
+pub use streams::{StreamRequest, Streams, SWEEP_EVERY};
 
 /// What the sign-in page offers.
 struct LoginOptions {
@@ -382,15 +382,26 @@ impl Gateway {
     /// can end its response however long it runs.
     pub(crate) async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(data), Some(app)) = (&ctx.session, &ctx.app) {
-            let id = self.streams.open(data, &app.id, fd);
+        if let (Some(data), Some(app), Some(path)) = (&ctx.session, &ctx.app, &ctx.path) {
+            let request = session.req_header();
+            let id = self.streams.open(
+                StreamRequest {
+                    session: data,
+                    app: &app.id,
+                    method: request.method.as_str(),
+                    path,
+                    query: request.uri.query(),
+                    client_ip: ctx.client_ip,
+                },
+                fd,
+            );
             (ctx.stream, ctx.stream_id) = (Some(id), Some(id));
         }
         Ok(())

@@ -145,7 +145,7 @@ impl Gateway {
             query: request.uri.query(),
             client_ip: ctx.client_ip,
         };
-        let identity = ctx.session.as_ref().map(|s| &s.identity);
+        let identity = ctx.session.as_ref().map(|s| &*s.identity);
         match decide(app, &policy_request, identity) {
             Decision::Allow(permit) => {
                 ctx.ip_reported |= permit.ip_reported();
@@ -180,7 +180,7 @@ impl Gateway {
         if self.switches.app_off(&app.id, now) {
             return Err(Stop::Reply(Reply::AppDisabled, Reason::AppDisabled));
         }
-        let Some(who) = ctx.session.as_ref().map(|s| &s.identity) else {
+        let Some(who) = ctx.session.as_ref().map(|s| &*s.identity) else {
             return Ok(());
         };
         match self
@@ -201,7 +201,7 @@ impl Gateway {
         permit: &Permit,
         path: &str,
     ) -> Step {
-        let identity = ctx.session.as_ref().map(|s| &s.identity);
+        let identity = ctx.session.as_ref().map(|s| &*s.identity);
         self.guards
             .rate_limits
             .check(app, permit.rule_index(), identity, ctx.client_ip, path)

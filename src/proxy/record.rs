@@ -73,8 +73,11 @@ impl Gateway {
             .and_then(|p| p.rule())
             .map(str::to_string);
         if let Some(data) = ctx.session.take() {
-            event.user = Some(data.identity.user_id);
-            event.idp = Some(data.identity.idp);
+            // Moved out when the request holds the only reference (its stream entry is gone).
+            let who = std::sync::Arc::try_unwrap(data.identity)
+                .unwrap_or_else(|shared| (*shared).clone());
+            event.user = Some(who.user_id);
+            event.idp = Some(who.idp);
             event.sid = Some(data.sid);
         }
         self.auditor.record(event).await;

@@ -14,31 +14,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use crate::audit::{AuditEvent, Auditor, EventKind};
+use crate::config::App;
+use crate::identity::Identity;
+use crate::policy::{decide, Decision, Request};
 use crate::store::{Disabled, KillSwitches, RevokedSessions};
 
 /// How often open streams are checked.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
-/// What a stream is checked against: boxed strings, no more (a thousand streams are a
-/// few hundred KB; see the size test).
+/// What a stream is checked against: who (shared with its request, not copied), the request
+/// as the policy saw it, and the session's times (a thousand streams are a few hundred KB;
+/// see the size test).
 pub struct OpenStream {
     /// Session id.
     sid: Box<str>,
-    /// User id.
-    user: Box<str>,
-    /// The user's entity.
-    entity: Option<Box<str>>,
-    /// Identity provider id.
-    idp: Box<str>,
+    identity: Arc<Identity>,
     /// App id.
     app: Box<str>,
+    /// The request, for the policy of a reloaded configuration.
+    method: Box<str>,
+    path: Box<str>,
+    query: Option<Box<str>>,
+    client_ip: Option<IpAddr>,
     /// When the session began (unix seconds).
     issued_at: u64,
     /// The session's absolute end.
     expires_at: u64,
     /// The upstream socket.
     fd: RawFd,
+}
+
+/// A signed-in request as the policy saw it.
+pub struct StreamRequest<'a> {
+    /// The session.
+    pub session: &'a crate::session::SessionData,
+    /// The app's id.
+    pub app: &'a str,
+    /// Method, normalised path, raw query, client address.
+    pub method: &'a str,
+    /// The normalised path.
+    pub path: &'a str,
+    /// The raw query.
+    pub query: Option<&'a str>,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Why a stream was ended (the audit record's `detail`).
@@ -48,11 +70,12 @@ fn verdict(
     switches: &KillSwitches,
     now: u64,
 ) -> Option<&'static str> {
+    let who = &stream.identity;
     if revoked.is_revoked(&stream.sid)
         || revoked.is_cut_off(
-            &stream.idp,
-            &stream.user,
-            stream.entity.as_deref(),
+            &who.idp,
+            &who.user_id,
+            who.entity.as_deref(),
             stream.issued_at,
         )
     {
@@ -64,7 +87,7 @@ fn verdict(
     if switches.app_off(&stream.app, now) {
         return Some("app-disabled");
     }
-    match switches.stops(&stream.user, stream.entity.as_deref(), now) {
+    match switches.stops(&who.user_id, who.entity.as_deref(), now) {
         Some(Disabled::User) => Some("user-disabled"),
         Some(Disabled::Entity) => Some("entity-disabled"),
         None => None,
@@ -83,17 +106,18 @@ pub struct Streams {
 
 impl Streams {
     /// Registers the upstream connection `fd` of a signed-in request; the id to close it with.
-    pub fn open(&self, session: &crate::session::SessionData, app: &str, fd: RawFd) -> u64 {
+    pub fn open(&self, request: StreamRequest<'_>, fd: RawFd) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let who = &session.identity;
         let stream = OpenStream {
-            sid: session.sid.as_str().into(),
-            user: who.user_id.as_str().into(),
-            entity: who.entity.as_deref().map(Into::into),
-            idp: who.idp.as_str().into(),
-            app: app.into(),
-            issued_at: session.issued_at,
-            expires_at: session.expires_at,
+            sid: request.session.sid.as_str().into(),
+            identity: request.session.identity.clone(),
+            app: request.app.into(),
+            method: request.method.into(),
+            path: request.path.into(),
+            query: request.query.map(Into::into),
+            client_ip: request.client_ip,
+            issued_at: request.session.issued_at,
+            expires_at: request.session.expires_at,
             fd,
         };
         if let Ok(mut open) = self.open.lock() {
@@ -119,9 +143,25 @@ impl Streams {
         self.open.lock().map_or(0, |open| open.len())
     }
 
-    /// Ends the streams of apps not in `serving` (a reload removed or disabled them).
-    pub async fn end_apps_not_in(&self, serving: &[&str], auditor: &Auditor) {
-        let ended = self.end_where(|s| (!serving.contains(&&*s.app)).then_some("app-removed"));
+    /// After a reload: ends the streams whose request the new configuration would refuse
+    /// (`app-removed` when their app is gone or disabled, `access-removed` when its policy no
+    /// longer admits them).
+    pub async fn recheck(&self, apps: &[Arc<App>], auditor: &Auditor) {
+        let ended = self.end_where(|s| {
+            let Some(app) = apps.iter().find(|a| *a.id == *s.app && a.enabled) else {
+                return Some("app-removed");
+            };
+            let request = Request {
+                method: &s.method,
+                path: &s.path,
+                query: s.query.as_deref(),
+                client_ip: s.client_ip,
+            };
+            match decide(app, &request, Some(&s.identity)) {
+                Decision::Allow(_) => None,
+                _ => Some("access-removed"),
+            }
+        });
         record_ended(ended, auditor).await;
     }
 
@@ -170,8 +210,8 @@ async fn record_ended(ended: Vec<(OpenStream, &'static str)>, auditor: &Auditor)
     for (stream, why) in ended {
         let mut event = AuditEvent::new(EventKind::StreamEnded);
         event.app = Some(Arc::from(stream.app));
-        event.user = Some(stream.user.into());
-        event.idp = Some(stream.idp.into());
+        event.user = Some(stream.identity.user_id.clone());
+        event.idp = Some(stream.identity.idp.clone());
         event.sid = Some(stream.sid.into());
         event.detail = Some(why.to_string());
         auditor.record(event).await;
@@ -204,12 +244,14 @@ mod tests {
     #[test]
     fn an_open_stream_costs_under_256_bytes() {
         // Inline: the map's entry (key and value); on the heap: the strings of a typical
-        // stream (32-character session id, 20-character user id, short entity, idp and app).
+        // stream (32-character session id, short app id and method, a 24-character path);
+        // the identity is the request's own, shared.
         let entry = std::mem::size_of::<(u64, OpenStream)>();
-        let strings = 32 + 20 + 8 + 8 + 8;
+        let strings = 32 + 8 + 8 + 24;
         // hashbrown keeps at least 1/8 of its buckets free, plus one control byte a bucket.
         let per_stream = entry * 8 / 7 + 1 + strings;
-        assert!(entry <= 112, "{entry}");
+        assert!(entry <= 152, "{entry}");
+        eprintln!("open stream: {entry} bytes inline, about {per_stream} in all");
         assert!(per_stream <= 256, "{per_stream} bytes a stream");
     }
 }

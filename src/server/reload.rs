@@ -145,14 +145,8 @@ impl Reloader {
         self.oidc.store(Arc::new(oidc));
         self.saml.store(Arc::new(saml));
         self.limits.store(rebuilt.rate_limits);
-        // Streams of apps the new configuration no longer serves end now.
-        let serving: Vec<&str> = config
-            .apps
-            .iter()
-            .filter(|app| app.enabled)
-            .map(|app| app.id.as_str())
-            .collect();
-        self.streams.end_apps_not_in(&serving, &self.auditor).await;
+        // Open streams the new configuration would refuse end now.
+        self.streams.recheck(&config.apps, &self.auditor).await;
         for (i, setting) in wanted.into_iter().enumerate() {
             if !needs_handover.iter().any(|key| key == setting.0) {
                 if let Some(slot) = fixed.get_mut(i) {

@@ -46,7 +46,8 @@ pub struct SessionData {
     /// Unix seconds of the last request that refreshed the cookie.
     pub last_seen: u64,
     /// Who.
-    pub identity: Identity,
+    /// Shared, not copied, with what outlives the request (an open stream's registry entry).
+    pub identity: std::sync::Arc<Identity>,
     /// What the OP issued (ID and refresh tokens, subject, OP session id), kept encrypted in
     /// the cookie only, for refresh and logout. Never forwarded, never shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +82,7 @@ impl SessionData {
             issued_at: now,
             expires_at: now.saturating_add(lifetime.as_secs()),
             last_seen: now,
-            identity,
+            identity: std::sync::Arc::new(identity),
             oidc: None,
             saml: None,
             stepped_up: false,

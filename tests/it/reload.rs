@@ -53,6 +53,17 @@ async fn reload(proxy: &Proxy) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Reads `stream` until it ends (true), or until nothing came for 3 s (false).
+async fn ends(stream: &mut reqwest::Response) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 fn metric_line(proxy: &Proxy, prefix: &str) -> Option<String> {
     let text = raw_http(
         proxy.ports.admin,
@@ -181,20 +192,45 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
         Some("portcullis_config_reloads_total{result=\"refused\"} 1")
     );
 
+    // A reload whose policy no longer admits a stream's request ends that stream, and only it.
+    let mut agent = http
+        .get(format!("{base}/agents/long-sse"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(agent.status(), 200);
+    let rule = "    rules:\n      - { name: agents, paths: [\"/agents/**\"], deny: true }\n";
+    std::fs::write(
+        &proxy.config,
+        config(&fixtures, &ports, &upstream, &hash, rule),
+    )
+    .expect("write");
+    assert_eq!(reload(&proxy).await.0, 200);
+    assert!(
+        ends(&mut agent).await,
+        "the stream the new rule refuses ended"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(2), stream.chunk()).await;
+    assert!(
+        matches!(next, Ok(Ok(Some(_)))),
+        "the other stream went on: {next:?}"
+    );
+
     // The app disabled by a reload: its open stream ends, on the record.
     let disabled = config(&fixtures, &ports, &upstream, &hash, "    enabled: false\n");
     std::fs::write(&proxy.config, disabled).expect("write");
     assert_eq!(reload(&proxy).await.0, 200);
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(3), stream.chunk()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(_) => break true,
-            Err(_) => break false,
-        }
-    };
-    assert!(ended, "the stream of the disabled app ended");
-    let records = audit_until(&fixtures.audit_log(), 1, |r| r["event"] == "stream-ended").await;
-    assert_eq!(records[0]["detail"], "app-removed");
+    assert!(
+        ends(&mut stream).await,
+        "the stream of the disabled app ended"
+    );
+    let records = audit_until(&fixtures.audit_log(), 2, |r| r["event"] == "stream-ended").await;
+    let why: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["detail"].as_str())
+        .collect();
+    assert_eq!(why, ["access-removed", "app-removed"]);
     let r = http
         .get(format!("{base}/chat"))
         .header("cookie", &cookie)
