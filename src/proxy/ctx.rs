@@ -17,9 +17,6 @@ use crate::route::{is_valid_authority, normalize_path};
 
 /// What the pipeline knows about one request.
 pub struct RequestCtx {
-    /// The configuration generation this request runs under, from start to end (a reload
-    /// swaps in a new one for later requests).
-    pub gateway: Arc<super::Gateway>,
     /// When the request arrived.
     pub started: Instant,
     /// From a trusted proxy, or generated.
@@ -96,10 +93,9 @@ impl RequestCtx {
         crate::audit::AuditEvent::for_request(kind, self.audit_ref())
     }
 
-    /// An empty context for a request served by `gateway`.
-    pub fn new(gateway: Arc<super::Gateway>) -> Self {
+    /// An empty context.
+    pub fn new() -> Self {
         RequestCtx {
-            gateway,
             started: Instant::now(),
             request_id: String::new(),
             client_ip: None,
@@ -277,6 +273,22 @@ fn is_token_byte(b: u8) -> bool {
 fn new_request_id() -> String {
     let bits: u128 = rand::random();
     format!("{bits:032x}")
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What Pingora keeps per request: the configuration generation the request runs under from
+/// start to end (a reload swaps in a new one for later requests), and the request's state.
+/// Apart, so that a phase borrows both without touching the generation's reference count.
+pub struct Generational {
+    /// The gateway of the configuration in force when the request arrived.
+    pub gateway: Arc<super::Gateway>,
+    /// Everything the request learned on its way.
+    pub request: RequestCtx,
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
-pub use ctx::RequestCtx;
+pub use ctx::{Generational, RequestCtx};
 pub use deadline::DeadlineApp;
 pub use peers::PeerError;
 pub use portal::unix_now;
@@ -505,44 +505,47 @@ impl Reloadable {
 
 #[async_trait]
 impl ProxyHttp for Reloadable {
-    type CTX = RequestCtx;
+    type CTX = Generational;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.current.load_full())
+    fn new_ctx(&self) -> Generational {
+        Generational {
+            gateway: self.current.load_full(),
+            request: RequestCtx::new(),
+        }
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<()> {
-        let gateway = ctx.gateway.clone();
-        gateway.early_request_filter(session, ctx).await
+        let Generational { gateway, request } = ctx;
+        gateway.early_request_filter(session, request).await
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let gateway = ctx.gateway.clone();
-        gateway.request_filter(session, ctx).await
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Generational) -> Result<bool> {
+        let Generational { gateway, request } = ctx;
+        gateway.request_filter(session, request).await
     }
 
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<Box<HttpPeer>> {
-        let gateway = ctx.gateway.clone();
-        gateway.upstream_peer(session, ctx).await
+        let Generational { gateway, request } = ctx;
+        gateway.upstream_peer(session, request).await
     }
 
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<()> {
-        let gateway = ctx.gateway.clone();
+        let Generational { gateway, request } = ctx;
         gateway
-            .upstream_request_filter(session, upstream, ctx)
+            .upstream_request_filter(session, upstream, request)
             .await
     }
 
@@ -550,24 +553,24 @@ impl ProxyHttp for Reloadable {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<()> {
-        let gateway = ctx.gateway.clone();
-        gateway.response_filter(session, response, ctx).await
+        let Generational { gateway, request } = ctx;
+        gateway.response_filter(session, response, request).await
     }
 
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> FailToProxy {
-        let gateway = ctx.gateway.clone();
-        gateway.fail_to_proxy(session, e, ctx).await
+        let Generational { gateway, request } = ctx;
+        gateway.fail_to_proxy(session, e, request).await
     }
 
-    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        ctx.gateway.suppress_error_log(session, ctx, error)
+    fn suppress_error_log(&self, session: &Session, ctx: &Generational, error: &Error) -> bool {
+        ctx.gateway.suppress_error_log(session, &ctx.request, error)
     }
 
     async fn connected_to_upstream(
@@ -577,11 +580,11 @@ impl ProxyHttp for Reloadable {
         peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<()> {
-        let gateway = ctx.gateway.clone();
+        let Generational { gateway, request } = ctx;
         gateway
-            .connected_to_upstream(session, reused, peer, fd, digest, ctx)
+            .connected_to_upstream(session, reused, peer, fd, digest, request)
             .await
     }
 
@@ -590,10 +593,10 @@ impl ProxyHttp for Reloadable {
         session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<Option<std::time::Duration>> {
-        let gateway = ctx.gateway.clone();
-        gateway.upstream_response_body_filter(session, body, end_of_stream, ctx)
+        let Generational { gateway, request } = ctx;
+        gateway.upstream_response_body_filter(session, body, end_of_stream, request)
     }
 
     fn response_body_filter(
@@ -601,14 +604,14 @@ impl ProxyHttp for Reloadable {
         session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Generational,
     ) -> Result<Option<std::time::Duration>> {
-        let gateway = ctx.gateway.clone();
-        gateway.response_body_filter(session, body, end_of_stream, ctx)
+        let Generational { gateway, request } = ctx;
+        gateway.response_body_filter(session, body, end_of_stream, request)
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let gateway = ctx.gateway.clone();
-        gateway.logging(session, e, ctx).await;
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Generational) {
+        let Generational { gateway, request } = ctx;
+        gateway.logging(session, e, request).await;
     }
 }
