@@ -240,6 +240,82 @@ fn shut(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Cutoff, Switch, SwitchChange, Target};
+
+    fn stream(user: &str, entity: Option<&str>) -> OpenStream {
+        OpenStream {
+            sid: "s1".into(),
+            identity: Arc::new(Identity {
+                user_id: user.into(),
+                email: None,
+                name: None,
+                user_type: crate::config::UserType::External,
+                roles: vec![],
+                entity: entity.map(Into::into),
+                custom: Default::default(),
+                idp: "corp".into(),
+                auth_method: crate::identity::AuthMethod::Local,
+                mfa: false,
+            }),
+            app: "chat".into(),
+            method: "GET".into(),
+            path: "/sse".into(),
+            query: None,
+            client_ip: None,
+            issued_at: 100,
+            expires_at: 1_000,
+            fd: -1,
+        }
+    }
+
+    #[test]
+    fn a_stream_loses_its_right_to_run_for_each_reason_and_only_then() {
+        let (revoked, switches) = (RevokedSessions::default(), KillSwitches::default());
+        let alice = stream("alice", Some("acme"));
+        let carol = stream("carol", Some("globex"));
+        let why = |s: &OpenStream, now| verdict(s, &revoked, &switches, now);
+        assert_eq!(why(&alice, 500), None);
+        assert_eq!(why(&alice, 1_000), Some("session-expired"));
+        let off = |target| {
+            SwitchChange::Off(Switch {
+                target,
+                until: Some(600),
+                reason: None,
+                by: "ops".into(),
+                at: 100,
+            })
+        };
+        switches.change(off(Target::Entity("acme".into())));
+        assert_eq!(why(&alice, 500), Some("entity-disabled"));
+        assert_eq!(why(&alice, 600), None, "until passed");
+        switches.change(off(Target::User("alice".into())));
+        assert_eq!(why(&alice, 500), Some("user-disabled"));
+        switches.change(off(Target::App("chat".into())));
+        assert_eq!(why(&carol, 500), Some("app-disabled"));
+        switches.replace_all(vec![]);
+        assert_eq!(why(&carol, 500), None);
+        revoked.cut_off(
+            Cutoff::Entity {
+                entity: "acme".into(),
+            },
+            200,
+        );
+        assert_eq!(why(&alice, 500), Some("session-revoked"));
+        assert_eq!(why(&carol, 500), None);
+        revoked.cut_off(Cutoff::Provider { idp: "corp".into() }, 200);
+        assert_eq!(why(&carol, 500), Some("session-revoked"));
+        let later = OpenStream {
+            issued_at: 300,
+            ..stream("carol", None)
+        };
+        assert_eq!(
+            why(&later, 500),
+            None,
+            "a session that began after the cutoff"
+        );
+        revoked.revoke("s1", 1_000, 300);
+        assert_eq!(why(&later, 500), Some("session-revoked"), "by session id");
+    }
 
     #[test]
     fn an_open_stream_costs_under_256_bytes() {
