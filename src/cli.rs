@@ -178,6 +178,13 @@ enum KeysCommand {
         #[arg(long, default_value = "ES256")]
         algorithm: String,
     },
+    /// Print a new API key for a service account, and the hash to put in its `key_hashes`
+    /// (the key is shown once and kept nowhere).
+    ApiKey {
+        /// Print `{"key": …, "key_hash": …}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a development CA and a server certificate (never for production).
     DevCert {
         /// Output directory.
@@ -221,6 +228,21 @@ impl Cli {
                     }
                     Err(e) => fail(&e),
                 }
+            }
+            Command::Keys(KeysCommand::ApiKey { json }) => {
+                let new = crate::apikey::generate();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "key": new.key, "key_hash": new.hash })
+                    );
+                } else {
+                    println!("# Give the key to the client; it is shown once and kept nowhere.");
+                    println!("key:      {}", new.key);
+                    println!("# Put the hash in service_accounts[].key_hashes.");
+                    println!("key_hash: {}", new.hash);
+                }
+                ExitCode::SUCCESS
             }
             Command::Keys(KeysCommand::Generate) => match keys::generate_report() {
                 Ok(report) => {

@@ -8,6 +8,7 @@
 //! `fuzz/`; it has no stable API.
 
 mod admin;
+pub mod apikey;
 pub mod assertion;
 mod audit;
 mod certs;

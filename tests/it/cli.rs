@@ -367,3 +367,26 @@ fn policy_explain_shows_the_decision_and_each_layer() {
     let (status, _) = explain(&["--app", "nope", "--path", "/"]);
     assert_eq!(status, Some(2));
 }
+
+#[test]
+fn keys_api_key_prints_a_checksummed_key_and_its_hash_once() {
+    let first: serde_json::Value =
+        serde_json::from_str(&run_ok(&["keys", "api-key", "--json"])).expect("json");
+    let (key, hash) = (
+        first["key"].as_str().expect("key"),
+        first["key_hash"].as_str().expect("key_hash"),
+    );
+    assert!(key.starts_with("pck_") && key.len() == 54, "{key}");
+    assert!(
+        hash.starts_with("pck-v1:") && !hash.contains(&key[4..]),
+        "{hash}"
+    );
+    let second: serde_json::Value =
+        serde_json::from_str(&run_ok(&["keys", "api-key", "--json"])).expect("json");
+    assert_ne!(second["key"], first["key"], "a new key every time");
+    let text = run_ok(&["keys", "api-key"]);
+    assert!(
+        text.contains("\nkey:      pck_") && text.contains("\nkey_hash: pck-v1:"),
+        "{text}"
+    );
+}
