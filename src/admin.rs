@@ -122,7 +122,7 @@ impl AdminApp {
         query: Option<&str>,
         caller: &str,
     ) -> Result<(serde_json::Value, Option<String>), ControlError> {
-        let now = unix_now();
+        let now = crate::proxy::unix_now();
         match path {
             "/api/v1/sessions" => Ok((control.sessions(query, now).await?, None)),
             "/api/v1/disabled" => Ok((control.disabled(now), None)),
@@ -201,12 +201,6 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
 
 fn json_error(status: u16, message: &str) -> Response<Vec<u8>> {
     json_response(status, &serde_json::json!({ "error": message }))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -141,12 +141,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         limits: limits.clone(),
     });
     if let Ok(bytes) = std::fs::read(&config.source) {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        metrics
-            .config_info
-            .with_label_values(&[hex.as_str()])
-            .set(1);
+        let sha256 = reload::sha256_hex(&bytes);
+        metrics.config_info.with_label_values(&[&sha256]).set(1);
     }
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).
     let mut proxy = pingora::services::listening::Service::new(

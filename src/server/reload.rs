@@ -72,9 +72,9 @@ pub(super) fn fixed_settings(config: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of a configuration file's bytes, as `portcullis_config_info` labels it.
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    crate::audit::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 impl Reloader {

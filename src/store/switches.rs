@@ -140,6 +140,12 @@ impl KillSwitches {
         }
     }
 
+    /// Whether any switch was ever turned off here: while not, a request need not look (nor
+    /// read the clock).
+    pub fn any_set(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Which switch, if any, stops `user` (of `entity`) at `now`. A poisoned lock stops.
     pub fn stops(&self, user: &str, entity: Option<&str>, now: u64) -> Option<Disabled> {
         if !self.any.load(Ordering::Acquire) {

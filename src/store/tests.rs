@@ -253,6 +253,7 @@ fn operator_cutoffs_end_sessions_that_began_before_them() {
 #[test]
 fn kill_switches_stop_users_entities_and_apps_until_lifted_or_expired() {
     let switches = KillSwitches::default();
+    assert!(!switches.any_set(), "nothing to look at yet");
     assert_eq!(switches.stops("alice", Some("acme"), 100), None);
     let off = |target: Target, until: Option<u64>| {
         SwitchChange::Off(Switch {
@@ -264,6 +265,7 @@ fn kill_switches_stop_users_entities_and_apps_until_lifted_or_expired() {
         })
     };
     switches.change(off(Target::User("alice".into()), None));
+    assert!(switches.any_set());
     switches.change(off(Target::Entity("acme".into()), Some(200)));
     switches.change(off(Target::App("chat".into()), None));
     assert_eq!(switches.stops("alice", None, 150), Some(Disabled::User));

@@ -303,7 +303,7 @@ async fn a_revocation_ends_the_users_live_streams_within_a_second_and_no_other()
         crate::common::wss(&d.shared_ca(), a.proxy.ports.https, "/ws", Some(&alice)).await;
     assert_eq!(response.status(), 101);
     let started = Instant::now();
-    while metric(&b, "portcullis_streams_open") != Some(2) {
+    while b.proxy.metric("portcullis_streams_open").as_deref() != Some("2") {
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "streams registered"
@@ -358,18 +358,10 @@ async fn a_revocation_ends_the_users_live_streams_within_a_second_and_no_other()
     let ended = audit_until(&b.fixtures.audit_log(), 1, |r| r["event"] == "stream-ended").await;
     assert_eq!(ended[0]["user"], "alice");
     assert_eq!(ended[0]["detail"], "session-revoked");
-    assert_eq!(metric(&b, "portcullis_streams_open"), Some(1));
-}
-
-/// A gauge or counter of `replica`'s `/metrics`.
-fn metric(replica: &Replica, name: &str) -> Option<i64> {
-    let text = crate::common::raw_http(
-        replica.proxy.ports.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    assert_eq!(
+        b.proxy.metric("portcullis_streams_open").as_deref(),
+        Some("1")
     );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `portcullis admin <args>` against `replica` with the token in `token_file`: exit code and

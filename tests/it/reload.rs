@@ -8,12 +8,52 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::browser::sign_in_local;
-use crate::common::{
-    audit_until, client, hash_password, raw_http, Fixtures, Ports, Proxy, Upstream,
-};
+use crate::common::{audit_until, client, hash_password, Fixtures, Ports, Proxy, Upstream};
 
 const PASSWORD: &str = "a test password";
 const OPS_TOKEN: &str = "ops-0123456789abcdef0123456789abcdef";
+
+/// A proxy with one app and alice, whose config file a test rewrites and reloads.
+struct Running {
+    fixtures: Fixtures,
+    upstream: Upstream,
+    ports: Ports,
+    hash: String,
+    proxy: Proxy,
+}
+
+impl Running {
+    fn start() -> Running {
+        let fixtures = Fixtures::new();
+        let upstream = Upstream::start();
+        let ports = Ports::new();
+        std::fs::write(fixtures.path("ops.token"), OPS_TOKEN).expect("write");
+        let hash = hash_password(PASSWORD);
+        let proxy = Proxy::start(
+            &fixtures,
+            ports,
+            &config(&fixtures, &ports, &upstream, &hash, ""),
+        );
+        Running {
+            fixtures,
+            upstream,
+            ports,
+            hash,
+            proxy,
+        }
+    }
+
+    /// The config with `extra` lines at the end of the app.
+    fn yaml(&self, extra: &str) -> String {
+        config(
+            &self.fixtures,
+            &self.ports,
+            &self.upstream,
+            &self.hash,
+            extra,
+        )
+    }
+}
 
 /// The config with `extra` lines at the end of the app (a rule, `enabled: false`, …).
 fn config(
@@ -64,29 +104,11 @@ async fn ends(stream: &mut reqwest::Response) -> bool {
     }
 }
 
-fn metric_line(proxy: &Proxy, prefix: &str) -> Option<String> {
-    let text = raw_http(
-        proxy.ports.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .map(str::to_string)
-}
-
 #[tokio::test]
 async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing() {
-    let fixtures = Fixtures::new();
-    let upstream = Upstream::start();
-    let ports = Ports::new();
-    std::fs::write(fixtures.path("ops.token"), OPS_TOKEN).expect("write");
-    let hash = hash_password(PASSWORD);
-    let proxy = Proxy::start(
-        &fixtures,
-        ports,
-        &config(&fixtures, &ports, &upstream, &hash, ""),
-    );
-    let http = client(&fixtures, &proxy);
+    let w = Running::start();
+    let (fixtures, proxy) = (&w.fixtures, &w.proxy);
+    let http = client(fixtures, proxy);
     let base = format!("https://a.test:{}", proxy.ports.https);
     let cookie = sign_in_local(&http, &base, "corp", "alice", PASSWORD, &[]).await;
 
@@ -123,12 +145,8 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
         let rule = format!(
             "    rules:\n      - {{ name: r{i}, paths: [\"/admin{i}/**\"], deny: true }}\n"
         );
-        std::fs::write(
-            &proxy.config,
-            config(&fixtures, &ports, &upstream, &hash, &rule),
-        )
-        .expect("write");
-        let (status, answer) = reload(&proxy).await;
+        std::fs::write(&proxy.config, w.yaml(&rule)).expect("write");
+        let (status, answer) = reload(proxy).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["applied"], true);
         assert_eq!(answer["needs_handover"], json!([]));
@@ -160,7 +178,7 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
 
     // A broken file: 422 with check's messages; the running configuration goes on.
     std::fs::write(&proxy.config, "server: [oops\n").expect("write");
-    let (status, answer) = reload(&proxy).await;
+    let (status, answer) = reload(proxy).await;
     assert_eq!(status, 422, "{answer}");
     assert!(
         answer["problems"][0]
@@ -176,20 +194,16 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
         .expect("still");
     assert_eq!(r.status(), 200);
     assert_eq!(
-        metric_line(
-            &proxy,
-            "portcullis_config_reloads_total{result=\"applied\"}"
-        )
-        .as_deref(),
-        Some("portcullis_config_reloads_total{result=\"applied\"} 10")
+        proxy
+            .metric("portcullis_config_reloads_total{result=\"applied\"}")
+            .as_deref(),
+        Some("10")
     );
     assert_eq!(
-        metric_line(
-            &proxy,
-            "portcullis_config_reloads_total{result=\"refused\"}"
-        )
-        .as_deref(),
-        Some("portcullis_config_reloads_total{result=\"refused\"} 1")
+        proxy
+            .metric("portcullis_config_reloads_total{result=\"refused\"}")
+            .as_deref(),
+        Some("1")
     );
 
     // A reload whose policy no longer admits a stream's request ends that stream, and only it.
@@ -201,12 +215,8 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
         .expect("sse");
     assert_eq!(agent.status(), 200);
     let rule = "    rules:\n      - { name: agents, paths: [\"/agents/**\"], deny: true }\n";
-    std::fs::write(
-        &proxy.config,
-        config(&fixtures, &ports, &upstream, &hash, rule),
-    )
-    .expect("write");
-    assert_eq!(reload(&proxy).await.0, 200);
+    std::fs::write(&proxy.config, w.yaml(rule)).expect("write");
+    assert_eq!(reload(proxy).await.0, 200);
     assert!(
         ends(&mut agent).await,
         "the stream the new rule refuses ended"
@@ -218,9 +228,9 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
     );
 
     // The app disabled by a reload: its open stream ends, on the record.
-    let disabled = config(&fixtures, &ports, &upstream, &hash, "    enabled: false\n");
+    let disabled = w.yaml("    enabled: false\n");
     std::fs::write(&proxy.config, disabled).expect("write");
-    assert_eq!(reload(&proxy).await.0, 200);
+    assert_eq!(reload(proxy).await.0, 200);
     assert!(
         ends(&mut stream).await,
         "the stream of the disabled app ended"
@@ -242,17 +252,9 @@ async fn ten_reloads_under_load_drop_nothing_and_a_broken_file_changes_nothing()
 
 #[tokio::test]
 async fn sighup_reloads_and_a_listener_change_waits_for_the_handover() {
-    let fixtures = Fixtures::new();
-    let upstream = Upstream::start();
-    let ports = Ports::new();
-    std::fs::write(fixtures.path("ops.token"), OPS_TOKEN).expect("write");
-    let hash = hash_password(PASSWORD);
-    let proxy = Proxy::start(
-        &fixtures,
-        ports,
-        &config(&fixtures, &ports, &upstream, &hash, ""),
-    );
-    let http = client(&fixtures, &proxy);
+    let w = Running::start();
+    let (fixtures, proxy) = (&w.fixtures, &w.proxy);
+    let http = client(fixtures, proxy);
     let base = format!("https://a.test:{}", proxy.ports.https);
     let public = |path: &'static str| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
@@ -267,7 +269,8 @@ async fn sighup_reloads_and_a_listener_change_waits_for_the_handover() {
         }
     };
     assert_eq!(public("/news").await, 401);
-    let yaml = config(&fixtures, &ports, &upstream, &hash, "")
+    let yaml = w
+        .yaml("")
         .replace("public_paths: [/status]", "public_paths: [/status, /news]");
     std::fs::write(&proxy.config, yaml).expect("write");
     proxy.signal("-HUP");
@@ -283,12 +286,10 @@ async fn sighup_reloads_and_a_listener_change_waits_for_the_handover() {
     assert_eq!(loaded[1]["operator"], "SIGHUP");
 
     // A new thread count cannot apply to running listeners: said, and the rest applies.
-    let yaml = config(&fixtures, &ports, &upstream, &hash, "")
-        .replace("threads: 1", "threads: 2")
-        .replace(
-            "public_paths: [/status]",
-            "public_paths: [/status, /weather]",
-        );
+    let yaml = w.yaml("").replace("threads: 1", "threads: 2").replace(
+        "public_paths: [/status]",
+        "public_paths: [/status, /weather]",
+    );
     std::fs::write(&proxy.config, yaml).expect("write");
     let out = std::process::Command::new(crate::common::binary())
         .args([
@@ -314,23 +315,15 @@ async fn sighup_reloads_and_a_listener_change_waits_for_the_handover() {
 
 #[tokio::test]
 async fn a_reload_serves_new_certificates_to_new_handshakes() {
-    let (fixtures, other) = (Fixtures::new(), Fixtures::new());
-    let upstream = Upstream::start();
-    let ports = Ports::new();
-    std::fs::write(fixtures.path("ops.token"), OPS_TOKEN).expect("write");
-    let hash = hash_password(PASSWORD);
-    let proxy = Proxy::start(
-        &fixtures,
-        ports,
-        &config(&fixtures, &ports, &upstream, &hash, ""),
-    );
+    let (w, other) = (Running::start(), Fixtures::new());
+    let (fixtures, proxy) = (&w.fixtures, &w.proxy);
     let status = |trusting: &Fixtures| {
-        let http = client(trusting, &proxy);
+        let http = client(trusting, proxy);
         let url = format!("https://a.test:{}/status", proxy.ports.https);
         async move { http.get(url).send().await.map(|r| r.status().as_u16()).ok() }
     };
     assert!(
-        status(&fixtures).await.is_some(),
+        status(fixtures).await.is_some(),
         "the first certificate is served"
     );
     assert_eq!(
@@ -338,7 +331,8 @@ async fn a_reload_serves_new_certificates_to_new_handshakes() {
         None,
         "another CA's client refuses the first certificate"
     );
-    let yaml = config(&fixtures, &ports, &upstream, &hash, "")
+    let yaml = w
+        .yaml("")
         .replace(
             &fixtures.cert.display().to_string(),
             &other.cert.display().to_string(),
@@ -348,10 +342,10 @@ async fn a_reload_serves_new_certificates_to_new_handshakes() {
             &other.key.display().to_string(),
         );
     std::fs::write(&proxy.config, yaml).expect("write");
-    assert_eq!(reload(&proxy).await.0, 200);
+    assert_eq!(reload(proxy).await.0, 200);
     assert!(
         status(&other).await.is_some(),
         "new handshakes get the new certificate"
     );
-    assert_eq!(status(&fixtures).await, None, "and no longer the old one");
+    assert_eq!(status(fixtures).await, None, "and no longer the old one");
 }

@@ -10,7 +10,7 @@ use crate::common::browser::{cookie_header, form_value, sign_in_local, Jar};
 use crate::common::op::{finish, sign_in_at_op, Op};
 use crate::common::redis::{Redis, RedisCluster};
 use crate::common::saml::{post_acs, sign_in_at_idp, SamlIdp};
-use crate::common::{audit_until, client, hash_password, plain, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{client, hash_password, plain, Fixtures, Ports, Proxy, Upstream};
 use crate::store::{refused_within, PASSWORD};
 
 /// The public origin every replica serves (clients resolve it to their replica).
@@ -95,13 +95,7 @@ impl Deployment {
 impl Replica {
     /// Audit `detail`s of refused sign-ins and logout messages, once there are `count`.
     async fn refusals(&self, count: usize) -> Vec<String> {
-        audit_until(&self.fixtures.audit_log(), count, |r| {
-            r["event"] == "login-failed" || r["event"] == "logout-refused"
-        })
-        .await
-        .iter()
-        .filter_map(|r| r["detail"].as_str().map(str::to_string))
-        .collect()
+        crate::common::refusals(&self.fixtures.audit_log(), count).await
     }
 }
 
@@ -133,17 +127,20 @@ pub(crate) async fn timed_get(http: &reqwest::Client, cookie: &str) -> (u16, Dur
     (r.status().as_u16(), started.elapsed())
 }
 
-/// Thirty requests of one user at once, spread over `a` and `b`, under a limit of 10/min:
-/// one bucket, so ten pass (one more per replica at most).
-async fn thirty_at_once(a: &Replica, b: &Replica, cookie: &str) {
-    let calls: Vec<_> = (0..30)
-        .map(|i| timed_get(if i % 2 == 0 { &a.http } else { &b.http }, cookie))
-        .collect();
-    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+/// `n` requests with `cookie` at once, every other one to `b`: their statuses.
+async fn at_once(n: usize, a: &Replica, b: &Replica, cookie: &str) -> Vec<u16> {
+    let calls = (0..n).map(|i| timed_get(if i % 2 == 0 { &a.http } else { &b.http }, cookie));
+    futures_util::future::join_all(calls)
         .await
         .into_iter()
         .map(|(status, _)| status)
-        .collect();
+        .collect()
+}
+
+/// Thirty requests of one user at once, spread over `a` and `b`, under a limit of 10/min:
+/// one bucket, so ten pass (one more per replica at most).
+async fn thirty_at_once(a: &Replica, b: &Replica, cookie: &str) {
+    let statuses = at_once(30, a, b, cookie).await;
     let passed = statuses.iter().filter(|s| **s == 200).count();
     assert!(
         (10..=12).contains(&passed),
@@ -348,14 +345,7 @@ async fn twenty_requests_at_refresh_time_over_two_replicas_refresh_once() {
     let (ours, _) = oidc_sign_in(&op, &a, "acme-rita").await;
     let cookie = cookie_header(&ours);
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let calls: Vec<_> = (0..20)
-        .map(|i| timed_get(if i % 2 == 0 { &a.http } else { &b.http }, &cookie))
-        .collect();
-    let statuses: Vec<u16> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|(status, _)| status)
-        .collect();
+    let statuses = at_once(20, &a, &b, &cookie).await;
     assert!(
         statuses.iter().all(|s| *s == 200),
         "nobody is logged out: {statuses:?}"

@@ -167,13 +167,7 @@ impl World {
 
     /// Audit `detail` of every failed sign-in, in order, once there are `count` of them.
     async fn refusals(&self, count: usize) -> Vec<String> {
-        audit_until(&self.fixtures.audit_log(), count, |r| {
-            r["event"] == "login-failed" || r["event"] == "logout-refused"
-        })
-        .await
-        .iter()
-        .filter_map(|r| r["detail"].as_str().map(str::to_string))
-        .collect()
+        crate::common::refusals(&self.fixtures.audit_log(), count).await
     }
 }
 

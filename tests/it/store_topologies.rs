@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::browser::sign_in_local;
 use crate::common::redis::{Redis, RedisCluster, RedisSentinel, SENTINEL_MASTER};
-use crate::common::{client, raw_http, Fixtures, Proxy, Upstream};
+use crate::common::{client, Fixtures, Proxy, Upstream};
 use crate::store::{readyz, refused_within, replica_with, sign_out_on, status, PASSWORD};
 
 /// Waits until `proxy`'s `/readyz` is plain `ready` (the shared set was read), at most 5 s.
@@ -19,16 +19,6 @@ async fn store_up(proxy: &Proxy) {
         assert!(started.elapsed() < Duration::from_secs(5), "{ready}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn metric(proxy: &Proxy, name: &str) -> Option<String> {
-    let metrics = raw_http(
-        proxy.ports.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
 }
 
 #[tokio::test]
@@ -99,7 +89,7 @@ async fn over_tls_without_the_right_ca_the_store_stays_down_and_requests_go_on()
             "{name}: {ready}"
         );
         assert_eq!(
-            metric(proxy, "portcullis_store_up").as_deref(),
+            proxy.metric("portcullis_store_up").as_deref(),
             Some("0"),
             "{name}"
         );

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::browser::sign_in_local;
-use crate::common::{hash_password, raw_http, Fixtures, Ports, Proxy, Upstream};
+use crate::common::{hash_password, Fixtures, Ports, Proxy, Upstream};
 
 const PASSWORD: &str = "a test password";
 const OPS_TOKEN: &str = "ops-0123456789abcdef0123456789abcdef";
@@ -11,13 +11,7 @@ const USERS: usize = 50;
 const STREAMS_PER_USER: usize = 20;
 
 fn open_streams(proxy: &Proxy) -> Option<usize> {
-    let text = raw_http(
-        proxy.ports.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("portcullis_streams_open "))
-        .and_then(|v| v.trim().parse().ok())
+    proxy.metric("portcullis_streams_open")?.parse().ok()
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ struct Script {
 impl Script {
     fn new(text: &'static str) -> Script {
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
-        let sha1 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let sha1 = hex(digest.as_ref());
         Script { text, sha1 }
     }
 
@@ -110,11 +110,7 @@ impl SharedStore {
     pub async fn first_use(&self, kind: &str, id: &str, until: u64) -> Result<bool, Error> {
         // Ids are chosen by the sender: hashed, they cannot make a key long or odd.
         let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
-        let hex: String = digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let key = format!("{}seen:{kind}:{hex}", self.prefix);
+        let key = format!("{}seen:{kind}:{}", self.prefix, hex(&digest.as_ref()[..16]));
         let until = i64::try_from(until.max(unix_now() + 1)).unwrap_or(i64::MAX);
         let set: Option<String> = self
             .timed(
@@ -316,6 +312,11 @@ impl SharedStore {
         }
         result
     }
+}
+
+/// Lower-case hex (`audit::hex` sits above the store in the layers).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A session record from its hash; `None` when a field is missing (it expired meanwhile).

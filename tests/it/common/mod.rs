@@ -334,6 +334,16 @@ impl Proxy {
         None
     }
 
+    /// The value of the sample `name` (with its labels, as printed) on `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<String> {
+        let text = raw_http(
+            self.ports.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+    }
+
     pub fn https(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.https))
     }
@@ -429,6 +439,18 @@ pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
         .collect()
+}
+
+/// The `detail` of every refused sign-in and logout message (`login-failed`,
+/// `logout-refused`) in the audit file at `path`, in order, once there are `count` of them.
+pub async fn refusals(path: &Path, count: usize) -> Vec<String> {
+    audit_until(path, count, |r| {
+        r["event"] == "login-failed" || r["event"] == "logout-refused"
+    })
+    .await
+    .iter()
+    .filter_map(|r| r["detail"].as_str().map(str::to_string))
+    .collect()
 }
 
 /// The audit records that `keep` selects, once there are at least `count` of them: the audit
