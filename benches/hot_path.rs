@@ -57,6 +57,7 @@ fn bench_identity() -> Identity {
         idp: "corp".into(),
         auth_method: AuthMethod::Oidc,
         mfa: true,
+        client_id: None,
     }
 }
 

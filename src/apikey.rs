@@ -79,12 +79,30 @@ pub fn parse(text: &str) -> Result<(), ApiKeyError> {
 /// the label `portcullis api-key v1`.
 pub fn hash(key: &str) -> String {
     use base64::Engine;
-    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"portcullis api-key v1");
-    let tag = ring::hmac::sign(&label, key.as_bytes());
     format!(
         "{HASH_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest(key))
     )
+}
+
+/// The digest of `key` (what [`hash`] shows after its prefix).
+pub fn digest(key: &str) -> [u8; 32] {
+    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"portcullis api-key v1");
+    let tag = ring::hmac::sign(&label, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// The digest in a configured hash (`pck-v1:…`); `None` for anything else (a key pasted by
+/// mistake, a truncated hash).
+pub fn decode_hash(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let encoded = text.trim().strip_prefix(HASH_PREFIX)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    bytes.try_into().ok()
 }
 
 /// `bytes` as a big-endian number in base 62, left-padded with `0` to `len` digits.
@@ -126,6 +144,9 @@ mod tests {
             "the hash is a function of the key"
         );
         assert!(new.hash.starts_with(HASH_PREFIX));
+        assert_eq!(decode_hash(&new.hash), Some(digest(&new.key)));
+        assert_eq!(decode_hash(&new.key), None, "a key is not a hash");
+        assert_eq!(decode_hash(&new.hash[..new.hash.len() - 2]), None);
         let other = generate();
         assert_ne!(other.key, new.key);
         assert_ne!(other.hash, new.hash);

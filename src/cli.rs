@@ -335,6 +335,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         idp,
         auth_method: crate::identity::AuthMethod::Oidc,
         mfa: args.mfa,
+        client_id: None,
     };
     let request = crate::policy::Request {
         method: &args.method.to_ascii_uppercase(),

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClaimMapping, IdentityMapping, Matcher, UserType};
 
 /// How the user authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum AuthMethod {
     /// OpenID Connect.
     Oidc,
@@ -23,6 +26,28 @@ pub enum AuthMethod {
     ApiKey,
     /// A bearer JWT from a trusted issuer.
     BearerJwt,
+    /// An opaque bearer token, checked at an introspection endpoint.
+    BearerIntrospected,
+}
+
+impl AuthMethod {
+    /// The kebab-case name (as serialised; the metric label).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Position in declaration order (indexes per-method counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A machine client's credential (no browser, no sign-in page, no cookie).
+    pub fn is_machine(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ApiKey | AuthMethod::BearerJwt | AuthMethod::BearerIntrospected
+        )
+    }
 }
 
 /// Who is making the request (PRODUCT.md, "The model").
@@ -54,6 +79,9 @@ pub struct Identity {
     /// A second factor was used.
     #[serde(default)]
     pub mfa: bool,
+    /// The machine client: a bearer token's `client_id` (or `azp`), a service account's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// What a provider said about a user, before the mapping rules: claims (OIDC) or
@@ -112,6 +140,7 @@ pub fn from_claims(
         idp: source.idp.to_string(),
         auth_method: source.auth_method,
         mfa: source.mfa,
+        client_id: None,
     };
     apply_rules(&mut identity, &groups, values, rules);
     Ok(identity)

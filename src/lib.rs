@@ -21,6 +21,7 @@ pub mod idp;
 mod keys;
 mod listeners;
 mod logging;
+pub mod machine;
 mod metrics;
 pub mod netguard;
 mod pem;

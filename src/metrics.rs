@@ -6,6 +6,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use strum::IntoEnumIterator;
+
+use crate::identity::AuthMethod;
+
 /// All of Portcullis's metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +51,13 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `portcullis_config_info{sha256}`: 1 for the configuration file in force.
     pub config_info: IntGaugeVec,
+    /// `portcullis_credentials_total{method,result}`: machine credentials accepted
+    /// (`method` = auth method, `result` = checked or cached) and refused (`method` = bearer
+    /// or api-key, `result` = the refusal).
+    pub credentials: IntCounterVec,
+    /// `portcullis_authenticated_requests_total{method}`, resolved once per auth method
+    /// (indexed by [`AuthMethod::index`]): the hot path does no label lookup.
+    authenticated: Vec<IntCounter>,
 }
 
 impl Metrics {
@@ -189,6 +200,25 @@ impl Metrics {
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(audit_dropped.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
+        let credentials = IntCounterVec::new(
+            Opts::new(
+                "portcullis_credentials_total",
+                "Machine credentials (bearer tokens, API keys) accepted or refused, by method and result",
+            ),
+            &["method", "result"],
+        )?;
+        registry.register(Box::new(credentials.clone()))?;
+        let authenticated_vec = IntCounterVec::new(
+            Opts::new(
+                "portcullis_authenticated_requests_total",
+                "Requests that carried a valid session or machine credential, by auth method",
+            ),
+            &["method"],
+        )?;
+        registry.register(Box::new(authenticated_vec.clone()))?;
+        let authenticated = AuthMethod::iter()
+            .map(|m| authenticated_vec.with_label_values(&[m.as_str()]))
+            .collect();
         Ok(Metrics {
             registry,
             requests,
@@ -210,7 +240,16 @@ impl Metrics {
             streams_open,
             config_reloads,
             config_info,
+            credentials,
+            authenticated,
         })
+    }
+
+    /// Counts an authenticated request.
+    pub fn authenticated(&self, method: AuthMethod) {
+        if let Some(counter) = self.authenticated.get(method.index()) {
+            counter.inc();
+        }
     }
 
     /// The text exposition format.

@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigIssue, ConfigReport, IdentityProviderKind, Sto
 use crate::idp::local::LocalProvider;
 use crate::idp::oidc::OidcProvider;
 use crate::idp::saml::SamlProvider;
+use crate::machine::MachineAuth;
 use crate::metrics::Metrics;
 use crate::netguard::RateLimits;
 use crate::store::redis::{RevocationSync, SharedStore};
@@ -54,6 +55,8 @@ pub struct Providers {
     pub saml: Vec<Arc<SamlProvider>>,
     /// `kind: local`, with their ids and display names.
     pub local: Vec<(String, String, Arc<LocalProvider>)>,
+    /// Bearer-token issuers, introspection endpoints and service accounts.
+    pub machines: Arc<MachineAuth>,
 }
 
 /// What outlives one configuration: the state requests share (sessions ended, lock-outs,
@@ -240,6 +243,7 @@ fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
         oidc: Vec::new(),
         saml: Vec::new(),
         local: Vec::new(),
+        machines: Arc::new(MachineAuth::empty()),
     };
     for (index, provider) in config.identity_providers.iter().enumerate() {
         let built = match &provider.kind {
@@ -254,6 +258,8 @@ fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
                 }
                 Ok(())
             }
+            // Built below, once the OIDC providers whose keys they share exist.
+            IdentityProviderKind::Jwt(_) | IdentityProviderKind::Introspection(_) => Ok(()),
         };
         if let Err(e) = built {
             issues.push(config.issue(
@@ -262,6 +268,10 @@ fn providers(config: &Config, issues: &mut Vec<ConfigIssue>) -> Providers {
                 e.hint(),
             ));
         }
+    }
+    match MachineAuth::new(config, &providers.oidc, &mapping) {
+        Ok(machines) => providers.machines = Arc::new(machines),
+        Err(e) => issues.push(config.issue("identity_providers", e.to_string(), e.hint())),
     }
     providers
 }

@@ -42,6 +42,7 @@ fn identity() -> Identity {
         idp: "corp".into(),
         auth_method: AuthMethod::Oidc,
         mfa: true,
+        client_id: None,
     }
 }
 

@@ -111,9 +111,13 @@ pub struct AuditEvent {
     /// Identity provider id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idp: Option<String>,
-    /// Session id.
+    /// Session id; for a machine client, its credential's name (`api-key:<account>`,
+    /// `bearer:<hash prefix>`), never the secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// How the caller authenticated (oidc, saml, local, api-key, bearer-jwt, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<crate::identity::AuthMethod>,
     /// The client address was outside a report-mode IP allowlist.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ip_reported: bool,
@@ -149,6 +153,7 @@ impl AuditEvent {
             ip_reported: false,
             detail: None,
             operator: None,
+            auth_method: None,
         }
     }
 

@@ -96,7 +96,7 @@ fn split_sections(value: Value, issues: &mut Issues<'_>) -> Option<RawConfig> {
             "apps" => raw.apps = list(name, value, issues),
             "identity" => raw.identity = section(name, value, issues),
             "assertion" => raw.assertion = section(name, value, issues),
-            "service_accounts" => raw.service_accounts = Some(value),
+            "service_accounts" => raw.service_accounts = list(name, value, issues),
             "store" => raw.store = section("store", value, issues),
             other => issues.add(
                 other,
@@ -202,12 +202,9 @@ impl Compiler<'_> {
         let audit = self.audit(raw.audit.unwrap_or_default());
         let admin = self.admin(raw.admin.unwrap_or_default());
         let store = self.store(raw.store.unwrap_or_default());
-        if raw.service_accounts.as_ref().is_some_and(|v| !v.is_null()) {
-            self.warnings.push(
-                "`service_accounts` is accepted but not enforced by this version of Portcullis"
-                    .into(),
-            );
-        }
+        let service_accounts =
+            self.service_accounts(raw.service_accounts.unwrap_or_default(), &provider_ids);
+        self.machine_consistency(&identity_providers, &service_accounts, &apps);
         let issuer = server.public_url.origin().ascii_serialization();
         Config {
             source: file.to_path_buf(),
@@ -220,8 +217,59 @@ impl Compiler<'_> {
             audit,
             admin,
             store,
+            service_accounts,
             warnings: std::mem::take(&mut self.warnings),
             lines: LineIndex::default(),
+        }
+    }
+
+    /// An app that accepts a credential nobody can present would answer 401 to everyone; a
+    /// provider named like the service accounts' pseudo-provider would be confused with it.
+    fn machine_consistency(
+        &mut self,
+        providers: &[IdentityProvider],
+        accounts: &[ServiceAccount],
+        apps: &[Arc<App>],
+    ) {
+        let bearer_issuers = providers.iter().any(|p| {
+            matches!(
+                p.kind,
+                IdentityProviderKind::Jwt(_)
+                    | IdentityProviderKind::Introspection(_)
+                    | IdentityProviderKind::Oidc {
+                        bearer: Some(_),
+                        ..
+                    }
+            )
+        });
+        for (i, p) in providers.iter().enumerate() {
+            if p.id == SERVICE_ACCOUNTS_IDP {
+                self.issues.add(
+                    &format!("identity_providers[{i}].id"),
+                    format!("`{SERVICE_ACCOUNTS_IDP}` is reserved for service accounts"),
+                    "choose another id",
+                );
+            }
+        }
+        if self.providers_unknown || self.issues.is_unreadable("service_accounts") {
+            return;
+        }
+        for app in apps {
+            let at = format!("apps[{}].accept", app.index);
+            if app.accept.bearer && !bearer_issuers {
+                self.issues.add(
+                    &at,
+                    "`bearer` is accepted but no identity provider checks bearer tokens",
+                    "add a kind: jwt or kind: oauth2-introspection provider, or `bearer:` under an oidc provider",
+                );
+            }
+            if app.accept.api_key && accounts.is_empty() {
+                self.issues.add(
+                    &at,
+                    "`api-key` is accepted but there are no service_accounts",
+                    "add service_accounts with key_hashes from `portcullis keys api-key`",
+                );
+            }
         }
     }
 
@@ -375,6 +423,7 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
 mod access;
 mod apps;
 mod audit;
+mod machine;
 mod providers;
 mod saml;
 mod server;

@@ -107,6 +107,9 @@ pub enum LimitKey {
     Ip,
     /// The user and the normalised path.
     UserPath,
+    /// The machine client: the service account, or the token's `client_id`/`azp` (people
+    /// signed in with a session: the user).
+    Client,
 }
 
 impl LimitKey {
@@ -117,6 +120,7 @@ impl LimitKey {
             LimitKey::Entity => "entity",
             LimitKey::Ip => "ip",
             LimitKey::UserPath => "user+path",
+            LimitKey::Client => "client",
         }
     }
 }

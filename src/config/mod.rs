@@ -8,6 +8,7 @@ mod access;
 mod allowlist;
 mod compile;
 mod limits;
+mod machine;
 mod raw;
 mod report;
 mod summary;
@@ -29,6 +30,10 @@ pub use allowlist::{canonical_ip, AllowlistMode, IpAllowlist};
 pub use limits::{
     LimitKey, LimitSpec, SizeError, SizeLimits, CLIENT_ADDRESS_HEADERS,
     PASSABLE_CLIENT_ADDRESS_HEADERS,
+};
+pub use machine::{
+    Accept, BearerRules, IntrospectionSettings, JwtIssuerSettings, ServiceAccount,
+    DEFAULT_ALGORITHMS, SERVICE_ACCOUNTS_IDP,
 };
 pub use report::{ConfigIssue, ConfigReport};
 pub use values::{decode_base32, is_argon2id_hash, Secret, SecretError};
@@ -63,6 +68,8 @@ pub struct Config {
     pub admin: Admin,
     /// Where state shared by replicas lives.
     pub store: Store,
+    /// Machine clients with API keys.
+    pub service_accounts: Vec<ServiceAccount>,
     /// Settings that are accepted but weaken security or do nothing yet; logged at start.
     pub warnings: Vec<String>,
     /// Where each key path is in the file, for problems found after compiling.
@@ -245,7 +252,13 @@ pub enum IdentityProviderKind {
         /// `acr` values that mean a second factor was used; also sent as `acr_values` (with
         /// `prompt=login`) when an app requires MFA that the session lacks.
         mfa_acr_values: Vec<String>,
+        /// Also accept the OP's JWT access tokens as bearer tokens, under these rules.
+        bearer: Option<Box<BearerRules>>,
     },
+    /// Bearer JWT access tokens from an issuer, checked against its JWKS; no sign-in.
+    Jwt(Box<JwtIssuerSettings>),
+    /// Opaque bearer tokens, checked at an RFC 7662 introspection endpoint; no sign-in.
+    Introspection(Box<IntrospectionSettings>),
     /// SAML 2.0 service provider.
     Saml(Box<SamlSettings>),
     /// Users listed in the config.
@@ -367,6 +380,8 @@ pub struct App {
     pub rate_limits: Vec<LimitSpec>,
     /// What the upstream learns about the user.
     pub identity_headers: IdentityHeaders,
+    /// Which credentials the app takes (sessions, bearer tokens, API keys).
+    pub accept: Accept,
 }
 
 impl crate::route::Routable for App {

@@ -76,7 +76,7 @@ pub struct RawConfig {
     pub identity: Option<RawIdentity>,
     pub assertion: Option<RawAssertion>,
     pub apps: Option<Vec<RawApp>>,
-    pub service_accounts: Option<serde_yaml_ng::Value>,
+    pub service_accounts: Option<Vec<RawServiceAccount>>,
     pub audit: Option<RawAudit>,
     pub store: Option<RawStore>,
     pub admin: Option<RawAdmin>,
@@ -249,6 +249,44 @@ pub struct RawIdentityProvider {
     pub metadata_refresh: Option<String>,
     // local
     pub users: Option<Vec<RawLocalUser>>,
+    // jwt (and oidc's `bearer`)
+    pub jwks_uri: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Option<Vec<String>>,
+    pub required_scopes: Option<Vec<String>>,
+    pub bearer: Option<RawBearer>,
+    // oauth2-introspection
+    pub introspection_endpoint: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub cache_ttl: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<String>,
+}
+
+/// `identity_providers[].bearer` (OIDC): the OP's JWT access tokens as bearer tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBearer {
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Option<Vec<String>>,
+    pub required_scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
+    pub clock_skew: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceAccount {
+    pub id: Option<String>,
+    pub key_hashes: Option<Vec<String>>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub entity: Option<String>,
+    pub user_type: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<RawIpAllowlist>,
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +308,7 @@ pub struct RawApp {
     pub ip_allowlist: Option<RawIpAllowlist>,
     pub rate_limits: Option<Vec<RawRateLimit>>,
     pub identity_headers: Option<RawIdentityHeaders>,
+    pub accept: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -62,6 +62,14 @@ impl Config {
                     (None, None) => "saml metadata file".to_string(),
                 },
                 IdentityProviderKind::Local { users } => format!("{} local user(s)", users.len()),
+                IdentityProviderKind::Jwt(jwt) => format!(
+                    "bearer JWTs from {} for {}",
+                    jwt.issuer,
+                    jwt.rules.audiences.join(", ")
+                ),
+                IdentityProviderKind::Introspection(settings) => {
+                    format!("bearer tokens introspected at {}", settings.endpoint)
+                }
             };
             let _ = writeln!(out, "identity provider {}: {kind}", idp.id);
         }

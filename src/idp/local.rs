@@ -108,6 +108,7 @@ impl LocalProvider {
             idp: self.id.clone(),
             auth_method: AuthMethod::Local,
             mfa,
+            client_id: None,
         };
         let claims = serde_json::json!({
             "sub": user.username, "email": user.email, "name": user.name,

@@ -135,6 +135,16 @@ impl KeyHasher {
                 3u8.hash(&mut h);
                 (&who.idp, &who.user_id, path).hash(&mut h);
             }
+            (LimitKey::Client, Some(who)) => match &who.client_id {
+                Some(client) => {
+                    4u8.hash(&mut h);
+                    (&who.idp, client).hash(&mut h);
+                }
+                None => {
+                    1u8.hash(&mut h);
+                    (&who.idp, &who.user_id).hash(&mut h);
+                }
+            },
         }
         Some(h.finish())
     }
@@ -210,6 +220,7 @@ mod tests {
             idp: "corp".into(),
             auth_method: crate::identity::AuthMethod::Oidc,
             mfa: false,
+            client_id: None,
         };
         let (a, b) = (who("a", Some("acme")), who("b", Some("acme")));
         let ip: Option<IpAddr> = Some("10.0.0.1".parse().expect("ip"));
@@ -229,6 +240,24 @@ mod tests {
         assert_eq!(
             k(LimitKey::Ip, Some(&a), "/"),
             k(LimitKey::Ip, Some(&b), "/")
+        );
+        // One client's tokens share a bucket whatever their subject; without a client id
+        // (a person's session) the bucket is the user's.
+        let bot = |user: &str, client: &str| Identity {
+            client_id: Some(client.into()),
+            ..who(user, None)
+        };
+        assert_eq!(
+            k(LimitKey::Client, Some(&bot("x", "sync")), "/"),
+            k(LimitKey::Client, Some(&bot("y", "sync")), "/")
+        );
+        assert_ne!(
+            k(LimitKey::Client, Some(&bot("x", "sync")), "/"),
+            k(LimitKey::Client, Some(&bot("x", "other")), "/")
+        );
+        assert_eq!(
+            k(LimitKey::Client, Some(&a), "/"),
+            k(LimitKey::User, Some(&a), "/")
         );
         assert_eq!(
             k(LimitKey::User, None, "/"),

@@ -73,6 +73,15 @@ pub enum Reason {
     UserDisabled,
     /// An operator turned the user's entity off.
     EntityDisabled,
+    /// A bearer token or API key was refused (forged, malformed, unknown, wrong issuer or
+    /// audience, revoked; the audit `detail` says which check).
+    CredentialInvalid,
+    /// A bearer token or API key has expired (or is not valid yet).
+    CredentialExpired,
+    /// A bearer token lacks a scope the issuer's settings require.
+    InsufficientScope,
+    /// A credential could not be checked (issuer keys or introspection unreachable): refused.
+    CredentialCheckUnavailable,
 }
 
 impl Reason {

@@ -80,6 +80,7 @@ fn person(user_type: UserType, roles: &[&str], entity: Option<&str>) -> Identity
         idp: "corp".into(),
         auth_method: AuthMethod::Oidc,
         mfa: false,
+        client_id: None,
     }
 }
 
@@ -377,6 +378,7 @@ fn identity_strategy() -> impl Strategy<Value = Identity> {
             idp: idp.into(),
             auth_method: AuthMethod::Oidc,
             mfa,
+            client_id: None,
         })
 }
 

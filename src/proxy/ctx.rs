@@ -44,8 +44,12 @@ pub struct RequestCtx {
     /// The request carried a session cookie that was refused (counts against the
     /// pre-authentication limit).
     pub cookie_rejected: bool,
+    /// A bearer token or API key that was presented and refused.
+    pub credential_refused: Option<crate::machine::Refusal>,
     /// Why Portcullis answered itself.
     pub denial: Option<Reason>,
+    /// The precise refusal behind `denial`, when there is one (audit `detail`).
+    pub detail: Option<&'static str>,
     /// Status of a response Portcullis wrote itself.
     pub status: Option<u16>,
     /// The signed-in session, when the request carries a valid one.
@@ -109,7 +113,9 @@ impl RequestCtx {
             assertion: None,
             ip_reported: false,
             cookie_rejected: false,
+            credential_refused: None,
             denial: None,
+            detail: None,
             status: None,
             session: None,
             set_cookies: Vec::new(),

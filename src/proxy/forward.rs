@@ -37,6 +37,15 @@ impl Gateway {
             upstream.remove_header(&name);
         }
         strip_cookies(upstream, &self.site.cookie_name)?;
+        if ctx
+            .session
+            .as_ref()
+            .is_some_and(|s| s.identity.auth_method.is_machine())
+        {
+            // The credential was Portcullis's to check; the upstream gets the assertion.
+            upstream.remove_header(&http::header::AUTHORIZATION);
+            upstream.remove_header("x-api-key");
+        }
         if let Some(upgrade) = upgrade {
             upstream.insert_header(http::header::CONNECTION, "Upgrade")?;
             upstream.insert_header(http::header::UPGRADE, upgrade)?;

@@ -72,6 +72,8 @@ pub struct Gateway {
     site: Site,
     /// Cookie → session → revocation → refresh.
     auth: Authenticator,
+    /// Bearer tokens and API keys.
+    machines: Arc<crate::machine::MachineAuth>,
     /// Sign-in and sign-out.
     sign_in: SignInState,
     /// Signs the user-context assertion; serves the JWKS.
@@ -217,6 +219,7 @@ impl Gateway {
                 sessions.clone(),
                 auditor.clone(),
             ),
+            machines: providers.machines,
             sign_in: SignInState {
                 login: LoginOptions {
                     local: providers.local,

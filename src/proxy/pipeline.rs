@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 
 use super::{portal, Gateway, RequestCtx};
 use crate::config::{AllowlistMode, App};
+use crate::machine;
 use crate::netguard::{RateLimitError, SizeError};
 use crate::policy::{decide, Decision, Permit, Reason, Request};
 use crate::respond::Reply;
@@ -40,15 +41,17 @@ impl Gateway {
         self.check_server_allowlist(ctx)?;
         let (app, path) = routed(ctx)?;
         self.require_https(session, ctx, &app)?;
-        self.authenticate(session, ctx).await;
         let endpoint = path
             .strip_prefix(self.site.reserved_prefix.as_str())
             .map(Endpoint::parse);
+        self.authenticate(session, ctx, &app, endpoint.is_none())
+            .await;
         self.check_pre_auth_limit(ctx, endpoint).await?;
         if let Some(endpoint) = endpoint {
             check_endpoint_allowlist(ctx, &app, endpoint)?;
             return Ok(Admitted::Endpoint(endpoint));
         }
+        refuse_credential(ctx)?;
         self.check_kill_switches(ctx, &app)?;
         let permit = self.authorize(session, ctx, &app, &path)?;
         self.check_rule_limits(ctx, &app, &permit, &path).await?;
@@ -57,8 +60,29 @@ impl Gateway {
         Ok(Admitted::Forward)
     }
 
-    /// Reads the session cookie (see [`Authenticator`]) into the request context.
-    async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) {
+    /// Who the request is: a machine client's bearer token or API key, when the app takes
+    /// them and one is sent (it never falls back to a cookie); else the session cookie (see
+    /// [`Authenticator`]), when the app takes sessions or the request is for Portcullis's own
+    /// endpoints.
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        app: &App,
+        forwarded: bool,
+    ) {
+        if forwarded && app.accept.machines() {
+            match machine::presented(&session.req_header().headers) {
+                Ok(Some(presented)) => {
+                    return self.authenticate_machine(ctx, app, presented).await;
+                }
+                Ok(None) => {}
+                Err(refusal) => return self.credential_refused(ctx, "bearer", refusal),
+            }
+        }
+        if forwarded && !app.accept.session {
+            return;
+        }
         let cookies = session
             .req_header()
             .headers
@@ -70,6 +94,45 @@ impl Gateway {
             .authenticate(cookies, ctx.audit_ref(), portal::unix_now())
             .await;
         ctx.authenticated(found);
+    }
+
+    /// Checks a bearer token or API key; the caller becomes the request's session.
+    async fn authenticate_machine(
+        &self,
+        ctx: &mut RequestCtx,
+        app: &App,
+        presented: machine::Presented<'_>,
+    ) {
+        let now = portal::unix_now();
+        match self
+            .machines
+            .authenticate(presented, app.accept, ctx.client_ip, now)
+            .await
+        {
+            Ok((caller, _)) if self.auth.is_revoked(&caller) => {
+                self.credential_refused(ctx, presented.kind(), machine::Refusal::Revoked)
+            }
+            Ok((caller, how)) => {
+                let result = match how {
+                    machine::Accepted::Checked => "checked",
+                    machine::Accepted::Cached => "cached",
+                };
+                self.metrics
+                    .credentials
+                    .with_label_values(&[caller.identity.auth_method.as_str(), result])
+                    .inc();
+                ctx.session = Some(caller);
+            }
+            Err(refusal) => self.credential_refused(ctx, presented.kind(), refusal),
+        }
+    }
+
+    fn credential_refused(&self, ctx: &mut RequestCtx, kind: &str, refusal: machine::Refusal) {
+        self.metrics
+            .credentials
+            .with_label_values(&[kind, refusal.as_str()])
+            .inc();
+        ctx.credential_refused = Some(refusal);
     }
 
     /// Header count and size, and the length of the request target.
@@ -119,7 +182,9 @@ impl Gateway {
     /// flood of callbacks or forged cookies cannot exhaust the CPU.
     async fn check_pre_auth_limit(&self, ctx: &RequestCtx, endpoint: Option<Endpoint>) -> Step {
         let limited = ctx.session.is_none()
-            && (ctx.cookie_rejected || endpoint.is_some_and(Endpoint::limited_before_sign_in));
+            && (ctx.cookie_rejected
+                || ctx.credential_refused.is_some()
+                || endpoint.is_some_and(Endpoint::limited_before_sign_in));
         if !limited {
             return Ok(());
         }
@@ -151,12 +216,27 @@ impl Gateway {
                 ctx.ip_reported |= permit.ip_reported();
                 Ok(permit)
             }
+            // An app only for machine clients challenges for a credential: no sign-in page.
+            Decision::LoginRequired if !app.accept.session => Err(Stop::Reply(
+                Reply::BearerRefused {
+                    status: 401,
+                    error: None,
+                    description: "",
+                },
+                Reason::LoginRequired,
+            )),
             Decision::LoginRequired => Err(Stop::Reply(
                 self.login_reply(session),
                 Reason::LoginRequired,
             )),
             Decision::Deny(Reason::AppDisabled) => {
                 Err(Stop::Reply(Reply::AppDisabled, Reason::AppDisabled))
+            }
+            // A machine client cannot step up: MFA is refused, not asked for.
+            Decision::Deny(Reason::MfaRequired)
+                if identity.is_some_and(|i| i.auth_method.is_machine()) =>
+            {
+                Err(Stop::Reply(Reply::Forbidden, Reason::MfaRequired))
             }
             Decision::Deny(Reason::MfaRequired) => {
                 let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -236,6 +316,51 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A refused bearer token or API key: 401 with an RFC 6750 challenge (never a sign-in
+/// redirect, whatever the `Accept` header), 403 for a missing scope or an address outside
+/// the account's allowlist, 503 when it could not be checked.
+fn refuse_credential(ctx: &mut RequestCtx) -> Step {
+    use machine::Refusal;
+    let Some(refusal) = ctx.credential_refused else {
+        return Ok(());
+    };
+    ctx.detail = Some(refusal.as_str());
+    let description = refusal.description();
+    let invalid = |reason| {
+        let error = Some(match refusal {
+            Refusal::CredentialsAmbiguous => "invalid_request",
+            _ => "invalid_token",
+        });
+        Stop::Reply(
+            Reply::BearerRefused {
+                status: 401,
+                error,
+                description,
+            },
+            reason,
+        )
+    };
+    Err(match refusal {
+        Refusal::InsufficientScope => Stop::Reply(
+            Reply::BearerRefused {
+                status: 403,
+                error: Some("insufficient_scope"),
+                description,
+            },
+            Reason::InsufficientScope,
+        ),
+        Refusal::IpNotAllowed => Stop::Reply(Reply::Forbidden, Reason::IpNotAllowed),
+        Refusal::CheckUnavailable => Stop::Reply(
+            Reply::TemporarilyUnavailable,
+            Reason::CredentialCheckUnavailable,
+        ),
+        Refusal::TokenExpired | Refusal::TokenNotYetValid | Refusal::ApiKeyExpired => {
+            invalid(Reason::CredentialExpired)
+        }
+        _ => invalid(Reason::CredentialInvalid),
+    })
 }
 
 /// `Host` missing (HTTP/1.1), repeated or malformed.

@@ -72,10 +72,14 @@ impl Gateway {
             .as_ref()
             .and_then(|p| p.rule())
             .map(str::to_string);
+        event.detail = ctx.detail.map(str::to_string);
         if let Some(data) = ctx.session.take() {
-            // Moved out when the request holds the only reference (its stream entry is gone).
+            self.metrics.authenticated(data.identity.auth_method);
+            // Moved out when the request holds the only reference (its stream entry is gone,
+            // and no cache of verified tokens keeps it).
             let who = std::sync::Arc::try_unwrap(data.identity)
                 .unwrap_or_else(|shared| (*shared).clone());
+            event.auth_method = Some(who.auth_method);
             event.user = Some(who.user_id);
             event.idp = Some(who.idp);
             event.sid = Some(data.sid);

@@ -256,6 +256,7 @@ mod tests {
                 idp: "corp".into(),
                 auth_method: crate::identity::AuthMethod::Local,
                 mfa: false,
+                client_id: None,
             }),
             app: "chat".into(),
             method: "GET".into(),

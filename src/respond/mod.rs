@@ -60,6 +60,16 @@ pub enum Reply {
     AppDisabled,
     /// 504: the upstream timed out.
     GatewayTimeout,
+    /// 401 or 403 to a machine client, with an RFC 6750 `WWW-Authenticate: Bearer` challenge.
+    BearerRefused {
+        /// 401 (no or bad credential) or 403 (insufficient scope).
+        status: u16,
+        /// RFC 6750 `error` (`invalid_token`, `insufficient_scope`, `invalid_request`);
+        /// `None` when no credential was sent.
+        error: Option<&'static str>,
+        /// `error_description`: fixed text, never anything the client sent.
+        description: &'static str,
+    },
     /// 503: a check Portcullis must make could not be made now (the shared store is
     /// unreachable); refused rather than accepted unchecked.
     TemporarilyUnavailable,
@@ -82,6 +92,7 @@ impl Reply {
         match self {
             Reply::BadRequest => 400,
             Reply::LoginRequired { .. } => 401,
+            Reply::BearerRefused { status, .. } => *status,
             Reply::RedirectLogin { .. } => 302,
             Reply::TooManyAttempts { .. } | Reply::RateLimited { .. } => 429,
             Reply::PayloadTooLarge => 413,
@@ -123,6 +134,21 @@ impl Reply {
                 "login_required",
                 "Sign-in required",
                 "You need to sign in to use this application.",
+            ),
+            Reply::BearerRefused { status: 403, .. } => (
+                "insufficient_scope",
+                "Access denied",
+                "The credential does not grant access to this resource.",
+            ),
+            Reply::BearerRefused { error: None, .. } => (
+                "login_required",
+                "Credentials required",
+                "This application needs a bearer token or an API key.",
+            ),
+            Reply::BearerRefused { .. } => (
+                "invalid_token",
+                "Credentials refused",
+                "The bearer token or API key could not be accepted.",
             ),
             Reply::Forbidden => (
                 "forbidden",
@@ -194,6 +220,9 @@ impl Reply {
                 headers.push(("WWW-Authenticate", "Bearer realm=\"portcullis\"".into()))
             }
             Reply::RedirectLogin { location } => headers.push(("Location", location.clone())),
+            Reply::BearerRefused {
+                error, description, ..
+            } => headers.push(("WWW-Authenticate", bearer_challenge(*error, description))),
             Reply::TooManyAttempts { retry_after } | Reply::RateLimited { retry_after } => {
                 headers.push(("Retry-After", retry_after.to_string()))
             }
@@ -216,6 +245,15 @@ impl Reply {
             if let Reply::LoginRequired { login_url } = self {
                 json["login_url"] = serde_json::Value::from(login_url.as_str());
             }
+            if let Reply::BearerRefused {
+                error: Some(error),
+                description,
+                ..
+            } = self
+            {
+                json["error"] = serde_json::Value::from(*error);
+                json["error_description"] = serde_json::Value::from(*description);
+            }
             json.to_string()
         };
         Synthetic {
@@ -223,6 +261,17 @@ impl Reply {
             headers,
             body: Bytes::from(body),
         }
+    }
+}
+
+/// RFC 6750 §3: `Bearer realm="portcullis"`, with `error` and `error_description` when a
+/// credential was sent and refused.
+fn bearer_challenge(error: Option<&str>, description: &str) -> String {
+    match error {
+        Some(error) => format!(
+            "Bearer realm=\"portcullis\", error=\"{error}\", error_description=\"{description}\""
+        ),
+        None => "Bearer realm=\"portcullis\"".to_string(),
     }
 }
 
@@ -280,6 +329,48 @@ mod tests {
             .headers
             .iter()
             .any(|(k, v)| *k == "Content-Type" && v.starts_with("text/html")));
+    }
+
+    #[test]
+    fn machine_refusals_carry_an_rfc_6750_challenge() {
+        let refused = Reply::BearerRefused {
+            status: 401,
+            error: Some("invalid_token"),
+            description: "the token has expired",
+        }
+        .render(false, "id");
+        assert_eq!(refused.status, 401);
+        let challenge = refused
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "WWW-Authenticate")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            challenge,
+            Some(
+                r#"Bearer realm="portcullis", error="invalid_token", error_description="the token has expired""#
+            )
+        );
+        let v: serde_json::Value = serde_json::from_slice(&refused.body).expect("json");
+        assert_eq!(v["error"], "invalid_token");
+        assert_eq!(v["error_description"], "the token has expired");
+        let scope = Reply::BearerRefused {
+            status: 403,
+            error: Some("insufficient_scope"),
+            description: "the token lacks a required scope",
+        }
+        .render(true, "id");
+        assert_eq!(scope.status, 403);
+        let none = Reply::BearerRefused {
+            status: 401,
+            error: None,
+            description: "",
+        }
+        .render(false, "id");
+        assert!(none
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "WWW-Authenticate" && v == r#"Bearer realm="portcullis""#));
     }
 
     #[test]

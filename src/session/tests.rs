@@ -21,6 +21,7 @@ fn identity(roles: usize) -> Identity {
         idp: "local".into(),
         auth_method: AuthMethod::Local,
         mfa: false,
+        client_id: None,
     }
 }
 

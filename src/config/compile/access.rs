@@ -617,6 +617,7 @@ impl Compiler<'_> {
             (true, Some("entity")) => LimitKey::Entity,
             (true, Some("ip")) => LimitKey::Ip,
             (true, Some("user+path")) => LimitKey::UserPath,
+            (true, Some("client")) => LimitKey::Client,
             (true, other) => {
                 self.issues.add(
                     &format!("{at}.key"),
@@ -624,7 +625,7 @@ impl Compiler<'_> {
                         Some(k) => format!("unknown key `{k}`"),
                         None => "is required".into(),
                     },
-                    "use user, entity, ip or user+path",
+                    "use user, entity, ip, user+path or client",
                 );
                 return None;
             }

@@ -122,6 +122,7 @@ impl Compiler<'_> {
         let ip_allowlist = self.ip_allowlist(&format!("{base}.ip_allowlist"), raw.ip_allowlist);
         let rate_limits = self.rate_limits(&format!("{base}.rate_limits"), raw.rate_limits);
         let identity_headers = self.identity_headers(base, raw.identity_headers);
+        let accept = self.accept(base, raw.accept.as_deref());
         let insecure_allow_plain_http = raw.allow_plain_http.unwrap_or(false);
         if insecure_allow_plain_http {
             self.warnings.push(format!(
@@ -146,6 +147,7 @@ impl Compiler<'_> {
             ip_allowlist,
             rate_limits,
             identity_headers,
+            accept,
         })
     }
 

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use url::Url;
 
 use super::Compiler;
+
+const KINDS_HINT: &str = "use oidc, saml, local, jwt or oauth2-introspection";
 use crate::config::raw::*;
 use crate::config::values::{decode_base32, is_argon2id_hash};
 use crate::config::*;
@@ -26,20 +28,19 @@ impl Compiler<'_> {
                 Some("oidc") => self.oidc(&base, &idp),
                 Some("saml") => self.saml(&base, &idp, &server.public_url, &server.reserved_prefix),
                 Some("local") => self.local_users(&base, idp.users.as_deref().unwrap_or_default()),
+                Some("jwt") => self.jwt_issuer(&base, &idp),
+                Some("oauth2-introspection") => self.introspection(&base, &idp),
                 Some(other) => {
                     self.issues.add(
                         &format!("{base}.kind"),
                         format!("unknown kind `{other}`"),
-                        "use oidc, saml or local",
+                        KINDS_HINT,
                     );
                     None
                 }
                 None => {
-                    self.issues.add(
-                        &format!("{base}.kind"),
-                        "is required",
-                        "use oidc, saml or local",
-                    );
+                    self.issues
+                        .add(&format!("{base}.kind"), "is required", KINDS_HINT);
                     None
                 }
             };
@@ -151,49 +152,81 @@ impl Compiler<'_> {
 
     /// Keys that belong to another kind of provider would silently do nothing.
     fn foreign_provider_keys(&mut self, base: &str, idp: &RawIdentityProvider) {
-        let present = [
-            ("issuer", "oidc", idp.issuer.is_some()),
-            ("client_id", "oidc", idp.client_id.is_some()),
-            ("client_secret", "oidc", idp.client_secret.is_some()),
-            ("scopes", "oidc", idp.scopes.is_some()),
-            ("acr_values", "oidc", idp.acr_values.is_some()),
+        const OIDC: &[&str] = &["oidc"];
+        const SAML: &[&str] = &["saml"];
+        const CLIENT: &[&str] = &["oidc", "oauth2-introspection"];
+        const TOKENS: &[&str] = &["jwt", "oauth2-introspection"];
+        let present: [(&str, &[&str], bool); 34] = [
+            (
+                "issuer",
+                &["oidc", "jwt", "oauth2-introspection"],
+                idp.issuer.is_some(),
+            ),
+            ("client_id", CLIENT, idp.client_id.is_some()),
+            ("client_secret", CLIENT, idp.client_secret.is_some()),
+            ("scopes", OIDC, idp.scopes.is_some()),
+            ("acr_values", OIDC, idp.acr_values.is_some()),
             (
                 "token_endpoint_auth",
-                "oidc",
+                CLIENT,
                 idp.token_endpoint_auth.is_some(),
             ),
-            ("prompt", "oidc", idp.prompt.is_some()),
-            ("userinfo", "oidc", idp.userinfo.is_some()),
-            ("mfa_acr_values", "oidc", idp.mfa_acr_values.is_some()),
-            ("idp_metadata", "saml", idp.idp_metadata.is_some()),
-            ("idp_entity_id", "saml", idp.idp_entity_id.is_some()),
-            ("idp_sso_url", "saml", idp.idp_sso_url.is_some()),
-            ("idp_slo_url", "saml", idp.idp_slo_url.is_some()),
-            ("idp_certificates", "saml", idp.idp_certificates.is_some()),
-            ("sp_entity_id", "saml", idp.sp_entity_id.is_some()),
-            ("sp_signing_key", "saml", idp.sp_signing_key.is_some()),
-            ("sp_certificate", "saml", idp.sp_certificate.is_some()),
-            ("name_id_format", "saml", idp.name_id_format.is_some()),
-            ("allow_unsolicited", "saml", idp.allow_unsolicited.is_some()),
-            ("clock_skew", "saml", idp.clock_skew.is_some()),
-            ("max_response_age", "saml", idp.max_response_age.is_some()),
+            ("prompt", OIDC, idp.prompt.is_some()),
+            ("userinfo", OIDC, idp.userinfo.is_some()),
+            ("mfa_acr_values", OIDC, idp.mfa_acr_values.is_some()),
+            ("bearer", OIDC, idp.bearer.is_some()),
+            ("idp_metadata", SAML, idp.idp_metadata.is_some()),
+            ("idp_entity_id", SAML, idp.idp_entity_id.is_some()),
+            ("idp_sso_url", SAML, idp.idp_sso_url.is_some()),
+            ("idp_slo_url", SAML, idp.idp_slo_url.is_some()),
+            ("idp_certificates", SAML, idp.idp_certificates.is_some()),
+            ("sp_entity_id", SAML, idp.sp_entity_id.is_some()),
+            ("sp_signing_key", SAML, idp.sp_signing_key.is_some()),
+            ("sp_certificate", SAML, idp.sp_certificate.is_some()),
+            ("name_id_format", SAML, idp.name_id_format.is_some()),
+            ("allow_unsolicited", SAML, idp.allow_unsolicited.is_some()),
             (
-                "mfa_authn_contexts",
-                "saml",
-                idp.mfa_authn_contexts.is_some(),
+                "clock_skew",
+                &["saml", "jwt", "oauth2-introspection"],
+                idp.clock_skew.is_some(),
             ),
+            ("max_response_age", SAML, idp.max_response_age.is_some()),
+            ("mfa_authn_contexts", SAML, idp.mfa_authn_contexts.is_some()),
             (
                 "insecure_allow_sha1",
-                "saml",
+                SAML,
                 idp.insecure_allow_sha1.is_some(),
             ),
-            ("metadata_refresh", "saml", idp.metadata_refresh.is_some()),
-            ("users", "local", idp.users.is_some()),
+            ("metadata_refresh", SAML, idp.metadata_refresh.is_some()),
+            ("users", &["local"], idp.users.is_some()),
+            ("jwks_uri", &["jwt"], idp.jwks_uri.is_some()),
+            ("audiences", TOKENS, idp.audiences.is_some()),
+            ("algorithms", &["jwt"], idp.algorithms.is_some()),
+            ("required_scopes", TOKENS, idp.required_scopes.is_some()),
+            (
+                "introspection_endpoint",
+                &["oauth2-introspection"],
+                idp.introspection_endpoint.is_some(),
+            ),
+            (
+                "cache_ttl",
+                &["oauth2-introspection"],
+                idp.cache_ttl.is_some(),
+            ),
+            ("timeout", &["oauth2-introspection"], idp.timeout.is_some()),
+            (
+                "display_name",
+                &["oidc", "saml", "local"],
+                idp.display_name.is_some(),
+            ),
         ];
         let Some(kind) = idp.kind.as_deref() else {
             return;
         };
-        if !matches!(kind, "oidc" | "saml" | "local") {
+        if !matches!(
+            kind,
+            "oidc" | "saml" | "local" | "jwt" | "oauth2-introspection"
+        ) {
             return;
         }
         if kind == "local" && idp.claims.is_some() {
@@ -203,12 +236,13 @@ impl Compiler<'_> {
                 "set email, name, user_type, roles and entity on each user instead",
             );
         }
-        for (key, owner, set) in present {
-            if set && owner != kind {
+        for (key, owners, set) in present {
+            if set && !owners.contains(&kind) {
                 self.issues.add(
                     &format!("{base}.{key}"),
                     format!(
-                        "`{key}` belongs to {owner} providers and does nothing for kind: {kind}"
+                        "`{key}` belongs to {} providers and does nothing for kind: {kind}",
+                        owners.join(" and ")
                     ),
                     "remove it, or fix `kind`",
                 );
@@ -262,18 +296,7 @@ impl Compiler<'_> {
                 );
             }
         }
-        let secret_in_body = match idp.token_endpoint_auth.as_deref() {
-            None | Some("client_secret_basic") => false,
-            Some("client_secret_post") => true,
-            Some(other) => {
-                self.issues.add(
-                    &format!("{base}.token_endpoint_auth"),
-                    format!("unknown method `{other}`"),
-                    "use client_secret_basic (default) or client_secret_post",
-                );
-                false
-            }
-        };
+        let secret_in_body = self.token_endpoint_auth(base, idp);
         Some(IdentityProviderKind::Oidc {
             issuer,
             client_id,
@@ -284,6 +307,26 @@ impl Compiler<'_> {
             secret_in_body,
             userinfo: idp.userinfo.unwrap_or(false),
             mfa_acr_values: idp.mfa_acr_values.clone().unwrap_or_default(),
+            bearer: idp
+                .bearer
+                .as_ref()
+                .and_then(|b| self.oidc_bearer(&format!("{base}.bearer"), b)),
         })
+    }
+
+    /// `token_endpoint_auth`: true for `client_secret_post`.
+    pub(super) fn token_endpoint_auth(&mut self, base: &str, idp: &RawIdentityProvider) -> bool {
+        match idp.token_endpoint_auth.as_deref() {
+            None | Some("client_secret_basic") => false,
+            Some("client_secret_post") => true,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{base}.token_endpoint_auth"),
+                    format!("unknown method `{other}`"),
+                    "use client_secret_basic (default) or client_secret_post",
+                );
+                false
+            }
+        }
     }
 }

@@ -165,6 +165,7 @@ impl OidcProvider {
             secret_in_body,
             userinfo,
             mfa_acr_values,
+            bearer: _,
         } = &provider.kind
         else {
             return Ok(None);
@@ -246,6 +247,24 @@ impl OidcProvider {
             .ok()
             .and_then(|k| k.clone())
             .is_some_and(|keys| keys.find(&kid).is_none())
+    }
+
+    /// The OP's keys as of the last discovery (its access tokens verify against them too).
+    pub fn jwks(&self) -> Option<Arc<jsonwebtoken::jwk::JwkSet>> {
+        self.logout_keys.read().ok().and_then(|k| k.clone())
+    }
+
+    /// Discovers again for a key id the cached keys lack, at most once a minute; the new
+    /// keys, or `None` when not due or discovery failed.
+    pub async fn refetch_keys(&self, now: u64) -> Option<Arc<jsonwebtoken::jwk::JwkSet>> {
+        if !self.may_force_refetch(now) {
+            return None;
+        }
+        if let Err(error) = self.discover().await {
+            tracing::warn!(idp = %self.id, %error, "rediscovery for an unknown key id failed");
+            return None;
+        }
+        self.jwks()
     }
 
     /// True at most once a minute.

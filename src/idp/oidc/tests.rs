@@ -77,6 +77,7 @@ fn provider(jwk: serde_json::Value) -> (OidcProvider, OidcClient) {
             secret_in_body: false,
             userinfo: false,
             mfa_acr_values: vec![],
+            bearer: None,
         },
         claims: Default::default(),
     };
@@ -344,6 +345,7 @@ async fn discovery_errors_say_what_failed_in_the_same_words() {
             secret_in_body: false,
             userinfo: false,
             mfa_acr_values: vec![],
+            bearer: None,
         },
         claims: Default::default(),
     };

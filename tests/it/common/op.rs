@@ -153,3 +153,114 @@ pub async fn finish(https: &reqwest::Client, callback: &str, ours: &mut Jar) -> 
     cookies_of(r.headers(), ours);
     r.status().as_u16()
 }
+
+/// An access token from the OP at `issuer` by the client-credentials grant: `client` and
+/// `secret` by HTTP Basic, `scope` (space-separated; empty: none asked) and, with `resource`
+/// (`urn:…`), a JWT access token for that audience, without it an opaque one. Panics with the
+/// OP's answer when it refuses.
+#[allow(dead_code)] // until the bearer-token tests use it
+pub async fn client_credentials(
+    issuer: &str,
+    client: &str,
+    secret: &str,
+    resource: Option<&str>,
+    scope: &str,
+) -> String {
+    let http = super::plain();
+    let discovered = match http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|d| d["token_endpoint"].as_str().map(str::to_string)),
+        _ => None,
+    };
+    let token_endpoint = discovered.unwrap_or_else(|| format!("{issuer}/token"));
+    let mut form = vec![("grant_type", "client_credentials")];
+    if !scope.is_empty() {
+        form.push(("scope", scope));
+    }
+    if let Some(resource) = resource {
+        form.push(("resource", resource));
+    }
+    let r = http
+        .post(&token_endpoint)
+        .basic_auth(client, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .expect("OP token endpoint");
+    let status = r.status();
+    let body = r.text().await.expect("OP token answer");
+    assert!(
+        status.is_success(),
+        "client_credentials for {client} at {token_endpoint}: {status} {body}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("OP token JSON");
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token from the OP: {body}"))
+        .to_string()
+}
+
+/// An RSA signing key the tests hand to the OP (`OP_RSA_JWK` = `jwk_path`) and keep, to sign
+/// tokens the OP never issued with the OP's real key.
+#[allow(dead_code)] // until the bearer-token tests use it
+pub struct RsaTestKey {
+    /// The private JWK as JSON (kty, n, e, d, p, q, dp, dq, qi, kid, alg RS256, use sig).
+    pub jwk_path: std::path::PathBuf,
+    /// The private key, PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    pub private_pem: Vec<u8>,
+    /// The public key, SubjectPublicKeyInfo PEM (`BEGIN PUBLIC KEY`).
+    pub public_pem: Vec<u8>,
+    /// The JWK's `kid`, which the OP puts in the header of every token it signs with it.
+    pub kid: String,
+}
+
+/// A fresh 2048-bit RSA key `kid`, its private JWK written to `dir/<kid>.jwk.json`.
+#[allow(dead_code)] // until the bearer-token tests use it
+pub fn rsa_test_key(dir: &std::path::Path, kid: &str) -> RsaTestKey {
+    use base64::Engine;
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("RSA key");
+    let b64 = |n: &openssl::bn::BigNumRef| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_vec())
+    };
+    let part = |n: Option<&openssl::bn::BigNumRef>, name: &str| {
+        b64(n.unwrap_or_else(|| panic!("RSA key without {name}")))
+    };
+    let jwk = serde_json::json!({
+        "kty": "RSA",
+        "kid": kid,
+        "alg": "RS256",
+        "use": "sig",
+        "n": b64(rsa.n()),
+        "e": b64(rsa.e()),
+        "d": b64(rsa.d()),
+        "p": part(rsa.p(), "p"),
+        "q": part(rsa.q(), "q"),
+        "dp": part(rsa.dmp1(), "dp"),
+        "dq": part(rsa.dmq1(), "dq"),
+        "qi": part(rsa.iqmp(), "qi"),
+    });
+    let jwk_path = dir.join(format!("{kid}.jwk.json"));
+    std::fs::write(
+        &jwk_path,
+        serde_json::to_vec_pretty(&jwk).expect("JWK JSON"),
+    )
+    .expect("write JWK");
+    let public_pem = rsa.public_key_to_pem().expect("public PEM");
+    let private_pem = openssl::pkey::PKey::from_rsa(rsa)
+        .expect("PKey")
+        .private_key_to_pem_pkcs8()
+        .expect("private PEM");
+    RsaTestKey {
+        jwk_path,
+        private_pem,
+        public_pem,
+        kid: kid.to_string(),
+    }
+}
