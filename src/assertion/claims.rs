@@ -29,6 +29,9 @@ pub(super) struct Claims<'a> {
     idp: &'a str,
     amr: &'static [&'static str],
     auth_method: AuthMethod,
+    /// A machine client's id (RFC 9068 `client_id`): the token's client, the service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
     sid: &'a str,
     iat: u64,
     exp: u64,
@@ -62,6 +65,7 @@ impl<'a> Claims<'a> {
             idp: &identity.idp,
             amr: amr(identity),
             auth_method: identity.auth_method,
+            client_id: identity.client_id.as_deref(),
             sid,
             iat: now,
             exp: now.saturating_add(signer.ttl_secs),

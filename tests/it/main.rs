@@ -10,6 +10,7 @@ mod control;
 mod demo;
 mod lifecycle;
 mod login;
+mod machine;
 mod netguard;
 mod oidc;
 mod proxy;

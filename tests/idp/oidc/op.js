@@ -6,7 +6,7 @@
 // host resolved to 127.0.0.1: test only).
 // POST /__test/refuse-tokens makes the token endpoint refuse every later grant.
 // Prints "READY <issuer>" once listening; then "REFRESH" for every refresh-token grant and
-// "USERINFO" for every userinfo request.
+// "USERINFO" for every userinfo request and "JWKS" for every key-set request.
 // Users: any name, password "secret". Claims by name prefix: admin-* (groups staff, chat-admins;
 // org corp), acme-* / globex-* (group customer; org acme / globex), nogroups-* (no groups),
 // anyone else (groups staff, chat-users). The user "mfa-*", or any sign-in asked for
@@ -165,6 +165,7 @@ let refuseTokens = false;
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
   if (path === '/me') console.log('USERINFO');
+  if (path === '/jwks') console.log('JWKS');
   // Test control: from now on the token endpoint refuses every grant (a revoked refresh token).
   if (path === '/__test/refuse-tokens') {
     refuseTokens = true;

@@ -158,7 +158,6 @@ pub async fn finish(https: &reqwest::Client, callback: &str, ours: &mut Jar) -> 
 /// `secret` by HTTP Basic, `scope` (space-separated; empty: none asked) and, with `resource`
 /// (`urn:…`), a JWT access token for that audience, without it an opaque one. Panics with the
 /// OP's answer when it refuses.
-#[allow(dead_code)] // until the bearer-token tests use it
 pub async fn client_credentials(
     issuer: &str,
     client: &str,
@@ -209,7 +208,6 @@ pub async fn client_credentials(
 
 /// An RSA signing key the tests hand to the OP (`OP_RSA_JWK` = `jwk_path`) and keep, to sign
 /// tokens the OP never issued with the OP's real key.
-#[allow(dead_code)] // until the bearer-token tests use it
 pub struct RsaTestKey {
     /// The private JWK as JSON (kty, n, e, d, p, q, dp, dq, qi, kid, alg RS256, use sig).
     pub jwk_path: std::path::PathBuf,
@@ -222,7 +220,6 @@ pub struct RsaTestKey {
 }
 
 /// A fresh 2048-bit RSA key `kid`, its private JWK written to `dir/<kid>.jwk.json`.
-#[allow(dead_code)] // until the bearer-token tests use it
 pub fn rsa_test_key(dir: &std::path::Path, kid: &str) -> RsaTestKey {
     use base64::Engine;
     let rsa = openssl::rsa::Rsa::generate(2048).expect("RSA key");
