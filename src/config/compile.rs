@@ -223,8 +223,7 @@ impl Compiler<'_> {
         }
     }
 
-    /// An app that accepts a credential nobody can present would answer 401 to everyone; a
-    /// provider named like the service accounts' pseudo-provider would be confused with it.
+    /// An app that accepts a credential nobody can present would answer 401 to everyone.
     fn machine_consistency(
         &mut self,
         providers: &[IdentityProvider],
@@ -242,15 +241,6 @@ impl Compiler<'_> {
                     }
             )
         });
-        for (i, p) in providers.iter().enumerate() {
-            if p.id == SERVICE_ACCOUNTS_IDP {
-                self.issues.add(
-                    &format!("identity_providers[{i}].id"),
-                    format!("`{SERVICE_ACCOUNTS_IDP}` is reserved for service accounts"),
-                    "choose another id",
-                );
-            }
-        }
         if self.providers_unknown || self.issues.is_unreadable("service_accounts") {
             return;
         }
@@ -424,6 +414,8 @@ mod access;
 mod apps;
 mod audit;
 mod machine;
+#[cfg(test)]
+mod machine_tests;
 mod providers;
 mod saml;
 mod server;

@@ -92,9 +92,17 @@ impl Config {
                     UserType::External => "external-user",
                 })
                 .collect();
+            let accepted: Vec<&str> = [
+                (app.accept.session, "session"),
+                (app.accept.bearer, "bearer"),
+                (app.accept.api_key, "api-key"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
             let _ = writeln!(
                 out,
-                "app {}{}: {}{} -> {} (user types: {}; {} rule(s); {} public path(s))",
+                "app {}{}: {}{} -> {} (accepts {}; user types: {}; {} rule(s); {} public path(s))",
                 app.id,
                 if app.enabled { "" } else { " [disabled]" },
                 hosts.join(", "),
@@ -104,6 +112,7 @@ impl Config {
                     app.path_prefix.clone()
                 },
                 app.upstream.url,
+                accepted.join(", "),
                 if user_types.is_empty() {
                     "none".to_string()
                 } else {
@@ -111,6 +120,22 @@ impl Config {
                 },
                 app.rules.len(),
                 app.public_paths.len(),
+            );
+        }
+        for account in &self.service_accounts {
+            let _ = writeln!(
+                out,
+                "service account {}: {} key(s){}",
+                account.id,
+                account.key_hashes.len(),
+                match account.expires {
+                    Some(end) => format!(
+                        ", expires {}",
+                        chrono::DateTime::from_timestamp(i64::try_from(end).unwrap_or(i64::MAX), 0)
+                            .map_or_else(|| end.to_string(), |t| t.to_rfc3339())
+                    ),
+                    None => String::new(),
+                }
             );
         }
         let _ = writeln!(out, "audit: {}", self.audit.path.display());

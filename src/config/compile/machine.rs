@@ -19,7 +19,7 @@ impl Compiler<'_> {
         base: &str,
         idp: &RawIdentityProvider,
     ) -> Option<IdentityProviderKind> {
-        let issuer = self.token_issuer(base, idp.issuer.as_ref(), true)?;
+        let issuer = self.token_issuer(base, idp.issuer.as_ref(), true);
         let jwks_uri = idp
             .jwks_uri
             .as_ref()
@@ -33,7 +33,7 @@ impl Compiler<'_> {
             true,
         );
         Some(IdentityProviderKind::Jwt(Box::new(JwtIssuerSettings {
-            issuer,
+            issuer: issuer?,
             jwks_uri,
             rules,
         })))

@@ -23,6 +23,14 @@ impl Compiler<'_> {
         for (i, idp) in raw.into_iter().enumerate() {
             let base = format!("identity_providers[{i}]");
             let id = self.identifier(&format!("{base}.id"), idp.id.as_ref(), &mut seen);
+            if id.as_deref() == Some(SERVICE_ACCOUNTS_IDP) {
+                // Service accounts' identities name it as their provider.
+                self.issues.add(
+                    &format!("{base}.id"),
+                    format!("`{SERVICE_ACCOUNTS_IDP}` is reserved for service accounts"),
+                    "choose another id",
+                );
+            }
             self.foreign_provider_keys(&base, &idp);
             let kind = match idp.kind.as_deref() {
                 Some("oidc") => self.oidc(&base, &idp),
