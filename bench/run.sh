@@ -16,7 +16,10 @@
 # with no logic, same threads; BASELINE=0 skips it), portcullis (a public path),
 # portcullis-auth (a signed-in local user's session cookie: decryption, policy with rules, the
 # signed assertion and plain identity headers, audit), portcullis-guarded (the same behind a
-# 1,000-prefix IP allowlist and two rate limits); with TLS=1 also nginx-tls and
+# 1,000-prefix IP allowlist and two rate limits), portcullis-bearer (the same app and rules for
+# a machine client's RS256 JWT, verified once then answered from the verified-token cache) and
+# portcullis-apikey (a service account's API key: checksum, keyed hash, constant-time
+# compare); with TLS=1 also nginx-tls and
 # portcullis-tls (TLS on the client side only; the upstream is always plain HTTP).
 # Each round runs every row once (interleaved, so slow drift of a shared machine hits all
 # rows alike); the table shows the median over ROUNDS.
@@ -202,6 +205,18 @@ if [ "$TLS" = 1 ]; then
     KEY="$TMP/certs/server.key"
 fi
 
+# --- a bearer-token issuer: an RSA key, its JWKS (served by the upstream nginx), one token ----
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+openssl genrsa -out "$TMP/bench-issuer.key" 2048 2>/dev/null || die "openssl is required"
+BENCH_N=$(openssl rsa -in "$TMP/bench-issuer.key" -noout -modulus | cut -d= -f2 | xxd -r -p | b64url)
+BENCH_JWKS="{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"bench\",\"use\":\"sig\",\"alg\":\"RS256\",\"n\":\"$BENCH_N\",\"e\":\"AQAB\"}]}"
+BENCH_NOW=$(date +%s)
+BENCH_JWT_SIGNED="$(printf '{"alg":"RS256","typ":"at+jwt","kid":"bench"}' | b64url).$(printf '{"iss":"https://issuer.bench.test","aud":"bench-api","sub":"bench-bot","client_id":"bench-bot","scope":"chat","groups":["chat-user"],"entity":"acme","iat":%d,"exp":%d,"jti":"bench"}' "$BENCH_NOW" $((BENCH_NOW + 86400)) | b64url)"
+BENCH_JWT="$BENCH_JWT_SIGNED.$(printf '%s' "$BENCH_JWT_SIGNED" | openssl dgst -sha256 -sign "$TMP/bench-issuer.key" -binary | b64url)"
+BENCH_API=$("$PC_BIN" keys api-key --json)
+BENCH_API_KEY=$(printf '%s' "$BENCH_API" | sed -E 's/.*"key": *"([^"]+)".*/\1/')
+BENCH_API_HASH=$(printf '%s' "$BENCH_API" | sed -E 's/.*"key_hash": *"([^"]+)".*/\1/')
+
 # --- upstream: nginx returning a tiny static 200 -------------------------------------------
 nginx_common() { # prefix dir
     cat <<EOF
@@ -230,6 +245,7 @@ EOF
         listen 127.0.0.1:$UP_PORT;
         location / { default_type text/plain; return 200 "ok"; }
         location = /bench-status { stub_status; }
+        location = /bench-jwks.json { default_type application/json; return 200 '$BENCH_JWKS'; }
     }
 }
 EOF
@@ -289,13 +305,14 @@ EOF
 
 # --- Portcullis ------------------------------------------------------------------------------
 PC_CONF="$TMP/portcullis/bench.yaml"
-signed_in_app() { # NAME: an app under /NAME for signed-in users, with two path rules
+signed_in_app() { # NAME [ACCEPT]: an app under /NAME for signed-in users, with two path rules
     cat <<EOF
   - id: bench-$1
     hosts: [127.0.0.1, localhost]
     path_prefix: /$1
     upstream: http://127.0.0.1:$UP_PORT
     allow_plain_http: true
+    accept: [${2:-session}]
     access:
       user_types: [internal-user, external-user]
       roles: [chat-user]
@@ -342,6 +359,21 @@ identity_providers:
         email: bench@corp.example
         roles: [chat-user, engineering]
         entity: acme
+  - id: bench-issuer
+    kind: jwt
+    issuer: https://issuer.bench.test
+    jwks_uri: http://127.0.0.1:$UP_PORT/bench-jwks.json
+    audiences: [bench-api]
+    claims: { entity: entity }
+identity:
+  roles:
+    - { role: chat-user, group: chat-user }
+service_accounts:
+  - id: bench-sync
+    key_hashes: ["$BENCH_API_HASH"]
+    roles: [chat-user, engineering]
+    entity: acme
+    user_type: internal-user
 apps:
   - id: bench
     hosts: [127.0.0.1, localhost]
@@ -352,6 +384,9 @@ apps:
   # (cached per session), plain identity headers, audit record.
 $(signed_in_app auth)
   # The same, guarded: an IP allowlist of 1,000 prefixes and two rate limits (never reached).
+  # The signed-in app's rules for machine clients: a bearer JWT, and an API key.
+$(signed_in_app bearer bearer)
+$(signed_in_app apikey api-key)
 $(signed_in_app guarded)
     rate_limits:
       - { key: user, rate: 1000000/s, burst: 1000000 }
@@ -446,6 +481,10 @@ sign_in() { # port dir: prints the Cookie header of a signed-in session
     printf 'Cookie: __Host-portcullis=%s' "$session"
 }
 AUTH_COOKIE=$(sign_in "$PC_PORT" "$TMP/portcullis")
+for probe in "/bearer/|Authorization: Bearer $BENCH_JWT" "/apikey/|X-API-Key: $BENCH_API_KEY"; do
+    body=$(curl -sS -H "${probe#*|}" "http://127.0.0.1:$PC_PORT${probe%%|*}")
+    [ "$body" = ok ] || die "machine client on ${probe%%|*} answered '$body'"
+done
 if [ -n "$PREVIOUS_BIN" ]; then
     wait_http "http://127.0.0.1:$PV_ADMIN_PORT/readyz"
     PV_AUTH_COOKIE=$(sign_in "$PV_PORT" "$TMP/previous")
@@ -465,7 +504,7 @@ log "idle RSS: portcullis ${PC_IDLE_RSS} KiB ($PC_THREADS_LIVE threads), nginx $
 # --- load ---------------------------------------------------------------------------------------
 ROWS="direct nginx nginx+log"
 [ "$BASELINE" = 1 ] && ROWS="$ROWS pingora"
-ROWS="$ROWS portcullis portcullis-auth portcullis-guarded"
+ROWS="$ROWS portcullis portcullis-auth portcullis-bearer portcullis-apikey portcullis-guarded"
 [ -z "$PREVIOUS_BIN" ] || ROWS="$ROWS previous previous-auth"
 [ "$REDIS" != 1 ] || ROWS="$ROWS redis-store redis-store-auth redis-store-guarded"
 # ONLY="row row…": measure just these rows (a focused A/B needs more rounds, not more rows).
@@ -481,6 +520,10 @@ URL[nginx+log]="http://127.0.0.1:$NGLOG_PORT/";    PROXY_PID[nginx+log]=$NGINX_P
 URL[portcullis]="http://127.0.0.1:$PC_PORT/";      PROXY_PID[portcullis]=$PORTCULLIS_PID
 URL[portcullis-auth]="http://127.0.0.1:$PC_PORT/auth/"; PROXY_PID[portcullis-auth]=$PORTCULLIS_PID
 HDR[portcullis-auth]=$AUTH_COOKIE
+URL[portcullis-bearer]="http://127.0.0.1:$PC_PORT/bearer/"; PROXY_PID[portcullis-bearer]=$PORTCULLIS_PID
+HDR[portcullis-bearer]="Authorization: Bearer $BENCH_JWT"
+URL[portcullis-apikey]="http://127.0.0.1:$PC_PORT/apikey/"; PROXY_PID[portcullis-apikey]=$PORTCULLIS_PID
+HDR[portcullis-apikey]="X-API-Key: $BENCH_API_KEY"
 URL[portcullis-guarded]="http://127.0.0.1:$PC_PORT/guarded/"; PROXY_PID[portcullis-guarded]=$PORTCULLIS_PID
 HDR[portcullis-guarded]=$AUTH_COOKIE
 URL[redis-store]="http://127.0.0.1:$RS_PORT/";    PROXY_PID[redis-store]=${REDISSTORE_PID:-}
@@ -632,21 +675,6 @@ for row in $ROWS; do
         "$(fmt "${M_UPCPU[$row]}" '%.1f')" "${M_CONN[$row]}" "$noise_cell" "${M_ERR[$row]}"
 done
 
-cat <<EOF
-
-| Portcullis ÷ nginx (plain HTTP) | ratio |
-|---|---:|
-| CPU per request | **$CPU_RATIO** |
-| CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[nginx]:--}")** |
-| authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[portcullis]:--}") |
-| guarded ÷ authenticated (1,000-prefix allowlist + 2 rate limits; target ≤ 1.1) | $(ratio "${M_CPU[portcullis-guarded]:--}" "${M_CPU[portcullis-auth]:--}") |
-| CPU per request vs nginx+log | $CPU_RATIO_LOG |
-| CPU per request vs bare Pingora (what Portcullis adds) | $CPU_RATIO_PB |
-| bare Pingora ÷ nginx, CPU per request (the engine's own gap) | $PB_RATIO_NG |
-| req/s | $RPS_RATIO |
-| p50 latency | $P50_RATIO |
-| p99 latency | $P99_RATIO |
-EOF
 paired() { # row other: median over rounds of row's CPU per request ÷ other's in the same round
     local r out=()
     for r in $(seq 1 "$ROUNDS"); do
@@ -655,6 +683,23 @@ paired() { # row other: median over rounds of row's CPU per request ÷ other's i
     done
     median "${out[@]}"
 }
+cat <<EOF
+
+| Portcullis ÷ nginx (plain HTTP) | ratio |
+|---|---:|
+| CPU per request | **$CPU_RATIO** |
+| CPU per request, authenticated (session, policy, assertion) vs nginx without auth | **$(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[nginx]:--}")** |
+| authenticated ÷ public, Portcullis (what identity costs) | $(ratio "${M_CPU[portcullis-auth]:--}" "${M_CPU[portcullis]:--}") |
+| bearer JWT (cached) ÷ session cookie, CPU per request, median of per-round ratios (target ≤ 1.1) | $(paired portcullis-bearer portcullis-auth) |
+| API key ÷ session cookie, CPU per request, median of per-round ratios (target ≤ 1.1) | $(paired portcullis-apikey portcullis-auth) |
+| guarded ÷ authenticated (1,000-prefix allowlist + 2 rate limits; target ≤ 1.1) | $(ratio "${M_CPU[portcullis-guarded]:--}" "${M_CPU[portcullis-auth]:--}") |
+| CPU per request vs nginx+log | $CPU_RATIO_LOG |
+| CPU per request vs bare Pingora (what Portcullis adds) | $CPU_RATIO_PB |
+| bare Pingora ÷ nginx, CPU per request (the engine's own gap) | $PB_RATIO_NG |
+| req/s | $RPS_RATIO |
+| p50 latency | $P50_RATIO |
+| p99 latency | $P99_RATIO |
+EOF
 if [ "$REDIS" = 1 ]; then
     cat <<EOF
 | store.kind redis ÷ memory, CPU per request, public, median of per-round ratios | $(paired redis-store portcullis) |

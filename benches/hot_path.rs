@@ -268,12 +268,124 @@ fn saml_benches(c: &mut Criterion) {
     });
 }
 
+/// Serves `body` as the answer to every request on a loopback port (the issuer's JWKS).
+fn serve_jwks(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// `machine/bearer_first_rs256`: a JWT seen for the first time (header, key, RS256
+/// signature, claims, identity mapping, cache insert); `machine/bearer_cached`: the same token
+/// again (SHA-256 and a lookup); `machine/api_key`: checksum, keyed hash, constant-time
+/// compare. Each through `MachineAuth::authenticate` on a current-thread runtime.
+fn machine_benches(c: &mut Criterion) {
+    use base64::Engine;
+    use portcullis::config::Accept;
+    use portcullis::machine::{MachineAuth, Presented};
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa");
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"RSA","kid":"k1","use":"sig","n":"{}","e":"{}"}}]}}"#,
+        b64(&rsa.n().to_vec()),
+        b64(&rsa.e().to_vec())
+    );
+    let pem = openssl::pkey::PKey::from_rsa(rsa)
+        .and_then(|k| k.private_key_to_pem_pkcs8())
+        .expect("pem");
+    let signing = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
+    let api = portcullis::apikey::generate();
+    let yaml = BENCH_YAML.replace("apps:", &format!(
+        "identity_providers:\n  - id: partners\n    kind: jwt\n    issuer: https://issuer.bench.test\n    jwks_uri: {}\n    audiences: [chat-api]\nservice_accounts:\n  - id: sync\n    key_hashes: [\"{}\"]\napps:",
+        serve_jwks(jwks),
+        api.hash
+    )).replace("    allow_plain_http: true", "    allow_plain_http: true\n    accept: [bearer, api-key]");
+    std::env::set_var(
+        "PORTCULLIS_BENCH_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    let config = match Config::from_yaml(Path::new("bench.yaml"), &yaml) {
+        Ok(config) => config,
+        Err(report) => panic!("bench config does not compile: {report:?}"),
+    };
+    let auth =
+        MachineAuth::new(&config, &[], &Arc::new(config.identity.clone())).expect("machine auth");
+    let accept = Accept {
+        session: false,
+        bearer: true,
+        api_key: true,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = |jti: u64| {
+        let claims = serde_json::json!({
+            "iss": "https://issuer.bench.test", "aud": "chat-api", "sub": "bench-bot",
+            "client_id": "bench-bot", "scope": "chat", "iat": now, "exp": now + 3600, "jti": jti,
+        });
+        let header = jsonwebtoken::Header {
+            kid: Some("k1".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
+        };
+        jsonwebtoken::encode(&header, &claims, &signing).expect("sign")
+    };
+    let first = token(0);
+    let check =
+        |t: &str| runtime.block_on(auth.authenticate(Presented::Bearer(t), accept, None, now));
+    assert!(
+        check(&first).is_ok(),
+        "the issuer's keys are fetched and the token verifies"
+    );
+    let mut next = 1;
+    let mut group = c.benchmark_group("machine");
+    group.sample_size(30);
+    group.bench_function("bearer_first_rs256", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                token(next)
+            },
+            |fresh| check(black_box(&fresh)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("bearer_cached", |b| b.iter(|| check(black_box(&first))));
+    group.bench_function("api_key", |b| {
+        b.iter(|| {
+            runtime.block_on(auth.authenticate(
+                Presented::ApiKey(black_box(&api.key)),
+                accept,
+                None,
+                now,
+            ))
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     assertion_benches,
     session_benches,
     policy_benches,
     netguard_benches,
-    saml_benches
+    saml_benches,
+    machine_benches
 );
 criterion_main!(benches);

@@ -67,8 +67,7 @@ pub fn parse(text: &str) -> Result<(), ApiKeyError> {
     if !base62_of_len(body, SECRET_LEN) || !base62_of_len(check, CHECK_LEN) {
         return Err(ApiKeyError::Malformed);
     }
-    let expected = base62(&crc32fast::hash(body.as_bytes()).to_be_bytes(), CHECK_LEN);
-    if expected == check {
+    if decode_base62(check) == Some(crc32fast::hash(body.as_bytes())) {
         Ok(())
     } else {
         Err(ApiKeyError::Checksum)
@@ -87,8 +86,11 @@ pub fn hash(key: &str) -> String {
 
 /// The digest of `key` (what [`hash`] shows after its prefix).
 pub fn digest(key: &str) -> [u8; 32] {
-    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"portcullis api-key v1");
-    let tag = ring::hmac::sign(&label, key.as_bytes());
+    // The HMAC key schedule is computed once, not per request.
+    static LABEL: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+    let label = LABEL
+        .get_or_init(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"portcullis api-key v1"));
+    let tag = ring::hmac::sign(label, key.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
@@ -103,6 +105,14 @@ pub fn decode_hash(text: &str) -> Option<[u8; 32]> {
         .decode(encoded)
         .ok()?;
     bytes.try_into().ok()
+}
+
+/// A base-62 number that fits 32 bits (a checksum), without allocating.
+fn decode_base62(digits: &str) -> Option<u32> {
+    digits.bytes().try_fold(0u32, |acc, b| {
+        let value = ALPHABET.iter().position(|a| *a == b)?;
+        acc.checked_mul(62)?.checked_add(u32::try_from(value).ok()?)
+    })
 }
 
 /// `bytes` as a big-endian number in base 62, left-padded with `0` to `len` digits.

@@ -180,8 +180,17 @@ impl Compiler<'_> {
         }
         let raw_providers = raw.identity_providers.unwrap_or_default();
         // References are to providers as written: one with a mistake of its own still exists.
-        let provider_ids: HashSet<String> =
-            raw_providers.iter().filter_map(|p| p.id.clone()).collect();
+        // Service accounts' identities name the reserved pseudo-provider, so rules may too.
+        let provider_ids: HashSet<String> = raw_providers
+            .iter()
+            .filter_map(|p| p.id.clone())
+            .chain(
+                raw.service_accounts
+                    .as_ref()
+                    .filter(|a| !a.is_empty())
+                    .map(|_| SERVICE_ACCOUNTS_IDP.to_string()),
+            )
+            .collect();
         self.providers_unknown = self.issues.is_unreadable("identity_providers")
             || raw_providers.iter().enumerate().any(|(i, p)| {
                 p.id.is_none()
@@ -241,6 +250,26 @@ impl Compiler<'_> {
                     }
             )
         });
+        let mut issuers = std::collections::HashMap::new();
+        for (i, p) in providers.iter().enumerate() {
+            let issuer = match &p.kind {
+                IdentityProviderKind::Jwt(jwt) => &jwt.issuer,
+                IdentityProviderKind::Oidc {
+                    issuer,
+                    bearer: Some(_),
+                    ..
+                } => issuer,
+                _ => continue,
+            };
+            if let Some(first) = issuers.insert(issuer.clone(), p.id.clone()) {
+                // Tokens go to the verifier their `iss` names: the second would never see one.
+                self.issues.add(
+                    &format!("identity_providers[{i}].issuer"),
+                    format!("provider `{first}` already checks bearer tokens of issuer {issuer}"),
+                    "keep one of them (list several audiences in its `audiences` instead)",
+                );
+            }
+        }
         if self.providers_unknown || self.issues.is_unreadable("service_accounts") {
             return;
         }

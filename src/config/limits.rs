@@ -107,7 +107,7 @@ pub enum LimitKey {
     Ip,
     /// The user and the normalised path.
     UserPath,
-    /// The machine client: the service account, or the token's `client_id`/`azp` (people
+    /// The machine client: the service account, or the token's `client_id`, `azp`, `cid` or `appid` (people
     /// signed in with a session: the user).
     Client,
 }

@@ -52,7 +52,7 @@ impl Presented<'_> {
 }
 
 /// Why a machine credential was refused: a closed set whose kebab-case names are the audit
-/// `detail` and the `reason` label of `portcullis_credential_refusals_total`.
+/// `detail` and the `result` label of `portcullis_credentials_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter)]
 #[strum(serialize_all = "kebab-case")]
 pub enum Refusal {
@@ -397,7 +397,8 @@ fn scopes(claims: &serde_json::Value) -> Vec<String> {
 }
 
 /// The identity of a token's claims: the provider's claim mapping and the `identity:`
-/// rules, as for a person; the client (`client_id`, else `azp`) and the scopes (as
+/// rules, as for a person; the client (`client_id`, else `azp`, Okta's `cid` or Entra v1's
+/// `appid`) and the scopes (as
 /// `custom.scopes`) besides. A token without `sub` (some client-credentials tokens) is its
 /// client's.
 fn token_identity(
@@ -408,7 +409,7 @@ fn token_identity(
     rules: &IdentityMapping,
     granted: &[String],
 ) -> Result<Identity, Refusal> {
-    let client = ["client_id", "azp"]
+    let client = ["client_id", "azp", "cid", "appid"]
         .iter()
         .find_map(|name| claims.get(*name).and_then(|v| v.as_str()))
         .filter(|c| !c.is_empty() && c.len() <= 512)

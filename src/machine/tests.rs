@@ -276,6 +276,10 @@ async fn a_token_without_sub_is_its_clients() {
     assert_eq!(caller.identity.user_id, "nightly-export");
     assert_eq!(caller.identity.client_id.as_deref(), Some("nightly-export"));
     c.as_object_mut().map(|o| o.remove("azp"));
+    c["cid"] = json!("0oa-okta-client");
+    let okta = check(&verifier, &rs256(&key, &c)).await.expect("accepted");
+    assert_eq!(okta.identity.client_id.as_deref(), Some("0oa-okta-client"));
+    c.as_object_mut().map(|o| o.remove("cid"));
     let none = check(&verifier, &rs256(&key, &c)).await.err();
     assert_eq!(none, Some(Refusal::ClaimsUnusable));
 }

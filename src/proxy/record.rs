@@ -75,13 +75,20 @@ impl Gateway {
         event.detail = ctx.detail.map(str::to_string);
         if let Some(data) = ctx.session.take() {
             self.metrics.authenticated(data.identity.auth_method);
-            // Moved out when the request holds the only reference (its stream entry is gone,
-            // and no cache of verified tokens keeps it).
-            let who = std::sync::Arc::try_unwrap(data.identity)
-                .unwrap_or_else(|shared| (*shared).clone());
-            event.auth_method = Some(who.auth_method);
-            event.user = Some(who.user_id);
-            event.idp = Some(who.idp);
+            // Moved out when the request holds the only reference (its stream entry is gone);
+            // a machine caller's identity is shared with its account or the verified-token
+            // cache: only the two names are copied then.
+            let (user, idp, method) = match std::sync::Arc::try_unwrap(data.identity) {
+                Ok(who) => (who.user_id, who.idp, who.auth_method),
+                Err(shared) => (
+                    shared.user_id.clone(),
+                    shared.idp.clone(),
+                    shared.auth_method,
+                ),
+            };
+            event.auth_method = Some(method);
+            event.user = Some(user);
+            event.idp = Some(idp);
             event.sid = Some(data.sid);
         }
         self.auditor.record(event).await;

@@ -200,6 +200,23 @@ fn an_app_cannot_accept_what_nobody_can_present() {
 }
 
 #[test]
+fn rules_may_name_the_service_accounts_and_an_issuer_is_checked_once() {
+    let key = crate::apikey::generate();
+    let sections = format!(
+        "identity_providers:\n  - id: a\n    kind: jwt\n    issuer: https://auth.example.com\n    audiences: [x]\n  - id: b\n    kind: jwt\n    issuer: https://auth.example.com\n    audiences: [y]\nidentity:\n  roles: [{{ role: robot, provider: service-accounts }}]\nservice_accounts:\n  - id: sync\n    key_hashes: [\"{}\"]\n",
+        key.hash
+    );
+    let apps = "  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    accept: [api-key]\n    access: { identity_providers: [service-accounts] }\n";
+    let found = problems(&sections, apps);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(has(
+        &found,
+        "identity_providers[1].issuer",
+        "already checks bearer tokens"
+    ));
+}
+
+#[test]
 fn rate_limits_may_count_by_client() {
     let apps = "  - id: chat\n    hosts: [chat.example.com]\n    upstream: http://127.0.0.1:3000\n    rate_limits: [{ key: client, rate: 10/s, burst: 5 }]\n";
     let config = with_sections("", apps).expect("valid");
