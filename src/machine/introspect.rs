@@ -101,7 +101,7 @@ impl Introspector {
     }
 
     /// What the answer means for this request.
-    fn judge(
+    pub(super) fn judge(
         &self,
         answer: &serde_json::Value,
         digest: &[u8; 32],

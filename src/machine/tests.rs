@@ -533,3 +533,85 @@ fn refusal_names_are_distinct_kebab_case_words() {
         .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')));
     assert!(Refusal::iter().all(|r| !r.description().is_empty()));
 }
+
+fn introspector(endpoint: &str, audiences: &[&str]) -> Introspector {
+    let settings = crate::config::IntrospectionSettings {
+        endpoint: endpoint.parse().expect("url"),
+        client_id: "portcullis".into(),
+        client_secret: crate::config::Secret::inline("s3cret"),
+        secret_in_body: false,
+        issuer: Some(ISSUER.into()),
+        rules: BearerRules {
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            ..rules(&[], &["chat"])
+        },
+        cache_ttl: Duration::from_secs(60),
+        timeout: Duration::from_millis(500),
+    };
+    Introspector::new(&provider(), &settings, Arc::new(IdentityMapping::default()))
+        .expect("introspector")
+}
+
+#[test]
+fn introspection_answers_are_judged_strictly() {
+    let judge = introspector("http://127.0.0.1:9/introspect", &["chat-api"]);
+    let now = now();
+    let digest = [7u8; 32];
+    let active = json!({
+        "active": true, "iss": ISSUER, "aud": ["chat-api", "other"], "client_id": "reporting",
+        "scope": "chat", "exp": now + 600, "iat": now - 5, "org": { "id": "acme" },
+    });
+    let (caller, until) = judge.judge(&active, &digest, now).expect("active");
+    assert_eq!(caller.identity.user_id, "reporting", "no sub: the client");
+    assert_eq!(caller.identity.auth_method, AuthMethod::BearerIntrospected);
+    assert_eq!(caller.identity.entity.as_deref(), Some("acme"));
+    assert_eq!(until, now + 60, "reused for cache_ttl, below exp");
+    assert_eq!(caller.expires_at, now + 600, "a stream may run until exp");
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut a = active.clone();
+        change(&mut a);
+        judge.judge(&a, &digest, now).err()
+    };
+    assert!(with(&|a| a["exp"] = json!(now + 10)).is_none());
+    assert_eq!(
+        with(&|a| a["active"] = json!(false)),
+        Some(Refusal::TokenInactive)
+    );
+    assert_eq!(
+        with(&|a| a["active"] = json!("yes")),
+        Some(Refusal::CheckUnavailable)
+    );
+    assert_eq!(
+        with(&|a| a["exp"] = json!(now - 120)),
+        Some(Refusal::TokenExpired)
+    );
+    assert_eq!(
+        with(&|a| a["nbf"] = json!(now + 600)),
+        Some(Refusal::TokenNotYetValid)
+    );
+    assert_eq!(
+        with(&|a| a["iss"] = json!("https://evil.test")),
+        Some(Refusal::IssuerMismatch)
+    );
+    assert_eq!(
+        with(&|a| a["aud"] = json!("other")),
+        Some(Refusal::AudienceMismatch)
+    );
+    assert_eq!(
+        with(&|a| a["scope"] = json!("read")),
+        Some(Refusal::InsufficientScope)
+    );
+    let (_, short) = judge
+        .judge(&json!({ "active": true, "iss": ISSUER, "aud": "chat-api", "sub": "x", "scope": "chat", "exp": now + 10 }), &digest, now)
+        .expect("active");
+    assert_eq!(short, now + 10, "never reused past exp");
+}
+
+#[tokio::test]
+async fn an_unreachable_introspection_endpoint_refuses_and_is_asked_again() {
+    // Nothing listens on the discard port: the check fails closed, and the refusal is not
+    // remembered (the next request asks again).
+    let closed = introspector("http://127.0.0.1:9/introspect", &[]);
+    let refused = closed.check("opaque-token", &[1u8; 32], now()).await.err();
+    assert_eq!(refused, Some((Refusal::CheckUnavailable, None)));
+}
