@@ -30,7 +30,7 @@ bin="${CARGO_TARGET_DIR:-target}/debug/portcullis"
 "$bin" keys dev-cert --out certs/dev >/dev/null
 # The examples reference their secrets through these variables.
 eval "$("$bin" keys generate | grep -v '^#' | sed 's/^/export /')"
-export OIDC_CLIENT_SECRET=example-client-secret
+export OIDC_CLIENT_SECRET=example-client-secret INTROSPECTION_CLIENT_SECRET=example-introspection-secret
 status=0
 for f in conf/*.yaml; do
   if "$bin" check -c "$f" >/dev/null; then

@@ -46,14 +46,19 @@ impl Config {
                     issuer,
                     client_id,
                     client_secret,
+                    bearer,
                     ..
                 } => format!(
-                    "oidc issuer {issuer} client {client_id}{}",
+                    "oidc issuer {issuer} client {client_id}{}{}",
                     if client_secret.is_some() {
                         " (with secret)"
                     } else {
                         ""
-                    }
+                    },
+                    bearer.as_ref().map_or(String::new(), |b| format!(
+                        "; bearer JWTs for {}",
+                        b.audiences.join(", ")
+                    ))
                 ),
                 IdentityProviderKind::Saml(saml) => match (&saml.metadata_url, &saml.idp_entity_id)
                 {
