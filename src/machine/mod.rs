@@ -314,36 +314,45 @@ impl MachineAuth {
     }
 }
 
-/// Reads the request's credential from `Authorization: Bearer` or `X-API-Key`. `Ok(None)`:
-/// neither is present (another `Authorization` scheme is not Portcullis's and is ignored).
-pub fn presented(headers: &http::HeaderMap) -> Result<Option<Presented<'_>>, Refusal> {
+/// Reads the credential an app that takes `accept` looks for: `Authorization: Bearer` (a
+/// token, or a `pck_` API key) and `X-API-Key`. A kind the app does not take is not
+/// Portcullis's to read (an upstream may use these headers for its own purposes): it is left
+/// alone. `Ok(None)`: no credential for this app (another `Authorization` scheme is ignored).
+pub fn presented(
+    headers: &http::HeaderMap,
+    accept: Accept,
+) -> Result<Option<Presented<'_>>, Refusal> {
+    let mut bearer = None;
     let mut authorization = headers.get_all(http::header::AUTHORIZATION).iter();
-    let (first, second) = (authorization.next(), authorization.next());
-    let mut keys = headers.get_all("x-api-key").iter();
-    let (key, second_key) = (keys.next(), keys.next());
-    if second.is_some() || second_key.is_some() {
-        return Err(Refusal::CredentialsAmbiguous);
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Err(Refusal::CredentialsAmbiguous);
+        }
+        bearer = match bearer_token(value.as_bytes()) {
+            Ok(Some(token)) if token.starts_with(crate::apikey::PREFIX) => {
+                accept.api_key.then_some(Presented::ApiKey(token))
+            }
+            Ok(Some(token)) => accept.bearer.then_some(Presented::Bearer(token)),
+            Ok(None) => None,
+            Err(refusal) if accept.bearer => return Err(refusal),
+            Err(_) => None,
+        };
     }
-    let bearer = match first {
-        Some(value) => bearer_token(value.as_bytes())?,
-        None => None,
-    };
-    let key = match key {
-        Some(value) => Some(
-            std::str::from_utf8(value.as_bytes())
-                .map_err(|_| Refusal::ApiKeyMalformed)?
-                .trim(),
-        ),
-        None => None,
-    };
+    let mut key = None;
+    if accept.api_key {
+        let mut keys = headers.get_all("x-api-key").iter();
+        if let Some(value) = keys.next() {
+            if keys.next().is_some() {
+                return Err(Refusal::CredentialsAmbiguous);
+            }
+            let text =
+                std::str::from_utf8(value.as_bytes()).map_err(|_| Refusal::ApiKeyMalformed)?;
+            key = Some(Presented::ApiKey(text.trim()));
+        }
+    }
     match (bearer, key) {
         (Some(_), Some(_)) => Err(Refusal::CredentialsAmbiguous),
-        (Some(token), None) if token.starts_with(crate::apikey::PREFIX) => {
-            Ok(Some(Presented::ApiKey(token)))
-        }
-        (Some(token), None) => Ok(Some(Presented::Bearer(token))),
-        (None, Some(key)) => Ok(Some(Presented::ApiKey(key))),
-        (None, None) => Ok(None),
+        (one, None) | (None, one) => Ok(one),
     }
 }
 

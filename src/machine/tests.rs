@@ -383,9 +383,10 @@ fn one_credential_is_read_from_the_headers() {
         map
     };
     let key = crate::apikey::generate().key;
-    let read = |pairs: &[(&'static str, &str)]| {
-        presented(&headers(pairs)).map(|p| p.map(|p| format!("{p:?}")))
+    let read_for = |accept: Accept, pairs: &[(&'static str, &str)]| {
+        presented(&headers(pairs), accept).map(|p| p.map(|p| format!("{p:?}")))
     };
+    let read = |pairs: &[(&'static str, &str)]| read_for(EVERYTHING, pairs);
     assert_eq!(read(&[]), Ok(None));
     assert_eq!(read(&[("authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
     assert_eq!(
@@ -412,6 +413,32 @@ fn one_credential_is_read_from_the_headers() {
     assert_eq!(
         read(&[("authorization", "Bearer ")]),
         Err(Refusal::TokenMalformed)
+    );
+    // What the app does not take is the upstream's business: left alone.
+    let keys_only = Accept {
+        session: true,
+        bearer: false,
+        api_key: true,
+    };
+    assert_eq!(
+        read_for(keys_only, &[("authorization", "Bearer abc.def.ghi")]),
+        Ok(None)
+    );
+    assert_eq!(
+        read_for(keys_only, &[("authorization", "Bearer a b")]),
+        Ok(None)
+    );
+    assert_eq!(
+        read_for(
+            keys_only,
+            &[("authorization", "Bearer abc"), ("x-api-key", &key)]
+        ),
+        Ok(Some(format!("{:?}", Presented::ApiKey(&key))))
+    );
+    assert_eq!(read_for(BEARER_ONLY, &[("x-api-key", &key)]), Ok(None));
+    assert_eq!(
+        read_for(BEARER_ONLY, &[("authorization", &as_bearer)]),
+        Ok(None)
     );
     assert_eq!(
         read(&[("authorization", "Bearer a b")]),

@@ -44,6 +44,9 @@ pub struct RequestCtx {
     /// The request carried a session cookie that was refused (counts against the
     /// pre-authentication limit).
     pub cookie_rejected: bool,
+    /// The header that carried the machine credential (`authorization` or `x-api-key`):
+    /// removed before the upstream, since the credential was Portcullis's to check.
+    pub credential_header: Option<&'static str>,
     /// A bearer token or API key that was presented and refused.
     pub credential_refused: Option<crate::machine::Refusal>,
     /// Why Portcullis answered itself.
@@ -113,6 +116,7 @@ impl RequestCtx {
             assertion: None,
             ip_reported: false,
             cookie_rejected: false,
+            credential_header: None,
             credential_refused: None,
             denial: None,
             detail: None,

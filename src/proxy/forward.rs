@@ -37,14 +37,9 @@ impl Gateway {
             upstream.remove_header(&name);
         }
         strip_cookies(upstream, &self.site.cookie_name)?;
-        if ctx
-            .session
-            .as_ref()
-            .is_some_and(|s| s.identity.auth_method.is_machine())
-        {
+        if let Some(header) = ctx.credential_header {
             // The credential was Portcullis's to check; the upstream gets the assertion.
-            upstream.remove_header(&http::header::AUTHORIZATION);
-            upstream.remove_header("x-api-key");
+            upstream.remove_header(header);
         }
         if let Some(upgrade) = upgrade {
             upstream.insert_header(http::header::CONNECTION, "Upgrade")?;

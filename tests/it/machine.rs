@@ -292,6 +292,22 @@ async fn client_credentials_tokens_pass_the_same_policy_as_people() {
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
     assert_eq!(w.bearer("b.test", "/", &globex).await.status(), 200);
+    // A header of a kind the app does not take is the upstream's own: left as sent.
+    let r = w
+        .https
+        .get(w.url("b.test", "/"))
+        .header(AUTHORIZATION, format!("Bearer {globex}"))
+        .header("x-api-key", "the-upstream's-own-key")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let got = received(&r.json().await.expect("echo"));
+    assert_eq!(
+        got.get("x-api-key").map(String::as_str),
+        Some("the-upstream's-own-key")
+    );
+    assert!(!got.contains_key("authorization"));
 
     // An app for machines only challenges a request without credentials (no sign-in page);
     // an app that also takes sessions still sends a browser to sign in.
@@ -526,6 +542,23 @@ async fn api_keys_rotate_expire_stay_in_their_network_and_can_be_switched_off() 
     }
     let as_bearer = w.bearer("a.test", "/billing/invoices", &new.key).await;
     assert_eq!(as_bearer.status(), 200);
+    assert!(!received(&as_bearer.json().await.expect("echo")).contains_key("authorization"));
+    // Another Authorization scheme next to a key is not Portcullis's: forwarded as sent.
+    let r = w
+        .https
+        .get(w.url("a.test", "/"))
+        .header("x-api-key", &new.key)
+        .header(AUTHORIZATION, "Basic dXBzdHJlYW06b3du")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let got = received(&r.json().await.expect("echo"));
+    assert_eq!(
+        got.get("authorization").map(String::as_str),
+        Some("Basic dXBzdHJlYW06b3du")
+    );
+    assert!(!got.contains_key("x-api-key"));
 
     let unknown = portcullis::apikey::generate().key;
     let mut typo = old.key.clone().into_bytes();
