@@ -317,11 +317,13 @@ impl MachineAuth {
 /// Reads the credential an app that takes `accept` looks for: `Authorization: Bearer` (a
 /// token, or a `pck_` API key) and `X-API-Key`. A kind the app does not take is not
 /// Portcullis's to read (an upstream may use these headers for its own purposes): it is left
-/// alone. `Ok(None)`: no credential for this app (another `Authorization` scheme is ignored).
+/// alone. With the credential, the name of the header that carried it (to be removed before
+/// the upstream). `Ok(None)`: no credential for this app (another `Authorization` scheme is
+/// ignored).
 pub fn presented(
     headers: &http::HeaderMap,
     accept: Accept,
-) -> Result<Option<Presented<'_>>, Refusal> {
+) -> Result<Option<(Presented<'_>, &'static str)>, Refusal> {
     let mut bearer = None;
     let mut authorization = headers.get_all(http::header::AUTHORIZATION).iter();
     if let Some(value) = authorization.next() {
@@ -352,7 +354,9 @@ pub fn presented(
     }
     match (bearer, key) {
         (Some(_), Some(_)) => Err(Refusal::CredentialsAmbiguous),
-        (one, None) | (None, one) => Ok(one),
+        (Some(bearer), None) => Ok(Some((bearer, "authorization"))),
+        (None, Some(key)) => Ok(Some((key, "x-api-key"))),
+        (None, None) => Ok(None),
     }
 }
 

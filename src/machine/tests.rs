@@ -384,11 +384,20 @@ fn one_credential_is_read_from_the_headers() {
     };
     let key = crate::apikey::generate().key;
     let read_for = |accept: Accept, pairs: &[(&'static str, &str)]| {
-        presented(&headers(pairs), accept).map(|p| p.map(|p| format!("{p:?}")))
+        presented(&headers(pairs), accept).map(|p| p.map(|(p, _)| format!("{p:?}")))
     };
     let read = |pairs: &[(&'static str, &str)]| read_for(EVERYTHING, pairs);
     assert_eq!(read(&[]), Ok(None));
     assert_eq!(read(&[("authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
+    let source = |pairs: &[(&'static str, &str)]| {
+        presented(&headers(pairs), EVERYTHING).map(|p| p.map(|(_, header)| header))
+    };
+    assert_eq!(source(&[("x-api-key", &key)]), Ok(Some("x-api-key")));
+    let key_as_bearer = format!("Bearer {key}");
+    assert_eq!(
+        source(&[("authorization", &key_as_bearer)]),
+        Ok(Some("authorization"))
+    );
     assert_eq!(
         read(&[("authorization", "bearer abc.def.ghi")]),
         Ok(Some(format!("{:?}", Presented::Bearer("abc.def.ghi"))))

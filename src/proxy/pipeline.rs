@@ -73,16 +73,8 @@ impl Gateway {
     ) {
         if forwarded && app.accept.machines() {
             match machine::presented(&session.req_header().headers, app.accept) {
-                Ok(Some(presented)) => {
-                    let headers = &session.req_header().headers;
-                    ctx.credential_header = Some(match presented {
-                        machine::Presented::ApiKey(_)
-                            if app.accept.api_key && headers.contains_key("x-api-key") =>
-                        {
-                            "x-api-key"
-                        }
-                        _ => "authorization",
-                    });
+                Ok(Some((presented, header))) => {
+                    ctx.credential_header = Some(header);
                     return self.authenticate_machine(ctx, app, presented).await;
                 }
                 Ok(None) => {}
