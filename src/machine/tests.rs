@@ -651,3 +651,28 @@ async fn an_unreachable_introspection_endpoint_refuses_and_is_asked_again() {
     let refused = closed.check("opaque-token", &[1u8; 32], now()).await.err();
     assert_eq!(refused, Some((Refusal::CheckUnavailable, None)));
 }
+
+#[tokio::test]
+async fn a_slow_introspection_endpoint_times_out_closed() {
+    // Accepts the connection and never answers: refused after `timeout` (500 ms here).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let slow = introspector(&format!("http://{address}/introspect"), &[]);
+    let started = std::time::Instant::now();
+    let refused = slow.check("opaque-token", &[2u8; 32], now()).await.err();
+    assert_eq!(refused, Some((Refusal::CheckUnavailable, None)));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    hold.abort();
+}
