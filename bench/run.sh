@@ -27,7 +27,8 @@
 # Knobs (environment):
 #   DURATION=10 WARMUP=2 CONNECTIONS=32 ROUNDS=3 TLS=1 PROXY_CPU=0 LOAD_CPU=1
 #   SKIP_BUILD=1 or PORTCULLIS_BIN=/path/to/portcullis   (default: cargo build --release)
-#   PC_THREADS=1 PC_LOG_LEVEL=warn PC_AUDIT_FSYNC=never  (Portcullis config knobs)
+#   PC_THREADS=1 PC_WORK_STEALING=false PC_LOG_LEVEL=warn PC_AUDIT_FSYNC=never  (Portcullis config knobs)
+#   PINGORA_WORK_STEALING=0|1 (the bare-Pingora row's runtime flavour; its default is Pingora's, 1)
 #   NGINX_BIN=nginx WRK_BIN=wrk
 #   KEEP=DIR     keep configs, logs, raw wrk output and the audit file in DIR
 #   ONLY="portcullis-auth previous-auth"   measure only these rows (ratios of absent rows show -)
@@ -48,6 +49,7 @@ TLS=${TLS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PC_THREADS=${PC_THREADS:-1}
+PC_WORK_STEALING=${PC_WORK_STEALING:-false}
 PC_LOG_LEVEL=${PC_LOG_LEVEL:-warn}
 PC_AUDIT_FSYNC=${PC_AUDIT_FSYNC:-never}
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -341,6 +343,7 @@ EOF
     fi
     cat <<EOF
   threads: $PC_THREADS
+  work_stealing: $PC_WORK_STEALING
   pid_file: "$TMP/portcullis/portcullis.pid"
   upgrade_sock: "$TMP/portcullis/upgrade.sock"
   grace_period: 1s
@@ -422,6 +425,9 @@ if [ -n "$PREVIOUS_BIN" ]; then
     sed -e "s#127.0.0.1:$PC_PORT#127.0.0.1:$PV_PORT#g" -e "s#127.0.0.1:$PCTLS_PORT#127.0.0.1:$PVTLS_PORT#g" \
         -e "s#127.0.0.1:$PC_ADMIN_PORT#127.0.0.1:$PV_ADMIN_PORT#g" -e "s#$TMP/portcullis/#$TMP/previous/#g" \
         "$PC_CONF" >"$PV_CONF"
+    # PREVIOUS_WORK_STEALING=true|false: the previous rows run with that `server.work_stealing`
+    # (with PREVIOUS_BIN set to this build, an A/B of the runtime flavour in one run).
+    [ -z "${PREVIOUS_WORK_STEALING:-}" ] || sed -i "s/^  work_stealing: .*/  work_stealing: $PREVIOUS_WORK_STEALING/" "$PV_CONF"
     "$PREVIOUS_BIN" check -c "$PV_CONF" >"$TMP/previous/check.txt" 2>&1 || { cat "$TMP/previous/check.txt" >&2; die "previous binary: check failed"; }
 fi
 

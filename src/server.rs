@@ -511,9 +511,9 @@ fn server_conf(config: &Config) -> ServerConf {
         upgrade_sock: server.upgrade_sock.display().to_string(),
         grace_period_seconds: Some(server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs()),
-        // Each worker keeps its own tasks: no cross-thread stealing (and the wake-ups and
-        // cache misses it costs) for short proxied requests.
-        work_stealing: false,
+        // Default false: each worker keeps its own tasks, with no cross-thread stealing (and
+        // the wake-ups and cache misses it costs) for short proxied requests.
+        work_stealing: server.work_stealing,
         ..ServerConf::default()
     }
 }

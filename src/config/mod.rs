@@ -96,6 +96,9 @@ pub struct Server {
     pub sse_end_event: bool,
     /// Worker threads.
     pub threads: usize,
+    /// One multi-thread tokio runtime whose workers steal each other's tasks (`true`), or a
+    /// current-thread runtime per worker thread (`false`, the default).
+    pub work_stealing: bool,
     /// How long an old process keeps serving after a graceful upgrade or stop begins.
     pub grace_period: Duration,
     /// After the grace period, how long Pingora waits for its runtimes to stop (requests still

@@ -93,6 +93,7 @@ pub struct RawServer {
     pub reserved_prefix: Option<String>,
     pub sse_end_event: Option<bool>,
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     pub grace_period: Option<String>,
     #[serde(default, deserialize_with = "duration")]

@@ -66,6 +66,8 @@ struct LoginOptions {
 pub struct Gateway {
     router: Router<App>,
     peers: peers::Peers,
+    /// Each app's common metric series, resolved once (indexed by `App::index`).
+    app_metrics: Vec<record::AppMetrics>,
     /// Who the client is, and what a request may carry.
     guards: Guards,
     /// Names and URLs of Portcullis's own surface.
@@ -187,6 +189,11 @@ impl Gateway {
         Ok(Gateway {
             router: Router::new(&config.apps),
             peers: peers::Peers::new(&config.apps)?,
+            app_metrics: config
+                .apps
+                .iter()
+                .map(|app| record::AppMetrics::new(&metrics, &app.id))
+                .collect(),
             guards: Guards {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 client_ip_headers: config.server.client_ip_headers.clone(),
@@ -509,6 +516,11 @@ impl Reloadable {
 #[async_trait]
 impl ProxyHttp for Reloadable {
     type CTX = Generational;
+
+    /// No downstream modules: Portcullis compresses nothing (a streamed answer must never wait
+    /// for a compressor), and Pingora's default, a disabled compression module, would still be
+    /// allocated and called for every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Generational {
         Generational {

@@ -56,6 +56,7 @@ pub(super) fn fixed_settings(config: &Config) -> Vec<(&'static str, String)> {
         ),
         ("admin.listen", config.admin.listen.to_string()),
         ("server.threads", server.threads.to_string()),
+        ("server.work_stealing", server.work_stealing.to_string()),
         ("server.log", format!("{:?}", server.log)),
         (
             "server.limits",

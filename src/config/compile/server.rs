@@ -151,6 +151,7 @@ impl Compiler<'_> {
             reserved_prefix,
             sse_end_event: raw.sse_end_event.unwrap_or(true),
             threads: threads.max(1),
+            work_stealing: raw.work_stealing.unwrap_or(false),
             grace_period: self.duration(
                 "server.grace_period",
                 raw.grace_period.as_ref(),
