@@ -53,6 +53,13 @@ apps:
         key_file()
     );
     let config = Config::from_yaml(Path::new("t.yaml"), &yaml).expect("smallest config is valid");
+    assert!(
+        !config.server.work_stealing,
+        "a runtime per worker thread by default"
+    );
+    let stealing = yaml.replacen("server:\n", "server:\n  work_stealing: true\n", 1);
+    let stealing = Config::from_yaml(Path::new("t.yaml"), &stealing).expect("valid");
+    assert!(stealing.server.work_stealing);
     let app = &config.apps[0];
     assert_eq!(app.upstream.address, "127.0.0.1:3000");
     assert!(app.enabled && app.preserve_host && !app.insecure_allow_plain_http);
