@@ -168,12 +168,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         for addr in &https.listen {
             let settings = crate::tls::listener_settings(resolver)
                 .map_err(|e| StartError::Listener(e.to_string()))?;
-            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            proxy.add_listener(client_listener(addr).tls(settings));
         }
     }
     if let Some(http) = &config.server.http {
         for addr in &http.listen {
-            proxy.add_tcp(&addr.to_string());
+            proxy.add_listener(client_listener(addr));
         }
     }
     let upstreams = config
@@ -501,6 +501,19 @@ impl BackgroundService for AuditWriterService {
     }
 
     async fn start(&self, _shutdown: ShutdownWatch) {}
+}
+
+/// Read buffer of each client connection. Pingora's default is 64 KiB, allocated for every
+/// connection however little it sends; a chat app's clients send small requests and then hold
+/// the connection open for a streamed answer, so a large buffer is mostly memory per open
+/// stream. 16 KiB still takes a whole TLS record (or a typical request head) in one read.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
+
+/// A client-facing listener on `addr` with [`CLIENT_READ_BUFFER`].
+fn client_listener(addr: &std::net::SocketAddr) -> pingora::listeners::ListenerConfig {
+    pingora::listeners::ListenerConfig::tcp(addr.to_string()).l4_buffer(
+        pingora::protocols::l4::stream::L4BufferSettings::default().read(CLIENT_READ_BUFFER),
+    )
 }
 
 fn server_conf(config: &Config) -> ServerConf {
