@@ -61,5 +61,7 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
 # exceed Docker's default 10 s stop timeout; use --stop-timeout / stop_grace_period.
 STOPSIGNAL SIGTERM
 
+# mimalloc returns memory freed by ended streams 100 ms later (docs/performance.md, "Streams").
+ENV MIMALLOC_PURGE_DELAY=100
 ENTRYPOINT ["portcullis"]
 CMD ["run", "-c", "/etc/portcullis/portcullis.yaml"]

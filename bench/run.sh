@@ -57,6 +57,8 @@ WRK_BIN=${WRK_BIN:-wrk}
 KEEP=${KEEP:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# As the systemd unit and the container image run Portcullis.
+export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:-100}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -446,7 +448,10 @@ mkdir -p "$TMP/upstream/logs" "$TMP/nginx/logs"
 start upstream "$LOAD_CPU" "$NGINX_BIN" -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$TMP/upstream/nginx.conf"
 start nginx "$PROXY_CPU" "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
 start portcullis "$PROXY_CPU" "$PC_BIN" run -c "$PC_CONF"
-[ -z "$PREVIOUS_BIN" ] || start previous "$PROXY_CPU" "$PREVIOUS_BIN" run -c "$PV_CONF"
+# PREVIOUS_ENV="NAME=value …": the previous rows' process runs with these (e.g. allocator
+# settings; with PREVIOUS_BIN set to this build, an A/B of the setting in one run).
+# shellcheck disable=SC2086
+[ -z "$PREVIOUS_BIN" ] || start previous "$PROXY_CPU" env ${PREVIOUS_ENV:-} "$PREVIOUS_BIN" run -c "$PV_CONF"
 if [ "$REDIS" = 1 ]; then
     start redis "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
     start redisstore "$PROXY_CPU" "$PC_BIN" run -c "$RS_CONF"

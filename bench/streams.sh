@@ -35,7 +35,7 @@ command -v python3 >/dev/null || die "python3 is required"
 
 # Every stream is one client socket and, through Portcullis, two more.
 ulimit -n "$(( STREAMS * 3 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-[ "$(ulimit -n)" -gt "$(( STREAMS * 2 ))" ] || die "the fd limit $(ulimit -n) is too low for $STREAMS streams (raise the hard limit)"
+[ "$(ulimit -n)" -gt "$(( STREAMS * 2 + 200 ))" ] || die "the fd limit $(ulimit -n) is too low for $STREAMS streams (raise the hard limit)"
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PC_BIN=$PORTCULLIS_BIN
@@ -113,7 +113,8 @@ EOF
 
 python3 "$ROOT/bench/streams.py" upstream "$UP_PORT" "$EVENTS" 2>"$TMP/upstream.stderr" &
 PIDS+=("$!")
-"$PC_BIN" run -c "$TMP/portcullis.yaml" >"$TMP/portcullis.stdout" 2>"$TMP/portcullis.stderr" &
+# As the systemd unit and the container image run it (MIMALLOC_PURGE_DELAY=100 unless set).
+MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:-100} "$PC_BIN" run -c "$TMP/portcullis.yaml" >"$TMP/portcullis.stdout" 2>"$TMP/portcullis.stderr" &
 PC_PID=$!
 PIDS+=("$PC_PID")
 wait_port "$UP_PORT"
