@@ -141,6 +141,29 @@ impl ProviderError {
     }
 }
 
+/// The asymmetric signature keys (RSA, EC, OKP) of a JWKS document. Keys for encryption,
+/// symmetric keys and keys this library cannot read are left out rather than failing the
+/// whole set.
+pub fn signing_keys(document: &serde_json::Value) -> jsonwebtoken::jwk::JwkSet {
+    let keys = document
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .map(|keys| {
+            keys.iter()
+                .filter(|k| k.get("use").and_then(|u| u.as_str()) != Some("enc"))
+                .filter(|k| {
+                    matches!(
+                        k.get("kty").and_then(|t| t.as_str()),
+                        Some("RSA" | "EC" | "OKP")
+                    )
+                })
+                .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    jsonwebtoken::jwk::JwkSet { keys }
+}
+
 /// The HTTP client for an identity provider's back channel (discovery, token, JWKS,
 /// metadata). It never follows redirects (SSRF) and keeps no pooled connections: calls are
 /// rare, and discovery and logins run on different Pingora runtimes, where a connection kept
@@ -156,6 +179,25 @@ pub fn back_channel_client() -> Result<reqwest::Client, reqwest::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_set_keeps_its_signing_keys_whatever_else_it_holds() {
+        let document = serde_json::json!({ "keys": [
+            { "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "enc", "n": "AQAB", "e": "AQAB" },
+            { "kty": "oct", "kid": "secret", "k": "c2VjcmV0" },
+            { "kty": "XYZ", "kid": "unknown-type" },
+            { "kty": "EC", "crv": "P-256", "kid": "sig",
+              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+              "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" },
+        ]});
+        let kept: Vec<_> = signing_keys(&document)
+            .keys
+            .into_iter()
+            .filter_map(|k| k.common.key_id)
+            .collect();
+        assert_eq!(kept, ["sig"]);
+        assert!(signing_keys(&serde_json::json!({})).keys.is_empty());
+    }
 
     #[test]
     fn failure_names_are_kebab_case_words() {

@@ -198,7 +198,7 @@ impl Jwks {
             }
         };
         let document = self.get_json(&uri).await?;
-        let keys = signing_keys(&document);
+        let keys = crate::idp::signing_keys(&document);
         if keys.keys.is_empty() {
             return Err(format!("{uri} holds no usable signing key"));
         }
@@ -221,23 +221,6 @@ impl Jwks {
         }
         serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
     }
-}
-
-/// The signature keys of a JWKS document; keys for encryption, and keys this library
-/// cannot read, are left out rather than failing the whole set.
-pub fn signing_keys(document: &serde_json::Value) -> JwkSet {
-    let keys = document
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .map(|keys| {
-            keys.iter()
-                .filter(|k| k.get("use").and_then(|u| u.as_str()) != Some("enc"))
-                .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-                .filter(|k| !matches!(k.algorithm, AlgorithmParameters::OctetKey(_)))
-                .collect()
-        })
-        .unwrap_or_default();
-    JwkSet { keys }
 }
 
 /// One issuer of bearer JWTs and what its tokens must show.

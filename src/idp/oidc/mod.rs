@@ -202,9 +202,11 @@ impl OidcProvider {
     pub async fn discover(&self) -> Result<(), DiscoveryError> {
         let issuer = IssuerUrl::new(self.issuer.clone())?;
         let metadata = Metadata::discover_async(issuer, &self.http).await?;
+        // Key by key: one key of a kind jsonwebtoken cannot read (an encryption key, say)
+        // must not cost the set its signing keys.
         let keys = serde_json::to_value(metadata.jwks())
             .ok()
-            .and_then(|v| serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(v).ok());
+            .map(|v| super::signing_keys(&v));
         if let Ok(mut slot) = self.metadata.write() {
             *slot = Some(Arc::new(metadata));
         }
