@@ -141,6 +141,44 @@ impl ProviderError {
     }
 }
 
+/// Says yes at most once per period, across threads: a key refetch forced by an unknown
+/// `kid`, which forged tokens must not turn into a flood of requests to the issuer.
+pub struct AtMostEvery {
+    every: u64,
+    /// Unix seconds of the last yes.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl AtMostEvery {
+    /// Once per `every` seconds; the first call says yes.
+    pub fn new(every: u64) -> AtMostEvery {
+        AtMostEvery {
+            every,
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Never yes (fixed keys in tests).
+    #[cfg(test)]
+    pub fn never() -> AtMostEvery {
+        AtMostEvery {
+            every: 0,
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// True when the period since the last yes has passed at `now` (and this call took it).
+    pub fn due(&self, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last.load(Ordering::Relaxed);
+        now >= last.saturating_add(self.every)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// The asymmetric signature keys (RSA, EC, OKP) of a JWKS document. Keys for encryption,
 /// symmetric keys and keys this library cannot read are left out rather than failing the
 /// whole set.

@@ -55,7 +55,7 @@ pub fn peek_issuer(token: &str) -> Option<String> {
 /// Where an issuer's keys come from.
 pub enum KeySource {
     /// Fetched by Portcullis (`kind: jwt`).
-    Fetched(Jwks),
+    Fetched(Box<Jwks>),
     /// Kept by an OIDC provider's discovery (its `bearer`).
     Oidc(Arc<OidcProvider>),
 }
@@ -63,29 +63,29 @@ pub enum KeySource {
 impl KeySource {
     /// The keys of a `kind: jwt` issuer, fetched on first use.
     pub fn fetched(settings: &JwtIssuerSettings) -> Result<KeySource, crate::idp::ProviderError> {
-        Ok(KeySource::Fetched(Jwks {
+        Ok(KeySource::Fetched(Box::new(Jwks {
             issuer: settings.issuer.clone(),
             jwks_uri: settings.jwks_uri.clone(),
             http: crate::idp::back_channel_client()?,
             keys: RwLock::new(None),
             last_failure: AtomicU64::new(0),
-            last_forced: AtomicU64::new(0),
+            forced_refetch: crate::idp::AtMostEvery::new(FORCED_REFETCH_SECS),
             fetching: tokio::sync::Mutex::new(()),
-        }))
+        })))
     }
 
     /// Fixed keys that are never fetched (tests).
     #[cfg(test)]
     pub fn preloaded(issuer: &str, keys: JwkSet) -> KeySource {
-        KeySource::Fetched(Jwks {
+        KeySource::Fetched(Box::new(Jwks {
             issuer: issuer.to_string(),
             jwks_uri: None,
             http: reqwest::Client::new(),
             keys: RwLock::new(Some((Arc::new(keys), u64::MAX / 2))),
             last_failure: AtomicU64::new(0),
-            last_forced: AtomicU64::new(u64::MAX),
+            forced_refetch: crate::idp::AtMostEvery::never(),
             fetching: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     async fn current(&self, now: u64) -> Result<Arc<JwkSet>, Refusal> {
@@ -112,7 +112,8 @@ pub struct Jwks {
     /// The keys and when they were fetched.
     keys: RwLock<Option<(Arc<JwkSet>, u64)>>,
     last_failure: AtomicU64,
-    last_forced: AtomicU64,
+    /// Refetches for an unknown `kid`.
+    forced_refetch: crate::idp::AtMostEvery,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -147,13 +148,7 @@ impl Jwks {
     }
 
     async fn refetch(&self, now: u64) -> Option<Arc<JwkSet>> {
-        let last = self.last_forced.load(Ordering::Relaxed);
-        let due = now >= last.saturating_add(FORCED_REFETCH_SECS)
-            && self
-                .last_forced
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if !due {
+        if !self.forced_refetch.due(now) {
             return None;
         }
         let _guard = self.fetching.lock().await;

@@ -58,6 +58,8 @@ impl Gateway {
                 .iter()
                 .find(|p| p.id == *idp)
                 .map(|p| &p.id)?,
+            // No provider to send anyone else to (a bearer token or an API key cannot sign in
+            // at all): refused with 403, never redirected.
             _ => return None,
         };
         let rd: String = url::form_urlencoded::byte_serialize(

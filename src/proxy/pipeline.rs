@@ -233,12 +233,6 @@ impl Gateway {
             Decision::Deny(Reason::AppDisabled) => {
                 Err(Stop::Reply(Reply::AppDisabled, Reason::AppDisabled))
             }
-            // A machine client cannot step up: MFA is refused, not asked for.
-            Decision::Deny(Reason::MfaRequired)
-                if identity.is_some_and(|i| i.auth_method.is_machine()) =>
-            {
-                Err(Stop::Reply(Reply::Forbidden, Reason::MfaRequired))
-            }
             Decision::Deny(Reason::MfaRequired) => {
                 let return_to = request.uri.path_and_query().map_or("/", |p| p.as_str());
                 let reply = match self.step_up_location(ctx, return_to) {

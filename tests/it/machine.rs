@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::WWW_AUTHENTICATE;
 use serde_json::{json, Value};
 
 use crate::common::op::{client_credentials, rsa_test_key, Op, RsaTestKey};
@@ -131,25 +131,28 @@ impl World {
         format!("https://{host}:{}{path}", self.port)
     }
 
-    /// GET with `Authorization: Bearer <token>` and forged identity headers.
+    /// GET with these headers (a name may repeat).
+    async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.https.get(self.url(host, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// GET with `Authorization: Bearer <token>` and a forged identity header.
     async fn bearer(&self, host: &str, path: &str, token: &str) -> reqwest::Response {
-        self.https
-            .get(self.url(host, path))
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .header(ACCEPT, "application/json")
-            .header("X-Portcullis-User", "forged-admin")
-            .send()
-            .await
-            .expect("request")
+        let authorization = format!("Bearer {token}");
+        let headers = [
+            ("authorization", authorization.as_str()),
+            ("accept", "application/json"),
+            ("x-portcullis-user", "forged-admin"),
+        ];
+        self.get(host, path, &headers).await
     }
 
     async fn api_key(&self, path: &str, key: &str) -> reqwest::Response {
-        self.https
-            .get(self.url("a.test", path))
-            .header("x-api-key", key)
-            .send()
-            .await
-            .expect("request")
+        self.get("a.test", path, &[("x-api-key", key)]).await
     }
 
     async fn token(&self, client: &str, scope: &str) -> String {
@@ -294,13 +297,15 @@ async fn client_credentials_tokens_pass_the_same_policy_as_people() {
     assert_eq!(w.bearer("b.test", "/", &globex).await.status(), 200);
     // A header of a kind the app does not take is the upstream's own: left as sent.
     let r = w
-        .https
-        .get(w.url("b.test", "/"))
-        .header(AUTHORIZATION, format!("Bearer {globex}"))
-        .header("x-api-key", "the-upstream's-own-key")
-        .send()
-        .await
-        .expect("request");
+        .get(
+            "b.test",
+            "/",
+            &[
+                ("authorization", &format!("Bearer {globex}")),
+                ("x-api-key", "the-upstream's-own-key"),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let got = received(&r.json().await.expect("echo"));
     assert_eq!(
@@ -311,32 +316,22 @@ async fn client_credentials_tokens_pass_the_same_policy_as_people() {
 
     // An app for machines only challenges a request without credentials (no sign-in page);
     // an app that also takes sessions still sends a browser to sign in.
-    let bare = w
-        .https
-        .get(w.url("b.test", "/"))
-        .header(ACCEPT, "text/html")
-        .send()
-        .await
-        .expect("request");
+    let bare = w.get("b.test", "/", &[("accept", "text/html")]).await;
     assert_eq!(bare.status(), 401);
     assert_eq!(challenge(&bare), r#"Bearer realm="portcullis""#);
-    let browser = w
-        .https
-        .get(w.url("a.test", "/"))
-        .header(ACCEPT, "text/html")
-        .send()
-        .await
-        .expect("request");
+    let browser = w.get("a.test", "/", &[("accept", "text/html")]).await;
     assert_eq!(browser.status(), 302);
     // …but a browser-looking request with a bad token gets 401, never a redirect.
     let bad = w
-        .https
-        .get(w.url("a.test", "/"))
-        .header(ACCEPT, "text/html")
-        .header(AUTHORIZATION, "Bearer not-a-token")
-        .send()
-        .await
-        .expect("request");
+        .get(
+            "a.test",
+            "/",
+            &[
+                ("accept", "text/html"),
+                ("authorization", "Bearer not-a-token"),
+            ],
+        )
+        .await;
     assert_eq!(bad.status(), 401);
     assert!(challenge(&bad).contains(r#"error="invalid_token""#));
 
@@ -466,13 +461,15 @@ async fn forged_tokens_are_refused_and_nothing_is_forwarded() {
         );
     }
     let two = w
-        .https
-        .get(w.url("a.test", "/"))
-        .header(AUTHORIZATION, format!("Bearer {real}"))
-        .header(AUTHORIZATION, format!("Bearer {real}"))
-        .send()
-        .await
-        .expect("request");
+        .get(
+            "a.test",
+            "/",
+            &[
+                ("authorization", &format!("Bearer {real}")),
+                ("authorization", &format!("Bearer {real}")),
+            ],
+        )
+        .await;
     assert_eq!(two.status(), 401, "two Authorization headers");
     assert!(challenge(&two).contains(r#"error="invalid_request""#));
     assert_eq!(w.upstream.hits(), hits, "nothing forwarded");
@@ -545,13 +542,15 @@ async fn api_keys_rotate_expire_stay_in_their_network_and_can_be_switched_off() 
     assert!(!received(&as_bearer.json().await.expect("echo")).contains_key("authorization"));
     // Another Authorization scheme next to a key is not Portcullis's: forwarded as sent.
     let r = w
-        .https
-        .get(w.url("a.test", "/"))
-        .header("x-api-key", &new.key)
-        .header(AUTHORIZATION, "Basic dXBzdHJlYW06b3du")
-        .send()
-        .await
-        .expect("request");
+        .get(
+            "a.test",
+            "/",
+            &[
+                ("x-api-key", &new.key),
+                ("authorization", "Basic dXBzdHJlYW06b3du"),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let got = received(&r.json().await.expect("echo"));
     assert_eq!(
@@ -650,11 +649,11 @@ async fn an_op_s_own_access_tokens_are_bearer_tokens_too() {
     );
     std::fs::write(fixtures.path("oidc.secret"), "op-client-secret").expect("write");
     let sections = format!(
-        "identity_providers:\n  - id: corp\n    kind: oidc\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    claims: {{ entity: org.id }}\n    bearer: {{ audiences: [\"{RESOURCE}\"] }}\n",
+        "identity_providers:\n  - id: corp\n    kind: oidc\n    issuer: {}\n    client_id: portcullis\n    client_secret: file:oidc.secret\n    claims: {{ entity: org.id }}\n    mfa_acr_values: [urn:example:mfa]\n    bearer: {{ audiences: [\"{RESOURCE}\"] }}\n",
         op.issuer
     );
     let apps = format!(
-        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    accept: [session, bearer]\n    access: {{ user_types: [internal-user, external-user] }}\n",
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {0}\n    accept: [session, bearer]\n    access: {{ user_types: [internal-user, external-user] }}\n  - id: admin\n    hosts: [b.test]\n    upstream: {0}\n    accept: [session, bearer]\n    access: {{ user_types: [internal-user, external-user], require_mfa: true }}\n",
         upstream.url()
     );
     let yaml = fixtures
@@ -693,4 +692,66 @@ async fn an_op_s_own_access_tokens_are_bearer_tokens_too() {
     assert_eq!(records[0]["idp"], "corp");
     assert_eq!(records[0]["user"], "globex-bot");
     assert_eq!(records[0]["auth_method"], "bearer-jwt");
+    // An app that requires MFA: a person of this provider would be sent to sign in again
+    // with MFA; a token cannot be, so it is refused (403), never redirected.
+    let admin = https
+        .get(format!("https://b.test:{port}/"))
+        .bearer_auth(&token)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(admin.status(), 403);
+}
+
+#[tokio::test]
+async fn refused_credentials_count_against_the_pre_auth_limit_and_keys_have_no_mfa() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let key = portcullis::apikey::generate();
+    let sections = format!(
+        "service_accounts:\n  - id: sync\n    key_hashes: [\"{}\"]\n",
+        key.hash
+    );
+    let up = upstream.url();
+    let apps = format!(
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {up}\n    accept: [api-key]\n    access: {{ user_types: [internal-user, external-user] }}\n  - id: admin\n    hosts: [b.test]\n    upstream: {up}\n    accept: [session, api-key]\n    access: {{ user_types: [internal-user, external-user], require_mfa: true }}\n"
+    );
+    let yaml = fixtures
+        .config(
+            &ports,
+            "  pre_auth_rate_limit: { rate: 3/min, burst: 3 }\n",
+            &apps,
+        )
+        .replace("session:\n", &format!("{sections}session:\n"));
+    let port = ports.https;
+    let proxy = Proxy::start(&fixtures, ports, &yaml);
+    let https = client(&fixtures, &proxy);
+    let get = |host: &'static str, key: String| {
+        let https = https.clone();
+        async move {
+            https
+                .get(format!("https://{host}:{port}/"))
+                .header("x-api-key", key)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    // Forged keys are refused, and a flood of them is limited per address like forged cookies.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get("a.test", portcullis::apikey::generate().key).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    // A valid key is not held back by the refusals before it.
+    assert_eq!(get("a.test", key.key.clone()).await, 200);
+    // An app that requires MFA refuses a machine caller (an API key has no second factor).
+    assert_eq!(get("b.test", key.key.clone()).await, 403);
+    let refused = audit_until(&fixtures.audit_log(), 1, |r| r["reason"] == "mfa-required").await;
+    assert_eq!(refused[0]["auth_method"], "api-key");
 }

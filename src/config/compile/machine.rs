@@ -19,7 +19,11 @@ impl Compiler<'_> {
         base: &str,
         idp: &RawIdentityProvider,
     ) -> Option<IdentityProviderKind> {
-        let issuer = self.token_issuer(base, idp.issuer.as_ref(), true);
+        let issuer = self.issuer(
+            base,
+            idp.issuer.as_ref(),
+            Some("exactly the `iss` of the tokens, e.g. https://auth.example.com"),
+        );
         let jwks_uri = idp
             .jwks_uri
             .as_ref()
@@ -52,10 +56,7 @@ impl Compiler<'_> {
             )
             .cloned()
             .and_then(|u| self.http_url(&format!("{base}.introspection_endpoint"), &u));
-        let issuer = match &idp.issuer {
-            Some(_) => self.token_issuer(base, idp.issuer.as_ref(), false),
-            None => None,
-        };
+        let issuer = self.issuer(base, idp.issuer.as_ref(), None);
         let client_id = self
             .required(
                 &format!("{base}.client_id"),
@@ -121,36 +122,6 @@ impl Compiler<'_> {
             raw.clock_skew.as_ref(),
             true,
         )))
-    }
-
-    /// The issuer exactly as written (tokens must carry this string in `iss`).
-    fn token_issuer(
-        &mut self,
-        base: &str,
-        text: Option<&String>,
-        required: bool,
-    ) -> Option<String> {
-        let at = format!("{base}.issuer");
-        let text = if required {
-            self.required(
-                &at,
-                text,
-                "exactly the `iss` of the tokens, e.g. https://auth.example.com",
-            )?
-        } else {
-            text?
-        };
-        match Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(text.clone()),
-            _ => {
-                self.issues.add(
-                    &at,
-                    format!("`{text}` is not a URL"),
-                    "e.g. https://auth.example.com",
-                );
-                None
-            }
-        }
     }
 
     fn http_url(&mut self, at: &str, text: &str) -> Option<Url> {
@@ -272,18 +243,7 @@ impl Compiler<'_> {
                     }
                 }
             }
-            let user_type = match account.user_type.as_deref() {
-                None | Some("external-user") => UserType::External,
-                Some("internal-user") => UserType::Internal,
-                Some(other) => {
-                    self.issues.add(
-                        &format!("{base}.user_type"),
-                        format!("unknown user type `{other}`"),
-                        "use internal-user or external-user",
-                    );
-                    UserType::External
-                }
-            };
+            let user_type = self.user_type(&base, account.user_type.as_deref());
             let expires = account
                 .expires
                 .as_deref()

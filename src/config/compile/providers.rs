@@ -114,18 +114,7 @@ impl Compiler<'_> {
                 );
                 continue;
             }
-            let user_type = match user.user_type.as_deref() {
-                None | Some("external-user") => UserType::External,
-                Some("internal-user") => UserType::Internal,
-                Some(other) => {
-                    self.issues.add(
-                        &format!("{path}.user_type"),
-                        format!("unknown user type `{other}`"),
-                        "use internal-user or external-user",
-                    );
-                    UserType::External
-                }
-            };
+            let user_type = self.user_type(&path, user.user_type.as_deref());
             let totp_secret = match user.totp_secret.as_ref() {
                 None => None,
                 Some(spec) => {
@@ -259,24 +248,7 @@ impl Compiler<'_> {
     }
 
     fn oidc(&mut self, base: &str, idp: &RawIdentityProvider) -> Option<IdentityProviderKind> {
-        let issuer = self.required(
-            &format!("{base}.issuer"),
-            idp.issuer.as_ref(),
-            "the OP's issuer URL",
-        )?;
-        // Kept exactly as written: ID tokens must carry this string in `iss`, and URL
-        // parsing would add a trailing slash to a bare origin.
-        let issuer = match Url::parse(issuer) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => issuer.clone(),
-            _ => {
-                self.issues.add(
-                    &format!("{base}.issuer"),
-                    format!("`{issuer}` is not a URL"),
-                    "e.g. https://login.example.com",
-                );
-                return None;
-            }
-        };
+        let issuer = self.issuer(base, idp.issuer.as_ref(), Some("the OP's issuer URL"))?;
         let client_id = self
             .required(
                 &format!("{base}.client_id"),
@@ -320,6 +292,49 @@ impl Compiler<'_> {
                 .as_ref()
                 .and_then(|b| self.oidc_bearer(&format!("{base}.bearer"), b)),
         })
+    }
+
+    /// An issuer URL, kept exactly as written: tokens must carry this string in `iss`, and URL
+    /// parsing would add a trailing slash to a bare origin. `required`: the hint when absent
+    /// (`None`: optional).
+    pub(super) fn issuer(
+        &mut self,
+        base: &str,
+        text: Option<&String>,
+        required: Option<&str>,
+    ) -> Option<String> {
+        let at = format!("{base}.issuer");
+        let text = match required {
+            Some(hint) => self.required(&at, text, hint)?,
+            None => text?,
+        };
+        match Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(text.clone()),
+            _ => {
+                self.issues.add(
+                    &at,
+                    format!("`{text}` is not a URL"),
+                    "e.g. https://login.example.com",
+                );
+                None
+            }
+        }
+    }
+
+    /// `user_type` of a local user or a service account (default external).
+    pub(super) fn user_type(&mut self, base: &str, text: Option<&str>) -> UserType {
+        match text {
+            None | Some("external-user") => UserType::External,
+            Some("internal-user") => UserType::Internal,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{base}.user_type"),
+                    format!("unknown user type `{other}`"),
+                    "use internal-user or external-user",
+                );
+                UserType::External
+            }
+        }
     }
 
     /// `token_endpoint_auth`: true for `client_secret_post`.

@@ -140,9 +140,9 @@ pub struct OidcProvider {
     metadata: RwLock<Option<Arc<Metadata>>>,
     /// The OP's keys in jsonwebtoken's form, for logout tokens (refreshed with discovery).
     logout_keys: RwLock<Option<Arc<jsonwebtoken::jwk::JwkSet>>>,
-    /// Unix seconds of the last key refetch forced by an unknown `kid` (at most one a minute,
-    /// so forged tokens cannot make Portcullis hammer the OP).
-    last_forced_refetch: std::sync::atomic::AtomicU64,
+    /// Key refetches forced by an unknown `kid`: at most one a minute, so forged tokens cannot
+    /// make Portcullis hammer the OP.
+    forced_refetch: super::AtMostEvery,
 }
 
 /// Discovery document with the RP-initiated logout field (`end_session_endpoint`).
@@ -194,7 +194,7 @@ impl OidcProvider {
             http,
             metadata: RwLock::new(None),
             logout_keys: RwLock::new(None),
-            last_forced_refetch: std::sync::atomic::AtomicU64::new(0),
+            forced_refetch: super::AtMostEvery::new(60),
         }))
     }
 
@@ -271,13 +271,7 @@ impl OidcProvider {
 
     /// True at most once a minute.
     fn may_force_refetch(&self, now: u64) -> bool {
-        use std::sync::atomic::Ordering;
-        let last = self.last_forced_refetch.load(Ordering::Relaxed);
-        now >= last.saturating_add(60)
-            && self
-                .last_forced_refetch
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.forced_refetch.due(now)
     }
 
     fn auth_type(&self) -> AuthType {
