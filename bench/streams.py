@@ -11,21 +11,44 @@
       (every event and the end of the body), failed, and the per-event delivery delay (receive
       time minus send time, ms) p50/p99/max. "OPEN n" lines go to stderr as streams get their
       response headers, so the caller can sample memory with all streams open.
+
+  streams.py websockets HOST PORT PATH COUNT RAMP [HEADER ...]
+      The same for WebSockets: COUNT upgrades (RAMP per second), each held open without a
+      message until the upstream closes it (EVENTS seconds after the upgrade, with a close
+      frame). Prints opened, completed (the close frame arrived) and failed.
 """
 
 import asyncio
+import base64
+import hashlib
 import json
 import sys
 import time
 
 EVENT_BYTES = 64
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 async def upstream(port, events):
     async def serve(reader, writer):
         try:
-            while (await reader.readline()) not in (b"\r\n", b""):
-                pass
+            key = None
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"sec-websocket-key":
+                    key = value.strip()
+            if key is not None:
+                # An idle WebSocket: the upgrade, nothing for EVENTS seconds, a close frame.
+                accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+                writer.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                )
+                await writer.drain()
+                await asyncio.sleep(events)
+                writer.write(b"\x88\x00")
+                await writer.drain()
+                return
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -94,6 +117,44 @@ async def client(host, port, path, streams, ramp, headers):
     print(json.dumps(results), flush=True)
 
 
+async def websockets(host, port, path, count, ramp, headers):
+    results = {"opened": 0, "completed": 0, "failed": 0, "errors": {}}
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    request += "".join(f"{h}\r\n" for h in headers) + "\r\n"
+
+    async def one():
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(request.encode())
+            await writer.drain()
+            status = await reader.readline()
+            if b" 101 " not in status:
+                raise RuntimeError(status.decode(errors="replace").strip() or "no status")
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            results["opened"] += 1
+            print(f"OPEN {results['opened']}", file=sys.stderr, flush=True)
+            if (await reader.readexactly(2)) != b"\x88\x00":
+                raise RuntimeError("not a close frame")
+            results["completed"] += 1
+            writer.close()
+        except Exception as error:  # noqa: BLE001 - every failure is counted by its kind
+            results["failed"] += 1
+            kind = type(error).__name__ + ": " + str(error)[:60]
+            results["errors"][kind] = results["errors"].get(kind, 0) + 1
+
+    tasks = []
+    for i in range(count):
+        tasks.append(asyncio.create_task(one()))
+        if (i + 1) % max(1, ramp // 20) == 0:
+            await asyncio.sleep(1 / 20)
+    await asyncio.gather(*tasks)
+    print(json.dumps(results), flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "upstream":
@@ -101,6 +162,9 @@ def main():
     elif mode == "client":
         host, port, path, streams, ramp = sys.argv[2:7]
         asyncio.run(client(host, int(port), path, int(streams), int(ramp), sys.argv[7:]))
+    elif mode == "websockets":
+        host, port, path, count, ramp = sys.argv[2:7]
+        asyncio.run(websockets(host, int(port), path, int(count), int(ramp), sys.argv[7:]))
     else:
         sys.exit(__doc__)
 

@@ -15,9 +15,11 @@
 #   client      bench/streams.py client: STREAMS connections opened at RAMP per second
 # Phases: the same load straight to the upstream (the delay the client and upstream cause
 # themselves), then through Portcullis. Portcullis's RSS is read idle, with every stream open,
-# right after they end and SETTLE seconds later.
+# right after they end and SETTLE seconds later. Then WEBSOCKETS idle WebSockets through
+# Portcullis (upgraded, no message, closed by the upstream after EVENTS seconds) and the RSS
+# with all of them open.
 #
-# Knobs: STREAMS=10000 EVENTS=30 RAMP=1000 SETTLE=60 PC_THREADS=1 KEEP=DIR
+# Knobs: STREAMS=10000 EVENTS=30 RAMP=1000 SETTLE=60 WEBSOCKETS=2000 (0: none) PC_THREADS=1 KEEP=DIR
 #        SKIP_BUILD=1 or PORTCULLIS_BIN=/path/to/portcullis   (default: cargo build --release)
 set -euo pipefail
 
@@ -25,6 +27,7 @@ STREAMS=${STREAMS:-10000}
 EVENTS=${EVENTS:-30}
 RAMP=${RAMP:-1000}
 SETTLE=${SETTLE:-60}
+WEBSOCKETS=${WEBSOCKETS:-2000}
 PC_THREADS=${PC_THREADS:-1}
 KEEP=${KEEP:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -113,22 +116,23 @@ EOF
 
 python3 "$ROOT/bench/streams.py" upstream "$UP_PORT" "$EVENTS" 2>"$TMP/upstream.stderr" &
 PIDS+=("$!")
-# As the systemd unit and the container image run it (MIMALLOC_PURGE_DELAY=100 unless set).
-MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:-100} "$PC_BIN" run -c "$TMP/portcullis.yaml" >"$TMP/portcullis.stdout" 2>"$TMP/portcullis.stderr" &
+# As the systemd unit and the container image run it (MIMALLOC_PURGE_DELAY=100 and
+# MIMALLOC_ALLOW_THP=0 unless set).
+MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:-100} MIMALLOC_ALLOW_THP=${MIMALLOC_ALLOW_THP:-0} "$PC_BIN" run -c "$TMP/portcullis.yaml" >"$TMP/portcullis.stdout" 2>"$TMP/portcullis.stderr" &
 PC_PID=$!
 PIDS+=("$PC_PID")
 wait_port "$UP_PORT"
 wait_port "$PC_PORT"
 sleep 1
 
-run_client() { # port header... ; prints the result line, samples Portcullis's RSS when all are open
-    local port=$1 out="$TMP/client.$1" opened_rss=""
-    shift
-    python3 "$ROOT/bench/streams.py" client 127.0.0.1 "$port" /stream "$STREAMS" "$RAMP" "$@" \
+run_client() { # mode count port header... ; prints the result line, samples Portcullis's RSS when all are open
+    local mode=$1 count=$2 port=$3 out="$TMP/$1.$3" opened_rss=""
+    shift 3
+    python3 "$ROOT/bench/streams.py" "$mode" 127.0.0.1 "$port" /stream "$count" "$RAMP" "$@" \
         >"$out.json" 2>"$out.stderr" &
     local client=$!
     while kill -0 "$client" 2>/dev/null; do
-        if [ -z "$opened_rss" ] && grep -q "^OPEN $STREAMS\$" "$out.stderr" 2>/dev/null; then
+        if [ -z "$opened_rss" ] && grep -q "^OPEN $count\$" "$out.stderr" 2>/dev/null; then
             sleep 2
             opened_rss=$(rss_kb "$PC_PID")
             echo "$opened_rss" >"$out.rss"
@@ -140,11 +144,11 @@ run_client() { # port header... ; prints the result line, samples Portcullis's R
 }
 
 log "direct: $STREAMS streams of $EVENTS events straight to the upstream"
-DIRECT=$(run_client "$UP_PORT")
+DIRECT=$(run_client client "$STREAMS" "$UP_PORT")
 log "direct: $DIRECT"
 IDLE_RSS=$(rss_kb "$PC_PID")
 log "through Portcullis (idle RSS $IDLE_RSS KiB)"
-THROUGH=$(run_client "$PC_PORT" "X-API-Key: $API_KEY")
+THROUGH=$(run_client client "$STREAMS" "$PC_PORT" "X-API-Key: $API_KEY")
 log "through: $THROUGH"
 OPEN_RSS=$(cat "$TMP/client.$PC_PORT.rss" 2>/dev/null || echo "")
 AFTER_RSS=$(rss_kb "$PC_PID")
@@ -152,6 +156,16 @@ log "waiting ${SETTLE}s for memory to come back"
 sleep "$SETTLE"
 SETTLED_RSS=$(rss_kb "$PC_PID")
 PEAK_RSS=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$PC_PID/status")
+WS_RESULT='{"opened": 0, "completed": 0, "failed": 0, "errors": {}}'
+WS_BEFORE_RSS=""
+WS_OPEN_RSS=""
+if [ "$WEBSOCKETS" -gt 0 ]; then
+    log "$WEBSOCKETS idle WebSockets through Portcullis, held ${EVENTS}s"
+    WS_BEFORE_RSS=$(rss_kb "$PC_PID")
+    WS_RESULT=$(run_client websockets "$WEBSOCKETS" "$PC_PORT" "X-API-Key: $API_KEY")
+    log "websockets: $WS_RESULT"
+    WS_OPEN_RSS=$(cat "$TMP/websockets.$PC_PORT.rss" 2>/dev/null || echo "")
+fi
 
 field() { printf '%s' "$1" | python3 -c "import json, sys; print(json.load(sys.stdin).get('$2'))"; }
 mib() { awk -v k="$1" 'BEGIN { if (k == "") print "-"; else printf "%.1f", k / 1024 }'; }
@@ -180,4 +194,16 @@ cat <<EOF
 
 Failures by kind (through Portcullis): $(field "$THROUGH" errors)
 EOF
+if [ "$WEBSOCKETS" -gt 0 ]; then
+    cat <<EOF
+
+| $WEBSOCKETS idle WebSockets through Portcullis | |
+|---|---:|
+| opened / closed by the upstream's close frame / failed | $(field "$WS_RESULT" opened) / $(field "$WS_RESULT" completed) / $(field "$WS_RESULT" failed) |
+| RSS before / with all open | $(mib "$WS_BEFORE_RSS") / $(mib "$WS_OPEN_RSS") MiB |
+| per idle WebSocket | $(awk -v o="$WS_OPEN_RSS" -v i="$WS_BEFORE_RSS" -v n="$(field "$WS_RESULT" opened)" 'BEGIN { if (o == "" || n == 0) print "-"; else printf "%.1f", (o - i) / n }') KiB |
+
+Failures by kind (WebSockets): $(field "$WS_RESULT" errors)
+EOF
+fi
 log "done"

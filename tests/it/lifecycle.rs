@@ -95,6 +95,26 @@ fn a_busy_port_ends_the_start_with_a_clear_message_and_a_failure_exit() {
 }
 
 #[test]
+fn the_running_proxy_has_transparent_huge_pages_off() {
+    // A huge page keeps 2 MiB resident for one touched byte: idle RSS and memory per stream
+    // doubled whenever the kernel granted them (docs/performance.md).
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let proxy = Proxy::start(
+        &fixtures,
+        ports,
+        &fixtures.config(&ports, "", &plain_app(&upstream)),
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "THP_enabled in /proc/PID/status");
+}
+
+#[test]
 fn readyz_waits_until_the_proxy_listeners_are_open() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
