@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 
 mod admin;
+mod audit;
 
 use crate::config::Config;
-use crate::{audit, demo, keys, server};
+use crate::{demo, keys, server};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -23,7 +23,9 @@ Examples:
       --roles customer --entity acme --method POST --path /api/agents/billing-specialist/run
   echo 'a long passphrase' | portcullis hash-password
   portcullis keys dev-cert --out certs/dev --name chat.local
-  portcullis audit verify /var/log/portcullis/audit.jsonl --key <base64 public key>";
+  portcullis audit verify /var/log/portcullis/ --key <base64 public key>   # the whole rotated trail
+  portcullis audit export /var/log/portcullis/ --from 2026-12-01 --decision deny --format csv > denials.csv
+  portcullis audit search /var/log/portcullis/ --user alice --limit 20";
 
 /// Identity-aware reverse proxy: SSO in front of any web app, signed identity headers,
 /// tamper-evident audit trail.
@@ -44,7 +46,7 @@ enum Command {
     Demo(DemoArgs),
     /// Audit trail tools.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit::AuditCommand),
     /// Generate keys and development certificates.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -150,25 +152,6 @@ struct DemoArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Verify the hash chain and checkpoint signatures of an audit file; report the first
-    /// broken line (exit 1).
-    Verify {
-        /// The JSON Lines audit file.
-        file: PathBuf,
-        /// Base64 Ed25519 public key that must have signed the checkpoints.
-        #[arg(long)]
-        key: Option<String>,
-        /// Accept records after the last checkpoint (the log is still being written).
-        #[arg(long)]
-        open: bool,
-        /// Accept a file that continues an earlier one (after rotation).
-        #[arg(long)]
-        continuation: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Print a new session key and audit signing key as environment assignments.
     Generate,
@@ -203,12 +186,7 @@ impl Cli {
             Command::Run(args) => run(args),
             Command::Check(args) => check(&args),
             Command::Demo(args) => demo_command(args),
-            Command::Audit(AuditCommand::Verify {
-                file,
-                key,
-                open,
-                continuation,
-            }) => verify(&file, key.as_deref(), open, continuation),
+            Command::Audit(command) => audit::execute(command),
             Command::HashPassword => hash_password(),
             Command::Admin(args) => admin::admin(args),
             Command::Policy(PolicyCommand::Explain(args)) => explain(&args),
@@ -479,52 +457,5 @@ fn demo_command(args: DemoArgs) -> ExitCode {
     match demo::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
-    }
-}
-
-fn verify(file: &std::path::Path, key: Option<&str>, open: bool, continuation: bool) -> ExitCode {
-    let key_bytes = match key.map(|k| base64::engine::general_purpose::STANDARD.decode(k.trim())) {
-        Some(Ok(bytes)) if bytes.len() == 32 => Some(bytes),
-        Some(_) => {
-            eprintln!("error: --key must be a base64 Ed25519 public key (32 bytes)");
-            return ExitCode::from(2);
-        }
-        None => None,
-    };
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => return fail(&format!("{}: {e}", file.display())),
-    };
-    let options = audit::VerifyOptions {
-        trusted_key: key_bytes.as_deref(),
-        allow_open_tail: open,
-        allow_continuation: continuation,
-    };
-    match audit::verify(&text, options) {
-        Ok(v) => {
-            let pinned = if key_bytes.is_some() {
-                "with the given key"
-            } else {
-                "self-consistent (pass --key to pin the signer)"
-            };
-            println!(
-                "{}: ok: {} records, {} checkpoint(s) {pinned}, {} unsealed at the end",
-                file.display(),
-                v.records,
-                v.checkpoints,
-                v.unsealed_tail
-            );
-            for line in &v.unclean_shutdowns {
-                println!(
-                    "{}:{line}: unclean-shutdown: the process before this one ended without sealing the file (see the record for unsealed records and any torn bytes moved aside)",
-                    file.display()
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            ExitCode::FAILURE
-        }
     }
 }

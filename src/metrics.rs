@@ -27,6 +27,8 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounter,
     /// `portcullis_audit_write_errors_total`
     pub audit_write_errors: IntCounter,
+    /// `portcullis_audit_rotations_total`
+    pub audit_rotations: IntCounter,
     /// `portcullis_audit_writer_up`: 1 while records reach the file; `/readyz` fails at 0.
     pub audit_writer_up: IntGauge,
     /// `portcullis_rate_limited_total{app,key}`: requests refused by a rate limit.
@@ -104,6 +106,10 @@ impl Metrics {
         let audit_write_errors = IntCounter::new(
             "portcullis_audit_write_errors_total",
             "Failed writes, flushes or fsyncs of the audit file",
+        )?;
+        let audit_rotations = IntCounter::new(
+            "portcullis_audit_rotations_total",
+            "Audit files sealed and rotated (by size, age or SIGUSR1)",
         )?;
         let audit_writer_up = IntGauge::new(
             "portcullis_audit_writer_up",
@@ -193,6 +199,7 @@ impl Metrics {
         registry.register(Box::new(ip_reported.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
+        registry.register(Box::new(audit_rotations.clone()))?;
         registry.register(Box::new(audit_writer_up.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(denied.clone()))?;
@@ -228,6 +235,7 @@ impl Metrics {
             audit_dropped,
             tls_handshake_failures,
             audit_write_errors,
+            audit_rotations,
             audit_writer_up,
             rate_limited,
             ip_reported,

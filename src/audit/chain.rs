@@ -115,6 +115,14 @@ pub enum ChainError {
     /// An empty file.
     #[error("the file holds no records")]
     Empty,
+    /// A file of a sequence does not continue the one before it.
+    #[error("line 1: the file does not continue the previous one (seq {found} where {expected} was expected): a file is missing or out of order")]
+    FileGap {
+        /// Seq that would continue the previous file.
+        expected: u64,
+        /// Seq of this file's first record.
+        found: u64,
+    },
     /// The first record is not the start of a chain: leading records were removed.
     #[error("line 1: the chain starts at seq {seq}, not 1 (leading records removed; use --continuation for a rotated file)")]
     NotChainStart {
@@ -150,35 +158,89 @@ pub struct Verified {
 }
 
 /// Verifies a whole file's text; the error names the first line that breaks the chain.
+#[cfg(test)]
 pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainError> {
-    let VerifyOptions {
-        trusted_key,
-        allow_open_tail,
-        allow_continuation,
-    } = options;
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut prev_hash = GENESIS.to_string();
-    let mut expected_seq: Option<u64> = None;
-    let (mut records, mut checkpoints, mut since_checkpoint, mut last_cp_line) =
-        (0u64, 0u64, 0u64, 0usize);
-    let mut unclean_shutdowns = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
+    let mut verifier = ChainVerifier::new(options);
+    for line in text.lines() {
+        verifier.line(line)?;
+    }
+    verifier.finish()
+}
+
+/// Checks a chain line by line, over one file or a sequence of rotated files (so that a
+/// trail of any size is read in constant memory).
+pub struct ChainVerifier<'a> {
+    options: VerifyOptions<'a>,
+    prev_hash: String,
+    expected_seq: Option<u64>,
+    records: u64,
+    checkpoints: u64,
+    since_checkpoint: u64,
+    last_cp_line: usize,
+    unclean_shutdowns: Vec<usize>,
+    /// Line number within the current file.
+    line: usize,
+}
+
+impl<'a> ChainVerifier<'a> {
+    /// A verifier at the start of a chain (or of a continuation, if the options allow it).
+    pub fn new(options: VerifyOptions<'a>) -> Self {
+        ChainVerifier {
+            options,
+            prev_hash: GENESIS.to_string(),
+            expected_seq: None,
+            records: 0,
+            checkpoints: 0,
+            since_checkpoint: 0,
+            last_cp_line: 0,
+            unclean_shutdowns: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// Lines of `unclean-shutdown` records so far (line numbers within their file).
+    pub fn unclean_shutdowns(&self) -> &[usize] {
+        &self.unclean_shutdowns
+    }
+
+    /// Ends one file of a sequence: a rotated file must end sealed by a checkpoint, and the
+    /// next file's first record must continue this one's last.
+    pub fn end_file(&mut self) -> Result<(), ChainError> {
+        if self.since_checkpoint > 0 {
+            return Err(ChainError::UnsealedTail {
+                records: self.since_checkpoint,
+                last_checkpoint_line: self.last_cp_line,
+            });
+        }
+        self.line = 0;
+        self.last_cp_line = 0;
+        Ok(())
+    }
+
+    /// Checks the next line.
+    pub fn line(&mut self, line: &str) -> Result<(), ChainError> {
+        self.line += 1;
+        let n = self.line;
         let (object, claimed) = unseal(line).ok_or(ChainError::Malformed { line: n })?;
         if hex(digest(&SHA256, object.as_bytes()).as_ref()) != claimed {
             return Err(ChainError::HashMismatch { line: n });
         }
         let fields: ChainFields =
             serde_json::from_str(&object).map_err(|_| ChainError::Malformed { line: n })?;
-        if expected_seq.is_none()
-            && !allow_continuation
+        if self.expected_seq.is_none()
+            && !self.options.allow_continuation
             && (fields.seq != 1 || fields.prev != GENESIS)
         {
             return Err(ChainError::NotChainStart { seq: fields.seq });
         }
-        if let Some(expected) = expected_seq {
-            if fields.prev != prev_hash {
+        if let Some(expected) = self.expected_seq {
+            if n == 1 && (fields.seq != expected || fields.prev != self.prev_hash) {
+                return Err(ChainError::FileGap {
+                    expected,
+                    found: fields.seq,
+                });
+            }
+            if fields.prev != self.prev_hash {
                 return Err(ChainError::BrokenLink { line: n });
             }
             if fields.seq != expected {
@@ -190,52 +252,60 @@ pub fn verify(text: &str, options: VerifyOptions<'_>) -> Result<Verified, ChainE
             }
         }
         if fields.event == "checkpoint" {
-            let verified = match (&fields.public_key, &fields.signature) {
-                (Some(pk), Some(sig)) => {
-                    let pk = b64.decode(pk).unwrap_or_default();
-                    let sig = b64.decode(sig).unwrap_or_default();
-                    let key = trusted_key.unwrap_or(&pk);
-                    let message = checkpoint_message(fields.seq, &fields.prev);
-                    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-                        .verify(message.as_bytes(), &sig)
-                        .is_ok()
-                }
-                _ => false,
-            };
-            if !verified {
+            if !self.signature_verifies(&fields) {
                 return Err(ChainError::BadSignature {
                     line: n,
-                    pinned: trusted_key.is_some(),
+                    pinned: self.options.trusted_key.is_some(),
                 });
             }
-            checkpoints += 1;
-            since_checkpoint = 0;
-            last_cp_line = n;
+            self.checkpoints += 1;
+            self.since_checkpoint = 0;
+            self.last_cp_line = n;
         } else {
             if fields.event == "unclean-shutdown" {
-                unclean_shutdowns.push(n);
+                self.unclean_shutdowns.push(n);
             }
-            since_checkpoint += 1;
+            self.since_checkpoint += 1;
         }
-        prev_hash = claimed.to_string();
-        expected_seq = Some(fields.seq + 1);
-        records += 1;
+        self.prev_hash = claimed.to_string();
+        self.expected_seq = Some(fields.seq + 1);
+        self.records += 1;
+        Ok(())
     }
-    if records == 0 {
-        return Err(ChainError::Empty);
+
+    fn signature_verifies(&self, fields: &ChainFields) -> bool {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (Some(pk), Some(sig)) = (&fields.public_key, &fields.signature) else {
+            return false;
+        };
+        let pk = b64.decode(pk).unwrap_or_default();
+        let sig = b64.decode(sig).unwrap_or_default();
+        let key = self.options.trusted_key.unwrap_or(&pk);
+        let message = checkpoint_message(fields.seq, &fields.prev);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+            .verify(message.as_bytes(), &sig)
+            .is_ok()
     }
-    if since_checkpoint > 0 && !allow_open_tail {
-        return Err(ChainError::UnsealedTail {
-            records: since_checkpoint,
-            last_checkpoint_line: last_cp_line,
-        });
+
+    /// The summary, once every line is read.
+    pub fn finish(self) -> Result<Verified, ChainError> {
+        if self.records == 0 {
+            return Err(ChainError::Empty);
+        }
+        if self.since_checkpoint > 0 && !self.options.allow_open_tail {
+            return Err(ChainError::UnsealedTail {
+                records: self.since_checkpoint,
+                last_checkpoint_line: self.last_cp_line,
+            });
+        }
+        Ok(Verified {
+            records: self.records,
+            checkpoints: self.checkpoints,
+            unsealed_tail: self.since_checkpoint,
+            unclean_shutdowns: self.unclean_shutdowns,
+        })
     }
-    Ok(Verified {
-        records,
-        checkpoints,
-        unsealed_tail: since_checkpoint,
-        unclean_shutdowns,
-    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! operator's choice (`audit.on_queue_full`) and is always counted.
 
 mod chain;
+pub mod export;
+pub mod files;
 mod recovery;
 mod signer;
 mod writer;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use chain::{hex, verify, VerifyOptions};
+pub use chain::{hex, ChainVerifier, VerifyOptions};
 pub use signer::CheckpointSigner;
 pub use writer::{channel, PendingWriter, WriterHandle};
 
@@ -61,6 +63,8 @@ pub enum EventKind {
     /// An open stream (SSE, chunked, WebSocket) was cut because its session lost its right
     /// to run (see `detail`: `session-revoked`, `session-expired`, `user-disabled`, …).
     StreamEnded,
+    /// A rotated audit file was deleted by `audit.retention` (see `detail`: its name).
+    AuditFileDeleted,
 }
 
 /// Allow or deny, as recorded.
@@ -108,6 +112,9 @@ pub struct AuditEvent {
     /// User id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The user's entity (tenant), when they have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
     /// Identity provider id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idp: Option<String>,
@@ -147,6 +154,7 @@ impl AuditEvent {
             decision: None,
             reason: None,
             user: None,
+            entity: None,
             idp: None,
             sid: None,
             rule: None,

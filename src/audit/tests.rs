@@ -1,3 +1,4 @@
+use super::chain::verify;
 use super::*;
 
 fn auditor(
@@ -28,6 +29,8 @@ fn writers_take_turns_on_one_file_and_keep_one_chain() {
         signing_key: None,
         checkpoint_every: 1000,
         checkpoint_interval: std::time::Duration::from_secs(60),
+        rotate: crate::config::Rotation::default(),
+        retention: None,
     };
     let (key, _) = CheckpointSigner::generate().expect("key");
     let public = key.public_key_base64().to_string();

@@ -1,9 +1,10 @@
-//! The audit writer thread: numbers, timestamps, chains, writes and checkpoints records.
+//! The audit writer thread: numbers, timestamps, chains, writes and checkpoints records,
+//! rotates the file and applies retention to the rotated ones.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,13 +12,16 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use super::chain::{checkpoint_message, seal};
+use super::files;
 use super::recovery::{recover, UncleanShutdown};
-use super::{AuditEvent, Auditor, CheckpointSigner};
-use crate::config::{Audit, FsyncPolicy};
+use super::{AuditEvent, Auditor, CheckpointSigner, EventKind};
+use crate::config::{Audit, FsyncPolicy, Retention, Rotation};
 use crate::metrics::Metrics;
 
 /// How long the writer lets records gather after the first one of a batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// How often retention looks for expired rotated files between rotations.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Owns the writer thread; [`WriterHandle::finish`] drains the queue and seals the file.
 pub struct WriterHandle {
@@ -44,6 +48,11 @@ pub struct PendingWriter {
 }
 
 struct Settings {
+    path: PathBuf,
+    rotate: Rotation,
+    retention: Option<Retention>,
+    /// A compression of rotated files is running (one at a time, off the writer thread).
+    compressing: Arc<AtomicBool>,
     signer: CheckpointSigner,
     fsync: FsyncPolicy,
     checkpoint_every: u64,
@@ -67,6 +76,10 @@ pub fn channel(
         metrics: metrics.clone(),
     };
     let settings = Settings {
+        path: config.path.clone(),
+        rotate: config.rotate,
+        retention: config.retention,
+        compressing: Arc::new(AtomicBool::new(false)),
         signer,
         fsync: config.fsync,
         checkpoint_every: config.checkpoint_every,
@@ -146,13 +159,32 @@ fn open(path: &Path) -> io::Result<File> {
 
 fn wait_for_lock(path: &Path) -> io::Result<ChainState> {
     tracing::info!(target: "audit", "waiting for the previous process to release the audit file");
-    let file = open(path)?;
-    file.lock()?;
-    continue_chain(file, path)
+    loop {
+        let file = open(path)?;
+        file.lock()?;
+        // The previous process may have rotated the file while this one waited: the lock
+        // is then on a rotated file, and the chain goes on in the new one.
+        if same_file(&file, path) {
+            return continue_chain(file, path);
+        }
+    }
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 struct ChainState {
     out: BufWriter<File>,
+    /// Bytes in the current file.
+    size: u64,
+    /// When the current file was started (its creation time when the file system keeps it).
+    opened_at: SystemTime,
+    last_sweep: Instant,
     next_seq: u64,
     prev: String,
     since_checkpoint: u64,
@@ -166,7 +198,11 @@ struct ChainState {
 fn continue_chain(mut file: File, path: &Path) -> io::Result<ChainState> {
     let tail = recover(&mut file, path)?;
     let now = Instant::now();
+    let metadata = file.metadata()?;
     Ok(ChainState {
+        size: metadata.len(),
+        opened_at: metadata.created().unwrap_or_else(|_| SystemTime::now()),
+        last_sweep: now,
         out: BufWriter::new(file),
         next_seq: tail.next_seq,
         prev: tail.prev,
@@ -187,7 +223,7 @@ struct Worker {
 impl Worker {
     fn run(mut self, mut receiver: mpsc::Receiver<AuditEvent>, mut stop: watch::Receiver<bool>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
         {
             Ok(rt) => rt,
@@ -203,6 +239,12 @@ impl Worker {
                 self.write(&unclean);
                 self.flush();
             }
+            self.apply_retention();
+            // `kill -USR1` rotates now (logrotate's `postrotate`, or by hand).
+            let mut rotate_signal =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                    .map_err(|e| tracing::warn!(target: "audit", error = %e, "SIGUSR1 will not rotate the audit file"))
+                    .ok();
             loop {
                 tokio::select! {
                     event = receiver.recv() => match event {
@@ -215,6 +257,7 @@ impl Worker {
                                 self.write(&more);
                             }
                             self.flush();
+                            self.rotate_when_due();
                         }
                         None => break,
                     },
@@ -226,7 +269,17 @@ impl Worker {
                             self.state.last_checkpoint = Instant::now();
                         }
                         self.flush();
+                        self.rotate_when_due();
+                        if self.state.last_sweep.elapsed() >= SWEEP_EVERY {
+                            self.apply_retention();
+                        }
                     }
+                    Some(()) = async {
+                        match rotate_signal.as_mut() {
+                            Some(signal) => signal.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => self.rotate("rotate-signal"),
                     _ = stop.changed() => break,
                 }
             }
@@ -240,12 +293,120 @@ impl Worker {
         });
     }
 
+    /// Seals the file and starts a new one when it reached `audit.rotate`'s size or age.
+    fn rotate_when_due(&mut self) {
+        let Rotation { max_size, max_age } = self.settings.rotate;
+        if max_size.is_some_and(|max| self.state.size >= max) {
+            self.rotate("rotate-size");
+        } else if max_age.is_some_and(|max| {
+            SystemTime::now()
+                .duration_since(self.state.opened_at)
+                .is_ok_and(|age| age >= max)
+        }) {
+            self.rotate("rotate-age");
+        }
+    }
+
+    /// Seals the current file with a checkpoint (`trigger` says why), renames it to its
+    /// rotated name and continues the chain in a new file at the configured path.
+    fn rotate(&mut self, trigger: &str) {
+        if self.state.size == 0 {
+            // Nothing to seal: an empty file stays, its age starts again.
+            self.state.opened_at = SystemTime::now();
+            return;
+        }
+        self.checkpoint(trigger);
+        self.flush();
+        self.sync();
+        let path = self.settings.path.clone();
+        let rotated = files::rotated_name(&path, SystemTime::now());
+        let next = std::fs::rename(&path, &rotated).and_then(|()| {
+            let file = open(&path)?;
+            file.lock()?;
+            Ok(file)
+        });
+        match next {
+            Ok(file) => {
+                // The old file's lock goes with its handle: a process waiting for it checks
+                // that it still is the current file (`wait_for_lock`).
+                self.state.out = BufWriter::new(file);
+                self.state.size = 0;
+                self.state.opened_at = SystemTime::now();
+                tracing::info!(target: "audit", file = %rotated.display(), "audit file rotated");
+                self.settings.metrics.audit_rotations.inc();
+                self.apply_retention();
+            }
+            Err(e) => {
+                // The sealed file stays current; the next due check tries again.
+                tracing::error!(target: "audit", error = %e, "audit rotation failed");
+                self.settings.metrics.audit_write_errors.inc();
+                self.state.opened_at = SystemTime::now();
+            }
+        }
+    }
+
+    /// Deletes rotated files older than `retention.keep` (each deletion is itself a record)
+    /// and compresses the rest on a thread of their own.
+    fn apply_retention(&mut self) {
+        self.state.last_sweep = Instant::now();
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        if let Some(keep) = retention.keep {
+            match files::expired(&self.settings.path, keep, SystemTime::now()) {
+                Ok(expired) => {
+                    for file in expired {
+                        let name = file.path.display().to_string();
+                        match std::fs::remove_file(&file.path) {
+                            Ok(()) => {
+                                let mut event = AuditEvent::new(EventKind::AuditFileDeleted);
+                                event.detail = Some(name);
+                                self.write(&event);
+                            }
+                            Err(e) => {
+                                tracing::error!(target: "audit", error = %e, file = %name, "cannot delete an expired audit file")
+                            }
+                        }
+                    }
+                    self.flush();
+                }
+                Err(e) => {
+                    tracing::error!(target: "audit", error = %e, "cannot list rotated audit files")
+                }
+            }
+        }
+        if retention.compress && !self.settings.compressing.swap(true, Ordering::AcqRel) {
+            let path = self.settings.path.clone();
+            let busy = self.settings.compressing.clone();
+            let spawned = std::thread::Builder::new()
+                .name("portcullis-audit-gzip".into())
+                .spawn(move || {
+                    for file in files::uncompressed(&path).unwrap_or_default() {
+                        if let Err(e) = files::compress(&file) {
+                            tracing::error!(target: "audit", error = %e, file = %file.display(), "cannot compress a rotated audit file");
+                        }
+                    }
+                    busy.store(false, Ordering::Release);
+                });
+            if spawned.is_err() {
+                self.settings.compressing.store(false, Ordering::Release);
+            }
+        }
+    }
+
     /// Until the next checkpoint is due, or the pending fsync under `fsync: interval`.
     fn next_timer(&self) -> Duration {
-        let checkpoint = self
+        let mut checkpoint = self
             .settings
             .checkpoint_interval
-            .saturating_sub(self.state.last_checkpoint.elapsed());
+            .saturating_sub(self.state.last_checkpoint.elapsed())
+            .min(SWEEP_EVERY.saturating_sub(self.state.last_sweep.elapsed()));
+        if let Some(max_age) = self.settings.rotate.max_age {
+            let age = SystemTime::now()
+                .duration_since(self.state.opened_at)
+                .unwrap_or_default();
+            checkpoint = checkpoint.min(max_age.saturating_sub(age));
+        }
         match self.settings.fsync {
             FsyncPolicy::Interval(every) if self.dirty => {
                 checkpoint.min(every.saturating_sub(self.state.last_sync.elapsed()))
@@ -314,6 +475,7 @@ impl Worker {
             return;
         }
         self.settings.metrics.audit_writer_up.set(1);
+        self.state.size += line.len() as u64 + 1;
         self.state.next_seq += 1;
         self.state.prev = hash;
         if self.settings.fsync == FsyncPolicy::Always {

@@ -509,6 +509,28 @@ pub struct Audit {
     pub checkpoint_every: u64,
     /// ...or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// When the file is sealed and a new one begins (also on `SIGUSR1`).
+    pub rotate: Rotation,
+    /// What happens to rotated files; `None` keeps them forever, uncompressed.
+    pub retention: Option<Retention>,
+}
+
+/// `audit.rotate`: a new file when the current one reaches either bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Bytes.
+    pub max_size: Option<u64>,
+    /// Since the file was opened.
+    pub max_age: Option<Duration>,
+}
+
+/// `audit.retention`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Rotated files older than this (by the time they were rotated) are deleted.
+    pub keep: Option<Duration>,
+    /// Rotated files are gzip-compressed once rotated.
+    pub compress: bool,
 }
 
 /// `audit.fsync`

@@ -460,6 +460,25 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     #[serde(default, deserialize_with = "duration")]
     pub checkpoint_interval: Option<String>,
+    pub rotate: Option<RawAuditRotate>,
+    pub retention: Option<RawAuditRetention>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditRotate {
+    #[serde(default, deserialize_with = "bytes")]
+    pub max_size: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditRetention {
+    #[serde(default, deserialize_with = "duration")]
+    pub keep: Option<String>,
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

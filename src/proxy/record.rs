@@ -89,16 +89,18 @@ impl Gateway {
             // Moved out when the request holds the only reference (its stream entry is gone);
             // a machine caller's identity is shared with its account or the verified-token
             // cache: only the two names are copied then.
-            let (user, idp, method) = match std::sync::Arc::try_unwrap(data.identity) {
-                Ok(who) => (who.user_id, who.idp, who.auth_method),
+            let (user, idp, method, entity) = match std::sync::Arc::try_unwrap(data.identity) {
+                Ok(who) => (who.user_id, who.idp, who.auth_method, who.entity),
                 Err(shared) => (
                     shared.user_id.clone(),
                     shared.idp.clone(),
                     shared.auth_method,
+                    shared.entity.clone(),
                 ),
             };
             event.auth_method = Some(method);
             event.user = Some(user);
+            event.entity = entity;
             event.idp = Some(idp);
             event.sid = Some(data.sid);
         }

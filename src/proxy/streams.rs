@@ -211,6 +211,7 @@ async fn record_ended(ended: Vec<(OpenStream, &'static str)>, auditor: &Auditor)
         let mut event = AuditEvent::new(EventKind::StreamEnded);
         event.app = Some(Arc::from(stream.app));
         event.user = Some(stream.identity.user_id.clone());
+        event.entity = stream.identity.entity.clone();
         event.idp = Some(stream.identity.idp.clone());
         event.sid = Some(stream.sid.into());
         event.detail = Some(why.to_string());

@@ -202,6 +202,7 @@ impl Authenticator {
         let session_event = |kind| {
             let mut event = AuditEvent::for_request(kind, request);
             event.user = Some(data.identity.user_id.clone());
+            event.entity = data.identity.entity.clone();
             event.idp = Some(data.identity.idp.clone());
             event.sid = Some(data.sid.clone());
             event

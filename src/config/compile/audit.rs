@@ -64,6 +64,26 @@ impl Compiler<'_> {
         let path = raw
             .path
             .unwrap_or_else(|| "/var/log/portcullis/audit.jsonl".into());
+        let rotate = raw.rotate.map(|r| self.rotation(r)).unwrap_or_default();
+        let retention = raw.retention.map(|r| Retention {
+            keep: r
+                .keep
+                .as_ref()
+                .map(|k| self.duration("audit.retention.keep", Some(k), Duration::ZERO)),
+            compress: r.compress.unwrap_or(false),
+        });
+        if let Some(Retention {
+            keep: Some(keep), ..
+        }) = retention
+        {
+            if keep < Duration::from_secs(1) {
+                self.issues.add(
+                    "audit.retention.keep",
+                    "must be at least 1s",
+                    "write how long rotated files stay, like 90d",
+                );
+            }
+        }
         Audit {
             path: self.base_dir.join(path),
             fsync,
@@ -76,6 +96,34 @@ impl Compiler<'_> {
                 raw.checkpoint_interval.as_ref(),
                 Duration::from_secs(60),
             ),
+            rotate,
+            retention,
+        }
+    }
+
+    fn rotation(&mut self, raw: RawAuditRotate) -> Rotation {
+        let max_age = raw
+            .max_age
+            .as_ref()
+            .map(|a| self.duration("audit.rotate.max_age", Some(a), Duration::ZERO));
+        if max_age.is_some_and(|age| age < Duration::from_secs(1)) {
+            self.issues.add(
+                "audit.rotate.max_age",
+                "must be at least 1s",
+                "write how long one file stays current, like 1d",
+            );
+        }
+        // A file smaller than a few records would rotate on every write.
+        if raw.max_size.is_some_and(|size| size < 4096) {
+            self.issues.add(
+                "audit.rotate.max_size",
+                "must be at least 4096 bytes",
+                "write a size in bytes, like 268435456 for 256 MiB",
+            );
+        }
+        Rotation {
+            max_size: raw.max_size.map(|size| size as u64),
+            max_age,
         }
     }
 }

@@ -629,3 +629,44 @@ fn the_last_sse_event_is_on_unless_turned_off() {
         ""
     ));
 }
+
+#[test]
+fn audit_rotation_and_retention_compile_and_refuse_useless_bounds() {
+    use crate::config::testing::with_sections;
+    let app = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    let config = with_sections(
+        "audit:\n  path: /tmp/a.jsonl\n  rotate: { max_size: 268435456, max_age: 1d }\n  retention: { keep: 90d, compress: true }\n",
+        app,
+    )
+    .expect("valid");
+    assert_eq!(config.audit.rotate.max_size, Some(268_435_456));
+    assert_eq!(
+        config.audit.rotate.max_age,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    let retention = config.audit.retention.expect("retention");
+    assert_eq!(
+        retention.keep,
+        Some(std::time::Duration::from_secs(90 * 86_400))
+    );
+    assert!(retention.compress);
+    let report = with_sections(
+        "audit:\n  path: /tmp/a.jsonl\n  rotate: { max_size: 100, max_age: 0s }\n  retention: { keep: 0s }\n",
+        app,
+    )
+    .expect_err("useless bounds");
+    for key in [
+        "audit.rotate.max_size",
+        "audit.rotate.max_age",
+        "audit.retention.keep",
+    ] {
+        assert!(has(&report.issues, key, "at least"), "{key}: {report}");
+    }
+    // Sizes are bytes, as everywhere else in the file; the hint gives the number.
+    let report = with_sections(
+        "audit:\n  path: /tmp/a.jsonl\n  rotate: { max_size: 256MiB }\n",
+        app,
+    )
+    .expect_err("a unit");
+    assert!(report.to_string().contains("268435456"), "{report}");
+}
