@@ -35,6 +35,12 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// `portcullis_ip_allowlist_reported_total{app}`: misses of a report-mode allowlist.
     pub ip_reported: IntCounterVec,
+    /// `portcullis_audit_sink_delivered_total{sink}`
+    pub audit_sink_delivered: IntCounterVec,
+    /// `portcullis_audit_sink_errors_total{sink}`: failed deliveries (each retried).
+    pub audit_sink_errors: IntCounterVec,
+    /// `portcullis_audit_sink_lag_records{sink}`: records written and not yet delivered.
+    pub audit_sink_lag: IntGaugeVec,
     /// `portcullis_auth_failures_total{idp,reason}`: failed sign-ins (alert on spikes).
     pub auth_failures: IntCounterVec,
     /// `portcullis_rate_limit_buckets`: keys held by every rate limiter after the last sweep.
@@ -122,6 +128,27 @@ impl Metrics {
             ),
             &["app", "key"],
         )?;
+        let audit_sink_delivered = IntCounterVec::new(
+            Opts::new(
+                "portcullis_audit_sink_delivered_total",
+                "Audit records delivered to a sink (at least once: a retry may deliver again)",
+            ),
+            &["sink"],
+        )?;
+        let audit_sink_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_audit_sink_errors_total",
+                "Failed deliveries to an audit sink (each is retried; nothing is skipped)",
+            ),
+            &["sink"],
+        )?;
+        let audit_sink_lag = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_audit_sink_lag_records",
+                "Audit records written and not yet delivered to a sink",
+            ),
+            &["sink"],
+        )?;
         let ip_reported = IntCounterVec::new(
             Opts::new(
                 "portcullis_ip_allowlist_reported_total",
@@ -197,6 +224,9 @@ impl Metrics {
         registry.register(Box::new(rate_limit_buckets.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(ip_reported.clone()))?;
+        registry.register(Box::new(audit_sink_delivered.clone()))?;
+        registry.register(Box::new(audit_sink_errors.clone()))?;
+        registry.register(Box::new(audit_sink_lag.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
         registry.register(Box::new(audit_rotations.clone()))?;
@@ -239,6 +269,9 @@ impl Metrics {
             audit_writer_up,
             rate_limited,
             ip_reported,
+            audit_sink_delivered,
+            audit_sink_errors,
+            audit_sink_lag,
             auth_failures,
             rate_limit_buckets,
             downstream_closed_early,

@@ -155,7 +155,7 @@ pub fn expand(paths: &[PathBuf]) -> io::Result<Vec<TrailFile>> {
 }
 
 /// A file's lines, decompressed when it is gzip.
-pub fn reader(file: &TrailFile) -> io::Result<Box<dyn BufRead>> {
+pub fn reader(file: &TrailFile) -> io::Result<Box<dyn BufRead + Send>> {
     let raw = File::open(&file.path)?;
     Ok(if file.compressed {
         Box::new(BufReader::new(MultiGzDecoder::new(raw)))

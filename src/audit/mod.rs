@@ -10,6 +10,7 @@ pub mod export;
 pub mod files;
 mod recovery;
 mod signer;
+pub mod sink;
 mod writer;
 
 use std::net::IpAddr;

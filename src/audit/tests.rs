@@ -31,6 +31,8 @@ fn writers_take_turns_on_one_file_and_keep_one_chain() {
         checkpoint_interval: std::time::Duration::from_secs(60),
         rotate: crate::config::Rotation::default(),
         retention: None,
+        sinks: Vec::new(),
+        spool: dir.path().join("audit-sinks"),
     };
     let (key, _) = CheckpointSigner::generate().expect("key");
     let public = key.public_key_base64().to_string();

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::chain::{checkpoint_message, seal};
 use super::files;
 use super::recovery::{recover, UncleanShutdown};
+use super::sink::Sinks;
 use super::{AuditEvent, Auditor, CheckpointSigner, EventKind};
 use crate::config::{Audit, FsyncPolicy, Retention, Rotation};
 use crate::metrics::Metrics;
@@ -27,6 +28,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    sinks: Option<Sinks>,
 }
 
 impl WriterHandle {
@@ -35,6 +37,10 @@ impl WriterHandle {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        // What the sinks have not delivered stays in the trail; the next start sends it.
+        if let Some(sinks) = self.sinks.take() {
+            sinks.stop();
         }
     }
 }
@@ -49,6 +55,10 @@ pub struct PendingWriter {
 
 struct Settings {
     path: PathBuf,
+    sinks: Vec<crate::config::AuditSink>,
+    spool: PathBuf,
+    /// The last seq written, for the sinks' lag.
+    written: Arc<AtomicU64>,
     rotate: Rotation,
     retention: Option<Retention>,
     /// A compression of rotated files is running (one at a time, off the writer thread).
@@ -77,6 +87,9 @@ pub fn channel(
     };
     let settings = Settings {
         path: config.path.clone(),
+        sinks: config.sinks.clone(),
+        spool: config.spool.clone(),
+        written: Arc::new(AtomicU64::new(0)),
         rotate: config.rotate,
         retention: config.retention,
         compressing: Arc::new(AtomicBool::new(false)),
@@ -116,6 +129,24 @@ impl PendingWriter {
             Err(std::fs::TryLockError::WouldBlock) => None,
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         };
+        if let Some(state) = &ready {
+            self.settings
+                .written
+                .store(state.next_seq.saturating_sub(1), Ordering::Relaxed);
+        }
+        let sinks = Sinks::start(
+            &self.path,
+            &self.settings.spool,
+            &self.settings.sinks,
+            &self.settings.metrics,
+            self.settings.written.clone(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("audit sinks (spool {}): {e}", self.settings.spool.display()),
+            )
+        })?;
         let (stop, stop_rx) = watch::channel(false);
         let PendingWriter {
             receiver,
@@ -145,6 +176,7 @@ impl PendingWriter {
         Ok(WriterHandle {
             stop,
             thread: Some(thread),
+            sinks,
         })
     }
 }
@@ -476,6 +508,9 @@ impl Worker {
         }
         self.settings.metrics.audit_writer_up.set(1);
         self.state.size += line.len() as u64 + 1;
+        self.settings
+            .written
+            .store(self.state.next_seq, Ordering::Relaxed);
         self.state.next_seq += 1;
         self.state.prev = hash;
         if self.settings.fsync == FsyncPolicy::Always {

@@ -11,6 +11,7 @@ mod limits;
 mod machine;
 mod raw;
 mod report;
+mod sinks;
 mod summary;
 mod values;
 
@@ -36,6 +37,7 @@ pub use machine::{
     DEFAULT_ALGORITHMS, SERVICE_ACCOUNTS_IDP,
 };
 pub use report::{ConfigIssue, ConfigReport};
+pub use sinks::{AuditSink, SinkTarget, SyslogTransport};
 pub use values::{decode_base32, is_argon2id_hash, Secret, SecretError};
 
 use crate::route::{HostPattern, PathGlob};
@@ -513,6 +515,10 @@ pub struct Audit {
     pub rotate: Rotation,
     /// What happens to rotated files; `None` keeps them forever, uncompressed.
     pub retention: Option<Retention>,
+    /// Copies of the trail delivered elsewhere.
+    pub sinks: Vec<AuditSink>,
+    /// Where each sink keeps its cursor (default: `audit-sinks/` beside the file).
+    pub spool: PathBuf,
 }
 
 /// `audit.rotate`: a new file when the current one reaches either bound.

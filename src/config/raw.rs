@@ -462,6 +462,31 @@ pub struct RawAudit {
     pub checkpoint_interval: Option<String>,
     pub rotate: Option<RawAuditRotate>,
     pub retention: Option<RawAuditRetention>,
+    pub sinks: Option<Vec<RawAuditSink>>,
+    pub spool: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditSink {
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    pub address: Option<String>,
+    pub url: Option<String>,
+    pub ca: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub batch: Option<RawSinkBatch>,
+    pub format: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinkBatch {
+    pub max_records: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

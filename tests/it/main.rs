@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod audit_sinks;
 mod audit_trail;
 mod cli;
 mod control;

@@ -670,3 +670,97 @@ fn audit_rotation_and_retention_compile_and_refuse_useless_bounds() {
     .expect_err("a unit");
     assert!(report.to_string().contains("268435456"), "{report}");
 }
+
+#[test]
+fn audit_sinks_compile_and_every_mistake_is_named() {
+    use crate::config::testing::with_sections;
+    use crate::config::{SinkTarget, SyslogTransport};
+    let app = "  - id: a\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("hec.token");
+    std::fs::write(&token, "Splunk abc").expect("token");
+    let config = with_sections(
+        &format!(
+            "audit:\n  path: /tmp/a/audit.jsonl\n  sinks:\n    - {{ kind: syslog, address: \"tcp+tls://siem.example:6514\", ca: /etc/ssl/siem.pem }}\n    - {{ id: local, kind: syslog, address: \"udp://127.0.0.1:514\" }}\n    - {{ kind: http, url: \"https://hec.example/services/collector/raw\", headers: {{ Authorization: \"file:{}\" }}, batch: {{ max_records: 100, max_wait: 2s }} }}\n",
+            token.display()
+        ),
+        app,
+    )
+    .expect("valid");
+    let sinks = &config.audit.sinks;
+    assert_eq!(sinks.len(), 3);
+    assert_eq!(sinks[0].id, "syslog-siem.example:6514");
+    match &sinks[0].target {
+        SinkTarget::Syslog {
+            transport,
+            address,
+            server_name,
+            ca,
+        } => {
+            assert_eq!(*transport, SyslogTransport::Tls);
+            assert_eq!(address, "siem.example:6514");
+            assert_eq!(server_name, "siem.example");
+            assert!(ca.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sinks[1].id, "local");
+    match &sinks[2].target {
+        SinkTarget::Http {
+            headers,
+            max_records,
+            max_wait,
+            ..
+        } => {
+            assert_eq!(headers[0].1.expose(), "Splunk abc");
+            assert_eq!(*max_records, 100);
+            assert_eq!(*max_wait, std::time::Duration::from_secs(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        config.audit.spool,
+        std::path::Path::new("/tmp/a/audit-sinks")
+    );
+
+    let report = with_sections(
+        "audit:\n  sinks:\n    - { kind: syslog, address: \"siem.example:514\" }\n    - { kind: syslog, address: \"tcp://h:1\", url: \"https://x\", ca: /x.pem }\n    - { kind: http, url: \"ftp://x\", headers: { Authorization: \"Splunk inline\" }, format: xml }\n    - { kind: kafka }\n    - { id: twin, kind: syslog, address: \"tcp://h:1\" }\n    - { id: twin, kind: syslog, address: \"tcp://h:2\" }\n",
+        app,
+    )
+    .expect_err("mistakes");
+    let issues = &report.issues;
+    assert!(
+        has(issues, "audit.sinks[0].address", "not a syslog address"),
+        "{report}"
+    );
+    assert!(
+        has(issues, "audit.sinks[1].url", "only applies to kind: http"),
+        "{report}"
+    );
+    assert!(
+        has(issues, "audit.sinks[1].ca", "only applies to tcp+tls"),
+        "{report}"
+    );
+    assert!(
+        has(issues, "audit.sinks[2].url", "not an http(s) URL"),
+        "{report}"
+    );
+    assert!(
+        has(issues, "audit.sinks[2].format", "unknown format"),
+        "{report}"
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.path == "audit.sinks[2].headers.Authorization"),
+        "an inline token is refused: {report}"
+    );
+    assert!(
+        has(issues, "audit.sinks[3].kind", "unknown sink kind"),
+        "{report}"
+    );
+    assert!(
+        has(issues, "audit.sinks", "two sinks are named `twin`"),
+        "{report}"
+    );
+}

@@ -1,0 +1,342 @@
+//! Audit sinks against real receivers: rsyslog (Debian's, with its GnuTLS driver) over
+//! RFC 5425 TLS, through an outage and a Portcullis restart during it; an HTTP collector that
+//! refuses the first batches.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, raw_http, Fixtures, Ports, Proxy, Upstream};
+
+fn app(upstream: &Upstream) -> String {
+    format!(
+        "  - id: chat\n    hosts: [127.0.0.1]\n    upstream: {}\n    allow_plain_http: true\n    public_paths: [\"/**\"]\n",
+        upstream.url()
+    )
+}
+
+fn requests(port: u16, prefix: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        let answer = raw_http(
+            port,
+            format!("GET /{prefix}/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// rsyslogd in the foreground with a TLS listener (the fixtures' certificate), writing
+/// `APP-NAME|MSGID|MSG` per received message to `out`.
+struct Rsyslog {
+    child: Child,
+}
+
+impl Rsyslog {
+    fn start(fixtures: &Fixtures, port: u16, out: &Path) -> Rsyslog {
+        let work = fixtures.path(&format!("rsyslog-{}", out.display().to_string().len()));
+        std::fs::create_dir_all(&work).expect("work dir");
+        let config = work.join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"global(workDirectory="{work}"
+  defaultNetstreamDriver="gtls"
+  defaultNetstreamDriverCAFile="{ca}"
+  defaultNetstreamDriverCertFile="{cert}"
+  defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" address="127.0.0.1" port="{port}")
+template(name="fields" type="string" string="%app-name%|%msgid%|%msg%\n")
+action(type="omfile" file="{out}" template="fields")
+"#,
+                work = work.display(),
+                ca = fixtures.ca.display(),
+                cert = fixtures.cert.display(),
+                key = fixtures.key.display(),
+                out = out.display(),
+            ),
+        )
+        .expect("rsyslog config");
+        let child = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&config)
+            .arg("-i")
+            .arg(work.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd (Debian rsyslog and rsyslog-gnutls; scripts/deps.sh)");
+        wait_for("rsyslogd to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Rsyslog { child }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(msgid, record)` of every message rsyslog wrote to `out`.
+fn received(out: &Path) -> Vec<(String, serde_json::Value)> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '|');
+            let app = parts.next().unwrap_or_default();
+            assert_eq!(app, "portcullis", "APP-NAME of {line}");
+            let msgid = parts.next().unwrap_or_default().to_string();
+            let record = serde_json::from_str(parts.next().unwrap_or_default().trim())
+                .unwrap_or_else(|e| panic!("MSG is the record ({e}): {line}"));
+            (msgid, record)
+        })
+        .collect()
+}
+
+fn paths_with(records: &[(String, serde_json::Value)], prefix: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|(_, r)| r["path"].as_str())
+        .filter(|p| p.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn records_reach_rsyslog_over_tls_through_an_outage_and_a_restart() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let syslog_port = free_port();
+    let first_run = fixtures.path("received-1.log");
+    let rsyslog = Rsyslog::start(&fixtures, syslog_port, &first_run);
+    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
+        "  fsync: always\n",
+        &format!(
+            "  fsync: always\n  sinks:\n    - {{ id: siem, kind: syslog, address: \"tcp+tls://127.0.0.1:{syslog_port}\", ca: \"{}\" }}\n",
+            fixtures.ca.display()
+        ),
+    );
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+
+    requests(ports.http, "before", 0..10);
+    wait_for("10 records in rsyslog", Duration::from_secs(15), || {
+        paths_with(&received(&first_run), "/before/").len() == 10
+    });
+    for (msgid, record) in received(&first_run) {
+        assert_eq!(
+            record["event"].as_str(),
+            Some(msgid.as_str()),
+            "MSGID is the event"
+        );
+        assert!(
+            record["seq"].is_u64() && record["hash"].is_string(),
+            "{record}"
+        );
+    }
+
+    // The receiver goes away; 1,000 requests meanwhile, and Portcullis restarts halfway.
+    rsyslog.stop();
+    requests(ports.http, "outage", 0..500);
+    proxy.stop();
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+    requests(ports.http, "outage", 500..1000);
+
+    let second_run = fixtures.path("received-2.log");
+    let rsyslog = Rsyslog::start(&fixtures, syslog_port, &second_run);
+    wait_for(
+        "the 1,000 records of the outage",
+        Duration::from_secs(60),
+        || paths_with(&received(&second_run), "/outage/").len() >= 1000,
+    );
+    let records = received(&second_run);
+    let mut paths = paths_with(&records, "/outage/");
+    assert_eq!(paths.len(), 1000, "none twice in one run of the receiver");
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 1000, "every request of the outage, once");
+    let seqs: Vec<u64> = records
+        .iter()
+        .filter_map(|(_, r)| r["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+    proxy.stop();
+    rsyslog.stop();
+}
+
+/// An HTTP collector: answers 503 to the first `refuse` requests, then 200, and keeps the
+/// accepted requests' headers and bodies.
+struct Collector {
+    port: u16,
+    accepted: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Collector {
+    fn start(refuse: usize) -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let refused = Arc::new(Mutex::new(0usize));
+        let keep = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let keep = keep.clone();
+                let refused = refused.clone();
+                std::thread::spawn(move || serve(stream, refuse, &refused, &keep));
+            }
+        });
+        Collector { port, accepted }
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    refuse: usize,
+    refused: &Mutex<usize>,
+    accepted: &Mutex<Vec<(String, String)>>,
+) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = {
+            let mut refused = refused.lock().expect("lock");
+            if *refused < refuse {
+                *refused += 1;
+                "503 Service Unavailable"
+            } else {
+                accepted
+                    .lock()
+                    .expect("lock")
+                    .push((head, String::from_utf8_lossy(&body).into_owned()));
+                "200 OK"
+            }
+        };
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_http_collector_gets_batches_with_its_token_after_refusing_some() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let collector = Collector::start(2);
+    let token: PathBuf = fixtures.path("hec.token");
+    std::fs::write(&token, "Splunk 0d5c-test-token").expect("token");
+    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
+        "  fsync: always\n",
+        &format!(
+            "  fsync: always\n  sinks:\n    - kind: http\n      url: http://127.0.0.1:{}/services/collector/raw\n      headers: {{ Authorization: \"file:{}\" }}\n      batch: {{ max_records: 50, max_wait: 200ms }}\n",
+            collector.port,
+            token.display()
+        ),
+    );
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+    requests(ports.http, "chat", 0..120);
+    let delivered = || -> Vec<serde_json::Value> {
+        collector
+            .accepted
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|(_, body)| {
+                body.lines()
+                    .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    wait_for(
+        "120 records at the collector",
+        Duration::from_secs(30),
+        || {
+            delivered()
+                .iter()
+                .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/chat/")))
+                .count()
+                >= 120
+        },
+    );
+    let mut paths: Vec<String> = delivered()
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_string))
+        .filter(|p| p.starts_with("/chat/"))
+        .collect();
+    assert_eq!(
+        paths.len(),
+        120,
+        "each once: the refused batches were not counted"
+    );
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 120);
+    for (head, body) in collector.accepted.lock().expect("lock").iter() {
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case("authorization: Splunk 0d5c-test-token")),
+            "{head}"
+        );
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("content-type: application/x-ndjson"));
+        assert!(body.lines().count() <= 50, "batches of at most max_records");
+    }
+    let metrics = raw_http(
+        ports.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("portcullis_audit_sink_errors_total{sink=\"http-http://127.0.0.1"),
+        "the refusals are counted"
+    );
+    proxy.stop();
+}
