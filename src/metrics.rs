@@ -29,6 +29,8 @@ pub struct Metrics {
     pub audit_write_errors: IntCounter,
     /// `portcullis_audit_rotations_total`
     pub audit_rotations: IntCounter,
+    /// `portcullis_audit_retention_held_total`: sweeps that kept an expired file for a sink.
+    pub audit_retention_held: IntCounter,
     /// `portcullis_audit_writer_up`: 1 while records reach the file; `/readyz` fails at 0.
     pub audit_writer_up: IntGauge,
     /// `portcullis_rate_limited_total{app,key}`: requests refused by a rate limit.
@@ -116,6 +118,10 @@ impl Metrics {
         let audit_rotations = IntCounter::new(
             "portcullis_audit_rotations_total",
             "Audit files sealed and rotated (by size, age or SIGUSR1)",
+        )?;
+        let audit_retention_held = IntCounter::new(
+            "portcullis_audit_retention_held_total",
+            "Retention sweeps that kept an expired audit file because a sink has not delivered it",
         )?;
         let audit_writer_up = IntGauge::new(
             "portcullis_audit_writer_up",
@@ -230,6 +236,7 @@ impl Metrics {
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
         registry.register(Box::new(audit_rotations.clone()))?;
+        registry.register(Box::new(audit_retention_held.clone()))?;
         registry.register(Box::new(audit_writer_up.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(denied.clone()))?;
@@ -266,6 +273,7 @@ impl Metrics {
             tls_handshake_failures,
             audit_write_errors,
             audit_rotations,
+            audit_retention_held,
             audit_writer_up,
             rate_limited,
             ip_reported,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::chain::{checkpoint_message, seal};
 use super::files;
 use super::recovery::{recover, UncleanShutdown};
-use super::sink::Sinks;
+use super::sink::{self, Sinks};
 use super::{AuditEvent, Auditor, CheckpointSigner, EventKind};
 use crate::config::{Audit, FsyncPolicy, Retention, Rotation};
 use crate::metrics::Metrics;
@@ -388,6 +388,13 @@ impl Worker {
             match files::expired(&self.settings.path, keep, SystemTime::now()) {
                 Ok(expired) => {
                     for file in expired {
+                        if self.undelivered(&file) {
+                            // A sink still needs it: kept until delivered (never a silent
+                            // loss), and said every sweep.
+                            tracing::warn!(target: "audit", file = %file.path.display(), "an expired audit file is kept: a sink has not delivered it yet");
+                            self.settings.metrics.audit_retention_held.inc();
+                            break;
+                        }
                         let name = file.path.display().to_string();
                         match std::fs::remove_file(&file.path) {
                             Ok(()) => {
@@ -423,6 +430,26 @@ impl Worker {
             if spawned.is_err() {
                 self.settings.compressing.store(false, Ordering::Release);
             }
+        }
+    }
+
+    /// Whether a sink has not yet delivered every record of the rotated `file` (its last
+    /// record is the one before the next file's first).
+    fn undelivered(&self, file: &files::TrailFile) -> bool {
+        let Ok(Some(slowest)) = sink::slowest_cursor(&self.settings.spool, &self.settings.sinks)
+        else {
+            return false;
+        };
+        let trail = files::trail(&self.settings.path).unwrap_or_default();
+        let next = trail
+            .iter()
+            .skip_while(|f| f.path != file.path)
+            .nth(1)
+            .and_then(|next| sink::tail::first_seq(next).ok().flatten());
+        match next {
+            Some(first) => first.saturating_sub(1) > slowest,
+            // Cannot tell: keep it.
+            None => true,
         }
     }
 

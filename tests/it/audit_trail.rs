@@ -198,3 +198,41 @@ fn retention_deletes_expired_rotated_files_and_audits_each_deletion() {
     let (ok, out, err) = audit(&["verify", dir_arg, "--continuation"]);
     assert!(ok, "{out}{err}");
 }
+
+#[test]
+fn retention_keeps_expired_files_a_sink_has_not_delivered() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    // A collector that is down: nothing is ever delivered.
+    let dead = crate::common::free_port();
+    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
+        "  fsync: always\n",
+        &format!("  fsync: always\n  retention: {{ keep: 1s }}\n  sinks:\n    - {{ id: down, kind: http, url: \"http://127.0.0.1:{dead}/\" }}\n"),
+    );
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+    let dir = fixtures.path("");
+    assert!(get(ports.http, "/pub/one").starts_with("HTTP/1.1 200"));
+    proxy.signal("-USR1");
+    wait_for("a rotation", || rotated_files(&dir).len() == 1);
+    let kept = rotated_files(&dir);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(get(ports.http, "/pub/two").starts_with("HTTP/1.1 200"));
+    proxy.signal("-USR1");
+    wait_for("the second rotation", || rotated_files(&dir).len() == 2);
+    let metrics = raw_http(
+        ports.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("portcullis_audit_retention_held_total 1"),
+        "the sweep held the file back: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("audit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(kept[0].exists(), "expired but undelivered: kept");
+    proxy.stop();
+}

@@ -127,6 +127,17 @@ fn run(runners: Vec<Runner>, lock_path: &Path, stop: watch::Receiver<bool>) {
     });
 }
 
+/// The last seq every sink has delivered (`None` without sinks): retention keeps the files
+/// after it.
+pub fn slowest_cursor(spool: &Path, sinks: &[AuditSink]) -> io::Result<Option<u64>> {
+    let mut slowest: Option<u64> = None;
+    for sink in sinks {
+        let at = Cursor::new(spool, &sink.id).load()?.unwrap_or(0);
+        slowest = Some(slowest.map_or(at, |s| s.min(at)));
+    }
+    Ok(slowest)
+}
+
 /// The last delivered seq of one sink, in `<spool>/<id>.cursor`.
 struct Cursor {
     path: PathBuf,

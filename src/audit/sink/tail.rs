@@ -130,7 +130,8 @@ fn seq_of(line: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-fn first_seq(file: &TrailFile) -> io::Result<Option<u64>> {
+/// The seq of a file's first record.
+pub fn first_seq(file: &TrailFile) -> io::Result<Option<u64>> {
     let mut first = String::new();
     match files::reader(file) {
         Ok(mut reader) => {
