@@ -62,7 +62,7 @@ impl AdminApp {
         let query = session.req_header().uri.query().map(str::to_string);
         let scope = match (method.as_str(), path.as_str()) {
             ("GET", "/api/v1/sessions" | "/api/v1/disabled") => AdminScope::Read,
-            ("POST", "/api/v1/revoke") => AdminScope::Revoke,
+            ("POST", "/api/v1/revoke" | "/api/v1/forget") => AdminScope::Revoke,
             ("POST", "/api/v1/disable" | "/api/v1/enable") => AdminScope::Disable,
             ("POST", "/api/v1/reload") => AdminScope::Reload,
             _ => return json_error(404, "no such admin API call"),
@@ -137,6 +137,20 @@ impl AdminApp {
                 )),
                 Err(problems) => Err(ControlError::ConfigRefused(problems)),
             },
+            "/api/v1/forget" => {
+                let body = read_body(session).await?;
+                let user = control.forget(&body, now).await?;
+                // The writer deletes the key when it takes this record, so every record
+                // before it was sealed with the key and none after it is.
+                let mut forgotten = AuditEvent::new(EventKind::UserForgotten);
+                forgotten.user = Some(user);
+                self.auditor.record(forgotten).await;
+                // The admin call's own record must not name the user either.
+                Ok((
+                    serde_json::json!({ "forgotten": true, "sessions_revoked": true }),
+                    Some("forget".into()),
+                ))
+            }
             _ => {
                 let body = read_body(session).await?;
                 let (answer, detail) = match path {

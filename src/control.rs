@@ -91,6 +91,8 @@ pub struct Control {
     revoked: Arc<RevokedSessions>,
     sessions: Arc<LiveSessions>,
     switches: Arc<KillSwitches>,
+    /// `audit.personal_data: pseudonymised`: a user's data in the trail can be forgotten.
+    forgettable: bool,
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -131,7 +133,39 @@ impl Control {
             revoked,
             sessions,
             switches,
+            forgettable: config.audit.personal_keys.is_some(),
         }
+    }
+
+    /// `POST /api/v1/forget {"user": …}`: the user's sessions are revoked everywhere; the
+    /// caller then asks the audit writer to delete the user's key. The user id, for that.
+    pub async fn forget(&self, body: &[u8], now: u64) -> Result<String, ControlError> {
+        if !self.forgettable {
+            return Err(ControlError::BadRequest(
+                "audit.personal_data is plain: records name users in clear and cannot be made unreadable without rewriting the trail; set personal_data: pseudonymised (docs/operations.md, Retention and erasure)".into(),
+            ));
+        }
+        let selector = parse(body)?;
+        let Selector {
+            user: Some(user),
+            sid: None,
+            entity: None,
+            idp: None,
+            app: None,
+            all: false,
+            ..
+        } = selector
+        else {
+            return Err(ControlError::BadRequest(
+                "forget takes exactly one user: {\"user\": \"ID\"}".into(),
+            ));
+        };
+        self.revoke(
+            &serde_json::to_vec(&json!({ "user": user })).unwrap_or_default(),
+            now,
+        )
+        .await?;
+        Ok(user)
     }
 
     /// The name of the token in `authorization` (`Bearer <token>`), if it may do `needs`.

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::files::{self, TrailFile};
+use super::personal::PersonalKeys;
 
 /// Which records an export or search keeps; every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -120,16 +121,22 @@ pub struct Counts {
 }
 
 /// Writes the records of `files` that `filter` keeps to `out`.
+///
+/// With `keys` (`audit.personal_data: pseudonymised`), records of users not forgotten are
+/// shown with their personal fields and filtered on them; such a JSON line is the record as
+/// read, no longer the line as written (its `hash` no longer covers it).
 pub fn export(
     files: &[TrailFile],
     filter: &Filter,
     format: Format,
     out: &mut dyn Write,
+    keys: Option<&PersonalKeys>,
 ) -> io::Result<Counts> {
     if format == Format::Csv {
         writeln!(out, "{}", COLUMNS.join(","))?;
     }
-    each_match(files, filter, |line, record| match format {
+    each_match(files, filter, keys, |line, record, revealed| match format {
+        Format::Jsonl if revealed => writeln!(out, "{record}"),
         Format::Jsonl => writeln!(out, "{line}"),
         Format::Csv => writeln!(out, "{}", csv_row(record)),
     })
@@ -137,9 +144,14 @@ pub fn export(
 
 /// The last `limit` records of `files` that `filter` keeps, as table rows (oldest first),
 /// with the table's heading first.
-pub fn search(files: &[TrailFile], filter: &Filter, limit: usize) -> io::Result<Vec<String>> {
+pub fn search(
+    files: &[TrailFile],
+    filter: &Filter,
+    limit: usize,
+    keys: Option<&PersonalKeys>,
+) -> io::Result<Vec<String>> {
     let mut last = VecDeque::with_capacity(limit.min(10_000));
-    each_match(files, filter, |_, record| {
+    each_match(files, filter, keys, |_, record, _| {
         if last.len() == limit {
             last.pop_front();
         }
@@ -158,7 +170,8 @@ pub fn search(files: &[TrailFile], filter: &Filter, limit: usize) -> io::Result<
 fn each_match(
     files: &[TrailFile],
     filter: &Filter,
-    mut keep: impl FnMut(&str, &Value) -> io::Result<()>,
+    keys: Option<&PersonalKeys>,
+    mut keep: impl FnMut(&str, &Value, bool) -> io::Result<()>,
 ) -> io::Result<Counts> {
     let mut counts = Counts::default();
     for file in files {
@@ -170,7 +183,7 @@ fn each_match(
             if line.is_empty() {
                 continue;
             }
-            let record: Value = serde_json::from_str(&line).map_err(|_| {
+            let mut record: Value = serde_json::from_str(&line).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -181,9 +194,10 @@ fn each_match(
                 )
             })?;
             counts.read += 1;
+            let revealed = keys.is_some_and(|keys| keys.reveal(&mut record));
             if filter.matches(&record) {
                 counts.kept += 1;
-                keep(&line, &record)?;
+                keep(&line, &record, revealed)?;
             }
         }
     }

@@ -115,7 +115,7 @@ pub fn trail_in(dir: &Path) -> io::Result<Vec<TrailFile>> {
         let Some(name) = name.to_str() else { continue };
         let base = match name.rfind(".20") {
             Some(at) if parse_stamp(&name[at + 1..]).is_some() => &name[..at],
-            _ if name.ends_with(".jsonl") => name,
+            _ if name.ends_with(".jsonl") && holds_records(&dir.join(name)) => name,
             _ => continue,
         };
         if !bases.iter().any(|b| b == base) {
@@ -133,6 +133,18 @@ pub fn trail_in(dir: &Path) -> io::Result<Vec<TrailFile>> {
             dir.display(),
             several.join(", ")
         ))),
+    }
+}
+
+/// Whether a `.jsonl` file is an audit trail (empty, or starting with a record), not another
+/// JSON Lines file that lives beside it.
+fn holds_records(path: &Path) -> bool {
+    use std::io::Read;
+    let mut start = [0u8; 7];
+    match File::open(path).and_then(|mut f| f.read(&mut start)) {
+        Ok(0) => true,
+        Ok(n) => start[..n] == b"{\"seq\":"[..n],
+        Err(_) => false,
     }
 }
 

@@ -8,6 +8,7 @@
 mod chain;
 pub mod export;
 pub mod files;
+pub mod personal;
 mod recovery;
 mod signer;
 pub mod sink;
@@ -66,6 +67,9 @@ pub enum EventKind {
     StreamEnded,
     /// A rotated audit file was deleted by `audit.retention` (see `detail`: its name).
     AuditFileDeleted,
+    /// A user's personal data in the trail was made unreadable (`audit.personal_data:
+    /// pseudonymised`): `user` is their former pseudonym.
+    UserForgotten,
 }
 
 /// Allow or deny, as recorded.
@@ -138,6 +142,10 @@ pub struct AuditEvent {
     /// The admin token's name, for admin API calls (never the token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// `audit.personal_data: pseudonymised`: the user's id, client address, path and detail,
+    /// sealed under the user's own key (see `audit::personal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal: Option<String>,
 }
 
 impl AuditEvent {
@@ -163,6 +171,7 @@ impl AuditEvent {
             detail: None,
             operator: None,
             auth_method: None,
+            personal: None,
         }
     }
 

@@ -33,6 +33,7 @@ fn writers_take_turns_on_one_file_and_keep_one_chain() {
         retention: None,
         sinks: Vec::new(),
         spool: dir.path().join("audit-sinks"),
+        personal_keys: None,
     };
     let (key, _) = CheckpointSigner::generate().expect("key");
     let public = key.public_key_base64().to_string();

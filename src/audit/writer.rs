@@ -55,6 +55,9 @@ pub struct PendingWriter {
 
 struct Settings {
     path: PathBuf,
+    /// `personal_data: pseudonymised`: the key file, and its keys once loaded.
+    personal_keys: Option<PathBuf>,
+    personal: Option<super::personal::PersonalKeys>,
     sinks: Vec<crate::config::AuditSink>,
     spool: PathBuf,
     /// The last seq written, for the sinks' lag.
@@ -87,6 +90,8 @@ pub fn channel(
     };
     let settings = Settings {
         path: config.path.clone(),
+        personal_keys: config.personal_keys.clone(),
+        personal: None,
         sinks: config.sinks.clone(),
         spool: config.spool.clone(),
         written: Arc::new(AtomicU64::new(0)),
@@ -118,9 +123,18 @@ impl PendingWriter {
     /// During a zero-downtime upgrade the old process holds the lock until it has written its
     /// final checkpoint; the new one serves meanwhile, queues its records, and continues the
     /// chain from the old one's last record once the lock is free.
-    pub fn start(self) -> io::Result<WriterHandle> {
+    pub fn start(mut self) -> io::Result<WriterHandle> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        if let Some(keys) = &self.settings.personal_keys {
+            let loaded = super::personal::PersonalKeys::load(keys).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("audit.personal_keys {}: {e}", keys.display()),
+                )
+            })?;
+            self.settings.personal = Some(loaded);
         }
         let file = open(&self.path)?;
         let ready = match file.try_lock() {
@@ -281,12 +295,12 @@ impl Worker {
                 tokio::select! {
                     event = receiver.recv() => match event {
                         Some(event) => {
-                            self.write(&event);
+                            self.record(event);
                             // Let a batch gather: one wake-up per batch, not per request,
                             // keeps the writer from pre-empting the proxy threads.
                             tokio::time::sleep(BATCH_WINDOW).await;
                             while let Ok(more) = receiver.try_recv() {
-                                self.write(&more);
+                                self.record(more);
                             }
                             self.flush();
                             self.rotate_when_due();
@@ -317,7 +331,7 @@ impl Worker {
             }
             receiver.close();
             while let Ok(event) = receiver.try_recv() {
-                self.write(&event);
+                self.record(event);
             }
             self.checkpoint("shutdown");
             self.flush();
@@ -472,6 +486,33 @@ impl Worker {
             }
             _ => checkpoint,
         }
+    }
+
+    /// A request's record: pseudonymised first under `personal_data: pseudonymised`; a
+    /// `user-forgotten` request deletes the user's key before it is written.
+    fn record(&mut self, mut event: AuditEvent) {
+        if let Some(keys) = self.settings.personal.as_mut() {
+            let sealed = if event.event == EventKind::UserForgotten {
+                let user = event.user.take().unwrap_or_default();
+                keys.forget(&user).map(|pseudonym| {
+                    event.user = pseudonym;
+                })
+            } else {
+                keys.pseudonymise(&mut event)
+            };
+            if let Err(e) = sealed {
+                // Never write personal data in clear in a pseudonymised trail: the record
+                // keeps what is not personal and says why the rest is missing.
+                tracing::error!(target: "audit", error = %e, "cannot pseudonymise an audit record (audit.personal_keys)");
+                self.settings.metrics.audit_write_errors.inc();
+                event.user = None;
+                event.client_ip = None;
+                event.path = None;
+                event.detail =
+                    Some("personal fields withheld: the key file could not be written".into());
+            }
+        }
+        self.write(&event);
     }
 
     fn write(&mut self, event: &impl serde::Serialize) {

@@ -87,6 +87,14 @@ enum AdminCall {
     /// Read the configuration file again, check it in full and swap it in (the running one
     /// is kept when the file has problems).
     Reload,
+    /// Erase a user from the audit trail (`audit.personal_data: pseudonymised`): their
+    /// sessions are revoked and their key deleted, so every record about them, in every file
+    /// and export, stays verifiable and becomes unreadable.
+    Forget {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 /// Runs one admin call; exit 0 on success, 1 when the API refused, 2 when it was not reached.
@@ -190,6 +198,11 @@ fn request(call: &AdminCall) -> (&'static str, String, Option<Value>) {
         }
         AdminCall::Disabled => ("GET", "/api/v1/disabled".into(), None),
         AdminCall::Reload => ("POST", "/api/v1/reload".into(), None),
+        AdminCall::Forget { user } => (
+            "POST",
+            "/api/v1/forget".into(),
+            Some(json!({ "user": user })),
+        ),
     }
 }
 
@@ -254,6 +267,9 @@ fn human(call: &AdminCall, value: &Value) -> String {
             )
         }
         AdminCall::Enable { .. } => format!("enabled {}\n", text(&value["enabled"])),
+        AdminCall::Forget { user } => format!(
+            "forgotten: {user}'s sessions are revoked and their records in the audit trail can no longer be read\n"
+        ),
         AdminCall::Reload => {
             let handover: Vec<&str> = value["needs_handover"]
                 .as_array()

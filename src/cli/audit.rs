@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use super::fail;
 use crate::audit::export::{self, Filter, Format};
 use crate::audit::files::{self, TrailFile};
+use crate::audit::personal::PersonalKeys;
 use crate::audit::{ChainVerifier, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +77,10 @@ pub(super) struct FilterArgs {
     /// An event kind, e.g. access-denied, login-failed (checkpoints only when asked for).
     #[arg(long)]
     event: Option<String>,
+    /// The personal-data key file (`audit.personal_keys`): shows and filters on the personal
+    /// fields of users not forgotten.
+    #[arg(long)]
+    keys: Option<PathBuf>,
 }
 
 impl FilterArgs {
@@ -116,16 +121,22 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (files, filter) = match inputs(&filter) {
-                Ok(inputs) => inputs,
+            let (files, filter_args) = (inputs(&filter), filter);
+            let (files, filter, keys) = match files {
+                Ok((files, filter)) => match load_keys(&filter_args) {
+                    Ok(keys) => (files, filter, keys),
+                    Err(code) => return code,
+                },
                 Err(code) => return code,
             };
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
-            let result = export::export(&files, &filter, format, &mut out).and_then(|counts| {
-                out.flush()?;
-                Ok(counts)
-            });
+            let result = export::export(&files, &filter, format, &mut out, keys.as_ref()).and_then(
+                |counts| {
+                    out.flush()?;
+                    Ok(counts)
+                },
+            );
             match result {
                 Ok(counts) => {
                     eprintln!("{} of {} records exported", counts.kept, counts.read);
@@ -137,11 +148,15 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Search { filter, limit } => {
+            let keys = match load_keys(&filter) {
+                Ok(keys) => keys,
+                Err(code) => return code,
+            };
             let (files, filter) = match inputs(&filter) {
                 Ok(inputs) => inputs,
                 Err(code) => return code,
             };
-            match export::search(&files, &filter, limit) {
+            match export::search(&files, &filter, limit, keys.as_ref()) {
                 Ok(rows) => {
                     for row in rows {
                         println!("{row}");
@@ -152,6 +167,14 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
             }
         }
     }
+}
+
+fn load_keys(args: &FilterArgs) -> Result<Option<PersonalKeys>, ExitCode> {
+    args.keys
+        .as_deref()
+        .map(PersonalKeys::load)
+        .transpose()
+        .map_err(|e| fail(&format!("--keys: {e}")))
 }
 
 fn inputs(args: &FilterArgs) -> Result<(Vec<TrailFile>, Filter), ExitCode> {

@@ -519,6 +519,8 @@ pub struct Audit {
     pub sinks: Vec<AuditSink>,
     /// Where each sink keeps its cursor (default: `audit-sinks/` beside the file).
     pub spool: PathBuf,
+    /// `personal_data: pseudonymised`: the per-user key file; `None` for `plain`.
+    pub personal_keys: Option<PathBuf>,
 }
 
 /// `audit.rotate`: a new file when the current one reaches either bound.

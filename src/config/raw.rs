@@ -464,6 +464,8 @@ pub struct RawAudit {
     pub retention: Option<RawAuditRetention>,
     pub sinks: Option<Vec<RawAuditSink>>,
     pub spool: Option<String>,
+    pub personal_data: Option<String>,
+    pub personal_keys: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

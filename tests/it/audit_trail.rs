@@ -236,3 +236,177 @@ fn retention_keeps_expired_files_a_sink_has_not_delivered() {
     assert!(kept[0].exists(), "expired but undelivered: kept");
     proxy.stop();
 }
+
+/// Every audit file's text, compressed ones decompressed.
+fn all_audit_text(dir: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !name.starts_with("audit.jsonl") {
+            continue;
+        }
+        let raw = std::fs::read(&path).expect("read");
+        if name.ends_with(".gz") {
+            flate2::read::MultiGzDecoder::new(raw.as_slice())
+                .read_to_string(&mut text)
+                .expect("gunzip");
+        } else {
+            text.push_str(&String::from_utf8_lossy(&raw));
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn forgetting_a_user_leaves_nothing_readable_and_the_chain_intact() {
+    use crate::common::browser::sign_in_local;
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    std::fs::write(
+        fixtures.path("ops.token"),
+        "ops-0123456789abcdef0123456789abcdef",
+    )
+    .expect("token");
+    let users = format!(
+        "identity_providers:\n  - id: corp\n    kind: local\n    users:\n      - {{ username: alice.liddell, password_hash: \"{}\" }}\n",
+        crate::common::hash_password(crate::store::PASSWORD)
+    );
+    let app = format!(
+        "  - id: chat\n    hosts: [a.test]\n    upstream: {}\n    access: {{ user_types: [internal-user, external-user] }}\n",
+        upstream.url()
+    );
+    let yaml = fixtures
+        .config(&ports, "", &app)
+        .replace(
+            &format!("public_url: https://localhost:{}", ports.https),
+            "public_url: https://a.test",
+        )
+        .replace("session:\n", &format!("{users}session:\n"))
+        .replace(
+            "  fsync: always\n",
+            "  fsync: always\n  personal_data: pseudonymised\n  retention: { compress: true }\n",
+        )
+        .replace(
+            "admin:\n",
+            "admin:\n  tokens:\n    - { name: ops, token: file:ops.token, scopes: [read, revoke] }\n",
+        );
+    let proxy = Proxy::start(&fixtures, ports, &yaml);
+    let http = crate::common::client(&fixtures, &proxy);
+    let base = "https://a.test";
+    let cookie = sign_in_local(
+        &http,
+        base,
+        "corp",
+        "alice.liddell",
+        crate::store::PASSWORD,
+        &[],
+    )
+    .await;
+    let get = |path: String| {
+        let http = http.clone();
+        let cookie = cookie.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(get(format!("/chat/alice-private-{i}")).await, 200);
+    }
+    // Some of it in a rotated, compressed file.
+    proxy.signal("-USR1");
+    let dir = fixtures.path("");
+    wait_for("a compressed rotated file", || {
+        rotated_files(&dir)
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "gz"))
+    });
+    assert_eq!(get("/chat/alice-private-3".into()).await, 200);
+
+    // In the files, only a pseudonym; with the key file, everything.
+    let text = all_audit_text(&dir);
+    assert!(!text.contains("alice"), "no user id or path in clear");
+    let keys = fixtures.path("audit-personal.keys");
+    let dir_arg = dir.to_str().expect("utf8");
+    let keys_arg = keys.to_str().expect("utf8");
+    let (ok, revealed, err) = audit(&[
+        "export",
+        dir_arg,
+        "--keys",
+        keys_arg,
+        "--user",
+        "alice.liddell",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        revealed.matches("/chat/alice-private-").count(),
+        4,
+        "readable with the key: {revealed}"
+    );
+
+    let out = Command::new(binary())
+        .args(["admin", "forget", "--user", "alice.liddell", "--url"])
+        .arg(format!("http://127.0.0.1:{}", ports.admin))
+        .args([
+            "--token",
+            &format!("file:{}", fixtures.path("ops.token").display()),
+        ])
+        .output()
+        .expect("admin forget");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get("/chat/after".into()).await,
+        401,
+        "her session is revoked"
+    );
+    let mut proxy = proxy;
+    proxy.stop();
+
+    let text = all_audit_text(&dir);
+    assert!(!text.contains("alice"), "nothing of her in clear");
+    let forgotten: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["event"] == "user-forgotten")
+        .collect();
+    assert_eq!(forgotten.len(), 1);
+    assert!(
+        forgotten[0]["user"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("p-")),
+        "audited with the pseudonym"
+    );
+    let keys_text = std::fs::read_to_string(&keys).expect("keys");
+    assert!(!keys_text.contains("alice"), "her key is gone");
+    let (ok, revealed, _) = audit(&[
+        "export",
+        dir_arg,
+        "--keys",
+        keys_arg,
+        "--user",
+        "alice.liddell",
+    ]);
+    assert!(ok);
+    assert!(
+        !revealed.contains("alice"),
+        "not even with the key file: {revealed}"
+    );
+    let (ok, out, err) = audit(&["verify", dir_arg, "--key", &fixtures.audit_public_key]);
+    assert!(ok, "the chain still verifies: {out}{err}");
+}

@@ -108,7 +108,32 @@ impl Compiler<'_> {
                 .parent()
                 .map_or_else(|| PathBuf::from("audit-sinks"), |d| d.join("audit-sinks")),
         };
+        let personal_keys = match raw.personal_data.as_deref() {
+            None | Some("plain") => {
+                if raw.personal_keys.is_some() {
+                    self.issues.add(
+                        "audit.personal_keys",
+                        "only applies with personal_data: pseudonymised",
+                        "remove it, or set personal_data: pseudonymised",
+                    );
+                }
+                None
+            }
+            Some("pseudonymised") => Some(match raw.personal_keys {
+                Some(keys) => self.base_dir.join(keys),
+                None => path.with_file_name("audit-personal.keys"),
+            }),
+            Some(other) => {
+                self.issues.add(
+                    "audit.personal_data",
+                    format!("unknown value `{other}`"),
+                    "use plain or pseudonymised",
+                );
+                None
+            }
+        };
         Audit {
+            personal_keys,
             path,
             fsync,
             queue_capacity: queue_capacity.max(1),
