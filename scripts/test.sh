@@ -31,6 +31,7 @@ bin="${CARGO_TARGET_DIR:-target}/debug/portcullis"
 # The examples reference their secrets through these variables.
 eval "$("$bin" keys generate | grep -v '^#' | sed 's/^/export /')"
 export OIDC_CLIENT_SECRET=example-client-secret INTROSPECTION_CLIENT_SECRET=example-introspection-secret
+export HEC_AUTHORIZATION="Splunk example-token" PORTCULLIS_ADMIN_TOKEN=example-admin-token-0123456789abcdef
 status=0
 for f in conf/*.yaml; do
   if "$bin" check -c "$f" >/dev/null; then

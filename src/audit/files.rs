@@ -271,7 +271,11 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         let old = expired(&current, Duration::from_secs(1800), later).expect("expired");
         assert_eq!(old.len(), 2, "both rotated files, never the current one");
-        write_all(&dir.join("other.jsonl"), "d\n").expect("write");
+        // Another JSON Lines file beside it (the personal-data keys) is not a trail...
+        write_all(&dir.join("keys.jsonl"), "{\"user\":\"a\"}\n").expect("write");
+        assert_eq!(trail_in(&dir).expect("one trail").len(), 3);
+        // ...another trail is.
+        write_all(&dir.join("other.jsonl"), "{\"seq\":1}\n").expect("write");
         let error = trail_in(&dir).expect_err("two trails");
         assert!(
             error.to_string().contains("several audit trails"),

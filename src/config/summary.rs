@@ -143,8 +143,68 @@ impl Config {
                 }
             );
         }
-        let _ = writeln!(out, "audit: {}", self.audit.path.display());
+        let _ = writeln!(
+            out,
+            "audit: {}{}",
+            self.audit.path.display(),
+            audit_extras(&self.audit)
+        );
         let _ = write!(out, "admin: {}", self.admin.listen);
         out
+    }
+}
+
+/// `90d`, `12h`, or humantime's form for anything else (as the config would say it).
+fn days_or_hours(duration: std::time::Duration) -> String {
+    match duration.as_secs() {
+        secs if secs > 0 && secs % 86_400 == 0 => format!("{}d", secs / 86_400),
+        secs if secs > 0 && secs % 3_600 == 0 => format!("{}h", secs / 3_600),
+        _ => humantime::format_duration(duration).to_string(),
+    }
+}
+
+/// What `check` says about rotation, retention, personal data and sinks (no secret).
+fn audit_extras(audit: &super::Audit) -> String {
+    let mut parts = Vec::new();
+    let rotate = &audit.rotate;
+    if rotate.max_size.is_some() || rotate.max_age.is_some() {
+        let mut bounds = Vec::new();
+        if let Some(size) = rotate.max_size {
+            bounds.push(format!("{size} bytes"));
+        }
+        if let Some(age) = rotate.max_age {
+            bounds.push(days_or_hours(age));
+        }
+        parts.push(format!("rotated at {}", bounds.join(" or ")));
+    }
+    if let Some(retention) = &audit.retention {
+        let mut kept = Vec::new();
+        if retention.compress {
+            kept.push("compressed".to_string());
+        }
+        if let Some(keep) = retention.keep {
+            kept.push(format!("kept {}", days_or_hours(keep)));
+        }
+        parts.push(format!("rotated files {}", kept.join(", ")));
+    }
+    if audit.personal_keys.is_some() {
+        parts.push("personal data pseudonymised".into());
+    }
+    for sink in &audit.sinks {
+        let target = match &sink.target {
+            super::SinkTarget::Syslog {
+                transport, address, ..
+            } => format!("syslog {transport:?} {address}").to_lowercase(),
+            super::SinkTarget::Http { url, .. } => {
+                // The URL without its query (which may hold a token).
+                format!("http {}", url.split('?').next().unwrap_or_default())
+            }
+        };
+        parts.push(format!("sink {}: {target}", sink.id));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }
