@@ -340,3 +340,83 @@ fn an_http_collector_gets_batches_with_its_token_after_refusing_some() {
     );
     proxy.stop();
 }
+
+#[test]
+fn plain_tcp_frames_by_octet_count_and_udp_sends_one_datagram_per_record() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let udp_port = udp.local_addr().expect("addr").port();
+    udp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // The TCP receiver reads `LEN SP MSG` frames (RFC 6587 octet counting).
+    let frames: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep = frames.clone();
+    std::thread::spawn(move || {
+        for stream in tcp.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut length = Vec::new();
+                if reader.read_until(b' ', &mut length).unwrap_or(0) == 0 {
+                    break;
+                }
+                let Ok(n) = String::from_utf8_lossy(&length).trim().parse::<usize>() else {
+                    break;
+                };
+                let mut message = vec![0; n];
+                if reader.read_exact(&mut message).is_err() {
+                    break;
+                }
+                keep.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&message).into_owned());
+            }
+        }
+    });
+    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
+        "  fsync: always\n",
+        &format!("  fsync: always\n  sinks:\n    - {{ kind: syslog, address: \"tcp://127.0.0.1:{tcp_port}\" }}\n    - {{ kind: syslog, address: \"udp://127.0.0.1:{udp_port}\" }}\n"),
+    );
+    let mut proxy = Proxy::start(&fixtures, ports, &yaml);
+    requests(ports.http, "plain", 0..5);
+    let mut datagrams = Vec::new();
+    let mut buffer = vec![0u8; 65_536];
+    while datagrams
+        .iter()
+        .filter(|d: &&String| d.contains("\"path\":\"/plain/"))
+        .count()
+        < 5
+    {
+        let n = udp.recv(&mut buffer).expect("a datagram within 10 s");
+        datagrams.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    wait_for("5 TCP frames", Duration::from_secs(10), || {
+        frames
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|f| f.contains("\"path\":\"/plain/"))
+            .count()
+            == 5
+    });
+    for message in datagrams.iter().chain(frames.lock().expect("lock").iter()) {
+        // <PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG
+        let parts: Vec<&str> = message.splitn(8, ' ').collect();
+        assert_eq!(parts.len(), 8, "{message}");
+        assert!(
+            parts[0].starts_with('<') && parts[0].ends_with(">1"),
+            "{message}"
+        );
+        assert_eq!(parts[3], "portcullis");
+        assert_eq!(
+            parts[5],
+            serde_json::from_str::<serde_json::Value>(parts[7]).expect("MSG is the record")
+                ["event"]
+        );
+        assert_eq!(parts[6], "-");
+    }
+    proxy.stop();
+}
