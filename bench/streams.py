@@ -29,6 +29,22 @@ EVENT_BYTES = 64
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def count_failure(results, error):
+    results["failed"] += 1
+    kind = type(error).__name__ + ": " + str(error)[:60]
+    results["errors"][kind] = results["errors"].get(kind, 0) + 1
+
+
+async def ramp_up(count, ramp, one):
+    """Starts `count` runs of `one()`, `ramp` per second (in twentieths), and waits for all."""
+    tasks = []
+    for i in range(count):
+        tasks.append(asyncio.create_task(one()))
+        if (i + 1) % max(1, ramp // 20) == 0:
+            await asyncio.sleep(1 / 20)
+    await asyncio.gather(*tasks)
+
+
 async def upstream(port, events):
     async def serve(reader, writer):
         try:
@@ -101,16 +117,9 @@ async def client(host, port, path, streams, ramp, headers):
             results["completed"] += 1
             writer.close()
         except Exception as error:  # noqa: BLE001 - every failure is counted by its kind
-            results["failed"] += 1
-            kind = type(error).__name__ + ": " + str(error)[:60]
-            results["errors"][kind] = results["errors"].get(kind, 0) + 1
+            count_failure(results, error)
 
-    tasks = []
-    for i in range(streams):
-        tasks.append(asyncio.create_task(one()))
-        if (i + 1) % max(1, ramp // 20) == 0:
-            await asyncio.sleep(1 / 20)
-    await asyncio.gather(*tasks)
+    await ramp_up(streams, ramp, one)
     delays.sort()
     pick = lambda q: round(delays[min(len(delays) - 1, int(q * len(delays)))], 2) if delays else None
     results.update(events=len(delays), p50_ms=pick(0.50), p99_ms=pick(0.99), max_ms=pick(1.0))
@@ -142,16 +151,9 @@ async def websockets(host, port, path, count, ramp, headers):
             results["completed"] += 1
             writer.close()
         except Exception as error:  # noqa: BLE001 - every failure is counted by its kind
-            results["failed"] += 1
-            kind = type(error).__name__ + ": " + str(error)[:60]
-            results["errors"][kind] = results["errors"].get(kind, 0) + 1
+            count_failure(results, error)
 
-    tasks = []
-    for i in range(count):
-        tasks.append(asyncio.create_task(one()))
-        if (i + 1) % max(1, ramp // 20) == 0:
-            await asyncio.sleep(1 / 20)
-    await asyncio.gather(*tasks)
+    await ramp_up(count, ramp, one)
     print(json.dumps(results), flush=True)
 
 

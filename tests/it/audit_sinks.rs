@@ -133,10 +133,11 @@ fn records_reach_rsyslog_over_tls_through_an_outage_and_a_restart() {
     let syslog_port = free_port();
     let first_run = fixtures.path("received-1.log");
     let rsyslog = Rsyslog::start(&fixtures, syslog_port, &first_run);
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
+    let yaml = fixtures.audit_config(
+        &ports,
+        &app(&upstream),
         &format!(
-            "  fsync: always\n  sinks:\n    - {{ id: siem, kind: syslog, address: \"tcp+tls://127.0.0.1:{syslog_port}\", ca: \"{}\" }}\n",
+            "  sinks:\n    - {{ id: siem, kind: syslog, address: \"tcp+tls://127.0.0.1:{syslog_port}\", ca: \"{}\" }}\n",
             fixtures.ca.display()
         ),
     );
@@ -272,10 +273,11 @@ fn an_http_collector_gets_batches_with_its_token_after_refusing_some() {
     let collector = Collector::start(2);
     let token: PathBuf = fixtures.path("hec.token");
     std::fs::write(&token, "Splunk 0d5c-test-token").expect("token");
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
+    let yaml = fixtures.audit_config(
+        &ports,
+        &app(&upstream),
         &format!(
-            "  fsync: always\n  sinks:\n    - kind: http\n      url: http://127.0.0.1:{}/services/collector/raw\n      headers: {{ Authorization: \"file:{}\" }}\n      batch: {{ max_records: 50, max_wait: 200ms }}\n",
+            "  sinks:\n    - kind: http\n      url: http://127.0.0.1:{}/services/collector/raw\n      headers: {{ Authorization: \"file:{}\" }}\n      batch: {{ max_records: 50, max_wait: 200ms }}\n",
             collector.port,
             token.display()
         ),
@@ -376,9 +378,7 @@ fn plain_tcp_frames_by_octet_count_and_udp_sends_one_datagram_per_record() {
             }
         }
     });
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
-        &format!("  fsync: always\n  sinks:\n    - {{ kind: syslog, address: \"tcp://127.0.0.1:{tcp_port}\" }}\n    - {{ kind: syslog, address: \"udp://127.0.0.1:{udp_port}\" }}\n"),
+    let yaml = fixtures.audit_config(&ports, &app(&upstream), &format!("  sinks:\n    - {{ kind: syslog, address: \"tcp://127.0.0.1:{tcp_port}\" }}\n    - {{ kind: syslog, address: \"udp://127.0.0.1:{udp_port}\" }}\n"),
     );
     let mut proxy = Proxy::start(&fixtures, ports, &yaml);
     requests(ports.http, "plain", 0..5);

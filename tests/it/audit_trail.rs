@@ -64,9 +64,10 @@ fn rotation_under_load_keeps_every_record_and_one_chain_across_files() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
-        "  fsync: always\n  rotate: { max_size: 16384 }\n  retention: { compress: true }\n",
+    let yaml = fixtures.audit_config(
+        &ports,
+        &app(&upstream),
+        "  rotate: { max_size: 16384 }\n  retention: { compress: true }\n",
     );
     let mut proxy = Proxy::start(&fixtures, ports, &yaml);
     let dir = fixtures.path("");
@@ -163,10 +164,7 @@ fn retention_deletes_expired_rotated_files_and_audits_each_deletion() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
-        "  fsync: always\n  retention: { keep: 1s }\n",
-    );
+    let yaml = fixtures.audit_config(&ports, &app(&upstream), "  retention: { keep: 1s }\n");
     let mut proxy = Proxy::start(&fixtures, ports, &yaml);
     let dir = fixtures.path("");
     for round in 0..2 {
@@ -206,9 +204,7 @@ fn retention_keeps_expired_files_a_sink_has_not_delivered() {
     let ports = Ports::new();
     // A collector that is down: nothing is ever delivered.
     let dead = crate::common::free_port();
-    let yaml = fixtures.config(&ports, "", &app(&upstream)).replace(
-        "  fsync: always\n",
-        &format!("  fsync: always\n  retention: {{ keep: 1s }}\n  sinks:\n    - {{ id: down, kind: http, url: \"http://127.0.0.1:{dead}/\" }}\n"),
+    let yaml = fixtures.audit_config(&ports, &app(&upstream), &format!("  retention: {{ keep: 1s }}\n  sinks:\n    - {{ id: down, kind: http, url: \"http://127.0.0.1:{dead}/\" }}\n"),
     );
     let mut proxy = Proxy::start(&fixtures, ports, &yaml);
     let dir = fixtures.path("");
@@ -282,16 +278,16 @@ async fn forgetting_a_user_leaves_nothing_readable_and_the_chain_intact() {
         upstream.url()
     );
     let yaml = fixtures
-        .config(&ports, "", &app)
+        .audit_config(
+            &ports,
+            &app,
+            "  personal_data: pseudonymised\n  retention: { compress: true }\n",
+        )
         .replace(
             &format!("public_url: https://localhost:{}", ports.https),
             "public_url: https://a.test",
         )
         .replace("session:\n", &format!("{users}session:\n"))
-        .replace(
-            "  fsync: always\n",
-            "  fsync: always\n  personal_data: pseudonymised\n  retention: { compress: true }\n",
-        )
         .replace(
             "admin:\n",
             "admin:\n  tokens:\n    - { name: ops, token: file:ops.token, scopes: [read, revoke] }\n",

@@ -140,6 +140,12 @@ impl Fixtures {
         yaml.replace("session:\n", &format!("{sections}session:\n"))
     }
 
+    /// [`Fixtures::config`] with more `audit:` keys (`audit`: lines indented two spaces).
+    pub fn audit_config(&self, ports: &Ports, apps: &str, audit: &str) -> String {
+        self.config(ports, "", apps)
+            .replace("  fsync: always\n", &format!("  fsync: always\n{audit}"))
+    }
+
     pub fn audit_log(&self) -> PathBuf {
         self.path("audit.jsonl")
     }
