@@ -43,6 +43,8 @@ pub struct Metrics {
     pub audit_sink_errors: IntCounterVec,
     /// `portcullis_audit_sink_lag_records{sink}`: records written and not yet delivered.
     pub audit_sink_lag: IntGaugeVec,
+    /// `portcullis_audit_sink_skipped_total{sink}`: records deleted before delivery.
+    pub audit_sink_skipped: IntCounterVec,
     /// `portcullis_auth_failures_total{idp,reason}`: failed sign-ins (alert on spikes).
     pub auth_failures: IntCounterVec,
     /// `portcullis_rate_limit_buckets`: keys held by every rate limiter after the last sweep.
@@ -148,6 +150,13 @@ impl Metrics {
             ),
             &["sink"],
         )?;
+        let audit_sink_skipped = IntCounterVec::new(
+            Opts::new(
+                "portcullis_audit_sink_skipped_total",
+                "Audit records a sink never got: retention deleted them first (on_full: drop-oldest)",
+            ),
+            &["sink"],
+        )?;
         let audit_sink_lag = IntGaugeVec::new(
             Opts::new(
                 "portcullis_audit_sink_lag_records",
@@ -233,6 +242,7 @@ impl Metrics {
         registry.register(Box::new(audit_sink_delivered.clone()))?;
         registry.register(Box::new(audit_sink_errors.clone()))?;
         registry.register(Box::new(audit_sink_lag.clone()))?;
+        registry.register(Box::new(audit_sink_skipped.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
         registry.register(Box::new(audit_rotations.clone()))?;
@@ -280,6 +290,7 @@ impl Metrics {
             audit_sink_delivered,
             audit_sink_errors,
             audit_sink_lag,
+            audit_sink_skipped,
             auth_failures,
             rate_limit_buckets,
             downstream_closed_early,

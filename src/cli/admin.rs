@@ -99,14 +99,23 @@ enum AdminCall {
 
 /// Runs one admin call; exit 0 on success, 1 when the API refused, 2 when it was not reached.
 pub fn admin(args: AdminArgs) -> ExitCode {
-    let token = match Secret::resolve(&args.token, std::path::Path::new(".")) {
+    run(&args.url, &args.token, args.json, &args.call)
+}
+
+/// `portcullis audit forget`: the same call as `admin forget`.
+pub(super) fn forget(url: &str, token: &str, json: bool, user: String) -> ExitCode {
+    run(url, token, json, &AdminCall::Forget { user })
+}
+
+fn run(base: &str, token_spec: &str, json: bool, admin_call: &AdminCall) -> ExitCode {
+    let token = match Secret::resolve(token_spec, std::path::Path::new(".")) {
         Ok(token) => token,
         Err(e) => {
-            eprintln!("error: --token {}: {e}", args.token);
+            eprintln!("error: --token {token_spec}: {e}");
             return ExitCode::from(2);
         }
     };
-    let (method, path, body) = request(&args.call);
+    let (method, path, body) = request(admin_call);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -117,7 +126,7 @@ pub fn admin(args: AdminArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let answer = runtime.block_on(call(method, &url, token.expose().trim(), body));
     let (status, value) = match answer {
         Ok(answer) => answer,
@@ -126,10 +135,10 @@ pub fn admin(args: AdminArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.json {
+    if json {
         println!("{value}");
     } else if status == 200 {
-        print!("{}", human(&args.call, &value));
+        print!("{}", human(admin_call, &value));
     } else {
         eprintln!(
             "error: {status}: {}",

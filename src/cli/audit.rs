@@ -41,6 +41,20 @@ pub(super) enum AuditCommand {
         #[arg(long, default_value = "jsonl")]
         format: String,
     },
+    /// Erase a user from the trail (`audit.personal_data: pseudonymised`): asks the running
+    /// Portcullis of `-c CONFIG` (its admin listener) to revoke their sessions and delete their
+    /// key; the same as `portcullis admin forget`.
+    Forget {
+        /// The configuration of the running Portcullis (for its admin listener).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The user id.
+        #[arg(long)]
+        user: String,
+        /// An admin token with the `revoke` scope, as `env:NAME` or `file:PATH`.
+        #[arg(long, default_value = "env:PORTCULLIS_ADMIN_TOKEN")]
+        token: String,
+    },
     /// The latest records that match the filters, as a table.
     Search {
         #[command(flatten)]
@@ -147,6 +161,24 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        AuditCommand::Forget {
+            config,
+            user,
+            token,
+        } => match crate::config::Config::load(&config) {
+            Ok(config) => {
+                if config.audit.personal_keys.is_none() {
+                    eprintln!("error: audit.personal_data is plain in this configuration: records name users in clear and cannot be made unreadable (docs/operations.md, Retention and erasure)");
+                    return ExitCode::from(2);
+                }
+                let url = format!("http://{}", config.admin.listen);
+                super::admin::forget(&url, &token, false, user)
+            }
+            Err(report) => {
+                eprintln!("{report}");
+                ExitCode::from(2)
+            }
+        },
         AuditCommand::Search { filter, limit } => {
             let keys = match load_keys(&filter) {
                 Ok(keys) => keys,

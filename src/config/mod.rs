@@ -37,7 +37,7 @@ pub use machine::{
     DEFAULT_ALGORITHMS, SERVICE_ACCOUNTS_IDP,
 };
 pub use report::{ConfigIssue, ConfigReport};
-pub use sinks::{AuditSink, SinkTarget, SyslogTransport};
+pub use sinks::{AuditSink, OnFull, SinkTarget, SyslogTransport};
 pub use values::{decode_base32, is_argon2id_hash, Secret, SecretError};
 
 use crate::route::{HostPattern, PathGlob};

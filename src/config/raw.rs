@@ -481,6 +481,7 @@ pub struct RawAuditSink {
     pub format: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<String>,
+    pub on_full: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,19 @@ pub struct AuditSink {
     pub target: SinkTarget,
     /// Connect, write and request timeout.
     pub timeout: Duration,
+    /// What retention does with files this sink has not delivered.
+    pub on_full: OnFull,
+}
+
+/// `audit.sinks[].on_full`: when records wait for a sink longer than `audit.retention.keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Retention keeps the files until the sink has them (the disk is the bound); the lag and
+    /// `portcullis_audit_retention_held_total` say so.
+    Block,
+    /// Retention deletes them on time; the sink goes on from the oldest record left and counts
+    /// what it never got in `portcullis_audit_sink_skipped_total`.
+    DropOldest,
 }
 
 /// `audit.sinks[].kind` and its settings.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 
-use crate::config::{AuditSink, SinkTarget};
+use crate::config::{AuditSink, OnFull, SinkTarget};
 use crate::metrics::Metrics;
 use tail::{Line, Tail};
 
@@ -72,6 +72,7 @@ impl Sinks {
                 cursor,
                 delivered: metrics.audit_sink_delivered.with_label_values(&[&sink.id]),
                 errors: metrics.audit_sink_errors.with_label_values(&[&sink.id]),
+                skipped: metrics.audit_sink_skipped.with_label_values(&[&sink.id]),
                 lag: metrics.audit_sink_lag.with_label_values(&[&sink.id]),
             });
         }
@@ -131,7 +132,7 @@ fn run(runners: Vec<Runner>, lock_path: &Path, stop: watch::Receiver<bool>) {
 /// after it.
 pub fn slowest_cursor(spool: &Path, sinks: &[AuditSink]) -> io::Result<Option<u64>> {
     let mut slowest: Option<u64> = None;
-    for sink in sinks {
+    for sink in sinks.iter().filter(|s| s.on_full == OnFull::Block) {
         let at = Cursor::new(spool, &sink.id).load()?.unwrap_or(0);
         slowest = Some(slowest.map_or(at, |s| s.min(at)));
     }
@@ -197,6 +198,7 @@ struct Runner {
     cursor: Cursor,
     delivered: IntCounter,
     errors: IntCounter,
+    skipped: IntCounter,
     lag: IntGauge,
 }
 
@@ -242,6 +244,11 @@ impl Runner {
             while batch.is_empty() || (batch.len() < max_records && !retrying) {
                 match self.tail.next() {
                     Ok(Some(line)) => {
+                        let gap = self.tail.take_skipped();
+                        if gap > 0 {
+                            tracing::error!(target: "audit", sink = %self.sink.id, records = gap, "audit records were deleted before this sink got them (on_full: drop-oldest)");
+                            self.skipped.inc_by(gap);
+                        }
                         batch.push(line);
                         if batch.len() >= max_records {
                             break;

@@ -32,6 +32,8 @@ pub struct Tail {
     /// The last seq handed out.
     after: u64,
     open: Option<Open>,
+    /// Records passed over because their file was gone (deleted by retention).
+    skipped: u64,
 }
 
 impl Tail {
@@ -41,7 +43,13 @@ impl Tail {
             path: path.to_path_buf(),
             after,
             open: None,
+            skipped: 0,
         }
+    }
+
+    /// Records the trail no longer held when they were due, since the last call.
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The next record, or `None` when there is none yet.
@@ -62,6 +70,7 @@ impl Tail {
                 Some(line) => {
                     // Records already delivered are skipped (after a restart or a reopen).
                     if let Some(seq) = seq_of(&line).filter(|seq| *seq > self.after) {
+                        self.skipped += seq - self.after - 1;
                         self.after = seq;
                         return Ok(Some(Line { seq, text: line }));
                     }
@@ -226,5 +235,16 @@ mod tests {
         let mut restarted = Tail::new(&path, 4);
         assert_eq!(drain(&mut restarted), vec![5, 6, 7]);
         assert_eq!(last_seq(&path).expect("last"), 7);
+        assert_eq!(restarted.take_skipped(), 0);
+
+        // Records whose file retention deleted before delivery are counted, not waited for.
+        let rotated = files::rotated_name(&path, std::time::SystemTime::now());
+        std::fs::rename(&path, &rotated).expect("rotate");
+        append(&path, &record(8));
+        std::fs::remove_file(&compressed).expect("delete");
+        std::fs::remove_file(&rotated).expect("delete");
+        let mut late = Tail::new(&path, 3);
+        assert_eq!(drain(&mut late), vec![8]);
+        assert_eq!(late.take_skipped(), 4, "records 4 to 7 never delivered");
     }
 }

@@ -299,10 +299,23 @@ impl Compiler<'_> {
             SinkTarget::Syslog { address, .. } => format!("syslog-{address}"),
             SinkTarget::Http { url, .. } => format!("http-{url}"),
         });
+        let on_full = match raw.on_full.as_deref() {
+            None | Some("block") => OnFull::Block,
+            Some("drop-oldest") => OnFull::DropOldest,
+            Some(other) => {
+                self.issues.add(
+                    &format!("{at}.on_full"),
+                    format!("unknown policy `{other}`"),
+                    "use block (retention keeps what the sink has not delivered) or drop-oldest",
+                );
+                OnFull::Block
+            }
+        };
         Some(AuditSink {
             id,
             target,
             timeout,
+            on_full,
         })
     }
 
