@@ -196,30 +196,56 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(refuse: usize) -> Collector {
+    /// Plain HTTP, or HTTPS with `tls` (the fixtures' certificate and key).
+    fn start(refuse: usize, tls: Option<&Fixtures>) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let refused = Arc::new(Mutex::new(0usize));
         let keep = accepted.clone();
+        let tls = tls.map(|f| Arc::new(server_config(&f.cert, &f.key)));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let keep = keep.clone();
                 let refused = refused.clone();
-                std::thread::spawn(move || serve(stream, refuse, &refused, &keep));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let stream = rustls::StreamOwned::new(connection, stream);
+                        serve(stream, refuse, &refused, &keep)
+                    }
+                    None => serve(stream, refuse, &refused, &keep),
+                });
             }
         });
         Collector { port, accepted }
     }
 }
 
-fn serve(
-    stream: TcpStream,
+fn server_config(cert: &Path, key: &Path) -> rustls::ServerConfig {
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).expect("cert").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key).expect("key").as_slice())
+        .expect("key")
+        .expect("a key");
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config")
+}
+
+fn serve<S: Read + Write>(
+    stream: S,
     refuse: usize,
     refused: &Mutex<usize>,
     accepted: &Mutex<Vec<(String, String)>>,
 ) {
-    let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
     loop {
         let mut head = String::new();
@@ -259,26 +285,33 @@ fn serve(
             }
         };
         let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-        if writer.write_all(answer.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer
+            .write_all(answer.as_bytes())
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             return;
         }
     }
 }
 
 #[test]
-fn an_http_collector_gets_batches_with_its_token_after_refusing_some() {
+fn an_https_collector_gets_batches_with_its_token_after_refusing_some() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
-    let collector = Collector::start(2);
+    // HTTPS, verified against the CA the sink names.
+    let collector = Collector::start(2, Some(&fixtures));
     let token: PathBuf = fixtures.path("hec.token");
     std::fs::write(&token, "Splunk 0d5c-test-token").expect("token");
     let yaml = fixtures.audit_config(
         &ports,
         &app(&upstream),
         &format!(
-            "  sinks:\n    - kind: http\n      url: http://127.0.0.1:{}/services/collector/raw\n      headers: {{ Authorization: \"file:{}\" }}\n      batch: {{ max_records: 50, max_wait: 200ms }}\n",
+            "  sinks:\n    - kind: http\n      url: https://localhost:{}/services/collector/raw\n      ca: \"{}\"\n      headers: {{ Authorization: \"file:{}\" }}\n      batch: {{ max_records: 50, max_wait: 200ms }}\n",
             collector.port,
+            fixtures.ca.display(),
             token.display()
         ),
     );
@@ -337,7 +370,7 @@ fn an_http_collector_gets_batches_with_its_token_after_refusing_some() {
         b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert!(
-        metrics.contains("portcullis_audit_sink_errors_total{sink=\"http-http://127.0.0.1"),
+        metrics.contains("portcullis_audit_sink_errors_total{sink=\"http-https://localhost"),
         "the refusals are counted"
     );
     proxy.stop();
