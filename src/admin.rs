@@ -97,6 +97,12 @@ impl AdminApp {
         };
         let (status, body) = match outcome {
             Ok((answer, detail)) => {
+                // The user a call named is the record's `user`, so that a pseudonymised trail
+                // seals it like any other mention of them.
+                event.user = detail
+                    .as_deref()
+                    .and_then(|d| d.strip_prefix("user=").or_else(|| d.strip_prefix("user:")))
+                    .map(str::to_string);
                 event.detail = detail;
                 (200, answer)
             }

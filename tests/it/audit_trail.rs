@@ -291,7 +291,7 @@ async fn forgetting_a_user_leaves_nothing_readable_and_the_chain_intact() {
         .replace("session:\n", &format!("{users}session:\n"))
         .replace(
             "admin:\n",
-            "admin:\n  tokens:\n    - { name: ops, token: file:ops.token, scopes: [read, revoke] }\n",
+            "admin:\n  tokens:\n    - { name: ops, token: file:ops.token, scopes: [read, revoke, disable] }\n",
         );
     let proxy = Proxy::start(&fixtures, ports, &yaml);
     let http = crate::common::client(&fixtures, &proxy);
@@ -353,6 +353,21 @@ async fn forgetting_a_user_leaves_nothing_readable_and_the_chain_intact() {
         "readable with the key: {revealed}"
     );
 
+    // An earlier admin call that named her (its record must not keep her id either).
+    let out = Command::new(binary())
+        .args(["admin", "enable", "--user", "alice.liddell", "--url"])
+        .arg(format!("http://127.0.0.1:{}", ports.admin))
+        .env(
+            "PORTCULLIS_ADMIN_TOKEN",
+            "ops-0123456789abcdef0123456789abcdef",
+        )
+        .output()
+        .expect("admin enable");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // As the privacy office would: the config names the admin listener, the token is in the
     // environment.
     let out = Command::new(binary())
