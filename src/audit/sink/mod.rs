@@ -99,16 +99,30 @@ impl Sinks {
 fn run(runners: Vec<Runner>, lock_path: &Path, stop: watch::Receiver<bool>) {
     // One process delivers at a time: during an upgrade the new one waits for the old one's
     // sinks to stop, as its writer waits for the file.
-    let lock = OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(lock_path)
-        .and_then(|file| file.lock().map(|()| file));
-    let _lock: File = match lock {
-        Ok(file) => file,
+        .open(lock_path);
+    let _lock: File = match file {
+        Ok(file) => loop {
+            match file.try_lock() {
+                Ok(()) => break file,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    // Stopped while still waiting: nothing to hand back.
+                    if *stop.borrow() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    tracing::error!(target: "audit", error = %e, "audit sinks cannot lock their spool; not delivering");
+                    return;
+                }
+            }
+        },
         Err(e) => {
-            tracing::error!(target: "audit", error = %e, "audit sinks cannot lock their spool; not delivering");
+            tracing::error!(target: "audit", error = %e, "audit sinks cannot open their spool lock; not delivering");
             return;
         }
     };
