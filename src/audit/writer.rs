@@ -170,6 +170,7 @@ impl PendingWriter {
         // Waiting for the previous process (an upgrade) is healthy: records queue meanwhile,
         // and readiness must not drop on every reload.
         settings.metrics.audit_writer_up.set(1);
+        let writer_runtime = WriterRuntime::new()?;
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
             .spawn(move || {
@@ -185,7 +186,7 @@ impl PendingWriter {
                     },
                 };
                 settings.metrics.audit_writer_up.set(1);
-                Worker { state, settings, dirty: false }.run(receiver, stop_rx);
+                Worker { state, settings, dirty: false }.run(writer_runtime, receiver, stop_rx);
             })?;
         Ok(WriterHandle {
             stop,
@@ -259,6 +260,31 @@ fn continue_chain(mut file: File, path: &Path) -> io::Result<ChainState> {
     })
 }
 
+/// The writer's runtime, with `SIGUSR1` already taken: made before the listeners open, so that
+/// a rotation signal never meets the default action (which ends the process).
+struct WriterRuntime {
+    runtime: tokio::runtime::Runtime,
+    rotate_signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl WriterRuntime {
+    fn new() -> io::Result<WriterRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let rotate_signal = {
+            let _in_runtime = runtime.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .map_err(|e| tracing::warn!(target: "audit", error = %e, "SIGUSR1 will not rotate the audit file"))
+                .ok()
+        };
+        Ok(WriterRuntime {
+            runtime,
+            rotate_signal,
+        })
+    }
+}
+
 struct Worker {
     state: ChainState,
     settings: Settings,
@@ -267,18 +293,16 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, mut receiver: mpsc::Receiver<AuditEvent>, mut stop: watch::Receiver<bool>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(target: "audit", error = %e, "audit writer cannot start");
-                self.settings.metrics.audit_writer_up.set(0);
-                return;
-            }
-        };
+    fn run(
+        mut self,
+        runtime: WriterRuntime,
+        mut receiver: mpsc::Receiver<AuditEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let WriterRuntime {
+            runtime,
+            mut rotate_signal,
+        } = runtime;
         runtime.block_on(async {
             if let Some(unclean) = self.state.unclean.take() {
                 tracing::warn!(target: "audit", unsealed_records = unclean.unsealed_records, torn_bytes = unclean.torn_bytes, "the previous process did not end cleanly; recorded in the audit trail");
@@ -287,10 +311,6 @@ impl Worker {
             }
             self.apply_retention();
             // `kill -USR1` rotates now (logrotate's `postrotate`, or by hand).
-            let mut rotate_signal =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-                    .map_err(|e| tracing::warn!(target: "audit", error = %e, "SIGUSR1 will not rotate the audit file"))
-                    .ok();
             loop {
                 tokio::select! {
                     event = receiver.recv() => match event {
