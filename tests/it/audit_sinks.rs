@@ -453,3 +453,44 @@ fn plain_tcp_frames_by_octet_count_and_udp_sends_one_datagram_per_record() {
     }
     proxy.stop();
 }
+
+#[test]
+fn a_sink_that_cannot_be_built_stops_the_start_and_says_which() {
+    let fixtures = Fixtures::new();
+    let upstream = Upstream::start();
+    let ports = Ports::new();
+    let yaml = fixtures.audit_config(
+        &ports,
+        &app(&upstream),
+        "  sinks:\n    - { id: siem, kind: syslog, address: \"tcp+tls://127.0.0.1:6514\", ca: missing-ca.pem }\n",
+    );
+    let config = fixtures.path("portcullis.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let mut child = Command::new(crate::common::binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running with a sink it cannot build"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(!status.success());
+    assert!(
+        stderr.contains("audit sink siem") && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+}

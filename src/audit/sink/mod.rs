@@ -64,7 +64,15 @@ impl Sinks {
                     after
                 }
             };
+            // A sink that cannot be built (an unreadable CA, a bad server name) stops the start,
+            // as an audit file that cannot be opened does: never a sink silently not running.
+            let transport = match &sink.target {
+                SinkTarget::Syslog { .. } => syslog::Syslog::new(sink).map(Transport::Syslog),
+                SinkTarget::Http { .. } => HttpSink::new(sink).map(Transport::Http),
+            }
+            .map_err(|e| io::Error::new(e.kind(), format!("audit sink {}: {e}", sink.id)))?;
             prepared.push(Runner {
+                transport: Some(transport),
                 sink: sink.clone(),
                 tail: Tail::new(path, after),
                 delivered_seq: after,
@@ -204,6 +212,8 @@ impl Cursor {
 
 struct Runner {
     sink: AuditSink,
+    /// Built at start (errors stop the start); taken by `run`.
+    transport: Option<Transport>,
     tail: Tail,
     /// The last seq delivered.
     delivered_seq: u64,
@@ -224,21 +234,8 @@ enum Transport {
 
 impl Runner {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut transport = match &self.sink.target {
-            SinkTarget::Syslog { .. } => match syslog::Syslog::new(&self.sink) {
-                Ok(syslog) => Transport::Syslog(syslog),
-                Err(e) => {
-                    tracing::error!(target: "audit", sink = %self.sink.id, error = %e, "audit sink cannot start");
-                    return;
-                }
-            },
-            SinkTarget::Http { .. } => match HttpSink::new(&self.sink) {
-                Ok(http) => Transport::Http(http),
-                Err(e) => {
-                    tracing::error!(target: "audit", sink = %self.sink.id, error = %e, "audit sink cannot start");
-                    return;
-                }
-            },
+        let Some(mut transport) = self.transport.take() else {
+            return;
         };
         let (max_records, max_wait) = match &self.sink.target {
             SinkTarget::Http {
