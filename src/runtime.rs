@@ -137,6 +137,16 @@ impl Runtime {
         let checkpoint_signer = checkpoint_signer(config, &mut issues);
         let assertion_signer = assertion_signer(config, &mut issues);
         let providers = providers(config, &mut issues);
+        // A sink that cannot be built (an unreadable CA) is a configuration problem.
+        for (i, sink) in config.audit.sinks.iter().enumerate() {
+            if let Err(e) = crate::audit::sink::check(sink) {
+                issues.push(config.issue(
+                    &format!("audit.sinks[{i}]"),
+                    e.to_string(),
+                    "check `ca` (a readable PEM file of CA certificates) and the address or URL",
+                ));
+            }
+        }
         let revoked = Arc::new(RevokedSessions::default());
         // Five free attempts, then 1 s doubling up to 15 minutes.
         let throttle = Arc::new(LoginThrottle::new(5, Duration::from_secs(900)));

@@ -455,7 +455,7 @@ fn plain_tcp_frames_by_octet_count_and_udp_sends_one_datagram_per_record() {
 }
 
 #[test]
-fn a_sink_that_cannot_be_built_stops_the_start_and_says_which() {
+fn a_sink_that_cannot_be_built_is_a_check_error_and_stops_the_start() {
     let fixtures = Fixtures::new();
     let upstream = Upstream::start();
     let ports = Ports::new();
@@ -492,5 +492,17 @@ fn a_sink_that_cannot_be_built_stops_the_start_and_says_which() {
     assert!(
         stderr.contains("audit sink siem") && stderr.contains("missing-ca.pem"),
         "{stderr}"
+    );
+    // `check` finds it first, with the key.
+    let out = Command::new(crate::common::binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains("audit.sinks[0]") && report.contains("missing-ca.pem"),
+        "{report}"
     );
 }

@@ -66,11 +66,7 @@ impl Sinks {
             };
             // A sink that cannot be built (an unreadable CA, a bad server name) stops the start,
             // as an audit file that cannot be opened does: never a sink silently not running.
-            let transport = match &sink.target {
-                SinkTarget::Syslog { .. } => syslog::Syslog::new(sink).map(Transport::Syslog),
-                SinkTarget::Http { .. } => HttpSink::new(sink).map(Transport::Http),
-            }
-            .map_err(|e| io::Error::new(e.kind(), format!("audit sink {}: {e}", sink.id)))?;
+            let transport = Transport::new(sink)?;
             prepared.push(Runner {
                 transport: Some(transport),
                 sink: sink.clone(),
@@ -230,6 +226,23 @@ struct Runner {
 enum Transport {
     Syslog(syslog::Syslog),
     Http(HttpSink),
+}
+
+impl Transport {
+    /// Everything a sink needs before its first connection (its CA, its server name, its
+    /// HTTP client); the error names the sink.
+    fn new(sink: &AuditSink) -> io::Result<Transport> {
+        match &sink.target {
+            SinkTarget::Syslog { .. } => syslog::Syslog::new(sink).map(Transport::Syslog),
+            SinkTarget::Http { .. } => HttpSink::new(sink).map(Transport::Http),
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("audit sink {}: {e}", sink.id)))
+    }
+}
+
+/// What `check` (and `run`, before it serves) finds wrong with `sink`.
+pub fn check(sink: &AuditSink) -> io::Result<()> {
+    Transport::new(sink).map(drop)
 }
 
 impl Runner {
