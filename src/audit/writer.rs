@@ -260,6 +260,39 @@ fn continue_chain(mut file: File, path: &Path) -> io::Result<ChainState> {
     })
 }
 
+/// Compresses every rotated file not compressed yet, until none is left: a rotation while
+/// this runs finds it busy and leaves its file to it. A file that cannot be compressed is
+/// logged and left as it is.
+fn compress_rotated(path: &Path, busy: &AtomicBool) {
+    let mut failed = std::collections::HashSet::new();
+    loop {
+        let todo: Vec<PathBuf> = files::uncompressed(path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| !failed.contains(f))
+            .collect();
+        if todo.is_empty() {
+            busy.store(false, Ordering::Release);
+            // A rotation between the listing and the line above found this busy: look again
+            // (unless another compression has started meanwhile).
+            let more = files::uncompressed(path)
+                .unwrap_or_default()
+                .iter()
+                .any(|f| !failed.contains(f));
+            if !more || busy.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            continue;
+        }
+        for file in todo {
+            if let Err(e) = files::compress(&file) {
+                tracing::error!(target: "audit", error = %e, file = %file.display(), "cannot compress a rotated audit file");
+                failed.insert(file);
+            }
+        }
+    }
+}
+
 /// The writer's runtime, with `SIGUSR1` already taken: made before the listeners open, so that
 /// a rotation signal never meets the default action (which ends the process).
 struct WriterRuntime {
@@ -453,14 +486,7 @@ impl Worker {
             let busy = self.settings.compressing.clone();
             let spawned = std::thread::Builder::new()
                 .name("portcullis-audit-gzip".into())
-                .spawn(move || {
-                    for file in files::uncompressed(&path).unwrap_or_default() {
-                        if let Err(e) = files::compress(&file) {
-                            tracing::error!(target: "audit", error = %e, file = %file.display(), "cannot compress a rotated audit file");
-                        }
-                    }
-                    busy.store(false, Ordering::Release);
-                });
+                .spawn(move || compress_rotated(&path, &busy));
             if spawned.is_err() {
                 self.settings.compressing.store(false, Ordering::Release);
             }
