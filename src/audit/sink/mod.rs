@@ -297,9 +297,17 @@ impl Runner {
                     }
                 }
             }
-            let sent = match &mut transport {
-                Transport::Syslog(syslog) => syslog.send(&batch).await,
-                Transport::Http(http) => http.send(&batch).await,
+            let send = async {
+                match &mut transport {
+                    Transport::Syslog(syslog) => syslog.send(&batch).await,
+                    Transport::Http(http) => http.send(&batch).await,
+                }
+            };
+            // A stop does not wait for a slow receiver: the batch is not confirmed, so the
+            // cursor stays and the next start sends it again.
+            let sent = tokio::select! {
+                sent = send => sent,
+                _ = stop.changed() => return,
             };
             match sent {
                 Ok(()) => {
