@@ -85,8 +85,15 @@ impl AdminApp {
             Ok(name) => {
                 event.operator = Some(name.to_string());
                 let name = name.to_string();
-                self.call(&control, session, &path, query.as_deref(), &name)
-                    .await
+                self.call(
+                    &control,
+                    session,
+                    &path,
+                    query.as_deref(),
+                    &name,
+                    &mut event,
+                )
+                .await
             }
             Err(refused) => {
                 if let ControlError::Forbidden { caller, .. } = &refused {
@@ -97,12 +104,6 @@ impl AdminApp {
         };
         let (status, body) = match outcome {
             Ok((answer, detail)) => {
-                // The user a call named is the record's `user`, so that a pseudonymised trail
-                // seals it like any other mention of them.
-                event.user = detail
-                    .as_deref()
-                    .and_then(|d| d.strip_prefix("user=").or_else(|| d.strip_prefix("user:")))
-                    .map(str::to_string);
                 event.detail = detail;
                 (200, answer)
             }
@@ -127,6 +128,7 @@ impl AdminApp {
         path: &str,
         query: Option<&str>,
         caller: &str,
+        event: &mut AuditEvent,
     ) -> Result<(serde_json::Value, Option<String>), ControlError> {
         let now = crate::proxy::unix_now();
         match path {
@@ -159,6 +161,7 @@ impl AdminApp {
             }
             _ => {
                 let body = read_body(session).await?;
+                event.user = Control::named_user(&body);
                 let (answer, detail) = match path {
                     "/api/v1/revoke" => control.revoke(&body, now).await?,
                     "/api/v1/disable" => control.disable(&body, caller, now)?,

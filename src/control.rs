@@ -160,12 +160,18 @@ impl Control {
                 "forget takes exactly one user: {\"user\": \"ID\"}".into(),
             ));
         };
-        self.revoke(
-            &serde_json::to_vec(&json!({ "user": user })).unwrap_or_default(),
-            now,
-        )
-        .await?;
+        let only_user = Selector {
+            user: Some(user.clone()),
+            ..Selector::default()
+        };
+        self.revoke_selected(only_user, now).await?;
         Ok(user)
+    }
+
+    /// The user a revoke, disable or enable body names, if any: the admin call's record names
+    /// them in `user`, so that a pseudonymised trail seals the id like any other mention.
+    pub fn named_user(body: &[u8]) -> Option<String> {
+        parse(body).ok()?.user
     }
 
     /// The name of the token in `authorization` (`Bearer <token>`), if it may do `needs`.
@@ -248,7 +254,14 @@ impl Control {
     /// matching session is refused from now on, on every replica. Returns the answer and the
     /// audit detail.
     pub async fn revoke(&self, body: &[u8], now: u64) -> Result<(Value, String), ControlError> {
-        let selector = parse(body)?;
+        self.revoke_selected(parse(body)?, now).await
+    }
+
+    async fn revoke_selected(
+        &self,
+        selector: Selector,
+        now: u64,
+    ) -> Result<(Value, String), ControlError> {
         let (owner, cutoff, detail) = match &selector {
             Selector {
                 sid: Some(sid),
