@@ -260,42 +260,14 @@ impl Runner {
         };
         let mut batch: Vec<Line> = Vec::new();
         let mut failures = 0u32;
-        let mut retrying = false;
         while !*stop.borrow() {
-            let wait_until = tokio::time::Instant::now() + max_wait;
-            // Fill the batch: at least one record, then what arrives within `max_wait`. A batch
-            // that failed is sent again as it was (same records, same boundaries).
-            while batch.is_empty() || (batch.len() < max_records && !retrying) {
-                match self.tail.next() {
-                    Ok(Some(line)) => {
-                        let gap = self.tail.take_skipped();
-                        if gap > 0 {
-                            tracing::error!(target: "audit", sink = %self.sink.id, records = gap, "audit records were deleted before this sink got them (on_full: drop-oldest)");
-                            self.skipped.inc_by(gap);
-                        }
-                        batch.push(line);
-                        if batch.len() >= max_records {
-                            break;
-                        }
-                    }
-                    Ok(None) if !batch.is_empty() && tokio::time::Instant::now() >= wait_until => {
-                        break
-                    }
-                    Ok(None) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(POLL) => {}
-                            _ = stop.changed() => return,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(target: "audit", sink = %self.sink.id, error = %e, "audit sink cannot read the trail");
-                        self.errors.inc();
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stop.changed() => return,
-                        }
-                    }
-                }
+            // A batch that failed is sent again as it was (same records, same boundaries).
+            if failures == 0
+                && self
+                    .fill(&mut batch, max_records, max_wait, &mut stop)
+                    .await
+            {
+                return;
             }
             let send = async {
                 match &mut transport {
@@ -312,7 +284,6 @@ impl Runner {
             match sent {
                 Ok(()) => {
                     failures = 0;
-                    retrying = false;
                     let last = batch.last().map_or(0, |l| l.seq);
                     self.delivered.inc_by(batch.len() as u64);
                     batch.clear();
@@ -325,7 +296,6 @@ impl Runner {
                 Err(e) => {
                     // Kept for the next attempt: nothing is skipped, order is kept.
                     failures = failures.saturating_add(1);
-                    retrying = true;
                     self.errors.inc();
                     self.set_lag();
                     let pause = backoff(failures);
@@ -341,6 +311,43 @@ impl Runner {
 }
 
 impl Runner {
+    /// Fills `batch`: at least one record, then what arrives within `max_wait`, up to
+    /// `max_records`. `true` when the sink was stopped meanwhile.
+    async fn fill(
+        &mut self,
+        batch: &mut Vec<Line>,
+        max_records: usize,
+        max_wait: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let wait_until = tokio::time::Instant::now() + max_wait;
+        while batch.len() < max_records {
+            let pause = match self.tail.next() {
+                Ok(Some(line)) => {
+                    let gap = self.tail.take_skipped();
+                    if gap > 0 {
+                        tracing::error!(target: "audit", sink = %self.sink.id, records = gap, "audit records were deleted before this sink got them (on_full: drop-oldest)");
+                        self.skipped.inc_by(gap);
+                    }
+                    batch.push(line);
+                    continue;
+                }
+                Ok(None) if !batch.is_empty() && tokio::time::Instant::now() >= wait_until => break,
+                Ok(None) => POLL,
+                Err(e) => {
+                    tracing::error!(target: "audit", sink = %self.sink.id, error = %e, "audit sink cannot read the trail");
+                    self.errors.inc();
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return true,
+            }
+        }
+        false
+    }
+
     /// Records written and not yet delivered.
     fn set_lag(&self) {
         let written = self.written.load(Ordering::Relaxed);
