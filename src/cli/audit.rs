@@ -135,12 +135,8 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (files, filter_args) = (inputs(&filter), filter);
-            let (files, filter, keys) = match files {
-                Ok((files, filter)) => match load_keys(&filter_args) {
-                    Ok(keys) => (files, filter, keys),
-                    Err(code) => return code,
-                },
+            let (files, filter, keys) = match inputs(&filter) {
+                Ok(inputs) => inputs,
                 Err(code) => return code,
             };
             let stdout = io::stdout();
@@ -180,11 +176,7 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
             }
         },
         AuditCommand::Search { filter, limit } => {
-            let keys = match load_keys(&filter) {
-                Ok(keys) => keys,
-                Err(code) => return code,
-            };
-            let (files, filter) = match inputs(&filter) {
+            let (files, filter, keys) = match inputs(&filter) {
                 Ok(inputs) => inputs,
                 Err(code) => return code,
             };
@@ -201,21 +193,22 @@ pub(super) fn execute(command: AuditCommand) -> ExitCode {
     }
 }
 
-fn load_keys(args: &FilterArgs) -> Result<Option<PersonalKeys>, ExitCode> {
-    args.keys
-        .as_deref()
-        .map(PersonalKeys::load)
-        .transpose()
-        .map_err(|e| fail(&format!("--keys: {e}")))
-}
+/// The files, the filter and the personal-data keys that export and search read.
+type Inputs = (Vec<TrailFile>, Filter, Option<PersonalKeys>);
 
-fn inputs(args: &FilterArgs) -> Result<(Vec<TrailFile>, Filter), ExitCode> {
+fn inputs(args: &FilterArgs) -> Result<Inputs, ExitCode> {
     let filter = args.filter().map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
+    let keys = args
+        .keys
+        .as_deref()
+        .map(PersonalKeys::load)
+        .transpose()
+        .map_err(|e| fail(&format!("--keys: {e}")))?;
     let files = files::expand(&args.paths).map_err(|e| fail(&e))?;
-    Ok((files, filter))
+    Ok((files, filter, keys))
 }
 
 fn verify(paths: &[PathBuf], key: Option<&str>, open: bool, continuation: bool) -> ExitCode {
