@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # The security core: plain Rust, decides everything, never names Pingora.
 CORE = {
-    "apikey", "assertion", "audit", "certs", "config", "control", "identity", "idp", "keys", "machine", "metrics", "netguard",
+    "apikey", "assertion", "audit", "certs", "config", "console", "control", "identity", "idp", "keys", "machine", "metrics", "netguard",
     "pem", "policy", "redirect", "respond", "route", "runtime", "session", "store",
 }
 # The Pingora shell and the binary's entry points; they may import the core.

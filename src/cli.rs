@@ -297,24 +297,19 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         .clone()
         .or_else(|| config.identity_providers.first().map(|p| p.id.clone()))
         .unwrap_or_default();
-    let identity = crate::identity::Identity {
-        user_id: args.user.clone(),
-        email: args.email.clone(),
-        name: None,
+    let mut identity = crate::identity::Identity::imagined(
+        &args.user,
         user_type,
-        roles: args
-            .roles
+        args.roles
             .iter()
             .filter(|r| !r.is_empty())
             .cloned()
             .collect(),
-        entity: args.entity.clone(),
-        custom: Default::default(),
+        args.entity.clone(),
         idp,
-        auth_method: crate::identity::AuthMethod::Oidc,
-        mfa: args.mfa,
-        client_id: None,
-    };
+        args.mfa,
+    );
+    identity.email = args.email.clone();
     let request = crate::policy::Request {
         method: &args.method.to_ascii_uppercase(),
         path: &path,
@@ -323,11 +318,8 @@ fn explain(args: &ExplainArgs) -> ExitCode {
     };
     let explanation =
         crate::policy::explain(&app, &request, (!args.anonymous).then_some(&identity));
-    let (verdict, reason, status, code) = match &explanation.decision {
-        Decision::Allow(permit) => ("allow", permit.reason().as_str(), "forwarded", 0),
-        Decision::LoginRequired => ("login-required", "login-required", "302 to login / 401", 1),
-        Decision::Deny(reason) => ("deny", reason.as_str(), deny_status(*reason), 1),
-    };
+    let (verdict, reason, status) = explanation.decision.answer();
+    let code = u8::from(!matches!(explanation.decision, Decision::Allow(_)));
     if args.json {
         let body = serde_json::json!({
             "app": app.id, "method": request.method, "path": path,
@@ -360,16 +352,6 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         }
     }
     ExitCode::from(code)
-}
-
-fn deny_status(reason: crate::policy::Reason) -> &'static str {
-    use crate::policy::Reason;
-    match reason {
-        Reason::AppDisabled => "503",
-        Reason::UserDisabled | Reason::EntityDisabled => "403 (an operator's kill switch)",
-        Reason::MfaRequired => "sign in again with MFA (or 403)",
-        _ => "403",
-    }
 }
 
 fn hash_password() -> ExitCode {

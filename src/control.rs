@@ -101,21 +101,28 @@ fn digest(token: &[u8]) -> [u8; 32] {
     out
 }
 
-/// What a call names: exactly one of `sid`, `user`, `entity`, `idp`, `app`, `all`.
+/// What a call names: exactly one of `sid`, `user`, `entity`, `idp`, `app`, `all` (the admin
+/// API's JSON body; the console fills it from a form).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Selector {
-    sid: Option<String>,
-    user: Option<String>,
-    entity: Option<String>,
-    idp: Option<String>,
-    app: Option<String>,
+pub struct Selector {
+    /// One session.
+    pub sid: Option<String>,
+    /// A user's sessions, or the user (disable).
+    pub user: Option<String>,
+    /// An entity's sessions, or the entity (disable).
+    pub entity: Option<String>,
+    /// A provider's sessions.
+    pub idp: Option<String>,
+    /// An app (disable).
+    pub app: Option<String>,
+    /// Every session.
     #[serde(default)]
-    all: bool,
+    pub all: bool,
     /// RFC 3339 (disable only).
-    until: Option<String>,
+    pub until: Option<String>,
     /// Free text (disable only).
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl Control {
@@ -230,7 +237,11 @@ impl Control {
     }
 
     /// Live sessions of `owner` that no revocation ends yet.
-    async fn live(&self, owner: Owner<'_>, now: u64) -> Result<Vec<SessionRecord>, ControlError> {
+    pub async fn live(
+        &self,
+        owner: Owner<'_>,
+        now: u64,
+    ) -> Result<Vec<SessionRecord>, ControlError> {
         let listed = self
             .sessions
             .of(owner, now)
@@ -257,7 +268,8 @@ impl Control {
         self.revoke_selected(parse(body)?, now).await
     }
 
-    async fn revoke_selected(
+    /// [`Control::revoke`] of a parsed body.
+    pub async fn revoke_selected(
         &self,
         selector: Selector,
         now: u64,
@@ -347,7 +359,16 @@ impl Control {
         by: &str,
         now: u64,
     ) -> Result<(Value, String), ControlError> {
-        let selector = parse(body)?;
+        self.disable_selected(parse(body)?, by, now)
+    }
+
+    /// [`Control::disable`] of a parsed body.
+    pub fn disable_selected(
+        &self,
+        selector: Selector,
+        by: &str,
+        now: u64,
+    ) -> Result<(Value, String), ControlError> {
         let target = self.target(&selector)?;
         let until = match &selector.until {
             Some(text) => {
@@ -377,7 +398,11 @@ impl Control {
 
     /// `POST /api/v1/enable` with one of `user`, `entity`, `app`.
     pub fn enable(&self, body: &[u8]) -> Result<(Value, String), ControlError> {
-        let selector = parse(body)?;
+        self.enable_selected(parse(body)?)
+    }
+
+    /// [`Control::enable`] of a parsed body.
+    pub fn enable_selected(&self, selector: Selector) -> Result<(Value, String), ControlError> {
         if selector.until.is_some() || selector.reason.is_some() {
             return Err(ControlError::BadRequest(
                 "enable takes no until or reason".into(),
@@ -391,8 +416,13 @@ impl Control {
 
     /// `GET /api/v1/disabled`.
     pub fn disabled(&self, now: u64) -> Value {
-        let all: Vec<Value> = self.switches.list(now).iter().map(switch_json).collect();
+        let all: Vec<Value> = self.switches(now).iter().map(switch_json).collect();
         json!({ "disabled": all })
+    }
+
+    /// The kill switches that hold at `now`.
+    pub fn switches(&self, now: u64) -> Vec<Switch> {
+        self.switches.list(now)
     }
 
     fn target(&self, selector: &Selector) -> Result<Target, ControlError> {

@@ -84,6 +84,33 @@ pub struct Identity {
     pub client_id: Option<String>,
 }
 
+impl Identity {
+    /// A user as `policy explain` imagines them (the command line and the console): signed in
+    /// through `idp` by OIDC, nothing else known.
+    pub fn imagined(
+        user_id: &str,
+        user_type: UserType,
+        roles: Vec<String>,
+        entity: Option<String>,
+        idp: String,
+        mfa: bool,
+    ) -> Identity {
+        Identity {
+            user_id: user_id.to_string(),
+            email: None,
+            name: None,
+            user_type,
+            roles,
+            entity,
+            custom: BTreeMap::new(),
+            idp,
+            auth_method: AuthMethod::Oidc,
+            mfa,
+            client_id: None,
+        }
+    }
+}
+
 /// What a provider said about a user, before the mapping rules: claims (OIDC) or
 /// attributes (SAML) as JSON, plus how the user signed in.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ mod audit;
 mod certs;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 mod demo;
 pub mod identity;

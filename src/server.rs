@@ -109,6 +109,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         sessions.clone(),
         switches.clone(),
     )));
+    let sha256 = std::fs::read(&config.source)
+        .map(|bytes| reload::sha256_hex(&bytes))
+        .unwrap_or_default();
+    let desk = Arc::new(crate::console::Desk::new(control.clone(), sha256.clone()));
     let gateway = Gateway::new(
         &config,
         auditor.clone(),
@@ -123,6 +127,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             sessions,
             switches,
             streams: streams.clone(),
+            desk: desk.clone(),
         },
     )?;
     let (reloadable, current) = crate::proxy::Reloadable::new(gateway);
@@ -139,9 +144,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         oidc: oidc.clone(),
         saml: saml.clone(),
         limits: limits.clone(),
+        desk: desk.clone(),
     });
-    if let Ok(bytes) = std::fs::read(&config.source) {
-        let sha256 = reload::sha256_hex(&bytes);
+    let _ = desk.reloader.set(reloader.clone());
+    if !sha256.is_empty() {
         metrics.config_info.with_label_values(&[&sha256]).set(1);
     }
     // Every HTTP/1 connection gets a total deadline for its request headers (slowloris).

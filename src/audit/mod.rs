@@ -5,6 +5,7 @@
 //! numbers, timestamps, chains and writes it. What happens when the queue is full is the
 //! operator's choice (`audit.on_queue_full`) and is always counted.
 
+pub mod activity;
 mod chain;
 pub mod export;
 pub mod files;
@@ -30,8 +31,9 @@ use crate::metrics::Metrics;
 use crate::policy::Reason;
 
 /// The kinds of audit records (kebab-case in the file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum EventKind {
     /// A configuration was loaded and the proxy started with it.
     ConfigLoaded,
@@ -70,6 +72,13 @@ pub enum EventKind {
     /// A user's personal data in the trail was made unreadable (`audit.personal_data:
     /// pseudonymised`): `user` is their former pseudonym.
     UserForgotten,
+}
+
+impl EventKind {
+    /// The kind's name, as in the file.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Allow or deny, as recorded.
@@ -203,9 +212,15 @@ pub struct Auditor {
     policy: QueueFullPolicy,
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    activity: activity::Activity,
 }
 
 impl Auditor {
+    /// The last day of records, as the writer took them (the security console reads it).
+    pub fn activity(&self) -> &activity::Activity {
+        &self.activity
+    }
+
     /// Records `event`. With `block`, waits for queue space (never loses a record); with
     /// `drop`, a full queue drops the event, counts it, and the writer marks the gap.
     pub async fn record(&self, event: AuditEvent) {

@@ -12,6 +12,7 @@ fn auditor(
         policy,
         dropped: Arc::new(AtomicU64::new(0)),
         metrics: metrics.clone(),
+        activity: activity::Activity::new(0),
     };
     (auditor, receiver, metrics)
 }

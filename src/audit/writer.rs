@@ -72,6 +72,8 @@ struct Settings {
     checkpoint_interval: Duration,
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// The last day, for the security console.
+    activity: super::activity::Activity,
 }
 
 /// Creates the audit queue: the [`Auditor`] for requests and the writer to start.
@@ -82,11 +84,13 @@ pub fn channel(
 ) -> (Auditor, PendingWriter) {
     let (sender, receiver) = mpsc::channel(config.queue_capacity);
     let dropped = Arc::new(AtomicU64::new(0));
+    let activity = super::activity::Activity::new(unix_now());
     let auditor = Auditor {
         sender,
         policy: config.on_queue_full,
         dropped: dropped.clone(),
         metrics: metrics.clone(),
+        activity: activity.clone(),
     };
     let settings = Settings {
         path: config.path.clone(),
@@ -104,6 +108,7 @@ pub fn channel(
         checkpoint_interval: config.checkpoint_interval,
         dropped,
         metrics,
+        activity,
     };
     (
         auditor,
@@ -537,6 +542,11 @@ impl Worker {
     /// A request's record: pseudonymised first under `personal_data: pseudonymised`; a
     /// `user-forgotten` request deletes the user's key before it is written.
     fn record(&mut self, mut event: AuditEvent) {
+        let activity = &self.settings.activity;
+        if event.event == EventKind::UserForgotten {
+            activity.forget(event.user.as_deref().unwrap_or_default());
+        }
+        activity.observe(&event, self.state.next_seq, unix_now());
         if let Some(keys) = self.settings.personal.as_mut() {
             let sealed = if event.event == EventKind::UserForgotten {
                 let user = event.user.take().unwrap_or_default();
@@ -658,4 +668,10 @@ impl Worker {
         self.state.last_sync = Instant::now();
         self.dirty = false;
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -623,6 +623,17 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer tokens of the admin API; none: the API answers 401 to everyone.
     pub tokens: Vec<AdminToken>,
+    /// `admin.console`: the security console on the public listeners; none: not served.
+    pub console: Option<Console>,
+}
+
+/// `admin.console`: who may open the security console (`<reserved_prefix>admin/`).
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// A signed-in user holding any of these roles gets in.
+    pub roles: Vec<String>,
+    /// The session must have used a second factor (else a step-up, as for apps).
+    pub require_mfa: bool,
 }
 
 /// `admin.tokens[]`: who may call the admin API, and for what.

@@ -541,6 +541,14 @@ pub struct RawStoreTls {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub tokens: Option<Vec<RawAdminToken>>,
+    pub console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub roles: Vec<String>,
+    pub require_mfa: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -150,6 +150,19 @@ impl Config {
             audit_extras(&self.audit)
         );
         let _ = write!(out, "admin: {}", self.admin.listen);
+        if let Some(console) = &self.admin.console {
+            let _ = write!(
+                out,
+                "\nconsole: {}admin/ for role(s) {}{}",
+                self.server.reserved_prefix,
+                console.roles.join(", "),
+                if console.require_mfa {
+                    ", MFA required"
+                } else {
+                    ", MFA not required"
+                }
+            );
+        }
         out
     }
 }

@@ -182,6 +182,28 @@ pub struct Step {
     pub detail: String,
 }
 
+impl Decision {
+    /// What `explain` says of the decision: the verdict, its reason, and what the client gets.
+    pub fn answer(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Decision::Allow(permit) => ("allow", permit.reason().as_str(), "forwarded"),
+            Decision::LoginRequired => ("login-required", "login-required", "302 to login / 401"),
+            Decision::Deny(reason) => (
+                "deny",
+                reason.as_str(),
+                match reason {
+                    Reason::AppDisabled => "503",
+                    Reason::UserDisabled | Reason::EntityDisabled => {
+                        "403 (an operator's kill switch)"
+                    }
+                    Reason::MfaRequired => "sign in again with MFA (or 403)",
+                    _ => "403",
+                },
+            ),
+        }
+    }
+}
+
 /// What [`explain`] reports: the decision and every layer on the way.
 #[derive(Debug, Clone)]
 pub struct Explanation {

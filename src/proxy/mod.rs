@@ -85,6 +85,8 @@ pub struct Gateway {
     /// Open upstream connections of signed-in requests, cut when their session loses its
     /// right to run.
     streams: Arc<Streams>,
+    /// The security console (`admin.console`), when configured.
+    console: Option<crate::console::Console>,
     auditor: Auditor,
     metrics: Arc<Metrics>,
     /// Last time (unix seconds) a header-budget warning was logged: at most one a minute.
@@ -156,6 +158,8 @@ pub struct GatewayParts {
     pub switches: Arc<KillSwitches>,
     /// Open streams (swept by the server's background task).
     pub streams: Arc<Streams>,
+    /// What the security console keeps across reloads.
+    pub desk: Arc<crate::console::Desk>,
 }
 
 impl Gateway {
@@ -176,6 +180,7 @@ impl Gateway {
             sessions,
             switches,
             streams,
+            desk,
         } = parts;
         let https_port = match &config.server.http {
             Some(http) if http.redirect_port.is_some() => http.redirect_port,
@@ -243,6 +248,7 @@ impl Gateway {
             signer,
             switches,
             streams,
+            console: crate::console::Console::new(config, desk, auditor.clone()),
             auditor,
             metrics,
             budget_warned: std::sync::atomic::AtomicU64::new(0),

@@ -26,6 +26,8 @@ pub enum Endpoint {
     SamlMetadata,
     /// `saml/slo`: SAML single logout (both bindings).
     SamlSlo,
+    /// `admin/…`: the security console (`admin.console`); its pages are below it.
+    Console,
     /// Anything else under the prefix (404).
     Unknown,
 }
@@ -46,6 +48,9 @@ impl Endpoint {
 
     /// The endpoint for the path below the reserved prefix.
     pub fn parse(name: &str) -> Endpoint {
+        if name == "admin" || name.starts_with("admin/") {
+            return Endpoint::Console;
+        }
         Endpoint::ALL
             .into_iter()
             .find(|e| e.name() == name)
@@ -65,6 +70,7 @@ impl Endpoint {
             Endpoint::SamlAcs => "saml/acs",
             Endpoint::SamlMetadata => "saml/metadata",
             Endpoint::SamlSlo => "saml/slo",
+            Endpoint::Console => "admin/",
             Endpoint::Unknown => "",
         }
     }
@@ -98,6 +104,12 @@ mod tests {
         assert_eq!(Endpoint::parse(""), Endpoint::Unknown);
         assert_eq!(Endpoint::parse("login/"), Endpoint::Unknown);
         assert_eq!(Endpoint::parse("LOGIN"), Endpoint::Unknown);
+        for console in ["admin", "admin/", "admin/sessions", "admin/user"] {
+            assert_eq!(Endpoint::parse(console), Endpoint::Console);
+        }
+        assert_eq!(Endpoint::parse("administrator"), Endpoint::Unknown);
+        assert!(Endpoint::Console.limited_before_sign_in());
+        assert!(!Endpoint::Console.open_to_outsiders());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(super) struct Reloader {
     pub(super) oidc: Arc<ArcSwap<Vec<Arc<OidcProvider>>>>,
     pub(super) saml: Arc<ArcSwap<Vec<Arc<SamlProvider>>>>,
     pub(super) limits: Arc<ArcSwap<RateLimits>>,
+    /// The console's view of the configuration in force and of the last reload.
+    pub(super) desk: Arc<crate::console::Desk>,
 }
 
 /// The settings of `config` that a running process keeps until a handover.
@@ -128,6 +130,7 @@ impl Reloader {
             sessions: self.kept.sessions.clone(),
             switches: self.kept.switches.clone(),
             streams: self.streams.clone(),
+            desk: self.desk.clone(),
         };
         let gateway = Gateway::new(&config, self.auditor.clone(), self.metrics.clone(), parts)
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
@@ -206,6 +209,11 @@ impl Reload for Reloader {
                     tracing::warn!(by, problems = %problems.join("; "), "configuration reload refused; the running configuration is kept")
                 }
             }
+            self.desk.reloaded(crate::console::ReloadResult {
+                at: crate::proxy::unix_now(),
+                by: by.to_string(),
+                outcome: outcome.clone(),
+            });
             outcome
         })
     }

@@ -354,7 +354,33 @@ impl Compiler<'_> {
             ));
         }
         let tokens = self.admin_tokens(raw.tokens.unwrap_or_default());
-        Admin { listen, tokens }
+        let console = raw.console.map(|c| self.console(c));
+        Admin {
+            listen,
+            tokens,
+            console,
+        }
+    }
+
+    /// The console admits by role: an empty list would admit nobody, which is never meant.
+    fn console(&mut self, raw: RawConsole) -> Console {
+        let roles: Vec<String> = raw
+            .roles
+            .into_iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if roles.is_empty() {
+            self.issues.add(
+                "admin.console.roles",
+                "is empty: nobody could open the console",
+                "name the role(s) of the security team, e.g. roles: [security-admin]",
+            );
+        }
+        Console {
+            roles,
+            require_mfa: raw.require_mfa.unwrap_or(true),
+        }
     }
 
     /// Tokens come from `env:`/`file:` like every secret, are long enough to resist guessing,

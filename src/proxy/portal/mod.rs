@@ -3,6 +3,7 @@
 //! double-submit CSRF token.
 
 mod common;
+mod console;
 mod logout;
 mod oidc;
 mod pages;
@@ -47,6 +48,7 @@ impl Gateway {
             ("GET" | "HEAD", Endpoint::SamlMetadata) => self.saml_metadata(session, ctx).await,
             ("GET", Endpoint::SamlSlo) => self.saml_slo(session, ctx).await,
             ("POST", Endpoint::SamlSlo) => self.saml_slo_post(session, ctx).await,
+            (_, Endpoint::Console) => self.console(session, ctx).await,
             _ => {
                 self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                     .await
