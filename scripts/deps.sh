@@ -6,9 +6,10 @@ set -euo pipefail
 # xmlsec1 and python3-venv: the SAML IdP of the tests (pysaml2) and its forged responses.
 # redis-server/redis-tools: the shared store of the replica tests (store.kind: redis).
 # rsyslog/rsyslog-gnutls: the SIEM receiver of the audit sink tests (RFC 5425 over TLS).
+# chromium/chromium-driver: the security console's browser tests (headless, over WebDriver).
 packages=(pkg-config cmake gcc libclang-dev libssl-dev openssl curl ca-certificates procps
   libxml2-dev libxmlsec1-dev libxmlsec1-openssl xmlsec1 python3 python3-venv
-  redis-server redis-tools rsyslog rsyslog-gnutls)
+  redis-server redis-tools rsyslog rsyslog-gnutls chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

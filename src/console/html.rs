@@ -123,8 +123,8 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 
 /// A bar chart of `slices` (requests, with the refused part in red), labelled by `label`.
 pub fn bars(slices: &[Slice], caption: &str, label: impl Fn(u64) -> String) -> String {
-    const WIDTH: u64 = 600;
-    const HEIGHT: u64 = 120;
+    const WIDTH: u64 = 1200;
+    const HEIGHT: u64 = 110;
     let most = slices.iter().map(|s| s.requests).max().unwrap_or(0).max(1);
     let n = slices.len().max(1) as u64;
     let step = WIDTH / n;
@@ -175,23 +175,23 @@ pub fn hbars(items: &[(String, u64)], caption: &str) -> String {
     let most = items.iter().map(|i| i.1).max().unwrap_or(1).max(1);
     let rows = items.len() as u64;
     let mut svg = format!(
-        "<figure><svg viewBox=\"0 0 600 {}\" width=\"100%\" role=\"img\" aria-label=\"{}\" \
+        "<figure><svg viewBox=\"0 0 1200 {}\" width=\"100%\" role=\"img\" aria-label=\"{}\" \
          xmlns=\"http://www.w3.org/2000/svg\">",
         rows * 22,
         esc(caption)
     );
     for (i, (name, n)) in items.iter().enumerate() {
         let y = i as u64 * 22;
-        let w = n * 380 / most;
+        let w = n * 700 / most;
         let _ = write!(
             svg,
-            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"deny\" x=\"200\" y=\"{}\" \
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"deny\" x=\"400\" y=\"{}\" \
              width=\"{}\" height=\"16\"/><text x=\"{}\" y=\"{}\">{n}</text>",
             y + 13,
             esc(name),
             y + 2,
             w.max(1),
-            206 + w,
+            406 + w,
             y + 13
         );
     }

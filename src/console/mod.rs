@@ -270,7 +270,8 @@ impl Console {
         record.operator = Some(by.to_string());
         record.entity = request.actor.entity.clone();
         let selector = selector_of(&form);
-        record.user = selector.user.clone();
+        // A session's row also names its owner, so that the record is found under the user.
+        record.user = selector.user.clone().or_else(|| form.some("owner"));
         let done = match action {
             "revoke" => control
                 .revoke_selected(selector, request.now)

@@ -331,7 +331,7 @@ async fn session_table(view: &View<'_>, control: &Control, owner: Owner<'_>, her
             button_form(
                 &format!("{}revoke", view.base),
                 view.csrf,
-                &[("sid", &r.sid), ("back", here)],
+                &[("sid", &r.sid), ("owner", &r.user_id), ("back", here)],
                 "Revoke",
                 "danger",
             ),

@@ -214,6 +214,10 @@ async fn revoke_disable_and_enable_go_through_the_control_plane() {
         Answer::Redirect("/.portcullis/admin/sessions?entity=acme&done=revoked".into())
     );
     assert!(b.revoked.is_revoked("sid-eve-1"));
+    assert!(
+        listing.contains("name=\"owner\" value=\"eve\""),
+        "the row names its owner"
+    );
 
     let form = b"kind=entity&id=acme&until=2h&reason=incident+42";
     let answer = b

@@ -8,6 +8,7 @@ mod access;
 mod audit_sinks;
 mod audit_trail;
 mod cli;
+mod console;
 mod control;
 mod demo;
 mod lifecycle;

@@ -1,6 +1,7 @@
 //! Test harness: a real upstream on 127.0.0.1:0 and the real `portcullis` binary in front.
 
 pub mod browser;
+pub mod chromium;
 pub mod op;
 pub mod redis;
 pub mod saml;
