@@ -299,7 +299,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
         "{details:?}"
     );
     assert!(
-        details.iter().any(|d| *d == "console disable user:bob"),
+        details.contains(&"console disable user:bob"),
         "{details:?}"
     );
     assert!(
