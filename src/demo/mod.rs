@@ -78,7 +78,8 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     println!(
         "\nPortcullis demo\n  open      https://127.0.0.1:{port}/   (certificate: trust {ca} or accept the warning)\n  \
          upstream  sample chat app on http://127.0.0.1:{upstream_port} (unprotected: use the address above)\n  \
-         admin     http://127.0.0.1:{admin}/metrics\n  audit     {audit}\n  config    {config}\n\n  \
+         admin     http://127.0.0.1:{admin}/metrics\n  \
+         console   https://127.0.0.1:{port}/.portcullis/admin/   (security console: alice)\n  audit     {audit}\n  config    {config}\n\n  \
          Sign in as:\n{logins}\n  \
          alice (staff: admin, billing) may call the billing agent; bob (customer of acme) gets 403\n  \
          for it and for other entities' data (/api/entities/globex/...); see the audit log.\n  \
@@ -226,6 +227,8 @@ audit:
   signing_key: "file:{audit_key}"
 admin:
   listen: 127.0.0.1:{admin_port}
+  # The demo's users have no second factor; a real deployment keeps require_mfa (default true).
+  console: {{ roles: [admin], require_mfa: false }}
 "#,
         port = options.port,
         http_port = options.http_port,
