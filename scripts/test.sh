@@ -24,6 +24,8 @@ tests/idp/saml/.venv/bin/pip install --quiet --disable-pip-version-check -r test
 
 echo "== cargo test"
 cargo test --locked
+echo "console screenshots (browser test): ${CARGO_TARGET_DIR:-target}/tmp/console-screenshots"
+ls "${CARGO_TARGET_DIR:-target}/tmp/console-screenshots" 2>/dev/null || true
 
 echo "== portcullis check conf/*.yaml"
 bin="${CARGO_TARGET_DIR:-target}/debug/portcullis"

@@ -170,6 +170,10 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
         "{events}"
     );
     browser.screenshot("console-events").await;
+    // Each record links to the user's page.
+    browser.click("#event-rows a[href$='user?id=bob']").await;
+    let user_page = browser.wait_for_text("Revoke all of this user").await;
+    assert!(user_page.contains("/admin-area/settings"), "{user_page}");
 
     // Sessions: find bob, press Revoke.
     browser.goto(&format!("{console}sessions?user=bob")).await;
@@ -207,6 +211,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
     browser.click("form[action$='/disable'] button").await;
     let page = browser.wait_for_text("Disabled by admin-alice").await;
     assert!(page.contains("Enable user"), "{page}");
+    browser.screenshot("console-user").await;
 
     // Explain, as the CLI does.
     browser
@@ -298,10 +303,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
         details.iter().any(|d| d.starts_with("console revoke sid=")),
         "{details:?}"
     );
-    assert!(
-        details.contains(&"console disable user:bob"),
-        "{details:?}"
-    );
+    assert!(details.contains(&"console disable user:bob"), "{details:?}");
     assert!(
         details
             .iter()
