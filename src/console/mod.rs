@@ -268,7 +268,6 @@ impl Console {
         record.method = Some("POST".into());
         record.path = Some(format!("{}{action}", self.base));
         record.operator = Some(by.to_string());
-        record.entity = request.actor.entity.clone();
         let selector = selector_of(&form);
         // A session's row also names its owner, so that the record is found under the user.
         record.user = selector.user.clone().or_else(|| form.some("owner"));

@@ -226,9 +226,7 @@ pub fn events(view: &View<'_>, records: &[Recent]) -> String {
          <label>Since<select name=\"since\">{spans}</select></label><button>Filter</button></form>\
          <p class=\"note\">Refusals, failed sign-ins, revocations, admin actions and reloads, newest \
          first; refreshed every 5 seconds.</p>\
-         <table><thead><tr><th>Time</th><th>Event</th><th>Reason</th><th>User</th><th>Entity</th>\
-         <th>App</th><th>Address</th><th>Request</th><th>Status</th><th>By</th><th>Detail</th></tr>\
-         </thead><tbody id=\"event-rows\" data-refresh=\"{base}events{}\">{}</tbody></table>",
+         <table>{EVENT_HEADERS}<tbody id=\"event-rows\" data-refresh=\"{base}events{}\">{}</tbody></table>",
         view.notice(),
         field("user", "User", &filter.user),
         field("entity", "Entity", &filter.entity),
@@ -239,6 +237,11 @@ pub fn events(view: &View<'_>, records: &[Recent]) -> String {
         base = view.base,
     )
 }
+
+/// The head of every table of records.
+const EVENT_HEADERS: &str = "<thead><tr><th>Time</th><th>Event</th><th>Reason</th><th>User</th>\
+    <th>Entity</th><th>App</th><th>Address</th><th>Request</th><th>Status</th><th>By</th>\
+    <th>Detail</th></tr></thead>";
 
 /// The events table's rows (also what the auto-refresh fetches).
 pub fn event_rows(view: &View<'_>, records: &[Recent]) -> String {
@@ -342,6 +345,8 @@ async fn session_table(view: &View<'_>, control: &Control, owner: Owner<'_>, her
             "<p class=\"note\">The first {SESSIONS_SHOWN} of {} sessions; narrow the search.</p>",
             listed.len()
         )
+    } else if listed.is_empty() {
+        String::new()
     } else {
         format!("<p class=\"note\">{} live session(s).</p>", listed.len())
     };
@@ -481,7 +486,7 @@ pub async fn user(view: &View<'_>, control: &Control, activity: &Activity, id: &
     };
     let _ = write!(
         out,
-        "<table><tbody>{}</tbody></table>",
+        "<table>{EVENT_HEADERS}<tbody>{}</tbody></table>",
         event_rows(view, &activity.recent(&filter, 50))
     );
     out

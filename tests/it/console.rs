@@ -139,7 +139,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
     );
     sign_in_at_the_op_form(&browser, "admin-alice").await;
     // Back with a session without MFA: the console sends her to sign in again with MFA.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !browser.url().await.starts_with(&w.op.issuer) {
         assert!(
             Instant::now() < deadline,
@@ -183,6 +183,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
         "{sessions}"
     );
     browser.screenshot("console-sessions").await;
+    // The stream runs for a minute unless cut.
     let pressed = Instant::now();
     browser.click("form[action$='/revoke'] button").await;
     browser.wait_for_text("Revoked").await;
@@ -197,7 +198,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
     .await;
     assert!(ended.is_ok(), "bob's stream did not end");
     assert!(
-        pressed.elapsed() < Duration::from_secs(6),
+        pressed.elapsed() < Duration::from_secs(15),
         "{:?}",
         pressed.elapsed()
     );

@@ -138,9 +138,12 @@ fn html_page(status: u16, html: String) -> Synthetic {
 
 /// Every console answer: never cached, never framed, its own CSP.
 fn console_headers(mut synthetic: Synthetic) -> Synthetic {
-    synthetic
-        .headers
-        .retain(|(name, _)| !matches!(*name, "Content-Security-Policy" | "Cache-Control"));
+    synthetic.headers.retain(|(name, _)| {
+        !matches!(
+            *name,
+            "Content-Security-Policy" | "Cache-Control" | "X-Frame-Options"
+        )
+    });
     synthetic.headers.extend([
         ("Cache-Control", "no-store".to_string()),
         ("Content-Security-Policy", CSP.to_string()),

@@ -91,9 +91,10 @@ impl Browser {
         }
     }
 
-    /// Waits (10 s at most) until the page's text contains `wanted`; the text.
+    /// Waits (20 s at most: the suite shares two cores) until the page's text contains
+    /// `wanted`; the text.
     pub async fn wait_for_text(&self, wanted: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = self.text().await;
             if text.contains(wanted) {
