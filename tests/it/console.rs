@@ -375,6 +375,13 @@ async fn the_console_is_for_signed_in_admins_only_and_absent_unless_configured()
     let r = get(&w, "/.portcullis/admin/sessions", &admin).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.expect("page").contains("admin-alice"));
+    let r = get(&w, "/.portcullis/admin", &admin).await;
+    assert_eq!(
+        r.status(),
+        308,
+        "to the console's own path, whose links are relative"
+    );
+    assert_eq!(r.headers()[LOCATION], "/.portcullis/admin/");
     let records = audit_until(&w.fixtures.audit_log(), 1, |r| {
         r["reason"] == "mfa-required"
     })

@@ -38,6 +38,14 @@ impl Gateway {
             Ok(actor) => actor,
             Err((reply, reason)) => return self.reply(session, ctx, reply, reason).await,
         };
+        let path = ctx.path.clone().unwrap_or_default();
+        let Some(page) = path.strip_prefix(console.base()).map(str::to_string) else {
+            // `…/admin` without the slash: the pages' relative links need it.
+            let synthetic = console_headers(redirect_response(308, console.base().to_string()));
+            return self
+                .send(session, ctx, synthetic, Reason::Authenticated)
+                .await;
+        };
         let method = session.req_header().method.as_str().to_string();
         let form = if method == "POST" {
             match self.protected_form(session, ctx).await? {
@@ -47,18 +55,6 @@ impl Gateway {
         } else {
             None
         };
-        let path = ctx.path.clone().unwrap_or_default();
-        let page = path
-            .strip_prefix(console.base())
-            .unwrap_or_default()
-            .to_string();
-        if !path.starts_with(console.base()) {
-            // `…/admin` without the slash: the pages' relative links need it.
-            let synthetic = console_headers(redirect_response(308, console.base().to_string()));
-            return self
-                .send(session, ctx, synthetic, Reason::Authenticated)
-                .await;
-        }
         let csrf = self.csrf_token(ctx);
         let query = session.req_header().uri.query().map(str::to_string);
         let answer = console
@@ -73,23 +69,14 @@ impl Gateway {
                 now: super::unix_now(),
             })
             .await;
-        let synthetic = match answer {
-            Answer::Page(status, html) => html_page(status, html),
-            Answer::Fragment(html) => html_page(200, html),
-            Answer::Redirect(location) => redirect_response(303, location),
-            Answer::Asset(content_type, body) => Synthetic {
-                status: 200,
-                headers: vec![("Content-Type", content_type.into())],
-                body: Bytes::from_static(body.as_bytes()),
-            },
-            Answer::NotFound => {
-                return self
-                    .reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
+        match synthetic(answer) {
+            // A refused action (400, 422, 503) is recorded as a bad request.
+            Some(synthetic) => self.send(session, ctx, synthetic, Reason::BadRequest).await,
+            None => {
+                self.reply(session, ctx, Reply::NotFound, Reason::UnknownEndpoint)
                     .await
             }
-        };
-        self.send(session, ctx, console_headers(synthetic), Reason::BadRequest)
-            .await
+        }
     }
 
     /// A person's session holding a console role (and MFA when required), not turned off
@@ -126,6 +113,22 @@ impl Gateway {
             None => Ok(who),
         }
     }
+}
+
+/// The console's answer as a response with its headers; `None`: no such page.
+fn synthetic(answer: Answer) -> Option<Synthetic> {
+    let synthetic = match answer {
+        Answer::Page(status, html) => html_page(status, html),
+        Answer::Fragment(html) => html_page(200, html),
+        Answer::Redirect(location) => redirect_response(303, location),
+        Answer::Asset(content_type, body) => Synthetic {
+            status: 200,
+            headers: vec![("Content-Type", content_type.into())],
+            body: Bytes::from_static(body.as_bytes()),
+        },
+        Answer::NotFound => return None,
+    };
+    Some(console_headers(synthetic))
 }
 
 fn html_page(status: u16, html: String) -> Synthetic {
