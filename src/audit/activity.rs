@@ -6,7 +6,7 @@
 //! addresses counted per bucket (a flood from many addresses still shows its largest
 //! senders, which arrive first), and the latest [`RECENT`] records.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -128,41 +128,16 @@ pub struct Overview {
     pub since: u64,
 }
 
+/// Five minutes of counts.
 #[derive(Debug, Default)]
 struct Bucket {
     start: u64,
-    requests: u64,
-    denied: u64,
-    denials: BTreeMap<&'static str, u64>,
-    sign_in_failures: BTreeMap<(String, String), u64>,
-    rate_limited: u64,
-    denied_users: HashMap<String, u64>,
-    denied_addresses: HashMap<IpAddr, u64>,
+    counts: Counts,
 }
 
-impl Bucket {
-    fn add_to(&self, totals: &mut Counting) {
-        totals.requests += self.requests;
-        totals.denied += self.denied;
-        totals.rate_limited += self.rate_limited;
-        for (reason, n) in &self.denials {
-            *totals.denials.entry(reason).or_default() += n;
-        }
-        for (key, n) in &self.sign_in_failures {
-            *totals.sign_in_failures.entry(key.clone()).or_default() += n;
-        }
-        for (user, n) in &self.denied_users {
-            *totals.denied_users.entry(user.clone()).or_default() += n;
-        }
-        for (address, n) in &self.denied_addresses {
-            *totals.denied_addresses.entry(*address).or_default() += n;
-        }
-    }
-}
-
-/// Counts added up over several buckets.
-#[derive(Default)]
-struct Counting {
+/// What a bucket counts, and what several add up to.
+#[derive(Debug, Default)]
+struct Counts {
     requests: u64,
     denied: u64,
     rate_limited: u64,
@@ -170,6 +145,26 @@ struct Counting {
     sign_in_failures: HashMap<(String, String), u64>,
     denied_users: HashMap<String, u64>,
     denied_addresses: HashMap<IpAddr, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.denied += other.denied;
+        self.rate_limited += other.rate_limited;
+        for (reason, n) in &other.denials {
+            *self.denials.entry(reason).or_default() += n;
+        }
+        for (key, n) in &other.sign_in_failures {
+            *self.sign_in_failures.entry(key.clone()).or_default() += n;
+        }
+        for (user, n) in &other.denied_users {
+            *self.denied_users.entry(user.clone()).or_default() += n;
+        }
+        for (address, n) in &other.denied_addresses {
+            *self.denied_addresses.entry(*address).or_default() += n;
+        }
+    }
 }
 
 /// Most first, then by key, at most `n`.
@@ -180,7 +175,7 @@ fn top<K: Ord + Clone>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
     all
 }
 
-impl Counting {
+impl Counts {
     fn totals(self) -> Totals {
         Totals {
             requests: self.requests,
@@ -240,7 +235,7 @@ impl Activity {
             }
         }
         if let Some(bucket) = window.buckets.back_mut() {
-            count(bucket, event);
+            count(&mut bucket.counts, event);
         }
         if relevant(event) {
             if window.recent.len() >= RECENT {
@@ -255,7 +250,7 @@ impl Activity {
         let window = self.lock();
         let hour_from = now.saturating_sub(3_600);
         let day_from = now.saturating_sub(86_400);
-        let (mut hour, mut day) = (Counting::default(), Counting::default());
+        let (mut hour, mut day) = (Counts::default(), Counts::default());
         let current = now - now % BUCKET_SECONDS;
         let mut hour_slices: Vec<Slice> = (0..12)
             .rev()
@@ -276,15 +271,15 @@ impl Activity {
             // A bucket counts in a span when it ends inside it.
             let end = bucket.start + BUCKET_SECONDS;
             if end > hour_from {
-                bucket.add_to(&mut hour);
+                hour.add(&bucket.counts);
             }
             if end > day_from {
-                bucket.add_to(&mut day);
+                day.add(&bucket.counts);
             }
             for slices in [&mut hour_slices, &mut day_slices] {
                 if let Some(slice) = slices.iter_mut().rev().find(|s| s.start <= bucket.start) {
-                    slice.requests += bucket.requests;
-                    slice.denied += bucket.denied;
+                    slice.requests += bucket.counts.requests;
+                    slice.denied += bucket.counts.denied;
                 }
             }
         }
@@ -316,13 +311,13 @@ impl Activity {
         let mut window = self.lock();
         window.recent.retain(|r| r.user.as_deref() != Some(user));
         for bucket in &mut window.buckets {
-            bucket.denied_users.remove(user);
+            bucket.counts.denied_users.remove(user);
         }
     }
 }
 
 /// Adds one record to its bucket.
-fn count(bucket: &mut Bucket, event: &AuditEvent) {
+fn count(bucket: &mut Counts, event: &AuditEvent) {
     match event.event {
         EventKind::Access | EventKind::AccessDenied | EventKind::AppDisabled => {
             bucket.requests += 1;

@@ -212,10 +212,10 @@ fn stays_bounded_under_a_flood() {
     assert_eq!(kept[0].seq, RECENT as u64 + 499, "the newest stay");
     let window = a.lock();
     let bucket = window.buckets.back().expect("bucket");
-    assert_eq!(bucket.denied_users.len(), TOP_KEYS);
-    assert_eq!(bucket.denied_addresses.len(), TOP_KEYS);
+    assert_eq!(bucket.counts.denied_users.len(), TOP_KEYS);
+    assert_eq!(bucket.counts.denied_addresses.len(), TOP_KEYS);
     assert_eq!(
-        bucket.denied,
+        bucket.counts.denied,
         RECENT as u64 + 500,
         "every refusal is still counted"
     );
