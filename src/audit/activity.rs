@@ -1,6 +1,7 @@
 //! The last day of the audit trail, kept in memory for the security console: counts in
 //! five-minute buckets and the latest security-relevant records. Fed by the writer thread with
-//! every record it takes (never by a request), so the request path pays nothing for it.
+//! every record it takes (never by a request), so the request path pays nothing for it, and at
+//! start with what earlier processes wrote, read back from the trail (`recall`).
 //!
 //! Bounded whatever the traffic: 289 buckets, at most [`TOP_KEYS`] distinct users and
 //! addresses counted per bucket (a flood from many addresses still shows its largest
@@ -11,6 +12,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{AuditEvent, EventKind, Outcome};
+
+mod recall;
+pub(crate) use recall::recall_in_background;
 
 /// Width of one bucket, in seconds.
 pub const BUCKET_SECONDS: u64 = 300;
@@ -195,22 +199,51 @@ struct Window {
     buckets: VecDeque<Bucket>,
     /// Oldest first.
     recent: VecDeque<Recent>,
+    /// The oldest record counted (unix seconds): the process start, or earlier once the
+    /// trail before it was read back.
+    since: u64,
 }
 
 /// The last day of activity (see the module documentation). Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct Activity {
     window: Arc<Mutex<Window>>,
-    since: u64,
 }
 
 impl Activity {
     /// Empty, counting from `now` (unix seconds).
     pub fn new(now: u64) -> Activity {
         Activity {
-            window: Arc::default(),
-            since: now,
+            window: Arc::new(Mutex::new(Window {
+                since: now,
+                ..Window::default()
+            })),
         }
+    }
+
+    /// Takes in what `older` counted from records written before this process's first one
+    /// (read back from the trail): counts into their buckets, records before those kept.
+    pub fn merge_older(&self, older: &Activity) {
+        let older = std::mem::take(&mut *older.lock());
+        let mut window = self.lock();
+        for bucket in older.buckets {
+            match window.buckets.iter_mut().find(|b| b.start == bucket.start) {
+                Some(same) => same.counts.add(&bucket.counts),
+                None => window.buckets.push_back(bucket),
+            }
+        }
+        window.buckets.make_contiguous().sort_by_key(|b| b.start);
+        if let Some(newest) = window.buckets.back().map(|b| b.start) {
+            let oldest = newest.saturating_sub(DAY_BUCKETS * BUCKET_SECONDS);
+            window.buckets.retain(|b| b.start >= oldest);
+        }
+        let mut recent = older.recent;
+        recent.extend(window.recent.drain(..));
+        while recent.len() > RECENT {
+            recent.pop_front();
+        }
+        window.recent = recent;
+        window.since = window.since.min(older.since);
     }
 
     fn lock(&self) -> MutexGuard<'_, Window> {
@@ -289,7 +322,7 @@ impl Activity {
             day: day.totals(),
             hour_slices,
             day_slices,
-            since: self.since,
+            since: window.since,
         }
     }
 

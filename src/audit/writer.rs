@@ -191,6 +191,13 @@ impl PendingWriter {
                     },
                 };
                 settings.metrics.audit_writer_up.set(1);
+                // The console's last day: what earlier processes wrote, read back meanwhile.
+                super::activity::recall_in_background(
+                    &path,
+                    settings.personal_keys.clone(),
+                    state.next_seq,
+                    settings.activity.clone(),
+                );
                 Worker { state, settings, dirty: false }.run(writer_runtime, receiver, stop_rx);
             })?;
         Ok(WriterHandle {

@@ -330,7 +330,7 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_console_is_for_signed_in_admins_only_and_absent_unless_configured() {
-    let w = world();
+    let mut w = world();
     // Not signed in: a browser is sent to sign in (and back), an API client gets 401.
     let r = w
         .https
@@ -387,6 +387,34 @@ async fn the_console_is_for_signed_in_admins_only_and_absent_unless_configured()
     })
     .await;
     assert_eq!(records[0]["path"], "/.portcullis/admin/");
+
+    // A restart does not blank the console: the new process reads the last day back.
+    w._proxy.stop();
+    let ports = Ports {
+        https: w._proxy.ports.https,
+        http: w._proxy.ports.http,
+        admin: w._proxy.ports.admin,
+    };
+    let yaml = std::fs::read_to_string(&w._proxy.config).expect("config");
+    w._proxy = Proxy::start(&w.fixtures, ports, &yaml);
+    // Fresh connections: the pooled ones went with the old process.
+    w.https = client(&w.fixtures, &w._proxy);
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = get(&w, "/.portcullis/admin/events?user=bob", &admin)
+            .await
+            .text()
+            .await
+            .expect("page");
+        if page.contains("role-missing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        page.contains("GET /.portcullis/admin/") && page.contains("role-missing"),
+        "bob's refusals before the restart: {page}"
+    );
 
     // Without admin.console the path is just unknown.
     let fixtures = Fixtures::new();

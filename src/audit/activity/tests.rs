@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::audit::files;
 use crate::policy::Reason;
 
 const NOW: u64 = 1_800_000_000;
@@ -269,4 +270,88 @@ fn event_names_are_those_of_the_file() {
         let json = serde_json::to_value(kind).expect("json");
         assert_eq!(json.as_str(), Some(kind.as_str()));
     }
+}
+
+/// A record as the writer puts it in the file.
+fn line(event: &AuditEvent, seq: u64, at: u64) -> String {
+    let mut value = serde_json::to_value(event).expect("json");
+    let ts = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+    )
+    .to_string();
+    value["seq"] = seq.into();
+    value["ts"] = ts.into();
+    value.to_string()
+}
+
+#[test]
+fn a_written_record_reads_back_as_its_event() {
+    let mut event = denied(Reason::RoleMissing, Some("eve"), "10.0.0.2");
+    event.status = Some(403);
+    event.entity = Some("acme".into());
+    let record: serde_json::Value = serde_json::from_str(&line(&event, 9, NOW)).expect("json");
+    let (back, seq, at) = recall::event_of(&record).expect("an event");
+    assert_eq!((seq, at), (9, NOW));
+    assert_eq!(back.event, EventKind::AccessDenied);
+    assert_eq!(back.reason, Some(Reason::RoleMissing));
+    assert_eq!(back.decision, Some(Outcome::Deny));
+    assert_eq!(back.user.as_deref(), Some("eve"));
+    assert_eq!(back.app.as_deref(), Some("chat"));
+    assert_eq!(back.client_ip, "10.0.0.2".parse().ok());
+    assert_eq!(back.status, Some(403));
+    let checkpoint =
+        serde_json::json!({"seq": 10, "ts": "2027-01-15T08:00:00.000Z", "event": "checkpoint"});
+    assert!(recall::event_of(&checkpoint).is_none());
+}
+
+#[test]
+fn a_new_process_reads_the_last_day_back_from_the_trail() {
+    let dir = tempfile::tempdir().expect("dir");
+    let current = dir.path().join("audit.jsonl");
+    let rotated = files::rotated_name(
+        &current,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW - 3_000),
+    );
+    let old = denied(Reason::RuleDenied, Some("old"), "10.0.0.9");
+    let eve = denied(Reason::RoleMissing, Some("eve"), "10.0.0.2");
+    std::fs::write(
+        &rotated,
+        [line(&old, 1, NOW - 90_000), line(&eve, 2, NOW - 4_000)].join("\n") + "\n",
+    )
+    .expect("write");
+    let ours = denied(Reason::RoleMissing, Some("ours"), "10.0.0.3");
+    std::fs::write(
+        &current,
+        [
+            line(&eve, 3, NOW - 60),
+            "{\"seq\":4,\"ts\":\"torn".to_string(),
+            line(&ours, 5, NOW - 1),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .expect("write");
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW);
+    let older = recall::recall(&current, None, 5, now).expect("recall");
+    // This process counted seq 5 itself; the recall brings 2 and 3 (1 is older than a day).
+    let live = Activity::new(NOW);
+    live.observe(&ours, 5, NOW - 1);
+    live.merge_older(&older);
+    let kept: Vec<u64> = live
+        .recent(&EventFilter::default(), 10)
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(kept, vec![5, 3, 2]);
+    let o = live.overview(NOW);
+    assert_eq!(o.day.denied, 3);
+    assert_eq!(
+        o.hour.denied, 2,
+        "the one over an hour ago is outside the hour"
+    );
+    assert_eq!(
+        o.since,
+        NOW - 4_000,
+        "counted since the oldest record read back"
+    );
 }
