@@ -109,24 +109,37 @@ impl Browser {
         }
     }
 
+    /// Types `value` into the field `css`, once the page has it (a page still loading, or
+    /// replaced by a redirect, is waited for: 20 s at most).
     pub async fn fill(&self, css: &str, value: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .send_keys(value)
-            .await
-            .expect("type");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let typed = match self.client.find(Locator::Css(css)).await {
+                Ok(field) => field.send_keys(value).await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!("{css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
+    /// Clicks `css`, once the page has it (as for [`Browser::fill`]).
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .expect("click");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!("{css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Saves a PNG of the window as `<artefacts>/<name>.png`; its path.
