@@ -105,16 +105,9 @@ fn counts_the_last_hour_and_the_last_day_apart() {
 #[test]
 fn a_day_later_the_counts_are_gone() {
     let a = Activity::new(NOW);
-    a.observe(
-        &denied(Reason::RoleMissing, Some("eve"), "10.0.0.2"),
-        1,
-        NOW,
-    );
-    a.observe(
-        &denied(Reason::RoleMissing, Some("eve"), "10.0.0.2"),
-        2,
-        NOW + 86_400 + 600,
-    );
+    let eve = denied(Reason::RoleMissing, Some("eve"), "10.0.0.2");
+    a.observe(&eve, 1, NOW);
+    a.observe(&eve, 2, NOW + 86_400 + 600);
     let o = a.overview(NOW + 86_400 + 600);
     assert_eq!(o.day.denied, 1);
     assert_eq!(a.lock().buckets.len(), 1, "the old bucket was dropped");
