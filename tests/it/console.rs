@@ -169,6 +169,12 @@ async fn an_admin_revokes_a_session_from_the_console_in_a_real_browser() {
         events.contains("access-denied") && events.contains("bob"),
         "{events}"
     );
+    // The page refreshes itself (its script, allowed by the CSP): a new refusal appears
+    // without a reload.
+    assert_eq!(get(&w, "/admin-area/audit-log", &bob).await.status(), 403);
+    let url_before = browser.url().await;
+    browser.wait_for_text("/admin-area/audit-log").await;
+    assert_eq!(browser.url().await, url_before, "no navigation");
     browser.screenshot("console-events").await;
     // Each record links to the user's page.
     browser.click("#event-rows a[href$='user?id=bob']").await;
