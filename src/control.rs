@@ -484,7 +484,8 @@ fn parse(body: &[u8]) -> Result<Selector, ControlError> {
         .map_err(|e| ControlError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
-fn rfc3339(unix: u64) -> String {
+/// Unix seconds as RFC 3339 in UTC (`2026-12-03T19:41:07Z`); empty when out of range.
+pub fn rfc3339(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0))

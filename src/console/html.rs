@@ -108,10 +108,12 @@ pub fn time(unix: u64) -> String {
 }
 
 /// `?key=value&…` with every value encoded; empty values are left out.
-pub fn query(pairs: &[(&str, &str)]) -> String {
+pub fn query<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-        out.append_pair(k, v);
+    for (k, v) in pairs {
+        if !v.as_ref().is_empty() {
+            out.append_pair(k.as_ref(), v.as_ref());
+        }
     }
     let text = out.finish();
     if text.is_empty() {
@@ -119,6 +121,14 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
     } else {
         format!("?{text}")
     }
+}
+
+/// A labelled text field holding `value`.
+pub fn text_field(name: &str, label: &str, value: &Option<String>) -> String {
+    format!(
+        "<label>{label}<input name=\"{name}\" value=\"{}\"></label>",
+        esc(value.as_deref().unwrap_or_default())
+    )
 }
 
 /// A bar chart of `slices` (requests, with the refused part in red), labelled by `label`.

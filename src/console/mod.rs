@@ -363,9 +363,7 @@ fn with_until(mut selector: Selector, now: u64) -> Selector {
         } else if let Ok(local) = chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M") {
             local.and_utc().to_rfc3339()
         } else if let Ok(span) = humantime::parse_duration(&text) {
-            html::time(now.saturating_add(span.as_secs()))
-                .replace(' ', "T")
-                .replace("Z", "+00:00")
+            crate::control::rfc3339(now.saturating_add(span.as_secs()))
         } else {
             text
         });

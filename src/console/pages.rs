@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::html::{bars, button_form, csrf_field, esc, hbars, query, rows_html, table, time};
+use super::html::{
+    bars, button_form, csrf_field, esc, hbars, query, rows_html, table, text_field, time,
+};
 use super::{ConfigStatus, Query};
 use crate::audit::activity::{Activity, EventFilter, Overview, Recent, Totals};
 use crate::config::{App, UserType};
@@ -61,7 +63,7 @@ impl View<'_> {
         format!(
             "<a href=\"{}user{}\">{}</a>",
             self.base,
-            esc(&query(&[("id", user)])),
+            esc(&query([("id", user)])),
             esc(user)
         )
     }
@@ -133,7 +135,7 @@ pub fn overview(view: &View<'_>, o: &Overview) -> String {
                 format!(
                     "<a href=\"{}events{}\">{}</a>",
                     view.base,
-                    esc(&query(&[("reason", reason)])),
+                    esc(&query([("reason", *reason)])),
                     esc(reason)
                 ),
                 hour.to_string(),
@@ -195,12 +197,6 @@ pub fn overview(view: &View<'_>, o: &Overview) -> String {
 
 pub fn events(view: &View<'_>, records: &[Recent]) -> String {
     let filter = view.event_filter();
-    let field = |name: &str, label: &str, value: &Option<String>| {
-        format!(
-            "<label>{label}<input name=\"{name}\" value=\"{}\"></label>",
-            esc(value.as_deref().unwrap_or_default())
-        )
-    };
     let since = view.query.get("since").unwrap_or_default();
     let mut spans = String::new();
     for (value, label) in [
@@ -215,12 +211,12 @@ pub fn events(view: &View<'_>, records: &[Recent]) -> String {
             "<option value=\"{value}\"{selected}>{label}</option>"
         );
     }
-    let refresh: Vec<(&str, String)> = ["user", "entity", "app", "reason", "since"]
-        .into_iter()
-        .map(|k| (k, view.query.get(k).unwrap_or_default()))
-        .chain([("fragment", "1".to_string())])
-        .collect();
-    let refresh: Vec<(&str, &str)> = refresh.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refresh = query(
+        ["user", "entity", "app", "reason", "since"]
+            .into_iter()
+            .map(|k| (k, view.query.get(k).unwrap_or_default()))
+            .chain([("fragment", "1".to_string())]),
+    );
     format!(
         "{}<form method=\"get\" action=\"{base}events\" class=\"filters\">{}{}{}{}\
          <label>Since<select name=\"since\">{spans}</select></label><button>Filter</button></form>\
@@ -228,11 +224,11 @@ pub fn events(view: &View<'_>, records: &[Recent]) -> String {
          first; refreshed every 5 seconds.</p>\
          <table>{EVENT_HEADERS}<tbody id=\"event-rows\" data-refresh=\"{base}events{}\">{}</tbody></table>",
         view.notice(),
-        field("user", "User", &filter.user),
-        field("entity", "Entity", &filter.entity),
-        field("app", "App", &filter.app),
-        field("reason", "Reason or event", &filter.reason),
-        esc(&query(&refresh)),
+        text_field("user", "User", &filter.user),
+        text_field("entity", "Entity", &filter.entity),
+        text_field("app", "App", &filter.app),
+        text_field("reason", "Reason or event", &filter.reason),
+        esc(&refresh),
         event_rows(view, records),
         base = view.base,
     )
@@ -289,26 +285,20 @@ pub async fn sessions(view: &View<'_>, control: &Control, apps: &[Arc<App>]) -> 
     let here = format!(
         "{}sessions{}",
         view.base,
-        query(&[
+        query([
             ("user", user.as_deref().unwrap_or_default()),
             ("entity", entity.as_deref().unwrap_or_default()),
             ("idp", idp.as_deref().unwrap_or_default()),
         ])
     );
-    let field = |name: &str, label: &str, value: &Option<String>| {
-        format!(
-            "<label>{label}<input name=\"{name}\" value=\"{}\"></label>",
-            esc(value.as_deref().unwrap_or_default())
-        )
-    };
     let mut out = view.notice();
     let _ = write!(
         out,
         "<form method=\"get\" action=\"{}sessions\" class=\"filters\">{}{}{}<button>Search</button></form>",
         view.base,
-        field("user", "User", &user),
-        field("entity", "Entity", &entity),
-        field("idp", "Provider", &idp),
+        text_field("user", "User", &user),
+        text_field("entity", "Entity", &entity),
+        text_field("idp", "Provider", &idp),
     );
     out.push_str(&session_table(view, control, owner, &here).await);
     out.push_str(&switches(view, control, &here));
@@ -442,7 +432,7 @@ fn disable_form(view: &View<'_>, here: &str, user: Option<&str>, apps: &[Arc<App
 
 /// A user's page: their sessions, revoke all, disable or enable, their latest records.
 pub async fn user(view: &View<'_>, control: &Control, activity: &Activity, id: &str) -> String {
-    let here = format!("{}user{}", view.base, query(&[("id", id)]));
+    let here = format!("{}user{}", view.base, query([("id", id)]));
     let mut out = view.notice();
     let _ = write!(out, "<h2>{}</h2>", esc(id));
     out.push_str(&session_table(view, control, Owner::User(id), &here).await);

@@ -54,7 +54,7 @@ pub(crate) fn recall(
     let older = Activity::new(unix(now));
     let mut oldest = unix(now);
     // A file rotated more than a day ago holds only older records.
-    for file in files::trail(path)?
+    'files: for file in files::trail(path)?
         .into_iter()
         .filter(|f| f.rotated_at.is_none_or(|at| at >= day_ago))
     {
@@ -69,8 +69,8 @@ pub(crate) fn recall(
                 continue;
             };
             if record["seq"].as_u64().is_some_and(|seq| seq >= first_seq) {
-                older.lock().since = oldest;
-                return Ok(older);
+                // This process's own records: it counted them as it wrote them.
+                break 'files;
             }
             if let Some(keys) = keys {
                 keys.reveal(&mut record);
